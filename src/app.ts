@@ -1,0 +1,134 @@
+// The one wiring file: request → authenticate → inject identity → forward → record,
+// on the proxy port; metrics and health on the admin port.
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import './types.js';
+import type { Config } from './config.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { createLogger } from './log.js';
+import { RemoteKeySet, type KeySource } from './auth/keyset.js';
+import { createVerifier } from './auth/verify.js';
+import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
+import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
+import { registerProxy } from './proxy.js';
+import { registerHealth } from './health.js';
+
+export interface AppOptions {
+  logger?: Logger;
+  /** Another key source (tests, or a static key set); default: the issuer's JWKS. */
+  keys?: KeySource;
+  now?: () => number;
+}
+
+export interface App {
+  readonly config: Config;
+  readonly proxy: FastifyInstance;
+  readonly admin: FastifyInstance;
+  readonly keys: KeySource;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Starts the key set and both listeners; resolves with their URLs. */
+  listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
+  /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
+  close(): Promise<void>;
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
+  const inbound = request.headers['x-request-id'];
+  return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
+}
+
+function pathOf(request: FastifyRequest): string {
+  const query = request.url.indexOf('?');
+  return query === -1 ? request.url : request.url.slice(0, query);
+}
+
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const now = options.now ?? Date.now;
+  const metrics = createMetrics();
+  const keys = options.keys ?? new RemoteKeySet({
+    issuer: config.issuer,
+    jwksUri: config.jwksUri,
+    refreshMs: config.jwksRefreshSeconds * 1000,
+    cooldownMs: config.jwksCooldownSeconds * 1000,
+    maxStaleMs: config.jwksMaxStaleSeconds * 1000,
+    logger,
+    now,
+    onRefresh: (result, count, lastSuccessMs) => {
+      metrics.jwksRefresh.inc({ result });
+      metrics.jwksKeys.set(count);
+      if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
+    },
+  });
+  const verify = createVerifier(config, keys, now);
+  let draining = false;
+
+  const proxy: FastifyInstance = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // One line per request is written by our own hook below, with the fields SPEC lists.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: false,
+    genReqId: requestId,
+    trustProxy: false,
+    return503OnClosing: true,
+  });
+  proxy.decorateRequest<AuthState | null>('auth', null);
+
+  // Counts the request in flight and writes its one log line when the response closes, streams included.
+  proxy.addHook('onRequest', (request, reply, done) => {
+    request.auth = { decision: 'reject', reason: undefined, identity: undefined };
+    reply.header('x-request-id', request.id);
+    const startedAt = performance.now();
+    metrics.inFlight.inc();
+    reply.raw.once('close', () => {
+      metrics.inFlight.dec();
+      const { decision, reason, identity } = request.auth;
+      request.log.info({
+        method: request.method,
+        path: pathOf(request),
+        status: reply.raw.statusCode,
+        durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
+        decision,
+        reason,
+        user: identity?.user,
+        subject: identity?.subject,
+        aborted: !reply.raw.writableFinished || undefined,
+      }, 'request');
+    });
+    done();
+  });
+  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl)));
+  registerResourceMetadata(proxy, config);
+  await registerProxy(proxy, config, metrics);
+
+  const admin: FastifyInstance = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  admin.get('/metrics', async (_request, reply) =>
+    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
+  registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
+
+  return {
+    config, proxy, admin, keys, metrics, logger,
+    async listen() {
+      await keys.start();
+      const proxyUrl = await proxy.listen({ port: config.port, host: config.host });
+      const adminUrl = await admin.listen({ port: config.adminPort, host: config.adminHost });
+      return { proxyUrl, adminUrl };
+    },
+    async close() {
+      draining = true;
+      const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
+      force.unref();
+      await proxy.close();
+      clearTimeout(force);
+      keys.close();
+      await admin.close();
+    },
+  };
+}

@@ -1,0 +1,100 @@
+// The request hook that decides accept or reject for every non-public request on the proxy port.
+
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import { Rejection } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import type { Identity, Verify } from './verify.js';
+
+export interface AuthState {
+  decision: 'accept' | 'reject' | 'public';
+  reason: string | undefined;
+  identity: Identity | undefined;
+}
+
+/** The bearer token of a request, read from the raw headers: Node keeps only the first Authorization. */
+export function extractBearerToken(rawHeaders: readonly string[]): string {
+  let value: string | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length === 13 && rawHeaders[i]!.toLowerCase() === 'authorization') {
+      if (value !== undefined) throw new Rejection('malformed_token', 'several Authorization headers');
+      value = rawHeaders[i + 1]!;
+    }
+  }
+  if (value === undefined) throw new Rejection('missing_token');
+  const match = /^([^ \t]+)(?:[ \t]+(.*))?$/.exec(value.trim());
+  if (match === null || match[1]!.toLowerCase() !== 'bearer') {
+    throw new Rejection('missing_token', 'Authorization header does not use the Bearer scheme');
+  }
+  const token = (match[2] ?? '').trim();
+  if (token === '') throw new Rejection('malformed_token', 'Bearer token is empty');
+  if (/\s/.test(token)) throw new Rejection('malformed_token', 'Bearer token contains white space');
+  return token;
+}
+
+function quote(value: string): string {
+  return `"${value.replace(/["\\]/g, '')}"`;
+}
+
+export function sendRejection(reply: FastifyReply, rejection: Rejection, resourceMetadataUrl: string): void {
+  let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
+  const error = rejection.challengeError;
+  if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
+  reply
+    .code(rejection.status)
+    .header('www-authenticate', challenge)
+    .header('cache-control', 'no-store');
+  if (rejection.status === 503) reply.header('retry-after', '5');
+  reply.send({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
+}
+
+export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string) {
+  function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
+    // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
+    const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
+    if (!(error instanceof Rejection)) request.log.error({ err: error }, 'token verification failed unexpectedly');
+    request.auth.decision = 'reject';
+    request.auth.reason = rejection.reason;
+    metrics.rejected.inc({ reason: rejection.reason });
+    sendRejection(reply, rejection, resourceMetadataUrl);
+  }
+
+  function accept(request: FastifyRequest, identity: Identity): void {
+    request.auth.decision = 'accept';
+    request.auth.identity = identity;
+    metrics.accepted.inc();
+  }
+
+  return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    if (request.routeOptions.config.public === true) {
+      request.auth.decision = 'public';
+      done();
+      return;
+    }
+    const stopTimer = metrics.verifyDuration.startTimer();
+    let result;
+    try {
+      result = verify(extractBearerToken(request.raw.rawHeaders));
+    } catch (error) {
+      stopTimer();
+      reject(request, reply, error);
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      stopTimer();
+      accept(request, result.identity);
+      done();
+      return;
+    }
+    result.then(
+      (verdict) => {
+        stopTimer();
+        accept(request, verdict.identity);
+        done();
+      },
+      (error: unknown) => {
+        stopTimer();
+        reject(request, reply, error);
+      },
+    );
+  };
+}

@@ -1,0 +1,190 @@
+// Token verification: SPEC's checks in SPEC's order, each failure a Rejection with its reason.
+// The signature is checked with node:crypto on a key imported once (see keyset.ts): the
+// whole check is synchronous unless an unknown kid sends us to the issuer.
+
+import { constants, verify as verifySignatureBytes } from 'node:crypto';
+import type { Config } from '../config.js';
+import { Rejection } from '../errors.js';
+import type { KeySource, VerificationKey } from './keyset.js';
+
+export interface Identity {
+  readonly user: string;
+  readonly subject: string | undefined;
+  readonly email: string | undefined;
+  readonly groups: readonly string[] | undefined;
+}
+
+export interface Verdict {
+  readonly identity: Identity;
+  readonly key: VerificationKey;
+  /** When the token stops being valid: `exp` plus the clock tolerance, in ms. */
+  readonly validUntilMs: number;
+}
+
+export type VerifierConfig = Pick<
+  Config,
+  | 'issuer' | 'audiences' | 'allowedAzp' | 'algorithms' | 'clockToleranceSeconds'
+  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles'
+>;
+
+export type Verify = (token: string) => Verdict | Promise<Verdict>;
+
+type Claims = Record<string, unknown>;
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header.
+const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
+const MAX_FORWARDED_LENGTH = 4096;
+const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
+
+/** Decodes a compact JWS into header, claims and the signed bytes; never trusts their contents. */
+function parseCompact(token: string): { header: Claims; claims: Claims; signingInput: Buffer; signature: Buffer } {
+  const parts = token.split('.');
+  if (parts.length === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted');
+  if (parts.length !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts');
+  const [headerPart, payloadPart, signaturePart] = parts as [string, string, string];
+  if (!BASE64URL.test(headerPart) || !BASE64URL.test(payloadPart) || !BASE64URL.test(signaturePart)) {
+    throw new Rejection('malformed_token', 'token parts are not base64url');
+  }
+  return {
+    header: decodeJsonObject(headerPart, 'header'),
+    claims: decodeJsonObject(payloadPart, 'payload'),
+    signingInput: Buffer.from(`${headerPart}.${payloadPart}`, 'ascii'),
+    signature: Buffer.from(signaturePart, 'base64url'),
+  };
+}
+
+function decodeJsonObject(part: string, what: string): Claims {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+  } catch {
+    throw new Rejection('malformed_token', `token ${what} is not JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Rejection('malformed_token', `token ${what} is not a JSON object`);
+  }
+  return value as Claims;
+}
+
+function signatureIsValid(alg: string, key: VerificationKey, data: Buffer, signature: Buffer): boolean {
+  try {
+    if (alg === 'EdDSA') return verifySignatureBytes(null, data, key.key, signature);
+    const hash = `sha${alg.slice(2)}`;
+    if (alg.startsWith('ES')) {
+      if (signature.length !== ECDSA_SIGNATURE_BYTES[alg]) return false;
+      return verifySignatureBytes(hash, data, { key: key.key, dsaEncoding: 'ieee-p1363' }, signature);
+    }
+    if (alg.startsWith('PS')) {
+      return verifySignatureBytes(hash, data, {
+        key: key.key,
+        padding: constants.RSA_PKCS1_PSS_PADDING,
+        saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
+      }, signature);
+    }
+    return verifySignatureBytes(hash, data, key.key, signature);
+  } catch {
+    return false;
+  }
+}
+
+function numericDate(claims: Claims, name: string): number | undefined {
+  const value = claims[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new Rejection('malformed_token', `${name} claim is not a number`);
+  }
+  return value;
+}
+
+/** A claim that becomes a header value: absent, or a clean, bounded string. */
+function forwardable(claims: Claims, name: string): string | undefined {
+  const value = claims[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || UNCLEAN.test(value) || value.length > MAX_FORWARDED_LENGTH) {
+    throw new Rejection('invalid_claim', `${name} claim is not a clean string`);
+  }
+  return value;
+}
+
+function forwardableGroups(claims: Claims): string[] | undefined {
+  const value = claims.groups;
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))
+    || value.join(',').length > MAX_FORWARDED_LENGTH) {
+    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas');
+  }
+  return value as string[];
+}
+
+function stringList(value: unknown): string[] {
+  if (typeof value === 'string') return [value];
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+export function createVerifier(config: VerifierConfig, keys: KeySource, now: () => number = Date.now): Verify {
+  const algorithms = new Set<string>(config.algorithms);
+  const audiences = new Set(config.audiences);
+  const allowedAzp = new Set(config.allowedAzp);
+  const toleranceMs = config.clockToleranceSeconds * 1000;
+
+  function checkClaims(claims: Claims, key: VerificationKey): Verdict {
+    if (claims.iss !== config.issuer) throw new Rejection('wrong_issuer');
+
+    const nowMs = now();
+    const exp = numericDate(claims, 'exp');
+    if (exp === undefined) throw new Rejection('missing_claim', 'token has no exp claim');
+    if (exp * 1000 + toleranceMs <= nowMs) throw new Rejection('expired');
+    const nbf = numericDate(claims, 'nbf');
+    if (nbf !== undefined && nbf * 1000 - toleranceMs > nowMs) throw new Rejection('not_yet_valid');
+    const iat = numericDate(claims, 'iat');
+    if (iat !== undefined && iat * 1000 - toleranceMs > nowMs) throw new Rejection('not_yet_valid', 'token was issued in the future');
+
+    const audienceOk = stringList(claims.aud).some((a) => audiences.has(a));
+    const azpOk = typeof claims.azp === 'string' && allowedAzp.has(claims.azp);
+    if (!audienceOk && !azpOk) throw new Rejection('wrong_audience');
+
+    if (config.tokenType !== '' && claims.typ !== config.tokenType) {
+      throw new Rejection('wrong_token_type', `token typ must be ${config.tokenType}`);
+    }
+
+    const userValue = claims[config.userClaim];
+    if (userValue === undefined || userValue === '') {
+      throw new Rejection('missing_claim', `token has no ${config.userClaim} claim`);
+    }
+    const user = forwardable(claims, config.userClaim)!;
+    const identity: Identity = {
+      user,
+      subject: forwardable(claims, 'sub'),
+      email: forwardable(claims, 'email'),
+      groups: forwardableGroups(claims),
+    };
+
+    if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
+      const groups = new Set(stringList(claims.groups));
+      const roles = new Set(stringList((claims.realm_access as { roles?: unknown } | undefined)?.roles));
+      const granted = config.requiredGroups.some((g) => groups.has(g)) || config.requiredRoles.some((r) => roles.has(r));
+      if (!granted) throw new Rejection('forbidden');
+    }
+    return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
+  }
+
+  return function verify(token: string): Verdict | Promise<Verdict> {
+    const { header, claims, signingInput, signature } = parseCompact(token);
+    const alg = header.alg;
+    if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
+    if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported');
+    if (header.b64 !== undefined) throw new Rejection('malformed_token', 'unencoded payloads are not supported');
+    const kid = header.kid;
+    if (kid !== undefined && (typeof kid !== 'string' || kid.length > 256)) {
+      throw new Rejection('malformed_token', 'kid header is not a short string');
+    }
+    // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
+    const finish = (key: VerificationKey): Verdict => {
+      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature');
+      return checkClaims(claims, key);
+    };
+    const key = keys.resolve(kid, alg);
+    return key instanceof Promise ? key.then(finish) : finish(key);
+  };
+}

@@ -1,0 +1,227 @@
+// Environment → typed, frozen Config. Every problem is collected and reported at once,
+// naming the variable, the value seen and what is expected.
+
+export const SUPPORTED_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
+] as const;
+export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number];
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export interface Config {
+  issuer: string;
+  jwksUri: string | undefined;
+  audiences: readonly string[];
+  allowedAzp: readonly string[];
+  algorithms: readonly Algorithm[];
+  clockToleranceSeconds: number;
+  userClaim: string;
+  tokenType: string;
+  requiredGroups: readonly string[];
+  requiredRoles: readonly string[];
+  upstreamUrl: string;
+  upstreamTimeoutSeconds: number;
+  forwardAuthorization: boolean;
+  resourceUrl: string;
+  resourceScopes: readonly string[];
+  port: number;
+  host: string;
+  adminPort: number;
+  adminHost: string;
+  jwksRefreshSeconds: number;
+  jwksCooldownSeconds: number;
+  jwksMaxStaleSeconds: number;
+  shutdownGraceSeconds: number;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+interface Variable {
+  name: string;
+  default: string;
+  meaning: string;
+}
+
+// The one table behind parsing, --help and the README.
+export const VARIABLES: readonly Variable[] = [
+  { name: 'OIDC_ISSUER', default: 'required', meaning: 'exact issuer, e.g. https://auth.example.com/realms/coder' },
+  { name: 'OIDC_JWKS_URI', default: 'from discovery', meaning: 'key set URL' },
+  { name: 'OIDC_AUDIENCES', default: 'empty', meaning: 'comma list of accepted aud values' },
+  { name: 'OIDC_ALLOWED_AZP', default: 'empty', meaning: 'comma list of accepted azp values (coder for Coder\'s forwarded tokens)' },
+  { name: 'OIDC_ALGORITHMS', default: SUPPORTED_ALGORITHMS.join(','), meaning: 'allowlist; a symmetric or none entry is a config error' },
+  { name: 'OIDC_CLOCK_TOLERANCE_SECONDS', default: '30', meaning: 'skew allowed on exp, nbf, iat' },
+  { name: 'OIDC_USER_CLAIM', default: 'preferred_username', meaning: 'claim copied to X-Verified-User' },
+  { name: 'OIDC_TOKEN_TYPE', default: 'Bearer', meaning: 'required typ claim; empty disables the check' },
+  { name: 'REQUIRED_GROUPS', default: 'empty', meaning: 'comma list; at least one must be in groups' },
+  { name: 'REQUIRED_ROLES', default: 'empty', meaning: 'comma list; at least one must be in realm_access.roles' },
+  { name: 'UPSTREAM_URL', default: 'http://127.0.0.1:8000', meaning: 'where accepted requests go (an origin, no path)' },
+  { name: 'UPSTREAM_TIMEOUT_SECONDS', default: '30', meaning: 'wait for upstream response headers (not for the body or a stream)' },
+  { name: 'FORWARD_AUTHORIZATION', default: 'false', meaning: 'keep the bearer token on the forwarded request' },
+  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata' },
+  { name: 'RESOURCE_SCOPES', default: 'empty', meaning: 'comma list published as scopes_supported in the RFC 9728 metadata' },
+  { name: 'PORT', default: '8080', meaning: 'proxy listener port' },
+  { name: 'HOST', default: '0.0.0.0', meaning: 'proxy listener address' },
+  { name: 'ADMIN_PORT', default: '9090', meaning: 'metrics and health listener port' },
+  { name: 'ADMIN_HOST', default: '0.0.0.0', meaning: 'metrics and health listener address' },
+  { name: 'JWKS_REFRESH_SECONDS', default: '300', meaning: 'periodic refresh' },
+  { name: 'JWKS_COOLDOWN_SECONDS', default: '30', meaning: 'least time between unknown-kid refetches' },
+  { name: 'JWKS_MAX_STALE_SECONDS', default: '86400', meaning: 'how long the last good key set serves when refresh fails' },
+  { name: 'SHUTDOWN_GRACE_SECONDS', default: '20', meaning: 'drain time after SIGTERM' },
+  { name: 'LOG_LEVEL', default: 'info', meaning: `pino level: ${LOG_LEVELS.join(', ')}` },
+];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function helpText(): string {
+  const width = Math.max(...VARIABLES.map((v) => v.name.length)) + 2;
+  const rows = VARIABLES.map((v) => `  ${v.name.padEnd(width)}${v.meaning} (default: ${v.default})`);
+  return [
+    'mcp-auth-sidecar: validates Keycloak bearer tokens and proxies to an MCP server.',
+    '',
+    'Configuration comes from the environment:',
+    ...rows,
+    '',
+    'Proxy port: every request needs Authorization: Bearer <JWT>; /.well-known/oauth-protected-resource is public.',
+    'Admin port: /metrics, /healthz, /readyz.',
+  ].join('\n');
+}
+
+/** Parses and validates the environment; throws one ConfigError listing every problem. */
+export function loadConfig(env: Env): Readonly<Config> {
+  const problems: string[] = [];
+  const raw = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  const show = (value: string) => JSON.stringify(value);
+
+  const list = (name: string): string[] =>
+    (raw(name) ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+
+  const integer = (name: string, fallback: number, min: number, max: number): number => {
+    const value = raw(name);
+    if (value === undefined) return fallback;
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      problems.push(`${name}=${show(value)}: expected a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return Number(value);
+  };
+
+  const boolean = (name: string, fallback: boolean): boolean => {
+    const value = raw(name);
+    if (value === undefined) return fallback;
+    if (/^(true|false)$/i.test(value)) return value.toLowerCase() === 'true';
+    problems.push(`${name}=${show(value)}: expected true or false`);
+    return fallback;
+  };
+
+  const httpUrl = (name: string, value: string | undefined): URL | undefined => {
+    if (value === undefined) return undefined;
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      problems.push(`${name}=${show(value)}: expected an absolute http(s) URL`);
+      return undefined;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      problems.push(`${name}=${show(value)}: expected an http:// or https:// URL`);
+      return undefined;
+    }
+    if (url.hash !== '' || url.username !== '' || url.password !== '') {
+      problems.push(`${name}=${show(value)}: expected a URL without fragment or credentials`);
+      return undefined;
+    }
+    return url;
+  };
+
+  const issuer = raw('OIDC_ISSUER');
+  if (issuer === undefined) {
+    problems.push('OIDC_ISSUER is required: the exact issuer of the tokens, e.g. https://auth.example.com/realms/coder');
+  } else {
+    httpUrl('OIDC_ISSUER', issuer);
+  }
+  const jwksUri = raw('OIDC_JWKS_URI');
+  httpUrl('OIDC_JWKS_URI', jwksUri);
+
+  const audiences = list('OIDC_AUDIENCES');
+  const allowedAzp = list('OIDC_ALLOWED_AZP');
+  if (audiences.length === 0 && allowedAzp.length === 0) {
+    problems.push('OIDC_AUDIENCES and OIDC_ALLOWED_AZP are both empty: set at least one (OIDC_ALLOWED_AZP=coder accepts tokens Coder forwards)');
+  }
+
+  const algorithmsRaw = raw('OIDC_ALGORITHMS');
+  const algorithms = algorithmsRaw === undefined ? [...SUPPORTED_ALGORITHMS] : list('OIDC_ALGORITHMS');
+  const badAlgorithms = algorithms.filter((a) => !(SUPPORTED_ALGORITHMS as readonly string[]).includes(a));
+  if (badAlgorithms.length > 0 || algorithms.length === 0) {
+    problems.push(
+      `OIDC_ALGORITHMS=${show(algorithmsRaw ?? '')}: ${badAlgorithms.length > 0 ? `${badAlgorithms.join(', ')} not allowed; ` : ''}` +
+        `expected a non-empty comma list of asymmetric algorithms from ${SUPPORTED_ALGORITHMS.join(', ')} (never none or HS*)`,
+    );
+  }
+
+  const clockToleranceSeconds = integer('OIDC_CLOCK_TOLERANCE_SECONDS', 30, 0, 3600);
+  const userClaim = raw('OIDC_USER_CLAIM') ?? 'preferred_username';
+  // An explicitly empty OIDC_TOKEN_TYPE disables the check, so look at the variable itself.
+  const tokenType = env.OIDC_TOKEN_TYPE === undefined ? 'Bearer' : env.OIDC_TOKEN_TYPE.trim();
+
+  const upstreamRaw = raw('UPSTREAM_URL') ?? 'http://127.0.0.1:8000';
+  const upstream = httpUrl('UPSTREAM_URL', upstreamRaw);
+  if (upstream && (upstream.pathname !== '/' || upstream.search !== '')) {
+    problems.push(`UPSTREAM_URL=${show(upstreamRaw)}: expected an origin such as http://127.0.0.1:8000, without path or query`);
+  }
+
+  const port = integer('PORT', 8080, 0, 65535);
+  const adminPort = integer('ADMIN_PORT', 9090, 0, 65535);
+  if (port === adminPort && port !== 0) {
+    problems.push(`PORT and ADMIN_PORT are both ${port}: the proxy and admin listeners need different ports`);
+  }
+
+  const resourceRaw = raw('RESOURCE_URL') ?? `http://localhost:${port}`;
+  const resource = httpUrl('RESOURCE_URL', resourceRaw);
+  if (resource && resource.search !== '') {
+    problems.push(`RESOURCE_URL=${show(resourceRaw)}: expected a URL without query string (RFC 9728)`);
+  }
+
+  const logLevel = raw('LOG_LEVEL') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`LOG_LEVEL=${show(logLevel)}: expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const config: Config = {
+    issuer: issuer ?? '',
+    jwksUri,
+    audiences,
+    allowedAzp,
+    algorithms: algorithms as Algorithm[],
+    clockToleranceSeconds,
+    userClaim,
+    tokenType,
+    requiredGroups: list('REQUIRED_GROUPS'),
+    requiredRoles: list('REQUIRED_ROLES'),
+    upstreamUrl: upstream ? upstream.origin : upstreamRaw,
+    upstreamTimeoutSeconds: integer('UPSTREAM_TIMEOUT_SECONDS', 30, 1, 3600),
+    forwardAuthorization: boolean('FORWARD_AUTHORIZATION', false),
+    resourceUrl: resourceRaw,
+    resourceScopes: list('RESOURCE_SCOPES'),
+    port,
+    host: raw('HOST') ?? '0.0.0.0',
+    adminPort,
+    adminHost: raw('ADMIN_HOST') ?? '0.0.0.0',
+    jwksRefreshSeconds: integer('JWKS_REFRESH_SECONDS', 300, 1, 86400),
+    jwksCooldownSeconds: integer('JWKS_COOLDOWN_SECONDS', 30, 0, 86400),
+    jwksMaxStaleSeconds: integer('JWKS_MAX_STALE_SECONDS', 86400, 1, 30 * 86400),
+    shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
+    logLevel,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+

@@ -1,0 +1,60 @@
+// Every rejection reason in one table: status, OAuth error code and a description that
+// says what is wrong without echoing the token.
+
+export const REJECTIONS = {
+  missing_token: { status: 401, description: 'no bearer token in the Authorization header' },
+  malformed_token: { status: 401, description: 'token is not a well-formed signed JWT' },
+  unsupported_algorithm: { status: 401, description: 'token signing algorithm is not allowed' },
+  unknown_key: { status: 401, description: 'token signing key is not in the issuer key set' },
+  invalid_signature: { status: 401, description: 'token signature is invalid' },
+  expired: { status: 401, description: 'token expired' },
+  not_yet_valid: { status: 401, description: 'token is not valid yet' },
+  wrong_issuer: { status: 401, description: 'token issuer is not accepted' },
+  wrong_audience: { status: 401, description: 'token audience and authorized party are not accepted' },
+  wrong_token_type: { status: 401, description: 'token is not an access token' },
+  missing_claim: { status: 401, description: 'token lacks a required claim' },
+  invalid_claim: { status: 401, description: 'token claim is not a clean string' },
+  forbidden: { status: 403, description: 'token lacks a required group or role' },
+  jwks_unavailable: { status: 503, description: 'signing keys of the issuer are not available' },
+} as const;
+
+export type RejectionReason = keyof typeof REJECTIONS;
+export const REJECTION_REASONS = Object.keys(REJECTIONS) as RejectionReason[];
+
+/** Thrown by token verification; `detail` refines the table's description (never token data). */
+export class Rejection extends Error {
+  constructor(
+    readonly reason: RejectionReason,
+    readonly detail?: string,
+  ) {
+    super(detail ?? REJECTIONS[reason].description);
+    this.name = 'Rejection';
+  }
+
+  get status(): number {
+    return REJECTIONS[this.reason].status;
+  }
+
+  /** The OAuth 2.0 error code (RFC 6750 section 3.1) for the JSON body. */
+  get code(): string {
+    if (this.reason === 'missing_token') return 'unauthorized';
+    if (this.status === 403) return 'insufficient_scope';
+    if (this.status === 503) return 'temporarily_unavailable';
+    return 'invalid_token';
+  }
+
+  /** The `error` attribute of WWW-Authenticate: absent without a token (RFC 6750 section 3.1). */
+  get challengeError(): string | undefined {
+    if (this.status === 403) return 'insufficient_scope';
+    if (this.status === 401 && this.reason !== 'missing_token') return 'invalid_token';
+    return undefined;
+  }
+}
+
+export const UPSTREAM_FAILURES = {
+  connect: { status: 502, error: 'bad_gateway', description: 'upstream is unreachable' },
+  reset: { status: 502, error: 'bad_gateway', description: 'upstream closed the connection' },
+  timeout: { status: 504, error: 'gateway_timeout', description: 'upstream did not answer in time' },
+} as const;
+
+export type UpstreamFailureKind = keyof typeof UPSTREAM_FAILURES;

@@ -1,0 +1,100 @@
+// Forwarding: inbound headers are treated as hostile (strip, then set), the body and the
+// response are streamed, and upstream failures become 502/504 JSON in one place.
+
+import type { FastifyInstance, FastifyReply, RawServerBase, RouteGenericInterface } from 'fastify';
+import httpProxy from '@fastify/http-proxy';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Config } from './config.js';
+import { UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { Identity } from './auth/verify.js';
+
+// Hop-by-hop headers (RFC 9110 section 7.6.1) and credentials meant for this proxy.
+// reply-from already drops Connection, Transfer-Encoding and the names Connection lists.
+const DROPPED_REQUEST_HEADERS = ['keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authorization'];
+
+/** Header values are Latin-1 strings in Node: send a UTF-8 claim as its raw octets, as Go and Envoy do. */
+function headerValue(value: string): string {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(value) ? value : Buffer.from(value, 'utf8').toString('latin1');
+}
+
+function append(existing: string | string[] | undefined, value: string): string {
+  const previous = Array.isArray(existing) ? existing.join(', ') : existing;
+  return previous ? `${previous}, ${value}` : value;
+}
+
+/** The headers the upstream sees. `headers` is reply-from's copy with Host already set to the upstream's. */
+export function forwardedHeaders(
+  request: { headers: IncomingHttpHeaders; ip: string; protocol: string; id: string },
+  headers: IncomingHttpHeaders,
+  identity: Identity,
+  forwardAuthorization: boolean,
+): IncomingHttpHeaders {
+  for (const name of Object.keys(headers)) {
+    if (name.startsWith('x-verified-')) delete headers[name];
+  }
+  for (const name of DROPPED_REQUEST_HEADERS) delete headers[name];
+  if (!forwardAuthorization) delete headers.authorization;
+
+  const clientHost = request.headers.host;
+  if (clientHost !== undefined) headers['x-forwarded-host'] = clientHost;
+  headers['x-forwarded-for'] = append(headers['x-forwarded-for'], request.ip);
+  headers['x-forwarded-proto'] = append(headers['x-forwarded-proto'], request.protocol);
+  headers['x-request-id'] = request.id;
+
+  headers['x-verified-user'] = headerValue(identity.user);
+  if (identity.subject !== undefined) headers['x-verified-subject'] = headerValue(identity.subject);
+  if (identity.email !== undefined) headers['x-verified-email'] = headerValue(identity.email);
+  if (identity.groups !== undefined) headers['x-verified-groups'] = headerValue(identity.groups.join(','));
+  return headers;
+}
+
+/** undici error codes → SPEC's failure kinds: the one place that translates them. */
+export function upstreamFailureKind(error: { code?: string; cause?: unknown }): UpstreamFailureKind {
+  const code = (error.cause as { code?: string } | undefined)?.code ?? error.code;
+  switch (code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'FST_REPLY_FROM_GATEWAY_TIMEOUT':
+      return 'timeout';
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'connect';
+    default:
+      return 'reset';
+  }
+}
+
+export async function registerProxy(app: FastifyInstance, config: Config, metrics: Metrics): Promise<void> {
+  const onError = (reply: FastifyReply<RouteGenericInterface, RawServerBase>, { error }: { error: Error & { code?: string } }) => {
+    const kind = upstreamFailureKind(error);
+    const failure = UPSTREAM_FAILURES[kind];
+    metrics.upstreamFailures.inc({ kind });
+    reply.request.log.warn({ kind, code: (error.cause as { code?: string } | undefined)?.code ?? error.code }, 'upstream request failed');
+    reply.code(failure.status).header('cache-control', 'no-store').send({ error: failure.error, error_description: failure.description });
+  };
+
+  await app.register(httpProxy, {
+    upstream: config.upstreamUrl,
+    disableRequestLogging: true,
+    // Locations pointing at the upstream are the upstream's business; leave them alone.
+    internalRewriteLocationHeader: false,
+    undici: {
+      headersTimeout: config.upstreamTimeoutSeconds * 1000,
+      // Streams (SSE) may stay open for hours: no timeout on response bodies.
+      bodyTimeout: 0,
+    },
+    replyOptions: {
+      rewriteRequestHeaders: (request, headers) => {
+        // Unreachable by construction (the onRequest hook rejects first); fail closed if it ever is not.
+        if (request.auth.identity === undefined) throw new Error('unauthenticated request reached the proxy');
+        return forwardedHeaders(request, headers, request.auth.identity, config.forwardAuthorization);
+      },
+      onError,
+    },
+  });
+}

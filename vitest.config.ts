@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+// CI sets VITEST_JSON to collect a JSON report beside the usual output.
+const json = process.env.VITEST_JSON;
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 20_000,
+    // Two cores: real servers and child processes per test file.
+    maxWorkers: 2,
+    reporters: json ? ['default', 'json'] : ['default'],
+    ...(json ? { outputFile: { json } } : {}),
+  },
+});
