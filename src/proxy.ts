@@ -10,8 +10,16 @@ import type { Metrics } from './metrics.js';
 import type { Identity } from './auth/verify.js';
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1) and credentials meant for this proxy.
-// reply-from already drops Connection, Transfer-Encoding and the names Connection lists.
-const DROPPED_REQUEST_HEADERS = ['keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'proxy-authorization'];
+// On requests reply-from already drops Connection, Transfer-Encoding and the names Connection lists.
+const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection'];
+const DROPPED_REQUEST_HEADERS = [...HOP_BY_HOP, 'proxy-authorization'];
+
+/** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */
+export function responseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const listed = String(headers.connection ?? '').split(',').map((name) => name.trim().toLowerCase());
+  for (const name of [...HOP_BY_HOP, ...listed]) delete headers[name];
+  return headers;
+}
 
 /** Header values are Latin-1 strings in Node: send a UTF-8 claim as its raw octets, as Go and Envoy do. */
 function headerValue(value: string): string {
@@ -94,6 +102,7 @@ export async function registerProxy(app: FastifyInstance, config: Config, metric
         if (request.auth.identity === undefined) throw new Error('unauthenticated request reached the proxy');
         return forwardedHeaders(request, headers, request.auth.identity, config.forwardAuthorization);
       },
+      rewriteHeaders: responseHeaders,
       onError,
     },
   });

@@ -1,0 +1,136 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
+import { request } from 'undici';
+import { startIssuer, type TestIssuer } from './helpers/issuer.js';
+import { startUpstream, type TestUpstream } from './helpers/upstream.js';
+import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
+
+/** Sends a raw HTTP/1.1 request so header casing and duplicates reach the sidecar exactly as written. */
+function rawRequest(url: string, lines: string[]): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(`${lines.join('\r\n')}\r\n\r\n`));
+    let response = '';
+    socket.setTimeout(10_000, () => socket.destroy(new Error('timeout')));
+    socket.on('data', (chunk) => (response += chunk.toString('latin1')));
+    socket.on('close', () => resolve(response));
+    socket.on('error', reject);
+  });
+}
+
+describe('identity headers', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let sidecar: RunningSidecar | undefined;
+
+  async function start(env: Record<string, string> = {}) {
+    issuer = await startIssuer();
+    await issuer.addKey('EdDSA');
+    upstream = await startUpstream();
+    sidecar = await startSidecar(testEnv(issuer, upstream, env));
+    return sidecar;
+  }
+  afterEach(async () => {
+    await sidecar?.close();
+    await upstream.close();
+    await issuer.close();
+  });
+
+  it('drops every spoofed X-Verified-* copy in any casing and sets its own', async () => {
+    const { url } = await start();
+    const token = await issuer.mint({ groups: ['/alpha', '/bravo'] });
+    const response = await rawRequest(url, [
+      'GET /mcp HTTP/1.1', 'Host: mcp.test', `Authorization: Bearer ${token}`,
+      'X-Verified-User: admin', 'x-verified-user: root', 'X-VERIFIED-EMAIL: boss@example.com',
+      'X-Verified-Groups: /admins', 'x-VeRiFiEd-Anything: yes', 'Connection: close',
+    ]);
+    expect(response).toMatch(/^HTTP\/1\.1 200/);
+    const raw = upstream.seen[0]!.rawHeaders;
+    const verified = raw.filter((_, i) => i % 2 === 0 && raw[i]!.toLowerCase().startsWith('x-verified-'))
+      .map((name) => [name.toLowerCase(), raw[raw.indexOf(name) + 1]]);
+    expect(verified).toEqual([
+      ['x-verified-user', 'alice'],
+      ['x-verified-subject', 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90'],
+      ['x-verified-email', 'alice@example.com'],
+      ['x-verified-groups', '/alpha,/bravo'],
+    ]);
+  });
+
+  it('a header named by Connection cannot remove the identity the sidecar sets', async () => {
+    const { url } = await start();
+    const token = await issuer.mint();
+    await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`, 'Keep-Alive: timeout=5', 'Connection: close, X-Verified-User, X-Forwarded-For']);
+    const seen = upstream.seen[0]!.headers;
+    expect(seen['x-verified-user']).toBe('alice');
+    expect(seen['x-forwarded-for']).toBe('127.0.0.1');
+    expect(seen['keep-alive']).toBeUndefined();
+  });
+
+  it('drops Authorization (unless FORWARD_AUTHORIZATION=true), Proxy-Authorization and hop-by-hop headers; keeps the rest unchanged', async () => {
+    const { url } = await start();
+    const token = await issuer.mint();
+    const res = await request(`${url}/mcp`, {
+      headers: {
+        authorization: `Bearer ${token}`, 'proxy-authorization': 'Basic eA==', te: 'trailers',
+        'x-coder-signature': 'v1=abc', 'x-coder-timestamp': '1700000000', 'mcp-session-id': 's-1',
+        'mcp-protocol-version': '2025-06-18', 'last-event-id': 'ev-9', accept: 'application/json, text/event-stream',
+        'x-forwarded-for': '10.0.0.7', 'x-forwarded-proto': 'https', host: 'mcp.example.com',
+      },
+    });
+    expect(res.statusCode).toBe(200);
+    const seen = upstream.seen[0]!.headers;
+    expect(seen.authorization).toBeUndefined();
+    expect(seen['proxy-authorization']).toBeUndefined();
+    expect(seen.te).toBeUndefined();
+    expect(seen['x-coder-signature']).toBe('v1=abc');
+    expect(seen['x-coder-timestamp']).toBe('1700000000');
+    expect(seen['mcp-session-id']).toBe('s-1');
+    expect(seen['mcp-protocol-version']).toBe('2025-06-18');
+    expect(seen['last-event-id']).toBe('ev-9');
+    expect(seen.accept).toBe('application/json, text/event-stream');
+    expect(seen.host).toBe(new URL(upstream.url).host);
+    expect(seen['x-forwarded-host']).toBe('mcp.example.com');
+    expect(seen['x-forwarded-for']).toBe('10.0.0.7, 127.0.0.1');
+    expect(seen['x-forwarded-proto']).toBe('https, http');
+  });
+
+  it('keeps the bearer token for the upstream with FORWARD_AUTHORIZATION=true', async () => {
+    const { url } = await start({ FORWARD_AUTHORIZATION: 'true' });
+    const token = await issuer.mint();
+    await request(url, { headers: { authorization: `Bearer ${token}` } });
+    expect(upstream.seen[0]!.headers.authorization).toBe(`Bearer ${token}`);
+  });
+
+  it('response headers of the upstream (Mcp-Session-Id, content type) reach the client', async () => {
+    const { url } = await start();
+    upstream.handle((_req, res) => {
+      res.writeHead(200, { 'mcp-session-id': 'sess-42', 'mcp-protocol-version': '2025-06-18', 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    const res = await request(url, { headers: { authorization: `Bearer ${await issuer.mint()}` } });
+    expect(res.headers['mcp-session-id']).toBe('sess-42');
+    expect(res.headers['mcp-protocol-version']).toBe('2025-06-18');
+    await res.body.text();
+  });
+
+  it.each(['josé', '日本語ユーザー', 'Zoë 🚀'])('forwards the non-Latin-1 user %s as its UTF-8 octets', async (name) => {
+    const { url } = await start();
+    const res = await request(url, { headers: { authorization: `Bearer ${await issuer.mint({ preferred_username: name, email: `${name}@example.com` })}` } });
+    expect(res.statusCode).toBe(200);
+    await res.body.text();
+    // Node hands header bytes to JS as Latin-1: the octets decode back to the claim as UTF-8.
+    const seen = upstream.seen[0]!.headers;
+    expect(Buffer.from(String(seen['x-verified-user']), 'latin1').toString('utf8')).toBe(name);
+    expect(Buffer.from(String(seen['x-verified-email']), 'latin1').toString('utf8')).toBe(`${name}@example.com`);
+  });
+
+  it('rejects a group containing a comma or a newline as invalid_claim', async () => {
+    const { url } = await start();
+    for (const groups of [['/a,b'], ['/a\nb'], 'not-a-list']) {
+      const res = await request(url, { headers: { authorization: `Bearer ${await issuer.mint({ groups })}` } });
+      expect(res.statusCode).toBe(401);
+      expect(((await res.body.json()) as { reason: string }).reason).toBe('invalid_claim');
+    }
+    expect(upstream.seen).toHaveLength(0);
+  });
+});
