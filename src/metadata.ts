@@ -25,20 +25,25 @@ export function registerResourceMetadata(app: FastifyInstance, config: Config): 
     bearer_methods_supported: ['header'],
     ...(config.resourceScopes.length > 0 ? { scopes_supported: config.resourceScopes } : {}),
   };
-  for (const url of resourceMetadataPaths(config.resourceUrl)) {
-    app.route({
-      method: ['GET', 'HEAD'],
-      url,
-      config: { public: true },
-      handler: async (_request, reply) => reply.header('cache-control', 'max-age=300').send(document),
-    });
-    // Other methods on the metadata path are answered here too: the path is never forwarded.
-    app.route({
-      method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
-      url,
-      config: { public: true },
-      handler: async (_request, reply) =>
-        reply.code(405).header('allow', 'GET, HEAD').send({ error: 'method_not_allowed', error_description: 'metadata is read-only' }),
-    });
-  }
+  // A scope of its own: any request body is ignored here, so every method gets its answer.
+  app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    for (const url of resourceMetadataPaths(config.resourceUrl)) {
+      scope.route({
+        method: ['GET', 'HEAD'],
+        url,
+        config: { public: true },
+        handler: async (_request, reply) => reply.header('cache-control', 'max-age=300').send(document),
+      });
+      // Other methods on the metadata path are answered here too: the path is never forwarded.
+      scope.route({
+        method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+        url,
+        config: { public: true },
+        handler: async (_request, reply) =>
+          reply.code(405).header('allow', 'GET, HEAD').send({ error: 'method_not_allowed', error_description: 'metadata is read-only' }),
+      });
+    }
+  });
 }
