@@ -87,6 +87,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     metrics.inFlight.inc();
     reply.raw.once('close', () => {
       metrics.inFlight.dec();
+      // While draining, a keep-alive connection that just went idle would hold the close open.
+      if (draining) setImmediate(() => proxy.server.closeIdleConnections());
       const { decision, reason, identity } = request.auth;
       request.log.info({
         method: request.method,

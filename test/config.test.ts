@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ConfigError, loadConfig, SUPPORTED_ALGORITHMS } from '../src/config.js';
+
+const run = promisify(execFile);
+const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.problems];
+    throw error;
+  }
+  return [];
+}
+
+describe('configuration from the environment', () => {
+  it('has SPEC\'s defaults', () => {
+    expect(loadConfig(minimal)).toEqual({
+      issuer: 'https://auth.example.com/realms/coder',
+      jwksUri: undefined,
+      audiences: [],
+      allowedAzp: ['coder'],
+      algorithms: [...SUPPORTED_ALGORITHMS],
+      clockToleranceSeconds: 30,
+      userClaim: 'preferred_username',
+      tokenType: 'Bearer',
+      requiredGroups: [],
+      requiredRoles: [],
+      upstreamUrl: 'http://127.0.0.1:8000',
+      upstreamTimeoutSeconds: 30,
+      forwardAuthorization: false,
+      resourceUrl: 'http://localhost:8080',
+      resourceScopes: [],
+      port: 8080,
+      host: '0.0.0.0',
+      adminPort: 9090,
+      adminHost: '0.0.0.0',
+      jwksRefreshSeconds: 300,
+      jwksCooldownSeconds: 30,
+      jwksMaxStaleSeconds: 86400,
+      shutdownGraceSeconds: 20,
+      logLevel: 'info',
+    });
+    expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
+  });
+
+  it('parses lists, booleans and an explicitly empty token type', () => {
+    const config = loadConfig({ ...minimal, OIDC_AUDIENCES: ' a, b ,,c', FORWARD_AUTHORIZATION: 'TRUE', OIDC_TOKEN_TYPE: '', OIDC_ALGORITHMS: 'ES256,EdDSA' });
+    expect(config.audiences).toEqual(['a', 'b', 'c']);
+    expect(config.forwardAuthorization).toBe(true);
+    expect(config.tokenType).toBe('');
+    expect(config.algorithms).toEqual(['ES256', 'EdDSA']);
+  });
+
+  it.each([
+    [{ OIDC_ISSUER: '' }, 'OIDC_ISSUER is required'],
+    [{ OIDC_ISSUER: 'auth.example.com' }, 'OIDC_ISSUER="auth.example.com": expected an absolute http(s) URL'],
+    [{ OIDC_JWKS_URI: 'ftp://x/certs' }, 'OIDC_JWKS_URI="ftp://x/certs": expected an http:// or https:// URL'],
+    [{ OIDC_ALLOWED_AZP: '' }, 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP are both empty'],
+    [{ OIDC_ALGORITHMS: 'RS256,HS256' }, 'OIDC_ALGORITHMS="RS256,HS256": HS256 not allowed'],
+    [{ OIDC_ALGORITHMS: 'none' }, 'OIDC_ALGORITHMS="none": none not allowed'],
+    [{ OIDC_CLOCK_TOLERANCE_SECONDS: '-1' }, 'OIDC_CLOCK_TOLERANCE_SECONDS="-1": expected a whole number from 0 to 3600'],
+    [{ UPSTREAM_URL: 'http://127.0.0.1:8000/mcp' }, 'UPSTREAM_URL="http://127.0.0.1:8000/mcp": expected an origin'],
+    [{ UPSTREAM_TIMEOUT_SECONDS: '0' }, 'UPSTREAM_TIMEOUT_SECONDS="0": expected a whole number from 1 to 3600'],
+    [{ FORWARD_AUTHORIZATION: 'yes' }, 'FORWARD_AUTHORIZATION="yes": expected true or false'],
+    [{ RESOURCE_URL: 'https://mcp.example.com/?a=1' }, 'RESOURCE_URL="https://mcp.example.com/?a=1": expected a URL without query string'],
+    [{ PORT: '80a' }, 'PORT="80a": expected a whole number from 0 to 65535'],
+    [{ ADMIN_PORT: '70000' }, 'ADMIN_PORT="70000": expected a whole number from 0 to 65535'],
+    [{ PORT: '9000', ADMIN_PORT: '9000' }, 'PORT and ADMIN_PORT are both 9000'],
+    [{ JWKS_REFRESH_SECONDS: '0' }, 'JWKS_REFRESH_SECONDS="0": expected a whole number from 1 to 86400'],
+    [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of fatal, error, warn, info, debug, trace, silent'],
+  ])('%j is refused, naming the variable and what is expected', (override, message) => {
+    const found = problems({ ...minimal, ...override });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toContain(message);
+  });
+
+  it('reports every problem at once', () => {
+    expect(problems({ OIDC_ISSUER: 'nope', PORT: 'x', LOG_LEVEL: 'loud', OIDC_ALGORITHMS: 'HS512' })).toHaveLength(5);
+  });
+});
+
+describe('the process', () => {
+  const entry = ['--import', 'tsx', 'src/main.ts'];
+
+  it('exits 1 with one message naming every bad variable', async () => {
+    const error = await run(process.execPath, entry, { env: { PATH: process.env.PATH, OIDC_ISSUER: 'x', PORT: 'abc', OIDC_ALGORITHMS: 'HS256' }, timeout: 20_000 })
+      .then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(error?.code).toBe(1);
+    for (const name of ['OIDC_ISSUER', 'PORT', 'OIDC_ALGORITHMS', 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP']) expect(error?.stderr).toContain(name);
+  });
+
+  it('--help prints the variables and exits 0', async () => {
+    const { stdout } = await run(process.execPath, [...entry, '--help'], { env: { PATH: process.env.PATH }, timeout: 20_000 });
+    expect(stdout).toContain('OIDC_ISSUER');
+    expect(stdout).toContain('JWKS_MAX_STALE_SECONDS');
+  });
+});
