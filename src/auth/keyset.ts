@@ -241,27 +241,23 @@ export class RemoteKeySet implements KeySource {
   private async fetchJson(url: string): Promise<unknown> {
     const timeout = this.options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     const maxBytes = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    const response = await request(url, {
-      method: 'GET',
-      headers: { accept: 'application/json' },
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-      signal: AbortSignal.timeout(timeout),
-    });
-    if (response.statusCode !== 200) {
-      response.body.destroy();
-      throw new Error(`GET ${url} answered ${response.statusCode}`);
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of response.body) {
-      size += (chunk as Buffer).length;
-      if (size > maxBytes) {
-        response.body.destroy();
-        throw new Error(`GET ${url} body exceeds ${maxBytes} bytes`);
+    // One deadline for the whole exchange, cleared when done so no abort fires after the fact.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error(`GET ${url} took longer than ${timeout} ms`)), timeout);
+    try {
+      const response = await request(url, { method: 'GET', headers: { accept: 'application/json' }, signal: controller.signal });
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of response.body) {
+        size += (chunk as Buffer).length;
+        if (size > maxBytes) throw new Error(`GET ${url} body exceeds ${maxBytes} bytes`);
+        chunks.push(chunk as Buffer);
       }
-      chunks.push(chunk as Buffer);
+      if (response.statusCode !== 200) throw new Error(`GET ${url} answered ${response.statusCode}`);
+      return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } finally {
+      clearTimeout(timer);
+      controller.abort();
     }
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   }
 }
