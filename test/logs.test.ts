@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { request } from 'undici';
+import { SignJWT } from 'jose';
+import { startIssuer, type TestIssuer } from './helpers/issuer.js';
+import { startUpstream, type TestUpstream } from './helpers/upstream.js';
+import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
+import { createLogger } from '../src/log.js';
+
+describe('logs', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let sidecar: RunningSidecar;
+  let broken: RunningSidecar;
+  const output: string[] = [];
+  const secrets: string[] = [];
+  const lines = () => output.flatMap((chunk) => chunk.split('\n')).filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey();
+    upstream = await startUpstream();
+    const logger = createLogger('trace', new Writable({ write(chunk, _e, done) { output.push(String(chunk)); done(); } }));
+    const env = testEnv(issuer, upstream, { LOG_LEVEL: 'trace', REQUIRED_ROLES: 'datastore-reader,default-roles-coder' });
+    sidecar = await startSidecar(env, { logger });
+    broken = await startSidecar({ ...env, OIDC_JWKS_URI: 'http://127.0.0.1:1/certs', UPSTREAM_URL: 'http://127.0.0.1:1' }, { logger });
+  });
+  afterAll(async () => {
+    await sidecar.close();
+    await broken.close();
+    await upstream.close();
+    await issuer.close();
+  });
+
+  it('never contain a token, an Authorization value or a cookie, on any path at any level', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const tokens = [
+      await issuer.mint(),
+      await issuer.mint({ exp: now - 3600 }),
+      await issuer.mint({ iss: 'https://evil.example.com' }),
+      await issuer.mint({ azp: 'grafana' }),
+      await issuer.mint({ typ: 'Refresh' }),
+      await issuer.mint({}, { omit: ['preferred_username'] }),
+      await issuer.mint({ preferred_username: 'x\ny' }),
+      await issuer.mint({ realm_access: { roles: [] } }),
+      await issuer.mint({}, { header: { kid: 'unknown' } }),
+      await new SignJWT({ a: 1 }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('k')),
+      `${(await issuer.mint()).slice(0, -4)}AAAA`,
+      'not.a.jwt-but-secret-looking-value',
+    ];
+    secrets.push(...tokens, 'cookie-secret-value', 'basic-secret');
+    for (const token of tokens) {
+      for (const target of [sidecar, broken]) {
+        const res = await request(`${target.url}/mcp?access_token=${tokens[0]}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, cookie: 'session=cookie-secret-value', 'x-forwarded-for': tokens[0]!, 'content-type': 'application/json' },
+          body: JSON.stringify({ token }),
+        });
+        await res.body.text();
+      }
+    }
+    await (await request(`${sidecar.url}/mcp`, { headers: { authorization: 'Basic basic-secret' } })).body.text();
+    const all = output.join('');
+    for (const secret of secrets) expect(all).not.toContain(secret);
+    expect(all.toLowerCase()).not.toContain('bearer ');
+    expect(all).not.toContain('cookie-secret');
+    // Rejections, an upstream failure and a key set failure were all logged.
+    const reasons = new Set(lines().map((l) => l.reason).filter(Boolean));
+    for (const reason of ['expired', 'wrong_issuer', 'wrong_audience', 'wrong_token_type', 'missing_claim', 'invalid_claim', 'forbidden', 'unknown_key', 'unsupported_algorithm', 'invalid_signature', 'malformed_token', 'missing_token', 'jwks_unavailable']) {
+      expect(reasons, reason).toContain(reason);
+    }
+    expect(lines().some((l) => l.msg === 'key set refresh failed')).toBe(true);
+  });
+
+  it('write one line per request with SPEC\'s fields, and carry the request id both ways', async () => {
+    output.length = 0;
+    upstream.seen.length = 0;
+    const token = await issuer.mint();
+    const accepted = await request(`${sidecar.url}/mcp/tools?cursor=secret-cursor`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-123' } });
+    await accepted.body.text();
+    const rejected = await request(`${sidecar.url}/mcp`, { headers: { 'x-request-id': 'bad id\twith spaces' } });
+    await rejected.body.text();
+
+    expect(accepted.headers['x-request-id']).toBe('req-123');
+    expect(upstream.seen[0]!.headers['x-request-id']).toBe('req-123');
+    const generated = String(rejected.headers['x-request-id']);
+    expect(generated).toMatch(/^[0-9a-f-]{36}$/);
+
+    const requestLines = lines().filter((l) => l.msg === 'request');
+    expect(requestLines).toHaveLength(2);
+    expect(requestLines[0]).toMatchObject({
+      reqId: 'req-123', method: 'GET', path: '/mcp/tools', status: 200, decision: 'accept', user: 'alice',
+      subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90', durationMs: expect.any(Number),
+    });
+    expect(requestLines[1]).toMatchObject({ reqId: generated, method: 'GET', path: '/mcp', status: 401, decision: 'reject', reason: 'missing_token' });
+    expect(output.join('')).not.toContain('secret-cursor');
+  });
+});
