@@ -1,0 +1,22 @@
+# mcp-auth-sidecar image: Node 24 LTS, production dependencies only, non-root, read-only friendly.
+# Pin the base by digest in your registry for reproducible builds (node:24-bookworm-slim@sha256:…).
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+FROM node:24-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist ./dist
+# Nothing is written at run time, so the root filesystem can be mounted read-only.
+USER 10001:10001
+EXPOSE 8080 9090
+# node directly (no npm wrapper), so SIGTERM reaches the process and the drain runs.
+CMD ["node", "dist/main.js"]
