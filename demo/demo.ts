@@ -4,12 +4,13 @@
 import { loadConfig } from '../src/config.js';
 import { buildApp } from '../src/app.js';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { startSampleMcpServer } from './sample-mcp-server.js';
+import { startMcpServer } from '../test/helpers/mcp-server.js';
 
 const env = process.env;
 const issuer = await startIssuer();
 await issuer.addKey('RS256', { kid: 'demo-key' });
-const mcp = await startSampleMcpServer(Number(env.DEMO_MCP_PORT ?? 8000));
+// Stateless with JSON responses, so a single curl can call a tool.
+const mcp = await startMcpServer({ port: Number(env.DEMO_MCP_PORT ?? 8000), stateless: true, jsonResponse: true });
 
 const config = loadConfig({
   LOG_LEVEL: 'warn',

@@ -67,6 +67,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   const verify = createVerifier(config, keys, now);
   let draining = false;
+  let active = 0;
+  // Once draining and nothing is in flight, every open connection is idle or unused (clients
+  // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
+  const closeConnectionsIfIdle = () => {
+    if (draining && active === 0) proxy.server.closeAllConnections();
+  };
 
   const proxy: FastifyInstance = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -85,10 +91,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     reply.header('x-request-id', request.id);
     const startedAt = performance.now();
     metrics.inFlight.inc();
+    active++;
     reply.raw.once('close', () => {
       metrics.inFlight.dec();
-      // While draining, a keep-alive connection that just went idle would hold the close open.
-      if (draining) setImmediate(() => proxy.server.closeIdleConnections());
+      active--;
+      if (draining) setImmediate(closeConnectionsIfIdle);
       const { decision, reason, identity } = request.auth;
       request.log.info({
         method: request.method,
@@ -127,7 +134,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       draining = true;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
       force.unref();
-      await proxy.close();
+      const closed = proxy.close();
+      closeConnectionsIfIdle();
+      await closed;
       clearTimeout(force);
       keys.close();
       await admin.close();

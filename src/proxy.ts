@@ -3,7 +3,7 @@
 
 import type { FastifyInstance, FastifyReply, RawServerBase, RouteGenericInterface } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Config } from './config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 import type { Metrics } from './metrics.js';
@@ -71,6 +71,12 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'UND_ERR_CONNECT_TIMEOUT':
+    // An https upstream whose certificate does not verify is not reachable either.
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'CERT_HAS_EXPIRED':
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
       return 'connect';
     default:
       return 'reset';
@@ -92,6 +98,10 @@ export async function registerProxy(app: FastifyInstance, config: Config, metric
     // Locations pointing at the upstream are the upstream's business; leave them alone.
     internalRewriteLocationHeader: false,
     undici: {
+      // reply-from's defaults would cap the upstream at 128 connections (each open MCP stream
+      // holds one, so stream 129 would block every other request) and skip TLS verification.
+      connections: null as unknown as number,
+      connect: { rejectUnauthorized: true },
       headersTimeout: config.upstreamTimeoutSeconds * 1000,
       // Streams (SSE) may stay open for hours: no timeout on response bodies.
       bodyTimeout: 0,
@@ -103,6 +113,13 @@ export async function registerProxy(app: FastifyInstance, config: Config, metric
         return forwardedHeaders(request, headers, request.auth.identity, config.forwardAuthorization);
       },
       rewriteHeaders: responseHeaders,
+      onResponse: (_request, reply, res) => {
+        reply.send(res.stream);
+        // Fastify writes headers with the first body chunk; an event stream (an MCP GET stream)
+        // may stay silent for long, and the client must see its headers now.
+        const raw = reply.raw as ServerResponse;
+        if (String(reply.getHeader('content-type')).startsWith('text/event-stream') && !raw.headersSent) raw.flushHeaders();
+      },
       onError,
     },
   });

@@ -2,6 +2,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
 
@@ -64,5 +69,27 @@ describe('upstream failures', () => {
     expect(status).toBe(502);
     expect(body).toEqual({ error: 'bad_gateway', error_description: 'upstream closed the connection' });
     expect(await failureCount(sidecar!, 'reset')).toBe(1);
+  });
+
+  it('an https upstream whose certificate does not verify → 502 kind="connect", nothing sent to it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    let requests = 0;
+    const https = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (_req, res) => {
+      requests++;
+      res.end('secret');
+    });
+    await new Promise<void>((resolve) => https.listen(0, '127.0.0.1', resolve));
+    try {
+      const { status, body } = await run(`https://127.0.0.1:${(https.address() as AddressInfo).port}`);
+      expect(status).toBe(502);
+      expect(body).toEqual({ error: 'bad_gateway', error_description: 'upstream is unreachable' });
+      expect(requests).toBe(0);
+      expect(await failureCount(sidecar!, 'connect')).toBe(1);
+    } finally {
+      https.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
