@@ -20,7 +20,27 @@ export interface AppOptions {
   /** Another key source (tests, or a static key set); default: the issuer's JWKS. */
   keys?: KeySource;
   now?: () => number;
+  /** Limits for clients of the proxy port; the defaults suit production, tests shrink them. */
+  clientLimits?: Partial<ClientLimits>;
 }
+
+export interface ClientLimits {
+  /** Time to receive a request's headers (slow-header clients). */
+  headersTimeoutMs: number;
+  /** Time to receive a whole request, body included; not the response, so streams live on. */
+  requestTimeoutMs: number;
+  /** How often Node checks those two timeouts. */
+  timeoutCheckMs: number;
+  /** Open connections at most; more are refused at once. */
+  maxConnections: number;
+}
+
+export const DEFAULT_CLIENT_LIMITS: ClientLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  timeoutCheckMs: 1_000,
+  maxConnections: 8_192,
+};
 
 export interface App {
   readonly config: Config;
@@ -74,7 +94,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     if (draining && active === 0) proxy.server.closeAllConnections();
   };
 
+  const limits = { ...DEFAULT_CLIENT_LIMITS, ...options.clientLimits };
   const proxy: FastifyInstance = Fastify({
+    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs },
+    requestTimeout: limits.requestTimeoutMs,
     loggerInstance: logger as FastifyBaseLogger,
     // One line per request is written by our own hook below, with the fields SPEC lists.
     logController: new LogController({ disableRequestLogging: true }),
@@ -83,6 +106,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: false,
     return503OnClosing: true,
   });
+  proxy.server.maxConnections = limits.maxConnections;
   proxy.decorateRequest<AuthState | null>('auth', null);
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.

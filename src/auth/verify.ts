@@ -55,16 +55,46 @@ function parseCompact(token: string): { header: Claims; claims: Claims; signingI
 }
 
 function decodeJsonObject(part: string, what: string): Claims {
+  const text = Buffer.from(part, 'base64url').toString('utf8');
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    value = JSON.parse(text);
   } catch {
     throw new Rejection('malformed_token', `token ${what} is not JSON`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new Rejection('malformed_token', `token ${what} is not a JSON object`);
   }
+  // RFC 7519 lets a parser keep the last of duplicate names; two parsers disagreeing on which
+  // `sub` counts is how confusion attacks start, so a duplicate is refused outright.
+  if (hasDuplicateKeys(text)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`);
   return value as Claims;
+}
+
+/** Whether any object in a valid JSON text names a member twice (compared after unescaping). */
+export function hasDuplicateKeys(json: string): boolean {
+  const objects: (Set<string> | undefined)[] = [];
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x7b /* { */) objects.push(new Set());
+    else if (c === 0x5b /* [ */) objects.push(undefined);
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) objects.pop();
+    else if (c === 0x22 /* " */) {
+      let end = i + 1;
+      while (json.charCodeAt(end) !== 0x22) end += json.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
+      let next = end + 1;
+      while (/\s/.test(json[next] ?? '')) next++;
+      const keys = objects.at(-1);
+      if (json[next] === ':' && keys !== undefined) {
+        const raw = json.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
+        if (keys.has(key)) return true;
+        keys.add(key);
+      }
+      i = end;
+    }
+  }
+  return false;
 }
 
 function signatureIsValid(alg: string, key: VerificationKey, data: Buffer, signature: Buffer): boolean {

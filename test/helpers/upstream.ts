@@ -20,7 +20,7 @@ export interface TestUpstream {
   close(): Promise<void>;
 }
 
-export async function startUpstream(): Promise<TestUpstream> {
+export async function startUpstream(port = 0): Promise<TestUpstream> {
   const seen: SeenRequest[] = [];
   let handler = (req: IncomingMessage, res: ServerResponse, _body: string): void => {
     res.setHeader('content-type', 'application/json');
@@ -41,7 +41,7 @@ export async function startUpstream(): Promise<TestUpstream> {
       handler(req, res, record.body);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     seen,
