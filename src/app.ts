@@ -10,6 +10,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { createLogger } from './log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
+import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
@@ -85,7 +86,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
     },
   });
-  const verify = createVerifier(config, keys, now);
+  const cacheHits = metrics.verdictCache.labels('hit');
+  const cacheMisses = metrics.verdictCache.labels('miss');
+  const verify = withVerdictCache(createVerifier(config, keys, now), {
+    maxEntries: config.verdictCacheSize,
+    keys,
+    now,
+    onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
+  });
   let draining = false;
   let active = 0;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients

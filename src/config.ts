@@ -33,6 +33,7 @@ export interface Config {
   jwksMaxStaleSeconds: number;
   shutdownGraceSeconds: number;
   logLevel: string;
+  verdictCacheSize: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -69,6 +70,7 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'JWKS_MAX_STALE_SECONDS', default: '86400', meaning: 'how long the last good key set serves when refresh fails' },
   { name: 'SHUTDOWN_GRACE_SECONDS', default: '20', meaning: 'drain time after SIGTERM' },
   { name: 'LOG_LEVEL', default: 'info', meaning: `pino level: ${LOG_LEVELS.join(', ')}` },
+  { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU); 0 disables' },
 ];
 
 export class ConfigError extends Error {
@@ -220,6 +222,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     jwksMaxStaleSeconds: integer('JWKS_MAX_STALE_SECONDS', 86400, 1, 30 * 86400),
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
     logLevel,
+    verdictCacheSize: integer('VERDICT_CACHE_SIZE', 10_000, 0, 1_000_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

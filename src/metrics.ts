@@ -13,6 +13,7 @@ export interface Metrics {
   readonly jwksKeys: Gauge;
   readonly jwksLastSuccess: Gauge;
   readonly inFlight: Gauge;
+  readonly verdictCache: Counter<'result'>;
 }
 
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
@@ -33,10 +34,12 @@ export function createMetrics(): Metrics {
     jwksKeys: new Gauge({ name: 'mcp_auth_jwks_keys', help: 'Signing keys in the current key set.', registers }),
     jwksLastSuccess: new Gauge({ name: 'mcp_auth_jwks_last_success_timestamp_seconds', help: 'Unix time of the last successful key set fetch.', registers }),
     inFlight: new Gauge({ name: 'mcp_auth_requests_in_flight', help: 'Requests on the proxy port not yet finished, streams included.', registers }),
+    verdictCache: new Counter({ name: 'mcp_auth_verdict_cache_total', help: 'Verdict cache lookups, by result (hit: no signature check needed).', labelNames: ['result'], registers }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
   for (const kind of Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]) metrics.upstreamFailures.inc({ kind }, 0);
   for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
+  for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
   return metrics;
 }

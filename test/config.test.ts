@@ -43,6 +43,7 @@ describe('configuration from the environment', () => {
       jwksMaxStaleSeconds: 86400,
       shutdownGraceSeconds: 20,
       logLevel: 'info',
+      verdictCacheSize: 10000,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });

@@ -1,0 +1,88 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { startIssuer, type TestIssuer } from './helpers/issuer.js';
+import { startUpstream, type TestUpstream } from './helpers/upstream.js';
+import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
+import type { RemoteKeySet } from '../src/auth/keyset.js';
+
+describe('the verdict cache', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let sidecar: RunningSidecar;
+
+  async function start(env: Record<string, string> = {}, now?: () => number) {
+    issuer = await startIssuer();
+    await issuer.addKey('RS256', { kid: 'key-a' });
+    upstream = await startUpstream();
+    sidecar = await startSidecar(testEnv(issuer, upstream, env), now ? { now } : {});
+  }
+  afterEach(async () => {
+    await sidecar.close();
+    await upstream.close();
+    await issuer.close();
+  });
+  const call = async (token: string) => {
+    const res = await request(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${token}` } });
+    const body = (await res.body.json()) as { reason?: string };
+    return [res.statusCode, body.reason] as const;
+  };
+  const lookups = async () => {
+    const text = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
+    const count = (result: string) => Number(new RegExp(`^mcp_auth_verdict_cache_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    return { hit: count('hit'), miss: count('miss') };
+  };
+
+  it('serves a verified token from the cache, and still lets it expire on time', async () => {
+    let clock = Date.now();
+    await start({}, () => clock);
+    const token = await issuer.mint({ exp: Math.floor(clock / 1000) + 60 });
+    expect(await call(token)).toEqual([200, undefined]);
+    expect(await call(token)).toEqual([200, undefined]);
+    expect(await lookups()).toEqual({ hit: 1, miss: 1 });
+    clock += 60_000 + 29_000; // within the 30 s tolerance
+    expect(await call(token)).toEqual([200, undefined]);
+    clock += 2_000;
+    expect(await call(token)).toEqual([401, 'expired']);
+    expect(await lookups()).toEqual({ hit: 2, miss: 2 });
+  });
+
+  it('drops the verdicts of a key the moment a refresh removes it', async () => {
+    await start();
+    const token = await issuer.mint();
+    expect(await call(token)).toEqual([200, undefined]);
+    expect(await call(token)).toEqual([200, undefined]);
+    await issuer.addKey('RS256', { kid: 'key-b' });
+    issuer.removeKey('key-a');
+    await (sidecar.app.keys as RemoteKeySet).refresh();
+    expect(await call(token)).toEqual([401, 'unknown_key']);
+  });
+
+  it('keeps a verdict across a refresh that keeps its key', async () => {
+    await start();
+    const token = await issuer.mint();
+    await call(token);
+    await (sidecar.app.keys as RemoteKeySet).refresh();
+    expect(await call(token)).toEqual([200, undefined]);
+    expect((await lookups()).hit).toBe(1);
+  });
+
+  it('is bounded: the least recently used verdict goes first', async () => {
+    await start({ VERDICT_CACHE_SIZE: '2' });
+    const [t1, t2, t3] = await Promise.all([issuer.mint(), issuer.mint(), issuer.mint()]);
+    for (const token of [t1!, t2!, t1!, t3!]) await call(token); // t2 is now the oldest
+    expect(await lookups()).toEqual({ hit: 1, miss: 3 });
+    await call(t1!);
+    await call(t2!);
+    expect(await lookups()).toEqual({ hit: 2, miss: 4 });
+  });
+
+  it('can be turned off (VERDICT_CACHE_SIZE=0)', async () => {
+    await start({ VERDICT_CACHE_SIZE: '0' });
+    const token = await issuer.mint();
+    await call(token);
+    await call(token);
+    expect(await lookups()).toEqual({ hit: 0, miss: 0 });
+    const bad = await issuer.mint({ typ: 'ID' });
+    expect(await call(bad)).toEqual([401, 'wrong_token_type']);
+  });
+});
