@@ -21,6 +21,7 @@ try {
 const app = await buildApp(config);
 const { proxyUrl, adminUrl } = await app.listen();
 app.logger.info({ config, proxyUrl, adminUrl }, 'mcp-auth-sidecar started');
+app.logger.flush();
 
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -31,14 +32,15 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     }
     stopping = true;
     app.logger.info({ signal, graceSeconds: config.shutdownGraceSeconds }, 'draining');
+    app.logger.flush();
     app.close().then(
       () => {
         app.logger.info('stopped');
-        process.exit(0);
+        app.logger.flush(() => process.exit(0));
       },
       (error: unknown) => {
         app.logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
+        app.logger.flush(() => process.exit(1));
       },
     );
   });

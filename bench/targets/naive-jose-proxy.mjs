@@ -1,0 +1,22 @@
+// What a hand-made middleware usually is: jose's jwtVerify with a remote JWKS on every request.
+import Fastify from 'fastify';
+import proxy from '@fastify/http-proxy';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+const jwks = createRemoteJWKSet(new URL(process.env.JWKS_URI));
+const app = Fastify({ logger: false });
+await app.register(proxy, {
+  upstream: process.env.UPSTREAM_URL,
+  preHandler: async (request, reply) => {
+    const token = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '')?.[1];
+    if (!token) return reply.code(401).send({ error: 'unauthorized' });
+    try {
+      const { payload } = await jwtVerify(token, jwks, { issuer: process.env.ISSUER });
+      request.headers['x-verified-user'] = String(payload.preferred_username);
+    } catch {
+      return reply.code(401).send({ error: 'invalid_token' });
+    }
+  },
+});
+await app.listen({ port: Number(process.env.PORT), host: '127.0.0.1' });
+process.send?.('ready');
