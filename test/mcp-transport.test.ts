@@ -1,5 +1,4 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createServer, type AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -9,14 +8,7 @@ import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startMcpServer, type McpTestServer } from './helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort } from './helpers/tools.js';
 
 /** Reads server-sent events from a fetch response until `count` events with ids have arrived. */
 async function readEvents(body: ReadableStream<Uint8Array>, count: number): Promise<{ id: string; data: string }[]> {

@@ -1,22 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-import { requireTool } from './helpers/tools.js';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort, requireTool } from './helpers/tools.js';
 
 /** Polls Prometheus until `read` returns a value; Prometheus scrapes on its own clock, so this is bounded polling. */
 async function until<T>(read: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
