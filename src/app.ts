@@ -95,6 +95,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
   });
   let draining = false;
+  // The in-flight gauge's twin as a plain number: prom-client only reads gauges asynchronously.
   let active = 0;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
   // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
@@ -147,7 +148,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerResourceMetadata(proxy, config);
   await registerProxy(proxy, config, metrics);
 
-  const admin: FastifyInstance = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
+  const admin: FastifyInstance = Fastify({
+    loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
   admin.get('/metrics', async (_request, reply) =>

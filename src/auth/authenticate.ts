@@ -51,7 +51,8 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
-    if (!(error instanceof Rejection)) request.log.error({ err: error }, 'token verification failed unexpectedly');
+    // Only the error's type: a message could quote the input, and the input is a token.
+    if (!(error instanceof Rejection)) request.log.error({ errorType: (error as Error | undefined)?.name }, 'verification failed unexpectedly');
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
     metrics.rejected.inc({ reason: rejection.reason });
