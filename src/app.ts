@@ -146,7 +146,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl)));
   registerResourceMetadata(proxy, config);
-  await registerProxy(proxy, config, metrics);
+  registerProxy(proxy, config, metrics);
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,

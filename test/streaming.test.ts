@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { request as httpRequest } from 'node:http';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
@@ -82,5 +83,58 @@ describe('streaming through the sidecar', () => {
     await reader.next();
     controller.abort();
     await upstreamClosed; // bounded by the test timeout
+  });
+  it('closes the upstream request when the client goes away before the upstream has answered', async () => {
+    // A header timeout far beyond the test's: only the client's disconnect can close this request.
+    await sidecar.close();
+    sidecar = await startSidecar(testEnv(issuer, upstream, { UPSTREAM_TIMEOUT_SECONDS: '3600' }));
+    let arrived!: () => void;
+    const upstreamHasRequest = new Promise<void>((resolve) => (arrived = resolve));
+    const upstreamClosed = new Promise<void>((resolve) => {
+      upstream.handle((_req, res) => {
+        res.once('close', () => resolve());
+        arrived(); // and never answer
+      });
+    });
+    const controller = new AbortController();
+    const pending = request(`${sidecar.url}/mcp`, { headers: { authorization }, signal: controller.signal }).catch((error: Error) => error);
+    await upstreamHasRequest;
+    controller.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    await upstreamClosed; // bounded by the test timeout
+    const metrics = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
+    // The client left: not an upstream failure.
+    expect(metrics).toMatch(/^mcp_auth_upstream_failures_total\{kind="reset"\} 0$/m);
+  });
+
+  it('counts an upstream that breaks off mid-response as kind="reset" and cuts the client response short', async () => {
+    upstream.handle((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: one\n\n', () => res.socket!.resetAndDestroy());
+    });
+    const res = await request(`${sidecar.url}/mcp`, { headers: { authorization } });
+    expect(res.statusCode).toBe(200);
+    await expect(res.body.text()).rejects.toThrow();
+    const metrics = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^mcp_auth_upstream_failures_total\{kind="reset"\} 1$/m);
+  });
+
+  it('forwards a request whose client waits for 100 Continue before sending the body', async () => {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${sidecar.url}/mcp`, {
+        method: 'POST',
+        headers: { authorization, expect: '100-continue', 'content-type': 'application/json', 'content-length': '2' },
+      });
+      req.once('continue', () => req.end('{}'));
+      req.once('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).once('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.once('error', reject);
+    });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject({ ok: true, user: 'alice' });
+    expect(upstream.seen[0]).toMatchObject({ method: 'POST', body: '{}' });
+    expect(upstream.seen[0]!.headers.expect).toBeUndefined();
   });
 });
