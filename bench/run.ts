@@ -15,6 +15,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CONNECTIONS = 50;
 const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
+// BENCH_TARGETS=bare,sidecar measures some of them only (quicker while profiling).
+const TARGETS = (process.env.BENCH_TARGETS ?? 'bare,naive,sidecar').split(',') as ('bare' | 'naive' | 'sidecar')[];
 const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, admin: 19003 };
 const run = promisify(execFile);
 const OUT = new URL('./out/', import.meta.url).pathname;
@@ -116,7 +118,7 @@ async function main() {
 
   for (let round = 0; round < ROUNDS; round++) {
     record('upstream directly', await wrk(`${upstreamUrl}/mcp`), rssMb(upstream.pid!));
-    for (const name of ['bare', 'naive', 'sidecar'] as const) {
+    for (const name of TARGETS) {
       const target = await startTarget(name, env[name]);
       const url = `http://127.0.0.1:${PORTS[name]}`;
       await wrk(`${url}/mcp`, { headers: auth }); // warm-up, not recorded
@@ -140,8 +142,8 @@ async function main() {
   await issuer.close();
 
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const bare = median(results['bare: reused token']!.rps);
-  const bareRss = median(results['bare: reused token']!.rss);
+  const bare = median(results['bare: reused token']?.rps ?? [NaN]);
+  const bareRss = median(results['bare: reused token']?.rss ?? [NaN]);
   const lines = [
     `| scenario | req/s | × bare proxy | p50 ms | p99 ms | RSS MB |`,
     `|---|---:|---:|---:|---:|---:|`,

@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import fc from 'fast-check';
+import { Lru } from '../src/auth/verdict-cache.js';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
@@ -85,4 +87,78 @@ describe('the verdict cache', () => {
     const bad = await issuer.mint({ typ: 'ID' });
     expect(await call(bad)).toEqual([401, 'wrong_token_type']);
   });
+  it('remembers a rejection reached with a key: a retried bad or expired token costs no second signature check', async () => {
+    await start();
+    const good = await issuer.mint();
+    const badSignature = `${good.slice(0, -8)}AAAAAAAA`;
+    const expired = await issuer.mint({ exp: Math.floor(Date.now() / 1000) - 3600 });
+    for (const [token, reason] of [[badSignature, 'invalid_signature'], [expired, 'expired']] as const) {
+      const before = await lookups();
+      expect(await call(token)).toEqual([401, reason]);
+      expect(await call(token)).toEqual([401, reason]);
+      expect(await lookups()).toEqual({ hit: before.hit + 1, miss: before.miss + 1 });
+    }
+    expect(upstream.seen).toHaveLength(0);
+  });
+
+  it('never remembers "not yet valid": the same token is accepted once its time has come', async () => {
+    let clock = Date.now();
+    await start({}, () => clock);
+    const token = await issuer.mint({ nbf: Math.floor(clock / 1000) + 120, iat: Math.floor(clock / 1000) });
+    expect(await call(token)).toEqual([401, 'not_yet_valid']);
+    expect(await call(token)).toEqual([401, 'not_yet_valid']);
+    expect(await lookups()).toEqual({ hit: 0, miss: 2 });
+    clock += 120_000;
+    expect(await call(token)).toEqual([200, undefined]);
+  });
+
+  it('forgets a remembered rejection when its key leaves the key set', async () => {
+    await start();
+    const badSignature = `${(await issuer.mint()).slice(0, -8)}AAAAAAAA`;
+    expect(await call(badSignature)).toEqual([401, 'invalid_signature']);
+    await issuer.addKey('RS256', { kid: 'key-b' });
+    issuer.removeKey('key-a');
+    await (sidecar.app.keys as RemoteKeySet).refresh();
+    expect(await call(badSignature)).toEqual([401, 'unknown_key']);
+  });
+
+  it('keeps good verdicts through a flood of distinct bad tokens (rejections have a store of their own)', async () => {
+    await start({ VERDICT_CACHE_SIZE: '2' });
+    const good = await issuer.mint();
+    await call(good);
+    for (const n of [1, 2, 3, 4]) expect((await call(`${(await issuer.mint({ n })).slice(0, -8)}AAAAAAAA`))[1]).toBe('invalid_signature');
+    const before = await lookups();
+    expect(await call(good)).toEqual([200, undefined]);
+    expect((await lookups()).hit).toBe(before.hit + 1);
+  });
 });
+
+describe('Lru', () => {
+  it('holds what a plain least-recently-used list holds, through any sequence of gets, sets and deletes', () => {
+    const operation = fc.oneof(
+      fc.record({ op: fc.constant('get' as const), key: fc.integer({ min: 0, max: 20 }) }),
+      fc.record({ op: fc.constant('set' as const), key: fc.integer({ min: 0, max: 20 }) }),
+      fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 20 }) }),
+    );
+    fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
+      const lru = new Lru<number>(max);
+      let model: number[] = []; // least recently used first
+      operations.forEach(({ op, key }, i) => {
+        const name = String(key);
+        if (op === 'get') {
+          expect(lru.get(name) !== undefined).toBe(model.includes(key));
+          if (model.includes(key)) model = [...model.filter((k) => k !== key), key];
+        } else if (op === 'set') {
+          lru.set(name, i);
+          model = [...model.filter((k) => k !== key), key].slice(-max);
+        } else {
+          lru.delete(name);
+          model = model.filter((k) => k !== key);
+        }
+        expect(lru.size).toBe(model.length);
+      });
+      for (const key of model) expect(lru.get(String(key))).toBeDefined();
+    }));
+  });
+});
+

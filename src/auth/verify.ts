@@ -71,6 +71,11 @@ function decodeJsonObject(part: string, what: string): Claims {
   return value as Claims;
 }
 
+/** Space, tab, line feed, carriage return: the only white space JSON allows between tokens. */
+function isJsonWhitespace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+}
+
 /** Whether any object in a valid JSON text names a member twice (compared after unescaping). */
 export function hasDuplicateKeys(json: string): boolean {
   const objects: (Set<string> | undefined)[] = [];
@@ -83,7 +88,7 @@ export function hasDuplicateKeys(json: string): boolean {
       let end = i + 1;
       while (json.charCodeAt(end) !== 0x22) end += json.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
       let next = end + 1;
-      while (/\s/.test(json[next] ?? '')) next++;
+      while (isJsonWhitespace(json.charCodeAt(next))) next++;
       const keys = objects.at(-1);
       if (json[next] === ':' && keys !== undefined) {
         const raw = json.slice(i + 1, end);
@@ -211,8 +216,15 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     }
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
-      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature');
-      return checkClaims(claims, key);
+      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, key);
+      try {
+        return checkClaims(claims, key);
+      } catch (error) {
+        // Under a good signature the claims are fixed and time only moves on, so the answer is
+        // final for this key, except for a token that is not valid yet.
+        const rejection = error as Rejection;
+        throw rejection.reason === 'not_yet_valid' ? rejection : new Rejection(rejection.reason, rejection.detail, key);
+      }
     };
     const key = keys.resolve(kid, alg);
     return key instanceof Promise ? key.then(finish) : finish(key);

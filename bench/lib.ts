@@ -1,0 +1,108 @@
+// What the benchmark scripts share: processes pinned to a core, waiting for a port, wrk runs,
+// resident memory, and many distinct tokens signed quickly.
+
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { KeyObject, randomUUID, sign } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
+import type { SigningKey, TestIssuer } from '../test/helpers/issuer.js';
+
+export const OUT = new URL('./out/', import.meta.url).pathname;
+mkdirSync(OUT, { recursive: true });
+
+const run = promisify(execFile);
+const hasTaskset = (() => {
+  try {
+    execFileSync('taskset', ['-c', '0', 'true']);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+export const PINNING = hasTaskset ? 'taskset: wrk + upstream on core 0, proxy on core 1' : 'no taskset';
+
+/** A command pinned to one core when taskset is there. */
+export function pinned(core: number, command: string, args: string[]): [string, string[]] {
+  return hasTaskset ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
+}
+
+export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
+  const [command, commandArgs] = pinned(core, process.execPath, args);
+  return spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });
+}
+
+export function waitForPort(port: number, deadlineMs = 20_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', () => (Date.now() > deadline ? reject(new Error(`port ${port} never opened`)) : setTimeout(attempt, 50)));
+    };
+    attempt();
+  });
+}
+
+export function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve();
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  return exited;
+}
+
+export function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+export interface WrkResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+}
+
+function toMs(value: string): number {
+  const n = parseFloat(value);
+  if (value.endsWith('us')) return n / 1000;
+  if (value.endsWith('ms')) return n;
+  if (value.endsWith('s')) return n * 1000;
+  return n;
+}
+
+/** wrk on core 0, asynchronous so that an issuer in this process keeps answering meanwhile. */
+export async function wrk(url: string, seconds: number, connections: number,
+  { headers = [], script, scriptArg }: { headers?: string[]; script?: string; scriptArg?: string } = {}): Promise<WrkResult> {
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...headers.flatMap((h) => ['-H', h])];
+  if (script) args.push('-s', script);
+  args.push(url);
+  if (scriptArg) args.push('--', scriptArg);
+  const [command, commandArgs] = pinned(0, 'wrk', args);
+  const { stdout: out } = await run(command, commandArgs, { encoding: 'utf8' });
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
+    p50: toMs(/\s50%\s+(\S+)/.exec(out)![1]!),
+    p99: toMs(/\s99%\s+(\S+)/.exec(out)![1]!),
+    requests: Number(/(\d+) requests in/.exec(out)![1]),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+  };
+}
+
+/** `count` distinct tokens like `template` (a token of the issuer), signed on the thread pool. */
+export async function distinctTokens(issuer: TestIssuer, key: SigningKey, count: number, lifetimeSeconds: number): Promise<string[]> {
+  const template = JSON.parse(Buffer.from((await issuer.mint({ exp: Math.floor(Date.now() / 1000) + lifetimeSeconds }, { key })).split('.')[1]!, 'base64url').toString());
+  const header = Buffer.from(JSON.stringify({ alg: key.alg, typ: 'JWT', kid: key.kid })).toString('base64url');
+  const privateKey = KeyObject.from(key.privateKey as never);
+  const hash = key.alg === 'EdDSA' ? null : `sha${key.alg.slice(2)}`;
+  const options = key.alg.startsWith('ES') ? { key: privateKey, dsaEncoding: 'ieee-p1363' as const } : privateKey;
+  return Promise.all(Array.from({ length: count }, (_, n) => {
+    const input = `${header}.${Buffer.from(JSON.stringify({ ...template, jti: randomUUID(), n })).toString('base64url')}`;
+    return new Promise<string>((resolve, reject) => sign(hash, Buffer.from(input), options, (error, signature) =>
+      (error ? reject(error) : resolve(`${input}.${signature.toString('base64url')}`))));
+  }));
+}
