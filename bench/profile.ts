@@ -1,5 +1,5 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
-// scenario (reused, fresh, none, bad, sse) for PROFILE_SECONDS (default 6); prints the functions
+// scenario (reused, fresh, none, bad, unknown, sse) for PROFILE_SECONDS (default 6); prints the functions
 // with the most self time. The .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
 import { execFileSync } from 'node:child_process';
@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
-const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'sse'] as const;
+const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
 if (!SCENARIOS.includes(scenario)) throw new Error(`scenario must be one of ${SCENARIOS.join(', ')}`);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 6);
@@ -34,7 +34,8 @@ const auth = [`Authorization: Bearer ${token}`];
 if (scenario === 'fresh') {
   await wrk(url, SECONDS, 50, { script: 'bench/fresh-tokens.lua', scriptArg: tokenFile });
 } else {
-  const headers = { reused: auth, none: [], bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`], sse: auth }[scenario];
+  const unknownKid = `Authorization: Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`;
+  const headers = { reused: auth, none: [], bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`], unknown: [unknownKid], sse: auth }[scenario];
   await wrk(`${url}/${scenario === 'sse' ? 'sse' : 'mcp'}`, SECONDS, 50, { headers });
 }
 await stop(sidecar);

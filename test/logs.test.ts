@@ -5,7 +5,7 @@ import { SignJWT } from 'jose';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-import { createLogger } from '../src/log.js';
+import { BufferedOutput, createLogger } from '../src/log.js';
 
 describe('logs', () => {
   let issuer: TestIssuer;
@@ -94,5 +94,58 @@ describe('logs', () => {
     });
     expect(requestLines[1]).toMatchObject({ reqId: generated, method: 'GET', path: '/mcp', status: 401, decision: 'reject', reason: 'missing_token' });
     expect(output.join('')).not.toContain('secret-cursor');
+  });
+});
+
+describe('BufferedOutput (the stdout destination)', () => {
+  /** A real Writable whose reader can be stalled: what it has not taken yet counts as pending. */
+  function stallableOutput() {
+    const written: string[] = [];
+    let stalled = false;
+    const held: (() => void)[] = [];
+    const output = new Writable({
+      highWaterMark: 1,
+      write(chunk, _encoding, done) {
+        written.push(String(chunk));
+        if (stalled) held.push(done);
+        else done();
+      },
+    });
+    return {
+      output, written,
+      stall: () => { stalled = true; },
+      drain: () => { stalled = false; for (const done of held.splice(0)) done(); },
+    };
+  }
+  const line = (n: number) => `${JSON.stringify({ level: 30, msg: 'request', n })}\n`;
+
+  it('writes lines in batches, all of them once flushed, and calls back when written', async () => {
+    const { output, written } = stallableOutput();
+    const buffered = new BufferedOutput(output);
+    for (let n = 0; n < 3; n++) buffered.write(line(n));
+    expect(written).toEqual([]);
+    await new Promise<void>((resolve) => buffered.flush(resolve));
+    expect(written).toEqual([line(0) + line(1) + line(2)]);
+    for (let n = 0; n < 500; n++) buffered.write(line(n)); // more than one batch of 16 KiB
+    expect(written.length).toBeGreaterThan(1);
+  });
+
+  it('drops lines rather than grow without bound while stdout does not keep up, and says how many', async () => {
+    const { output, written, stall, drain } = stallableOutput();
+    const buffered = new BufferedOutput(output);
+    stall();
+    const big = `${'x'.repeat(1 << 20)}\n`;
+    for (let n = 0; n < 8; n++) buffered.write(big); // over 8 MiB taken by a reader that does not read
+    expect(output.writableLength).toBeGreaterThan(8 << 20);
+    buffered.write(line(1));
+    buffered.write(line(2));
+    buffered.flush();
+    drain();
+    buffered.write(line(3));
+    await new Promise<void>((resolve) => buffered.flush(resolve));
+    const last = written.at(-1)!.split('\n');
+    expect(JSON.parse(last[0]!)).toMatchObject({ level: 40, dropped: 2, msg: 'log lines dropped: stdout did not keep up' });
+    expect(last[1]).toBe(line(3).trim());
+    expect(written.join('')).not.toContain('"n":1');
   });
 });

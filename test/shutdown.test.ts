@@ -73,6 +73,9 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('on %s', (signal) => {
     endStream!();
     expect(String((await reader.next()).value)).toBe('data: done\n\n');
     expect(await sidecar.exited).toBe(0);
+    // Log lines are written in batches: the ones still gathered are written before the exit.
+    expect(await sidecar.logged('request')).toMatchObject({ decision: 'accept', status: 200 });
+    await sidecar.logged('stopped');
   });
 
   it('cuts a stream that outlives SHUTDOWN_GRACE_SECONDS and still exits 0', async () => {
