@@ -116,6 +116,8 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
   }
 }
 
+const uncork = (res: ServerResponse): void => res.uncork();
+
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
 /** One forwarded request: the upstream's answer is written to the client as it arrives. */
@@ -123,6 +125,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
   private clientGone = false;
+  private bodyStarted = false;
 
   constructor(
     private readonly request: FastifyRequest,
@@ -153,11 +156,23 @@ class Exchange implements Dispatcher.DispatchHandler {
       return;
     }
     // Node sends headers with the first body chunk; an event stream (an MCP GET stream) may stay
-    // silent for long, and the client must see its headers now.
-    if (String(outgoing['content-type']).startsWith('text/event-stream')) this.res.flushHeaders();
+    // silent for long, and the client must see its headers now, or at the latest once the data
+    // that came with them has been written (one write instead of two).
+    if (String(outgoing['content-type']).startsWith('text/event-stream')) setImmediate(() => this.flushHeadersOfSilentStream());
+  }
+
+  private flushHeadersOfSilentStream(): void {
+    // `headersSent` is already true after writeHead: Node has the headers, not the client.
+    if (!this.bodyStarted && !this.finished && !this.res.destroyed) this.res.flushHeaders();
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.bodyStarted = true;
+    // What arrives in one read from the upstream leaves in one write to the client.
+    if (this.res.writableCorked === 0) {
+      this.res.cork();
+      process.nextTick(uncork, this.res);
+    }
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());

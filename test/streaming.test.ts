@@ -48,6 +48,21 @@ describe('streaming through the sidecar', () => {
     expect((await reader.next()).done).toBe(true);
   });
 
+  it('sends the headers of a silent event stream at once (an MCP GET stream may not speak for minutes)', async () => {
+    let endStream: (() => void) | undefined;
+    upstream.handle((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.flushHeaders();
+      endStream = () => res.end('data: bye\n\n');
+    });
+    // The upstream says nothing until the client has the headers: without them nothing moves.
+    const res = await request(`${sidecar.url}/mcp`, { headers: { authorization, accept: 'text/event-stream' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toBe('text/event-stream');
+    endStream!();
+    expect(await res.body.text()).toBe('data: bye\n\n');
+  });
+
   it('keeps a stream open past UPSTREAM_TIMEOUT_SECONDS (the timeout covers headers only)', async () => {
     upstream.handle((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -1,0 +1,22 @@
+import { startIssuer } from '../test/helpers/issuer.js';
+import { distinctTokens } from './lib.js';
+import { createVerifier } from '../src/auth/verify.js';
+import { withVerdictCache } from '../src/auth/verdict-cache.js';
+import { RemoteKeySet } from '../src/auth/keyset.js';
+import { createLogger } from '../src/log.js';
+import { loadConfig } from '../src/config.js';
+const issuer = await startIssuer();
+const key = await issuer.addKey('RS256', { kid: 'k' });
+const raw = await distinctTokens(issuer, key, 10000, 3600);
+const keys = new RemoteKeySet({ issuer: issuer.issuer, jwksUri: undefined, refreshMs: 1e9, cooldownMs: 30000, maxStaleMs: 1e9, logger: createLogger('silent') });
+await keys.start();
+const verify = withVerdictCache(createVerifier(loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' }), keys), { maxEntries: 10000, keys, now: Date.now });
+// Tokens as the server sees them: a header value string per request, the token sliced out of it.
+const headers = raw.map((t) => `Bearer ${t}`.split('').join(''));
+raw.length = 0;
+globalThis.gc!(); const before = process.memoryUsage().heapUsed;
+for (const h of headers) verify(h.slice(7));
+headers.length = 0;
+globalThis.gc!(); const after = process.memoryUsage().heapUsed;
+console.log('token length', 'bytes per cache entry', ((after - before) / 10000).toFixed(0));
+keys.close(); await issuer.close();
