@@ -116,8 +116,6 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
   }
 }
 
-const uncork = (res: ServerResponse): void => res.uncork();
-
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
 /** One forwarded request: the upstream's answer is written to the client as it arrives. */
@@ -168,11 +166,6 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bodyStarted = true;
-    // What arrives in one read from the upstream leaves in one write to the client.
-    if (this.res.writableCorked === 0) {
-      this.res.cork();
-      process.nextTick(uncork, this.res);
-    }
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());
