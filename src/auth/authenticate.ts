@@ -35,19 +35,46 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-export function sendRejection(reply: FastifyReply, rejection: Rejection, resourceMetadataUrl: string): void {
+interface RejectionResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
-  reply
-    .code(rejection.status)
-    .header('www-authenticate', challenge)
-    .header('cache-control', 'no-store');
-  if (rejection.status === 503) reply.header('retry-after', '5');
-  reply.send({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
+  const headers: Record<string, string> = {
+    'content-type': 'application/json; charset=utf-8',
+    'www-authenticate': challenge,
+    'cache-control': 'no-store',
+  };
+  if (rejection.status === 503) headers['retry-after'] = '5';
+  const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
+  return { status: rejection.status, headers, body };
+}
+
+/**
+ * Answers rejections. Reason and message decide the whole answer, and messages come from a fixed
+ * set (the code's, and some naming a configured claim; never token data), so each answer is built
+ * once: hostile traffic is mostly rejections, and they should cost as little as possible.
+ */
+function createRejectionSender(resourceMetadataUrl: string) {
+  const rendered = new Map<string, RejectionResponse>();
+  return function sendRejection(reply: FastifyReply, rejection: Rejection): void {
+    const id = `${rejection.reason}:${rejection.message}`;
+    let response = rendered.get(id);
+    if (response === undefined) {
+      response = renderRejection(rejection, resourceMetadataUrl);
+      rendered.set(id, response);
+    }
+    reply.code(response.status).headers(response.headers).send(response.body);
+  };
 }
 
 export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string) {
+  const sendRejection = createRejectionSender(resourceMetadataUrl);
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
@@ -56,7 +83,7 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
     metrics.rejected.inc({ reason: rejection.reason });
-    sendRejection(reply, rejection, resourceMetadataUrl);
+    sendRejection(reply, rejection);
   }
 
   function accept(request: FastifyRequest, identity: Identity): void {
