@@ -124,6 +124,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false;
   private clientGone = false;
   private bodyStarted = false;
+  private corked = false;
 
   constructor(
     private readonly request: FastifyRequest,
@@ -166,6 +167,18 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bodyStarted = true;
+    // What arrives in one read from the upstream (often the last events and the end of a stream)
+    // leaves in one write. The socket itself is corked and uncorked: on Node 24 the response lets
+    // go of its socket when it finishes, and an uncork through the response would then be lost.
+    const socket = this.res.socket;
+    if (socket !== null && !this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());
