@@ -27,8 +27,11 @@ export function pinned(core: number, command: string, args: string[]): [string, 
   return hasTaskset ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
 }
 
+/** The Node that runs the measured processes: BENCH_NODE (e.g. the Node 24 that CI installs), else this one. */
+export const TARGET_NODE = process.env.BENCH_NODE ?? process.execPath;
+
 export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
-  const [command, commandArgs] = pinned(core, process.execPath, args);
+  const [command, commandArgs] = pinned(core, TARGET_NODE, args);
   return spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });
 }
 

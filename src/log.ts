@@ -40,15 +40,15 @@ export class BufferedOutput implements DestinationStream {
   }
 
   flush(done?: () => void): void {
-    const batch = this.lines.join('');
+    const lines = this.lines;
     this.lines = [];
     this.bytes = 0;
     if (this.output.writableLength > MAX_PENDING_BYTES) {
-      this.dropped += batch === '' ? 0 : batch.split('\n').length - 1;
+      this.dropped += lines.length;
       done?.();
       return;
     }
-    let data = batch;
+    let data = lines.join('');
     if (this.dropped > 0) {
       data = `${JSON.stringify({ level: 40, time: Date.now(), service: 'mcp-auth-sidecar', dropped: this.dropped, msg: 'log lines dropped: stdout did not keep up' })}\n${data}`;
       this.dropped = 0;
