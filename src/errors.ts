@@ -1,8 +1,6 @@
 // Every rejection reason in one table: status, OAuth error code and a description that
 // says what is wrong without echoing the token.
 
-import type { VerificationKey } from './auth/keyset.js';
-
 export const REJECTIONS = {
   missing_token: { status: 401, description: 'no bearer token in the Authorization header' },
   malformed_token: { status: 401, description: 'token is not a well-formed signed JWT' },
@@ -34,8 +32,11 @@ export class Rejection {
   constructor(
     readonly reason: RejectionReason,
     readonly detail?: string,
-    /** Set when the answer was reached with this key and stays the same while the key is in the key set. */
-    readonly key?: VerificationKey,
+    /**
+     * Set when the same token would get the same answer for as long as this returns true (a
+     * bad signature: while its key is in the key set), so that the answer may be remembered.
+     */
+    readonly stands?: () => boolean,
   ) {
     this.message = detail ?? REJECTIONS[reason].description;
   }

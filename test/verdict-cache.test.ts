@@ -122,6 +122,35 @@ describe('the verdict cache', () => {
     expect(await call(badSignature)).toEqual([401, 'unknown_key']);
   });
 
+  it('remembers an unknown key only until a refetch may bring it: a key published later is accepted after the cooldown', async () => {
+    let clock = Date.now();
+    await start({}, () => clock);
+    const later = await issuer.addKey('RS256', { kid: 'key-later', publish: false });
+    const token = await issuer.mint({ exp: Math.floor(clock / 1000) + 3600 }, { key: later });
+    const fetches = issuer.requests.jwks;
+    expect(await call(token)).toEqual([401, 'unknown_key']); // waited for the refetch it started
+    expect(await call(token)).toEqual([401, 'unknown_key']); // within the cooldown: remembered
+    const before = await lookups();
+    expect(await call(token)).toEqual([401, 'unknown_key']);
+    expect(await lookups()).toEqual({ hit: before.hit + 1, miss: before.miss });
+    expect(issuer.requests.jwks).toBe(fetches + 1);
+    issuer.publishKey('key-later');
+    clock += 30_000; // the cooldown is over: the retry goes to the issuer, not to the memory
+    expect(await call(token)).toEqual([200, undefined]);
+    expect(issuer.requests.jwks).toBe(fetches + 2);
+  });
+
+  it('forgets a remembered unknown key as soon as the key set changes', async () => {
+    await start();
+    const later = await issuer.addKey('RS256', { kid: 'key-later', publish: false });
+    const token = await issuer.mint({}, { key: later });
+    await call(token);
+    expect(await call(token)).toEqual([401, 'unknown_key']);
+    issuer.publishKey('key-later');
+    await (sidecar.app.keys as RemoteKeySet).refresh();
+    expect(await call(token)).toEqual([200, undefined]);
+  });
+
   it('keeps good verdicts through a flood of distinct bad tokens (rejections have a store of their own)', async () => {
     await start({ VERDICT_CACHE_SIZE: '2' });
     const good = await issuer.mint();

@@ -172,11 +172,22 @@ export class RemoteKeySet implements KeySource {
       this.lastUnknownKidFetchMs = this.now();
       this.refresh().catch(() => undefined);
     }
-    if (this.pending === undefined) throw new Rejection('unknown_key');
+    if (this.pending === undefined) throw new Rejection('unknown_key', undefined, this.unknownKeyStands());
     return this.pending.then(
       () => this.find(kid, alg) ?? Promise.reject(new Rejection('unknown_key')),
       () => Promise.reject(new Rejection('unknown_key')),
     );
+  }
+
+  /**
+   * How long "unknown key" stays the answer for a token: while this key set is the current one,
+   * no fetch is under way, no refetch would be allowed yet (the cooldown) and the set is not
+   * too old, so that remembering the answer never delays a key that a refetch would bring.
+   */
+  private unknownKeyStands(): () => boolean {
+    const keys = this.keys;
+    const untilMs = Math.min(this.lastUnknownKidFetchMs + this.options.cooldownMs, this.lastSuccessMs! + this.options.maxStaleMs);
+    return () => this.keys === keys && this.pending === undefined && this.now() < untilMs;
   }
 
   /** Fetches the key set now; concurrent callers share one fetch. */

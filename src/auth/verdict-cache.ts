@@ -1,9 +1,10 @@
 // A token verified once is not verified again until it expires: a bounded LRU of verdicts.
 // A cached verdict is used only while its key is still in the key set and before `exp`
-// (plus tolerance). A rejection is kept only when it was reached with a key and cannot change
-// while that key stays (a bad signature, an expired token, a wrong audience...; never "not yet
-// valid", never an unknown key), in a smaller LRU of its own, so that a client retrying a bad
-// token costs one signature check and a flood of distinct bad tokens cannot evict good verdicts.
+// (plus tolerance). A rejection is kept only when it says how long it stands (`Rejection.stands`:
+// a bad signature, an expired token, a wrong audience... while their key stays; an unknown key
+// until the key set changes or may be fetched again; never "not yet valid"), in a smaller LRU of
+// its own, so that a client retrying a bad token costs no second check and a flood of distinct
+// bad tokens cannot evict good verdicts.
 // Entries are keyed by the token's SHA-256, not the token: the cache keeps no bearer token alive,
 // an entry is a fifth of the size (less to promote and collect under never-seen tokens), and with
 // SHA extensions the digest costs no more than V8 hashing the 1 KB string for a lookup would.
@@ -99,7 +100,7 @@ export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLook
     return verdict;
   };
   const rejected = (id: string, error: unknown): unknown => {
-    if (error instanceof Rejection && error.key !== undefined) rejections.set(id, error);
+    if (error instanceof Rejection && error.stands !== undefined) rejections.set(id, error);
     return error;
   };
 
@@ -115,7 +116,7 @@ export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLook
     }
     const rejection = rejections.get(id);
     if (rejection !== undefined) {
-      if (keys.has(rejection.key!)) {
+      if (rejection.stands!()) {
         onLookup?.(true);
         throw rejection;
       }

@@ -235,14 +235,14 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     }
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
-      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, key);
+      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
       try {
         return checkClaims(claims, key);
       } catch (error) {
         // Under a good signature the claims are fixed and time only moves on, so the answer is
         // final for this key, except for a token that is not valid yet.
         const rejection = error as Rejection;
-        throw rejection.reason === 'not_yet_valid' ? rejection : new Rejection(rejection.reason, rejection.detail, key);
+        throw rejection.reason === 'not_yet_valid' ? rejection : new Rejection(rejection.reason, rejection.detail, () => keys.has(key));
       }
     };
     const key = keys.resolve(kid, alg);

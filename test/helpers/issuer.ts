@@ -33,6 +33,8 @@ export interface TestIssuer {
   /** Creates a key and publishes it (unless `publish` is false). */
   addKey(alg?: string, options?: { kid?: string; publish?: boolean }): Promise<SigningKey>;
   removeKey(kid: string): void;
+  /** Publishes a key made with `publish: false`. */
+  publishKey(kid: string): void;
   /** A Keycloak-shaped access token (azp coder, aud account, typ Bearer), claims overridable. */
   mint(claims?: JWTPayload & Record<string, unknown>, options?: MintOptions): Promise<string>;
   close(): Promise<void>;
@@ -149,6 +151,9 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
     },
     removeKey(kid) {
       published.delete(kid);
+    },
+    publishKey(kid) {
+      published.add(kid);
     },
     async mint(claims = {}, { key = keys[0], header = {}, omit = [] } = {}) {
       if (!key) throw new Error('the test issuer has no key: call addKey first');
