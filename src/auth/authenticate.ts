@@ -50,7 +50,8 @@ function quote(value: string): string {
 
 interface RejectionResponse {
   status: number;
-  headers: Record<string, string>;
+  /** Name, value, name, value... as Node's writeHead takes them; the request id comes last. */
+  headers: string[];
   body: string;
 }
 
@@ -58,31 +59,35 @@ function renderRejection(rejection: Rejection, resourceMetadataUrl: string): Rej
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
-  const headers: Record<string, string> = {
-    'content-type': 'application/json; charset=utf-8',
-    'www-authenticate': challenge,
-    'cache-control': 'no-store',
-  };
-  if (rejection.status === 503) headers['retry-after'] = '5';
   const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
+  const headers = [
+    'content-type', 'application/json; charset=utf-8',
+    'content-length', String(Buffer.byteLength(body)),
+    'www-authenticate', challenge,
+    'cache-control', 'no-store',
+  ];
+  if (rejection.status === 503) headers.push('retry-after', '5');
   return { status: rejection.status, headers, body };
 }
 
 /**
  * Answers rejections. Reason and message decide the whole answer, and messages come from a fixed
  * set (the code's, and some naming a configured claim; never token data), so each answer is built
- * once: hostile traffic is mostly rejections, and they should cost as little as possible.
+ * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
+ * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
 function createRejectionSender(resourceMetadataUrl: string) {
   const rendered = new Map<string, RejectionResponse>();
-  return function sendRejection(reply: FastifyReply, rejection: Rejection): void {
+  return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
     const id = `${rejection.reason}:${rejection.message}`;
     let response = rendered.get(id);
     if (response === undefined) {
       response = renderRejection(rejection, resourceMetadataUrl);
       rendered.set(id, response);
     }
-    reply.code(response.status).headers(response.headers).send(response.body);
+    reply.hijack();
+    reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id]);
+    reply.raw.end(response.body);
   };
 }
 
@@ -96,7 +101,7 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
     metrics.rejected.inc({ reason: rejection.reason });
-    sendRejection(reply, rejection);
+    sendRejection(request, reply, rejection);
   }
 
   function accept(request: FastifyRequest, identity: Identity): void {
