@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createLogger } from './log.js';
+import { LazyChildLogger, createLogger } from './log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
@@ -112,6 +112,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     genReqId: requestId,
+    childLoggerFactory: (parent, bindings, options) => new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
     return503OnClosing: true,
   });
@@ -130,7 +131,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       active--;
       if (draining) setImmediate(closeConnectionsIfIdle);
       const { decision, reason, identity } = request.auth;
-      request.log.info({
+      logger.info({
+        reqId: request.id,
         method: request.method,
         path: pathOf(request),
         status: reply.raw.statusCode,

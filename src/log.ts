@@ -1,7 +1,7 @@
 // pino on stdout. Request log lines are built field by field (see app.ts), never from whole
 // header objects; the redaction paths are a second fence, fixed here at start-up.
 
-import { pino, type Logger, type DestinationStream } from 'pino';
+import { pino, type Bindings, type ChildLoggerOptions, type Logger, type DestinationStream } from 'pino';
 
 // No wildcards: they would be evaluated on every line, and no line is built from a header object.
 export const REDACTED_PATHS = [
@@ -60,4 +60,37 @@ export class BufferedOutput implements DestinationStream {
 
 export function createLogger(level: string, destination: DestinationStream = new BufferedOutput()): Logger {
   return pino({ level, base: { service: 'mcp-auth-sidecar' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination);
+}
+
+type LogMethod = (...args: unknown[]) => void;
+
+/**
+ * The per-request logger Fastify asks for (`childLoggerFactory`), made on first use. Fastify
+ * would build a pino child for every request, and pino serializes its bindings at once
+ * (0.5 µs); most requests never log through it: their one line, the request line, goes through
+ * the root logger with the request id as its first field, which is the same JSON.
+ */
+export class LazyChildLogger {
+  private made: Logger | undefined;
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Bindings,
+    private readonly options: object,
+  ) {}
+
+  private get logger(): Logger {
+    return (this.made ??= this.parent.child(this.bindings, this.options as ChildLoggerOptions));
+  }
+
+  get level(): string { return this.logger.level; }
+  set level(level: string) { this.logger.level = level; }
+  child(bindings: Bindings, options?: ChildLoggerOptions): Logger { return this.logger.child(bindings, options); }
+  fatal(...args: unknown[]): void { (this.logger.fatal as LogMethod)(...args); }
+  error(...args: unknown[]): void { (this.logger.error as LogMethod)(...args); }
+  warn(...args: unknown[]): void { (this.logger.warn as LogMethod)(...args); }
+  info(...args: unknown[]): void { (this.logger.info as LogMethod)(...args); }
+  debug(...args: unknown[]): void { (this.logger.debug as LogMethod)(...args); }
+  trace(...args: unknown[]): void { (this.logger.trace as LogMethod)(...args); }
+  silent(): void {}
 }

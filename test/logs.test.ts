@@ -94,6 +94,13 @@ describe('logs', () => {
     });
     expect(requestLines[1]).toMatchObject({ reqId: generated, method: 'GET', path: '/mcp', status: 401, decision: 'reject', reason: 'missing_token' });
     expect(output.join('')).not.toContain('secret-cursor');
+
+    // Lines logged through the request's own logger (made on first use) carry its id too.
+    upstream.handle((req) => req.socket.destroy());
+    const failed = await request(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-456' } });
+    await failed.body.text();
+    expect(failed.statusCode).toBe(502);
+    expect(lines().find((l) => l.msg === 'upstream request failed')).toMatchObject({ reqId: 'req-456', kind: 'reset' });
   });
 });
 
