@@ -126,7 +126,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     const startedAt = performance.now();
     metrics.inFlight.inc();
     active++;
-    reply.raw.once('close', () => {
+    // `on`, not `once`: a response closes once, and once's wrapper and removal cost on every request.
+    reply.raw.on('close', () => {
       metrics.inFlight.dec();
       active--;
       if (draining) setImmediate(closeConnectionsIfIdle);
