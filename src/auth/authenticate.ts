@@ -25,7 +25,7 @@ export function extractBearerToken(rawHeaders: readonly string[]): string | Reje
     }
   }
   if (value === undefined) return new Rejection('missing_token');
-  // Character scans, not regular expressions: this runs on every request over a ~1 KB value.
+  // The scheme found by a scan that stops at the first blank, not a regular expression over the ~1 KB value.
   const header = value.trim();
   let schemeEnd = 0;
   while (schemeEnd < header.length && !isSpaceOrTab(header.charCodeAt(schemeEnd))) schemeEnd++;
@@ -34,9 +34,8 @@ export function extractBearerToken(rawHeaders: readonly string[]): string | Reje
   }
   const token = header.slice(schemeEnd).trim();
   if (token === '') return new Rejection('malformed_token', 'Bearer token is empty');
-  for (let i = 0; i < token.length; i++) {
-    if (token.charCodeAt(i) <= 0x20 || token.charCodeAt(i) === 0xa0) return new Rejection('malformed_token', 'Bearer token contains white space');
-  }
+  // Not scanned for white space here (1.5 µs a request): verification accepts base64url and
+  // dots only, and says so when a token holds anything else.
   return token;
 }
 

@@ -42,6 +42,7 @@ const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES
 function parseCompact(token: string): { header: Claims; claims: Claims; signingInput: Buffer; signature: Buffer } {
   // One pass over the token for the common case; the slow path only words the rejection.
   if (!COMPACT_JWS.test(token)) {
+    if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters');
     const parts = token.split('.').length;
     if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted');
     if (parts !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts');
