@@ -11,6 +11,9 @@ RUN npm run build
 
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
+# A young generation of 8 MB semi-spaces: under load V8 would grow it to 64 MB each on Node 24,
+# most of the resident set (bench/RESULTS.md). Set NODE_OPTIONS in the pod to change it.
+ENV NODE_OPTIONS="--max-semi-space-size=8"
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force

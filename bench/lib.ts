@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import type { SigningKey, TestIssuer } from '../test/helpers/issuer.js';
+import { imageEnv } from '../test/helpers/dockerfile.js';
 
 export const OUT = new URL('./out/', import.meta.url).pathname;
 mkdirSync(OUT, { recursive: true });
@@ -29,6 +30,9 @@ export function pinned(core: number, command: string, args: string[]): [string, 
 
 /** The Node that runs the measured processes: BENCH_NODE (e.g. the Node 24 that CI installs), else this one. */
 export const TARGET_NODE = process.env.BENCH_NODE ?? process.execPath;
+
+/** The environment the image gives the sidecar (NODE_ENV, NODE_OPTIONS), so it is measured as shipped. */
+export const IMAGE_ENV = imageEnv();
 
 export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
   const [command, commandArgs] = pinned(core, TARGET_NODE, args);

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
@@ -25,7 +25,7 @@ if (scenario === 'fresh') writeFileSync(tokenFile, (await distinctTokens(issuer,
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
 const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, 'dist/main.js'], {
   PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-  OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: `http://127.0.0.1:${PORTS.upstream}`, NODE_ENV: 'production',
+  OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: `http://127.0.0.1:${PORTS.upstream}`, ...IMAGE_ENV,
 }, 'inherit');
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 

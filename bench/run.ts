@@ -3,12 +3,13 @@
 // core 0, the proxy under test alone on core 1. Prints a markdown table for RESULTS.md.
 // BENCH_SECONDS (default 8), BENCH_ROUNDS (default 3, the median is reported) and
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
+// The sidecar runs with the image's environment (Dockerfile ENV: NODE_OPTIONS), the baselines with Node's defaults.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { OUT, PINNING, TARGET_NODE, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -37,7 +38,7 @@ async function main() {
     naive: { PORT: String(PORTS.naive), UPSTREAM_URL: upstreamUrl, JWKS_URI: issuer.jwksUri, ISSUER: issuer.issuer },
     sidecar: {
       PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-      OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, LOG_LEVEL: 'info', NODE_ENV: 'production',
+      OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, LOG_LEVEL: 'info', ...IMAGE_ENV,
     },
   };
 
@@ -89,7 +90,7 @@ async function main() {
     ...Object.entries(results).map(([row, r]) =>
       `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`),
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}.`,
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar with the image's NODE_OPTIONS=${IMAGE_ENV.NODE_OPTIONS ?? ''}.`,
     `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${jwksFetchesDuringFlood} (cooldown 30 s).`,
   ];
   writeFileSync(`${OUT}results.md`, lines.join('\n') + '\n');

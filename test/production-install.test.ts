@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
+import { imageEnv } from './helpers/dockerfile.js';
 
 // The Dockerfile's steps without Docker: build, then in an empty directory install the
-// production dependencies from the lock file and copy dist/, then start it as CMD does.
+// production dependencies from the lock file and copy dist/, then start it as CMD does, with the image's ENV.
 describe('the production install the image is made of', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-image-'));
   let issuer: TestIssuer | undefined;
@@ -31,7 +32,7 @@ describe('the production install the image is made of', () => {
     await issuer.addKey();
     const child = spawn(process.execPath, ['dist/main.js'], {
       cwd: dir,
-      env: { PATH: process.env.PATH, NODE_ENV: 'production', OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1' },
+      env: { PATH: process.env.PATH, ...imageEnv(), OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
