@@ -66,6 +66,14 @@ describe('JWT attacks: each gets SPEC\'s answer, never a 5xx, never the upstream
   };
   const hmacWith = async (alg: string, secret: string) =>
     new SignJWT(claims()).setProtectedHeader({ alg, kid: rsa.kid }).sign(new TextEncoder().encode(secret));
+  /** A token the sidecar has just accepted. */
+  const acceptedToken = async () => {
+    const token = await issuer.mint();
+    const res = await request(`${sidecar.url}/mcp`, { headers: { authorization: bearer(token) } });
+    await res.body.dump();
+    expect(res.statusCode).toBe(200);
+    return token;
+  };
   const tamper = (token: string, change: (signature: string) => string) => {
     const [h, p, s] = token.split('.');
     return `${h}.${p}.${change(s!)}`;
@@ -102,7 +110,10 @@ describe('JWT attacks: each gets SPEC\'s answer, never a 5xx, never the upstream
     { name: 'padded signature', expect: 'malformed_token', authorization: async () => bearer(tamper(await issuer.mint(), (s) => `${s}==`)) },
     { name: 'bit-flipped signature', expect: 'invalid_signature', authorization: async () => bearer(tamper(await issuer.mint(), (s) => { const b = Buffer.from(s, 'base64url'); b[10]! ^= 1; return b.toString('base64url'); })) },
     { name: 'empty signature', expect: 'invalid_signature', authorization: async () => bearer(tamper(await issuer.mint(), () => '')) },
-    { name: 'payload swapped under a valid signature', expect: 'invalid_signature', authorization: async () => { const [h, , s] = (await issuer.mint()).split('.'); return bearer(`${h}.${b64({ ...claims(), preferred_username: 'admin' })}.${s}`); } },
+    // The header of an accepted token is remembered (decoded once): it must vouch for nothing else.
+    { name: 'payload swapped under a valid signature, header accepted before', expect: 'invalid_signature', authorization: async () => { const [h, , s] = (await acceptedToken()).split('.'); return bearer(`${h}.${b64({ ...claims(), preferred_username: 'admin' })}.${s}`); } },
+    { name: 'payload not JSON, header accepted before', expect: 'malformed_token', authorization: async () => { const [h, , s] = (await acceptedToken()).split('.'); return bearer(`${h}.${b64('not json')}.${s}`); } },
+    { name: 'duplicate __proto__ members in the payload', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"__proto__":{"admin":true},"__proto__":{},'))) },
     { name: 'duplicate member names in the payload', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"preferred_username":"admin",'))) },
     { name: 'duplicate member names in the header', expect: 'malformed_token', authorization: async () => { const header = `{"alg":"RS256","kid":"${rsa.kid}","alg":"none"}`; return bearer(`${b64(header)}.${b64(claims())}.`); } },
     { name: 'duplicate member names, one written with an escape', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"preferred_\\u0075sername":"admin",'))) },

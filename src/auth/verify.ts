@@ -31,15 +31,21 @@ export type Verify = (token: string) => Verdict | Promise<Verdict>;
 
 type Claims = Record<string, unknown>;
 
+interface CheckedHeader {
+  readonly alg: string;
+  readonly kid: string | undefined;
+}
+
 // Three base64url parts (the signature may be empty, so that `alg: none` reaches its own reason).
 const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 // Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header.
 const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
 const MAX_FORWARDED_LENGTH = 4096;
+const MAX_KNOWN_HEADERS = 100;
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
 
-/** Decodes a compact JWS into header, claims and the signed bytes; never trusts their contents. */
-function parseCompact(token: string): { header: Claims; claims: Claims; signingInput: Buffer; signature: Buffer } {
+/** The three parts of a compact JWS, still encoded; never trusts their contents. */
+function splitCompact(token: string): { encodedHeader: string; encodedClaims: string; signingInput: Buffer; signature: Buffer } {
   // One pass over the token for the common case; the slow path only words the rejection.
   if (!COMPACT_JWS.test(token)) {
     if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters');
@@ -51,9 +57,10 @@ function parseCompact(token: string): { header: Claims; claims: Claims; signingI
   const headerEnd = token.indexOf('.');
   const payloadEnd = token.indexOf('.', headerEnd + 1);
   return {
-    header: decodeJsonObject(token.slice(0, headerEnd), 'header'),
-    claims: decodeJsonObject(token.slice(headerEnd + 1, payloadEnd), 'payload'),
-    signingInput: Buffer.from(token.slice(0, payloadEnd), 'latin1'),
+    encodedHeader: token.slice(0, headerEnd),
+    encodedClaims: token.slice(headerEnd + 1, payloadEnd),
+    // The token is ASCII (checked above), so UTF-8 gives the same bytes as Latin-1, twice as fast.
+    signingInput: Buffer.from(token.slice(0, payloadEnd)),
     signature: Buffer.from(token.slice(payloadEnd + 1), 'base64url'),
   };
 }
@@ -106,9 +113,17 @@ function countMembers(root: object): number {
   let count = 0;
   const pending: object[] = [root];
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
-    const children: unknown[] = Array.isArray(value) ? value : Object.values(value);
-    if (!Array.isArray(value)) count += children.length;
-    for (const child of children) if (typeof child === 'object' && child !== null) pending.push(child);
+    if (Array.isArray(value)) {
+      for (const child of value) if (typeof child === 'object' && child !== null) pending.push(child);
+      continue;
+    }
+    // for-in, not Object.values: no array per object. JSON.parse makes plain objects, so every
+    // enumerable name is an own one (`__proto__` included).
+    for (const name in value) {
+      count++;
+      const child = (value as Claims)[name];
+      if (typeof child === 'object' && child !== null) pending.push(child);
+    }
   }
   return count;
 }
@@ -224,8 +239,8 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
   }
 
-  return function verify(token: string): Verdict | Promise<Verdict> {
-    const { header, claims, signingInput, signature } = parseCompact(token);
+  /** The header's parameters, or why they are refused (checked after the payload decodes: SPEC's order). */
+  function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
     if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported');
@@ -234,6 +249,23 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (kid !== undefined && (typeof kid !== 'string' || kid.length > 256)) {
       throw new Rejection('malformed_token', 'kid header is not a short string');
     }
+    return { alg, kid };
+  }
+  // An issuer signs every token of a key with the same header: decode and check it once.
+  // Only accepted headers are kept, at most MAX_KNOWN_HEADERS (then the map starts again).
+  const knownHeaders = new Map<string, CheckedHeader>();
+
+  return function verify(token: string): Verdict | Promise<Verdict> {
+    const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
+    let checked = knownHeaders.get(encodedHeader);
+    const header = checked === undefined ? decodeJsonObject(encodedHeader, 'header') : undefined;
+    const claims = decodeJsonObject(encodedClaims, 'payload');
+    if (checked === undefined) {
+      checked = checkHeader(header!);
+      if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
+      knownHeaders.set(encodedHeader, checked);
+    }
+    const { alg, kid } = checked;
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
       if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
