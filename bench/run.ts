@@ -3,7 +3,8 @@
 // core 0, the proxy under test alone on core 1. Prints a markdown table for RESULTS.md.
 // BENCH_SECONDS (default 8), BENCH_ROUNDS (default 3, the median is reported) and
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
-// The sidecar runs with the image's environment (Dockerfile ENV: NODE_OPTIONS), the baselines with Node's defaults.
+// The sidecar runs with the image's environment (Dockerfile ENV: NODE_OPTIONS), the baselines with Node's defaults;
+// the target sidecar-v8-defaults is the sidecar without the image's NODE_OPTIONS, to see what they change.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -15,11 +16,12 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = 50;
 const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
-const TARGETS = (process.env.BENCH_TARGETS ?? 'bare,naive,sidecar').split(',') as ('bare' | 'naive' | 'sidecar')[];
-const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, admin: 19003 };
-const SCRIPTS = { bare: 'bench/targets/bare-proxy.mjs', naive: 'bench/targets/naive-jose-proxy.mjs', sidecar: 'dist/main.js' };
+type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults';
+const TARGETS = (process.env.BENCH_TARGETS ?? 'bare,naive,sidecar').split(',') as Target[];
+const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004 };
+const SCRIPTS = { bare: 'bench/targets/bare-proxy.mjs', naive: 'bench/targets/naive-jose-proxy.mjs', sidecar: 'dist/main.js', 'sidecar-v8-defaults': 'dist/main.js' };
 
-async function startTarget(name: keyof typeof SCRIPTS, env: Record<string, string>): Promise<ChildProcess> {
+async function startTarget(name: Target, env: Record<string, string>): Promise<ChildProcess> {
   const child = spawnPinned(1, [SCRIPTS[name]], env, 'inherit');
   await waitForPort(PORTS[name]);
   return child;
@@ -33,13 +35,15 @@ async function main() {
   const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
   await waitForPort(PORTS.upstream);
 
-  const env = {
+  const sidecarEnv = (port: number) => ({
+    PORT: String(port), ADMIN_PORT: String(port + 1000), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
+    OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, LOG_LEVEL: 'info',
+  });
+  const env: Record<Target, Record<string, string>> = {
     bare: { PORT: String(PORTS.bare), UPSTREAM_URL: upstreamUrl },
     naive: { PORT: String(PORTS.naive), UPSTREAM_URL: upstreamUrl, JWKS_URI: issuer.jwksUri, ISSUER: issuer.issuer },
-    sidecar: {
-      PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-      OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, LOG_LEVEL: 'info', ...IMAGE_ENV,
-    },
+    sidecar: { ...sidecarEnv(PORTS.sidecar), ...IMAGE_ENV },
+    'sidecar-v8-defaults': { ...sidecarEnv(PORTS['sidecar-v8-defaults']), ...IMAGE_ENV, NODE_OPTIONS: '' },
   };
 
   // Tokens: one reused, and FRESH_TOKENS distinct ones, so that no cache can help.
@@ -69,7 +73,7 @@ async function main() {
       await measure('reused token', '/mcp', { headers: auth });
       if (name !== 'bare') await measure('never-seen tokens', '', { script: 'bench/fresh-tokens.lua', scriptArg: freshFile });
       await measure('SSE response', '/sse', { headers: auth });
-      if (name === 'sidecar') {
+      if (name.startsWith('sidecar')) {
         await measure('rejected, no token', '/mcp');
         await measure('rejected, bad signature', '/mcp', { headers: [`Authorization: Bearer ${badSignature}`] });
         const before = issuer.requests.jwks;

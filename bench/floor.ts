@@ -1,0 +1,82 @@
+// npm run bench:floor: what one request costs in CPU, the sidecar against two measuring sticks
+// that do the least possible on this stack: Node answering a fixed 401 (the floor for any
+// rejection) and Fastify + undici forwarding with no authentication (the floor for any accepted
+// request). CPU µs per request = the process's user + system time / requests, so it does not
+// depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
+
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { startIssuer } from '../test/helpers/issuer.js';
+import { IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const PORTS = { upstream: 18600, target: 18603, admin: 19603 };
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+
+/** User + system CPU seconds a process has used (/proc/PID/stat fields 14 and 15). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+if (!existsSync('package.json')) throw new Error('run from the repository root: npm run bench:floor');
+execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+const issuer = await startIssuer();
+const key = await issuer.addKey('RS256', { kid: 'floor-key' });
+const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
+const freshFile = `${OUT}floor-tokens.txt`;
+writeFileSync(freshFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
+const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
+const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
+await waitForPort(PORTS.upstream);
+
+type Scenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
+const targets: { name: string; script: string; env: Record<string, string>; scenarios: Scenario[] }[] = [
+  { name: 'floor: Node, fixed 401', script: 'bench/targets/floor-401.mjs', env: {}, scenarios: ['no token', 'bad signature'] },
+  { name: 'floor: Fastify + undici, no auth', script: 'bench/targets/floor-forwarder.mjs', env: {}, scenarios: ['reused token'] },
+  { name: 'bare @fastify/http-proxy', script: 'bench/targets/bare-proxy.mjs', env: {}, scenarios: ['reused token'] },
+  {
+    name: 'sidecar', script: 'dist/main.js', scenarios: ['reused token', 'never-seen tokens', 'no token', 'bad signature'],
+    env: { ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1', OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', ...IMAGE_ENV },
+  },
+];
+const options: Record<Scenario, Parameters<typeof wrk>[3]> = {
+  'reused token': { headers: [`Authorization: Bearer ${token}`] },
+  'never-seen tokens': { script: 'bench/fresh-tokens.lua', scriptArg: freshFile },
+  'no token': {},
+  'bad signature': { headers: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`] },
+};
+
+const results = new Map<string, { rps: number[]; micros: number[] }>();
+for (let round = 0; round < ROUNDS; round++) {
+  for (const target of targets) {
+    const child = spawnPinned(1, [target.script], { PORT: String(PORTS.target), UPSTREAM_URL: upstreamUrl, ...target.env }, 'inherit');
+    await waitForPort(PORTS.target);
+    const url = `http://127.0.0.1:${PORTS.target}/mcp`;
+    await wrk(url, 2, 50, options['reused token']); // warm-up
+    for (const scenario of target.scenarios) {
+      const before = cpuSeconds(child.pid!);
+      const result = await wrk(scenario === 'never-seen tokens' ? url.replace('/mcp', '') : url, SECONDS, 50, options[scenario]);
+      const micros = ((cpuSeconds(child.pid!) - before) * 1e6) / result.requests;
+      const row = `${target.name}: ${scenario}`;
+      const entry = results.get(row) ?? { rps: [], micros: [] };
+      entry.rps.push(result.rps);
+      entry.micros.push(micros);
+      results.set(row, entry);
+      process.stderr.write(`${row}: ${Math.round(result.rps)} req/s, ${micros.toFixed(1)} µs CPU a request\n`);
+    }
+    await stop(child);
+  }
+}
+await stop(upstream);
+await issuer.close();
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const lines = [
+  '| target: scenario | req/s | CPU µs a request |',
+  '|---|---:|---:|',
+  ...[...results].map(([row, r]) => `| ${row} | ${Math.round(median(r.rps))} | ${median(r.micros).toFixed(1)} |`),
+];
+writeFileSync(`${OUT}floor.md`, lines.join('\n') + '\n');
+process.stdout.write(lines.join('\n') + '\n');
