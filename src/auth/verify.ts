@@ -252,7 +252,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { alg, kid };
   }
   // An issuer signs every token of a key with the same header: decode and check it once.
-  // Only accepted headers are kept, at most MAX_KNOWN_HEADERS (then the map starts again).
+  // Only headers that pass the checks are kept, at most MAX_KNOWN_HEADERS (then the map starts again).
   const knownHeaders = new Map<string, CheckedHeader>();
 
   return function verify(token: string): Verdict | Promise<Verdict> {
@@ -263,7 +263,8 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (checked === undefined) {
       checked = checkHeader(header!);
       if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
-      knownHeaders.set(encodedHeader, checked);
+      // A copy as the key: a slice of the token would keep the whole bearer token in memory.
+      knownHeaders.set(Buffer.from(encodedHeader, 'latin1').toString('latin1'), checked);
     }
     const { alg, kid } = checked;
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
