@@ -59,6 +59,11 @@ for (let round = 0; round < ROUNDS; round++) {
       const before = cpuSeconds(child.pid!);
       const result = await wrk(scenario === 'never-seen tokens' ? url.replace('/mcp', '') : url, SECONDS, 50, options[scenario]);
       const micros = ((cpuSeconds(child.pid!) - before) * 1e6) / result.requests;
+      // A measuring stick that fails its requests measures nothing: accepted scenarios must all be 2xx.
+      const accepted = scenario === 'reused token' || scenario === 'never-seen tokens';
+      if (accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
+        throw new Error(`${target.name}: ${scenario}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
+      }
       const row = `${target.name}: ${scenario}`;
       const entry = results.get(row) ?? { rps: [], micros: [] };
       entry.rps.push(result.rps);
