@@ -23,7 +23,10 @@ const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPT
 /** The header names a Connection header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionListed(connection: string | string[] | undefined): Set<string> | undefined {
   if (connection === undefined) return undefined;
-  return new Set(String(connection).split(',').map((name) => name.trim().toLowerCase()));
+  const value = String(connection).toLowerCase();
+  // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
+  if (value === 'keep-alive' || value === 'close') return undefined;
+  return new Set(value.split(',').map((name) => name.trim()));
 }
 
 /** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */

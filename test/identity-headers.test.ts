@@ -66,6 +66,35 @@ describe('identity headers', () => {
     expect(seen['keep-alive']).toBeUndefined();
   });
 
+  it('drops the headers a Connection header names, both ways; keep-alive and close name none', async () => {
+    const { url } = await start();
+    const token = await issuer.mint();
+    upstream.handle((_req, res) => {
+      res.setHeader('connection', 'Keep-Alive, X-Upstream-Hop');
+      res.setHeader('x-upstream-hop', 'only for the proxy');
+      res.setHeader('x-upstream-kept', 'for the client');
+      res.end('{}');
+    });
+    const answer = await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`,
+      'X-Client-Hop: only for the proxy', 'X-Client-Kept: for the upstream', 'Connection: close, X-Client-Hop']);
+    const seen = upstream.seen[0]!.headers;
+    expect(seen['x-client-hop']).toBeUndefined();
+    expect(seen['x-client-kept']).toBe('for the upstream');
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(answer.toLowerCase()).not.toContain('x-upstream-hop');
+    expect(answer.toLowerCase()).toContain('x-upstream-kept: for the client');
+
+    // The values nearly every peer sends: nothing but the hop-by-hop headers goes.
+    upstream.handle((_req, res) => {
+      res.setHeader('connection', 'Keep-Alive');
+      res.setHeader('x-upstream-kept', 'for the client');
+      res.end('{}');
+    });
+    const plain = await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`, 'X-Client-Kept: yes', 'Connection: Close']);
+    expect(upstream.seen[1]!.headers['x-client-kept']).toBe('yes');
+    expect(plain.toLowerCase()).toContain('x-upstream-kept: for the client');
+  });
+
   it('drops Authorization (unless FORWARD_AUTHORIZATION=true), Proxy-Authorization and hop-by-hop headers; keeps the rest unchanged', async () => {
     const { url } = await start();
     const token = await issuer.mint();
