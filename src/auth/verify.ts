@@ -254,19 +254,19 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
   // An issuer signs every token of a key with the same header: decode and check it once.
   // Only headers that pass the checks are kept, at most MAX_KNOWN_HEADERS (then the map starts again).
   const knownHeaders = new Map<string, CheckedHeader>();
+  function remember(encodedHeader: string, checked: CheckedHeader): CheckedHeader {
+    if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
+    // A copy as the key: a slice of the token would keep the whole bearer token in memory.
+    knownHeaders.set(Buffer.from(encodedHeader, 'latin1').toString('latin1'), checked);
+    return checked;
+  }
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
-    let checked = knownHeaders.get(encodedHeader);
-    const header = checked === undefined ? decodeJsonObject(encodedHeader, 'header') : undefined;
+    const known = knownHeaders.get(encodedHeader);
+    const header = known === undefined ? decodeJsonObject(encodedHeader, 'header') : undefined;
     const claims = decodeJsonObject(encodedClaims, 'payload');
-    if (checked === undefined) {
-      checked = checkHeader(header!);
-      if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
-      // A copy as the key: a slice of the token would keep the whole bearer token in memory.
-      knownHeaders.set(Buffer.from(encodedHeader, 'latin1').toString('latin1'), checked);
-    }
-    const { alg, kid } = checked;
+    const { alg, kid } = known ?? remember(encodedHeader, checkHeader(header!));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
       if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
