@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -53,11 +53,12 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const target of targets) {
     const child = spawnPinned(1, [target.script], { PORT: String(PORTS.target), UPSTREAM_URL: upstreamUrl, ...target.env }, 'inherit');
     await waitForPort(PORTS.target);
-    const url = `http://127.0.0.1:${PORTS.target}/mcp`;
-    await wrk(url, 2, 50, options['reused token']); // warm-up
+    const url = `http://127.0.0.1:${PORTS.target}`;
+    await wrk(`${url}/mcp`, 2, 50, options['reused token']); // warm-up
     for (const scenario of target.scenarios) {
       const before = cpuSeconds(child.pid!);
-      const result = await wrk(scenario === 'never-seen tokens' ? url.replace('/mcp', '') : url, SECONDS, 50, options[scenario]);
+      // The never-seen script names its own path.
+      const result = await wrk(scenario === 'never-seen tokens' ? url : `${url}/mcp`, SECONDS, 50, options[scenario]);
       const micros = ((cpuSeconds(child.pid!) - before) * 1e6) / result.requests;
       // A measuring stick that fails its requests measures nothing: accepted scenarios must all be 2xx.
       const accepted = scenario === 'reused token' || scenario === 'never-seen tokens';
@@ -77,7 +78,6 @@ for (let round = 0; round < ROUNDS; round++) {
 await stop(upstream);
 await issuer.close();
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const lines = [
   '| target: scenario | req/s | CPU µs a request |',
   '|---|---:|---:|',

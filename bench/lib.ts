@@ -61,6 +61,11 @@ export function stop(child: ChildProcess): Promise<void> {
   return exited;
 }
 
+/** The middle value (the upper one of an even count): what the benchmarks report of their rounds. */
+export function median(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}
+
 export function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;

@@ -10,7 +10,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -86,7 +86,6 @@ async function main() {
   await stop(upstream);
   await issuer.close();
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const bare = median(results['bare: reused token']?.rps ?? [NaN]);
   const lines = [
     `| scenario | req/s | × bare proxy | p50 ms | p99 ms | RSS MB |`,
