@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -32,12 +32,12 @@ const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(P
 await waitForPort(PORTS.upstream);
 
 type Scenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
-const targets: { name: string; script: string; env: Record<string, string>; scenarios: Scenario[] }[] = [
-  { name: 'floor: Node, fixed 401', script: 'bench/targets/floor-401.mjs', env: {}, scenarios: ['no token', 'bad signature'] },
-  { name: 'floor: Fastify + undici, no auth', script: 'bench/targets/floor-forwarder.mjs', env: {}, scenarios: ['reused token'] },
-  { name: 'bare @fastify/http-proxy', script: 'bench/targets/bare-proxy.mjs', env: {}, scenarios: ['reused token'] },
+const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: Scenario[] }[] = [
+  { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
+  { name: 'floor: Fastify + undici, no auth', args: ['bench/targets/floor-forwarder.mjs'], env: {}, scenarios: ['reused token'] },
+  { name: 'bare @fastify/http-proxy', args: ['bench/targets/bare-proxy.mjs'], env: {}, scenarios: ['reused token'] },
   {
-    name: 'sidecar', script: 'dist/main.js', scenarios: ['reused token', 'never-seen tokens', 'no token', 'bad signature'],
+    name: 'sidecar', args: IMAGE_ARGS, scenarios: ['reused token', 'never-seen tokens', 'no token', 'bad signature'],
     env: { ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1', OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', ...IMAGE_ENV },
   },
 ];
@@ -51,7 +51,7 @@ const options: Record<Scenario, Parameters<typeof wrk>[3]> = {
 const results = new Map<string, { rps: number[]; micros: number[] }>();
 for (let round = 0; round < ROUNDS; round++) {
   for (const target of targets) {
-    const child = spawnPinned(1, [target.script], { PORT: String(PORTS.target), UPSTREAM_URL: upstreamUrl, ...target.env }, 'inherit');
+    const child = spawnPinned(1, target.args, { PORT: String(PORTS.target), UPSTREAM_URL: upstreamUrl, ...target.env }, 'inherit');
     await waitForPort(PORTS.target);
     const url = `http://127.0.0.1:${PORTS.target}`;
     await wrk(`${url}/mcp`, 2, 50, options['reused token']); // warm-up

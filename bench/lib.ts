@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import type { SigningKey, TestIssuer } from '../test/helpers/issuer.js';
-import { imageEnv } from '../test/helpers/dockerfile.js';
+import { imageCommand, imageEnv } from '../test/helpers/dockerfile.js';
 
 export const OUT = new URL('./out/', import.meta.url).pathname;
 mkdirSync(OUT, { recursive: true });
@@ -33,6 +33,9 @@ export const TARGET_NODE = process.env.BENCH_NODE ?? process.execPath;
 
 /** The environment the image gives the sidecar (NODE_ENV, NODE_OPTIONS), so it is measured as shipped. */
 export const IMAGE_ENV = imageEnv();
+
+/** What the image's CMD gives node (its V8 flags, then dist/main.js), so it is measured as shipped. */
+export const IMAGE_ARGS = imageCommand().slice(1);
 
 export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
   const [command, commandArgs] = pinned(core, TARGET_NODE, args);

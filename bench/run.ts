@@ -3,14 +3,14 @@
 // core 0, the proxy under test alone on core 1. Prints a markdown table for RESULTS.md.
 // BENCH_SECONDS (default 8), BENCH_ROUNDS (default 3, the median is reported) and
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
-// The sidecar runs with the image's environment (Dockerfile ENV: NODE_OPTIONS), the baselines with Node's defaults;
-// the target sidecar-v8-defaults is the sidecar without the image's NODE_OPTIONS, to see what they change.
+// The sidecar runs as the image runs it (Dockerfile ENV NODE_OPTIONS and the V8 flags of CMD), the baselines
+// with Node's defaults; the target sidecar-v8-defaults is the sidecar without the image's V8 settings, to see what they change.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -19,10 +19,10 @@ const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
 type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults';
 const TARGETS = (process.env.BENCH_TARGETS ?? 'bare,naive,sidecar').split(',') as Target[];
 const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004 };
-const SCRIPTS = { bare: 'bench/targets/bare-proxy.mjs', naive: 'bench/targets/naive-jose-proxy.mjs', sidecar: 'dist/main.js', 'sidecar-v8-defaults': 'dist/main.js' };
+const ARGS = { bare: ['bench/targets/bare-proxy.mjs'], naive: ['bench/targets/naive-jose-proxy.mjs'], sidecar: IMAGE_ARGS, 'sidecar-v8-defaults': ['dist/main.js'] };
 
 async function startTarget(name: Target, env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawnPinned(1, [SCRIPTS[name]], env, 'inherit');
+  const child = spawnPinned(1, ARGS[name], env, 'inherit');
   await waitForPort(PORTS[name]);
   return child;
 }
@@ -93,7 +93,7 @@ async function main() {
     ...Object.entries(results).map(([row, r]) =>
       `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`),
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar with the image's NODE_OPTIONS=${IMAGE_ENV.NODE_OPTIONS ?? ''}.`,
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: NODE_OPTIONS=${IMAGE_ENV.NODE_OPTIONS ?? ''} node ${IMAGE_ARGS.join(' ')}.`,
     `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${jwksFetchesDuringFlood} (cooldown 30 s).`,
   ];
   writeFileSync(`${OUT}results.md`, lines.join('\n') + '\n');

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ENV, OUT, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
 const TOKENS = Number(process.env.SOAK_TOKENS ?? 100_000);
@@ -19,7 +19,7 @@ const file = `${OUT}soak-tokens.txt`;
 writeFileSync(file, (await distinctTokens(issuer, key, TOKENS, 3 * 3600)).join('\n') + '\n');
 
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, ['dist/main.js'], {
+const sidecar = spawnPinned(1, IMAGE_ARGS, {
   PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
   OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: `http://127.0.0.1:${PORTS.upstream}`, ...IMAGE_ENV,
 }, 'inherit');

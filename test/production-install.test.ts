@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
-import { imageEnv } from './helpers/dockerfile.js';
+import { imageCommand, imageEnv } from './helpers/dockerfile.js';
 
 // The Dockerfile's steps without Docker: build, then in an empty directory install the
 // production dependencies from the lock file and copy dist/, then start it as CMD does, with the image's ENV.
@@ -30,7 +30,8 @@ describe('the production install the image is made of', () => {
 
     issuer = await startIssuer();
     await issuer.addKey();
-    const child = spawn(process.execPath, ['dist/main.js'], {
+    const [, ...args] = imageCommand(); // CMD without 'node': this Node runs it
+    const child = spawn(process.execPath, args, {
       cwd: dir,
       env: { PATH: process.env.PATH, ...imageEnv(), OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'inherit'],

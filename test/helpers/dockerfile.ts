@@ -1,5 +1,5 @@
 // The Dockerfile read as data, for the tests that check it and for the benchmarks, which run the
-// sidecar with the image's environment.
+// sidecar with the image's environment and command.
 
 import { readFileSync } from 'node:fs';
 
@@ -25,4 +25,11 @@ export function imageEnv(stages = parseDockerfile()): Record<string, string> {
     if (set) env[set[1]!] = set[2] ?? set[3]!;
   }
   return env;
+}
+
+/** The runtime stage's CMD (exec form) as an argument list: ['node', ...flags, 'dist/main.js']. */
+export function imageCommand(stages = parseDockerfile()): string[] {
+  const cmd = stages.at(-1)!.lines.find((l) => /^CMD\s/i.test(l));
+  if (cmd === undefined) throw new Error('the Dockerfile has no CMD');
+  return JSON.parse(cmd.slice(4)) as string[];
 }
