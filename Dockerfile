@@ -25,5 +25,6 @@ EXPOSE 8080 9090
 # --heap-growing-percent=20: V8 on Node 24 keeps the pages of a heap that shrank for reuse, so the
 # resident set follows the heap's peak; a full collection once the old generation outgrows its
 # live size by a fifth (or by 8 MB, whichever is more) keeps that peak low. V8 flags are not
-# allowed in NODE_OPTIONS, so it goes here (bench/RESULTS.md: 30 MB less, same CPU a request).
+# allowed in NODE_OPTIONS, so it goes here (bench/RESULTS.md: 20-25 MB less, same CPU a request;
+# p99 a few ms higher when saturated with never-seen tokens).
 CMD ["node", "--heap-growing-percent=20", "dist/main.js"]
