@@ -4,10 +4,10 @@
 // request). CPU µs per request = the process's user + system time / requests, so it does not
 // depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -20,8 +20,7 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
-if (!existsSync('package.json')) throw new Error('run from the repository root: npm run bench:floor');
-execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+buildSidecar();
 const issuer = await startIssuer();
 const key = await issuer.addKey('RS256', { kid: 'floor-key' });
 const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });

@@ -11,6 +11,13 @@ import { imageCommand, imageEnv } from '../test/helpers/dockerfile.js';
 
 export const OUT = new URL('./out/', import.meta.url).pathname;
 mkdirSync(OUT, { recursive: true });
+// The scripts name what they spawn relative to the repository root (dist/main.js, bench/targets/...).
+process.chdir(new URL('..', import.meta.url).pathname);
+
+/** Builds dist/ from src/, so that what is measured is the code as it stands. */
+export function buildSidecar(): void {
+  execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+}
 
 const run = promisify(execFile);
 const hasTaskset = (() => {

@@ -2,10 +2,9 @@
 // scenario (reused, fresh, none, bad, unknown, sse) for PROFILE_SECONDS (default 6); prints the functions
 // with the most self time. The .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
-import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
@@ -14,7 +13,7 @@ const SECONDS = Number(process.env.PROFILE_SECONDS ?? 6);
 const PORTS = { upstream: 18200, sidecar: 18203, admin: 19203 };
 const PROFILES = `${OUT}profiles/`;
 
-execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+buildSidecar();
 rmSync(PROFILES, { recursive: true, force: true });
 const issuer = await startIssuer();
 const key = await issuer.addKey('RS256', { kid: 'profile-key' });

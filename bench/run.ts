@@ -7,10 +7,10 @@
 // with Node's defaults; the target sidecar-v8-defaults is the sidecar without the image's V8 settings, to see what they change.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -28,7 +28,7 @@ async function startTarget(name: Target, env: Record<string, string>): Promise<C
 }
 
 async function main() {
-  execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+  buildSidecar();
   const issuer = await startIssuer();
   const key = await issuer.addKey('RS256', { kid: 'bench-key' });
   const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
@@ -100,5 +100,4 @@ async function main() {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-if (!existsSync('package.json')) throw new Error('run from the repository root: npm run bench');
 await main();

@@ -2,16 +2,15 @@
 // the real soak), sampling its resident memory every 5 s, with SOAK_TOKENS (default 100000)
 // distinct tokens cycling through. Prints a markdown summary for RESULTS.md.
 
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
 const TOKENS = Number(process.env.SOAK_TOKENS ?? 100_000);
 const PORTS = { upstream: 18100, sidecar: 18103, admin: 19103 };
 
-execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
+buildSidecar();
 const issuer = await startIssuer();
 // ES256 keeps minting 100,000 tokens quick; the cache bound does not depend on the algorithm.
 const key = await issuer.addKey('ES256', { kid: 'soak-key' });
