@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -38,7 +38,7 @@ export function pinned(core: number, command: string, args: string[]): [string, 
 /** The Node that runs the measured processes: BENCH_NODE (e.g. the Node 24 that CI installs), else this one. */
 export const TARGET_NODE = process.env.BENCH_NODE ?? process.execPath;
 
-/** The environment the image gives the sidecar (NODE_ENV, NODE_OPTIONS), so it is measured as shipped. */
+/** The environment the image gives the sidecar (its ENV lines), so it is measured as shipped. */
 export const IMAGE_ENV = imageEnv();
 
 /** What the image's CMD gives node (its V8 flags, then dist/main.js), so it is measured as shipped. */

@@ -4,7 +4,7 @@
 
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];

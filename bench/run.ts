@@ -10,7 +10,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -4,7 +4,7 @@
 
 import { writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, buildSidecar, IMAGE_ENV, OUT, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
 const TOKENS = Number(process.env.SOAK_TOKENS ?? 100_000);
