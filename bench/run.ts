@@ -3,7 +3,7 @@
 // core 0, the proxy under test alone on core 1. Prints a markdown table for RESULTS.md.
 // BENCH_SECONDS (default 8), BENCH_ROUNDS (default 3, the median is reported) and
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
-// The sidecar runs as the image runs it (Dockerfile ENV NODE_OPTIONS and the V8 flags of CMD), the baselines
+// The sidecar runs as the image runs it (the Dockerfile's ENV lines and CMD), the baselines
 // with Node's defaults; the target sidecar-v8-defaults is the sidecar without the image's V8 settings, to see what they change.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
