@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, median, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, median, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -37,7 +37,7 @@ const targets: { name: string; args: string[]; env: Record<string, string>; scen
   { name: 'bare @fastify/http-proxy', args: ['bench/targets/bare-proxy.mjs'], env: {}, scenarios: ['reused token'] },
   {
     name: 'sidecar', args: IMAGE_ARGS, scenarios: ['reused token', 'never-seen tokens', 'no token', 'bad signature'],
-    env: { ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1', OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', ...IMAGE_ENV },
+    env: sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }),
   },
 ];
 const options: Record<Scenario, Parameters<typeof wrk>[3]> = {

@@ -44,6 +44,14 @@ export const IMAGE_ENV = imageEnv();
 /** What the image's CMD gives node (its V8 flags, then dist/main.js), so it is measured as shipped. */
 export const IMAGE_ARGS = imageCommand().slice(1);
 
+/** The sidecar's environment in a benchmark: the image's, on loopback, for `issuer`'s tokens with azp=coder. */
+export function sidecarEnv({ port, adminPort, issuer, upstreamUrl }: { port: number; adminPort: number; issuer: string; upstreamUrl: string }): Record<string, string> {
+  return {
+    PORT: String(port), ADMIN_PORT: String(adminPort), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
+    OIDC_ISSUER: issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, ...IMAGE_ENV,
+  };
+}
+
 export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
   const [command, commandArgs] = pinned(core, TARGET_NODE, args);
   return spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });

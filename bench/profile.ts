@@ -4,7 +4,7 @@
 
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
@@ -22,10 +22,8 @@ const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
 const tokenFile = `${OUT}profile-tokens.txt`;
 if (scenario === 'fresh') writeFileSync(tokenFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS], {
-  PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-  OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: `http://127.0.0.1:${PORTS.upstream}`, ...IMAGE_ENV,
-}, 'inherit');
+const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS],
+  sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }), 'inherit');
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 
 const url = `http://127.0.0.1:${PORTS.sidecar}`;

@@ -10,7 +10,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, PINNING, TARGET_NODE, distinctTokens, median, rssMb, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, buildSidecar, TARGET_NODE, distinctTokens, median, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -35,15 +35,12 @@ async function main() {
   const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
   await waitForPort(PORTS.upstream);
 
-  const sidecarEnv = (port: number) => ({
-    PORT: String(port), ADMIN_PORT: String(port + 1000), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-    OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, LOG_LEVEL: 'info',
-  });
+  const sidecar = (port: number) => ({ ...sidecarEnv({ port, adminPort: port + 1000, issuer: issuer.issuer, upstreamUrl }), LOG_LEVEL: 'info' });
   const env: Record<Target, Record<string, string>> = {
     bare: { PORT: String(PORTS.bare), UPSTREAM_URL: upstreamUrl },
     naive: { PORT: String(PORTS.naive), UPSTREAM_URL: upstreamUrl, JWKS_URI: issuer.jwksUri, ISSUER: issuer.issuer },
-    sidecar: { ...sidecarEnv(PORTS.sidecar), ...IMAGE_ENV },
-    'sidecar-v8-defaults': { ...sidecarEnv(PORTS['sidecar-v8-defaults']), ...IMAGE_ENV, NODE_OPTIONS: '' },
+    sidecar: sidecar(PORTS.sidecar),
+    'sidecar-v8-defaults': { ...sidecar(PORTS['sidecar-v8-defaults']), NODE_OPTIONS: '' },
   };
 
   // Tokens: one reused, and FRESH_TOKENS distinct ones, so that no cache can help.

@@ -4,7 +4,7 @@
 
 import { writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, buildSidecar, distinctTokens, rssMb, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
 const TOKENS = Number(process.env.SOAK_TOKENS ?? 100_000);
@@ -18,10 +18,8 @@ const file = `${OUT}soak-tokens.txt`;
 writeFileSync(file, (await distinctTokens(issuer, key, TOKENS, 3 * 3600)).join('\n') + '\n');
 
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, IMAGE_ARGS, {
-  PORT: String(PORTS.sidecar), ADMIN_PORT: String(PORTS.admin), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-  OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: `http://127.0.0.1:${PORTS.upstream}`, ...IMAGE_ENV,
-}, 'inherit');
+const sidecar = spawnPinned(1, IMAGE_ARGS,
+  sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }), 'inherit');
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 
 const samples: [number, number][] = [[0, rssMb(sidecar.pid!)]];
