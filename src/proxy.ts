@@ -8,10 +8,11 @@
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { Pool } from './undici.js';
 import type { Identity } from './auth/verify.js';
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1), credentials meant for this proxy, and `expect`

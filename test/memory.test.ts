@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
+import { promisify } from 'node:util';
 import { runInNewContext } from 'node:vm';
 import { Pool } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
@@ -9,6 +11,26 @@ import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
+const run = promisify(execFile);
+
+// In a process of its own (vitest and the MCP SDK load fetch in this one): starts the sidecar,
+// sends one request through it, and reports which of undici's entry points were loaded.
+const REPORT_UNDICI_LOADED = `
+  const { createRequire } = await import('node:module');
+  const { get } = await import('node:http');
+  const { loadConfig } = await import('./src/config.ts');
+  const { buildApp } = await import('./src/app.ts');
+  const app = await buildApp(loadConfig(process.env));
+  const { proxyUrl } = await app.listen();
+  const res = await new Promise((resolve) => get(proxyUrl + '/mcp', { headers: { authorization: process.env.TEST_AUTHORIZATION } }, resolve));
+  res.resume();
+  await app.close();
+  console.log(JSON.stringify({
+    status: res.statusCode,
+    undiciIndex: Object.keys(createRequire(process.cwd() + '/').cache).filter((file) => file.endsWith('/node_modules/undici/index.js')),
+    nodeUndici: process.moduleLoadList.filter((name) => name.includes('deps/undici')),
+  }));
+`;
 
 describe('memory', () => {
   let issuer: TestIssuer;
@@ -55,4 +77,12 @@ describe('memory', () => {
     // A verdict cache that kept 150 bytes a hit (as one version did) grows 3 MB here.
     expect(grown).toBeLessThan(1.5 * 1024 * 1024);
   }, 60_000);
+
+  it('loads neither undici\'s index nor Node\'s bundled undici (3 MB of heap for code that never runs)', async () => {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', REPORT_UNDICI_LOADED], {
+      env: { PATH: process.env.PATH, ...testEnv(issuer, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }), TEST_AUTHORIZATION: `Bearer ${await issuer.mint()}` },
+      timeout: 30_000,
+    });
+    expect(JSON.parse(stdout)).toEqual({ status: 200, undiciIndex: [], nodeUndici: [] });
+  }, 40_000);
 });

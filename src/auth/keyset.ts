@@ -3,9 +3,10 @@
 // costs one synchronous signature check and no per-request import.
 
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { request } from 'undici';
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
 import { Rejection } from '../errors.js';
+import { Agent } from '../undici.js';
 
 export interface VerificationKey {
   readonly kid: string | undefined;
@@ -123,6 +124,8 @@ export class RemoteKeySet implements KeySource {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly now: () => number;
+  // Its own dispatcher, so that close() also closes the connections to the issuer.
+  private readonly agent = new Agent();
 
   constructor(private readonly options: RemoteKeySetOptions) {
     this.now = options.now ?? Date.now;
@@ -143,6 +146,7 @@ export class RemoteKeySet implements KeySource {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.agent.close().catch(() => undefined);
   }
 
   status(): KeySetStatus {
@@ -249,26 +253,50 @@ export class RemoteKeySet implements KeySource {
   }
 
   /** A bounded GET: timeout, size cap, no redirects. */
-  private async fetchJson(url: string): Promise<unknown> {
-    const timeout = this.options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+  private fetchJson(url: string): Promise<unknown> {
+    const timeoutMs = this.options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     const maxBytes = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    // One deadline for the whole exchange, cleared when done so no abort fires after the fact.
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new Error(`GET ${url} took longer than ${timeout} ms`)), timeout);
-    try {
-      const response = await request(url, { method: 'GET', headers: { accept: 'application/json' }, signal: controller.signal });
-      const chunks: Buffer[] = [];
+    const { origin, pathname, search } = new URL(url);
+    return new Promise((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let settled = false;
+      let statusCode = 0;
       let size = 0;
-      for await (const chunk of response.body) {
-        size += (chunk as Buffer).length;
-        if (size > maxBytes) throw new Error(`GET ${url} body exceeds ${maxBytes} bytes`);
-        chunks.push(chunk as Buffer);
-      }
-      if (response.statusCode !== 200) throw new Error(`GET ${url} answered ${response.statusCode}`);
-      return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    } finally {
-      clearTimeout(timer);
-      controller.abort();
-    }
+      const chunks: Buffer[] = [];
+      const settle = (error: Error | undefined): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(deadline);
+        if (error !== undefined) return reject(error);
+        if (statusCode !== 200) return reject(new Error(`GET ${url} answered ${statusCode}`));
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (parseError) {
+          reject(parseError as Error);
+        }
+      };
+      // One deadline for the whole exchange, connecting included.
+      const deadline = setTimeout(() => {
+        const error = new Error(`GET ${url} took longer than ${timeoutMs} ms`);
+        settle(error);
+        controller?.abort(error);
+      }, timeoutMs);
+      this.agent.dispatch({ origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } }, {
+        onRequestStart: (started) => {
+          controller = started;
+          if (settled) started.abort(new Error(`GET ${url} took longer than ${timeoutMs} ms`));
+        },
+        onResponseStart: (_controller, status) => {
+          statusCode = status;
+        },
+        onResponseData: (active, chunk) => {
+          size += chunk.length;
+          if (size > maxBytes) active.abort(new Error(`GET ${url} body exceeds ${maxBytes} bytes`));
+          else chunks.push(chunk);
+        },
+        onResponseEnd: () => settle(undefined),
+        onResponseError: (_controller, error) => settle(error),
+      });
+    });
   }
 }
