@@ -1,7 +1,8 @@
-// npm run bench:floor: what one request costs in CPU, the sidecar against two measuring sticks
+// npm run bench:floor: what one request costs in CPU, the sidecar against measuring sticks
 // that do the least possible on this stack: Node answering a fixed 401 (the floor for any
-// rejection) and Fastify + undici forwarding with no authentication (the floor for any accepted
-// request). CPU µs per request = the process's user + system time / requests, so it does not
+// rejection), the same with the work SPEC asks of every rejection (log line, counter, request id,
+// the token's digest), and Fastify + undici forwarding with no authentication (the floor for any
+// accepted request). CPU µs per request = the process's user + system time / requests, so it does not
 // depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
 
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,7 @@ await waitForPort(PORTS.upstream);
 type Scenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
 const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: Scenario[] }[] = [
   { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
+  { name: "floor: Node, 401 with SPEC's work", args: ['bench/targets/floor-401-spec.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
   { name: 'floor: Fastify + undici, no auth', args: ['bench/targets/floor-forwarder.mjs'], env: {}, scenarios: ['reused token'] },
   { name: 'bare @fastify/http-proxy', args: ['bench/targets/bare-proxy.mjs'], env: {}, scenarios: ['reused token'] },
   {

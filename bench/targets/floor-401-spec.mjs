@@ -1,0 +1,42 @@
+// The floor for a rejection that does what SPEC asks of every one: Node's HTTP server, no
+// Fastify, answering 401 with a request id, the reason-labelled counter, the request log line
+// through the sidecar's own logger, and for a request with a token its SHA-256 looked up among
+// remembered answers and the verification histogram. Not a product: a measuring stick for how
+// far below Node's fixed 401 (floor-401.mjs) SPEC's per-rejection work alone puts any rejection.
+// Imports the built sidecar (dist/), which bench:floor builds first.
+import { hash, randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import { createLogger } from '../../dist/log.js';
+import { createMetrics } from '../../dist/metrics.js';
+
+const logger = createLogger('info');
+const metrics = createMetrics();
+const remembered = new Map();
+const body = JSON.stringify({ error: 'invalid_token', reason: 'invalid_signature', error_description: 'token signature is invalid' });
+const headers = [
+  'content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body)),
+  'www-authenticate', 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource"', 'cache-control', 'no-store',
+];
+
+createServer((req, res) => {
+  const id = randomUUID();
+  const startedAt = performance.now();
+  let reason = 'missing_token';
+  const authorization = req.headers.authorization;
+  if (authorization !== undefined) {
+    const stopTimer = metrics.verifyDuration.startTimer();
+    const digest = hash('sha256', authorization.slice(7), 'base64');
+    reason = remembered.get(digest) ?? 'invalid_signature';
+    remembered.set(digest, reason);
+    stopTimer();
+  }
+  metrics.rejected.inc({ reason });
+  res.on('close', () => {
+    logger.info({
+      reqId: id, method: req.method, path: req.url, status: res.statusCode,
+      durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000, decision: 'reject', reason,
+    }, 'request');
+  });
+  res.writeHead(401, [...headers, 'x-request-id', id]);
+  res.end(body);
+}).listen(Number(process.env.PORT), '127.0.0.1');
