@@ -2,6 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import fc from 'fast-check';
 import { Lru } from '../src/auth/verdict-cache.js';
+import { DIGEST_LENGTH, VerdictTable } from '../src/auth/verdict-table.js';
+import type { VerificationKey } from '../src/auth/keyset.js';
+import type { Verdict } from '../src/auth/verify.js';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
@@ -191,3 +194,50 @@ describe('Lru', () => {
   });
 });
 
+
+describe('VerdictTable', () => {
+  // Digests whose first word, the table's hash, takes only three values: long probe runs, and
+  // removals that shift entries back across them. The other bytes tell the keys apart.
+  const digest = (key: number) => String.fromCharCode(key % 3, 0, 0, 0, key, 255 - key).padEnd(DIGEST_LENGTH, '\xff');
+  const verdict = (n: number): Verdict => ({
+    identity: { user: `user-${n}`, subject: undefined, email: undefined, groups: undefined },
+    key: { kid: `kid-${n}` } as unknown as VerificationKey,
+    validUntilMs: 1_700_000_000_000 + n,
+  });
+
+  it('holds what a plain least-recently-used map holds, through any sequence of gets, sets and deletes', () => {
+    const operation = fc.oneof(
+      fc.record({ op: fc.constant('get' as const), key: fc.integer({ min: 0, max: 20 }) }),
+      fc.record({ op: fc.constant('set' as const), key: fc.integer({ min: 0, max: 20 }) }),
+      fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 20 }) }),
+    );
+    fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
+      const table = new VerdictTable(max);
+      const model = new Map<number, number>(); // key → what was set, least recently used first
+      const use = (key: number, value: number) => {
+        model.delete(key);
+        model.set(key, value);
+      };
+      operations.forEach(({ op, key }, i) => {
+        if (op === 'get') {
+          const value = model.get(key);
+          expect(table.get(digest(key))).toEqual(value === undefined ? undefined : verdict(value));
+          if (value !== undefined) use(key, value);
+        } else if (op === 'set') {
+          table.set(digest(key), verdict(i));
+          use(key, i);
+          if (model.size > max) model.delete(model.keys().next().value!);
+        } else {
+          table.delete(digest(key));
+          model.delete(key);
+        }
+        expect(table.size).toBe(model.size);
+      });
+      for (const [key, value] of model) expect(table.get(digest(key))).toEqual(verdict(value));
+    }));
+  });
+
+  it('takes only SHA-256 digests in Latin-1', () => {
+    expect(() => new VerdictTable(4).get('too short')).toThrow(/32 Latin-1 characters/);
+  });
+});

@@ -6,12 +6,13 @@
 // its own, so that a client retrying a bad token costs no second check and a flood of distinct
 // bad tokens cannot evict good verdicts.
 // Entries are keyed by the token's SHA-256, not the token: the cache keeps no bearer token alive,
-// an entry is a fifth of the size (less to promote and collect under never-seen tokens), and with
-// SHA extensions the digest costs no more than V8 hashing the 1 KB string for a lookup would.
+// and with SHA extensions the digest costs no more than V8 hashing the 1 KB string for a lookup
+// would. Verdicts live in typed arrays (verdict-table.ts), rejections, fewer, in the Lru below.
 
 import { hash } from 'node:crypto';
 import { Rejection } from '../errors.js';
 import type { KeySource } from './keyset.js';
+import { VerdictTable } from './verdict-table.js';
 import type { Verdict, Verify } from './verify.js';
 
 export interface VerdictCacheOptions {
@@ -92,7 +93,7 @@ export class Lru<V> {
 
 export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLookup }: VerdictCacheOptions): Verify {
   if (maxEntries <= 0) return verify;
-  const verdicts = new Lru<Verdict>(maxEntries);
+  const verdicts = new VerdictTable(maxEntries);
   const rejections = new Lru<Rejection>(Math.min(maxEntries, MAX_REJECTIONS));
 
   const accepted = (id: string, verdict: Verdict): Verdict => {
@@ -105,7 +106,8 @@ export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLook
   };
 
   return function cachedVerify(token: string) {
-    const id = hash('sha256', token, 'base64');
+    // 'binary' is Latin-1: one character per byte, the form VerdictTable takes.
+    const id = hash('sha256', token, 'binary');
     const verdict = verdicts.get(id);
     if (verdict !== undefined) {
       if (verdict.validUntilMs > now() && keys.has(verdict.key)) {

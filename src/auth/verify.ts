@@ -42,6 +42,7 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
+const MAX_SHARED_IDENTITIES = 10_000;
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
 
 /** The three parts of a compact JWS, still encoded; never trusts their contents. */
@@ -192,11 +193,34 @@ function stringList(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
+function sameGroups(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.length === b.length && a.every((group, i) => group === b[i]);
+}
+
 export function createVerifier(config: VerifierConfig, keys: KeySource, now: () => number = Date.now): Verify {
   const algorithms = new Set<string>(config.algorithms);
   const audiences = new Set(config.audiences);
   const allowedAzp = new Set(config.allowedAzp);
   const toleranceMs = config.clockToleranceSeconds * 1000;
+
+  const identities = new Map<string, Identity>();
+  /**
+   * One Identity object per user rather than per token, reused while the claims match exactly:
+   * a user's tokens, cached side by side, then share it instead of each keeping an object and
+   * its strings alive (bench/RESULTS.md). At most MAX_SHARED_IDENTITIES (then the map starts again).
+   */
+  function sharedIdentity(user: string, subject: string | undefined, email: string | undefined, groups: string[] | undefined): Identity {
+    const id = subject ?? user;
+    const known = identities.get(id);
+    if (known !== undefined && known.user === user && known.subject === subject && known.email === email && sameGroups(known.groups, groups)) {
+      return known;
+    }
+    if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
+    const identity: Identity = { user, subject, email, groups };
+    identities.set(id, identity);
+    return identity;
+  }
 
   function checkClaims(claims: Claims, key: VerificationKey): Verdict {
     if (claims.iss !== config.issuer) throw new Rejection('wrong_issuer');
@@ -222,13 +246,8 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (userValue === undefined || userValue === '') {
       throw new Rejection('missing_claim', `token has no ${config.userClaim} claim`);
     }
-    const user = forwardable(claims, config.userClaim)!;
-    const identity: Identity = {
-      user,
-      subject: forwardable(claims, 'sub'),
-      email: forwardable(claims, 'email'),
-      groups: forwardableGroups(claims),
-    };
+    const identity = sharedIdentity(forwardable(claims, config.userClaim)!, forwardable(claims, 'sub'),
+      forwardable(claims, 'email'), forwardableGroups(claims));
 
     if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
       const groups = new Set(stringList(claims.groups));
