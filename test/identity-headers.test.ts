@@ -56,6 +56,30 @@ describe('identity headers', () => {
     ]);
   });
 
+  it('forwards each token\'s own claims when one user\'s tokens differ (one identity object per user is shared only while they match)', async () => {
+    const { url } = await start();
+    const tokens = await Promise.all([
+      issuer.mint({ email: 'alice@example.com', groups: ['/alpha'] }),
+      issuer.mint({ email: 'alice@new.example.com', groups: ['/alpha'] }),
+      issuer.mint({ email: 'alice@new.example.com', groups: ['/alpha', '/bravo'] }),
+      issuer.mint({ preferred_username: 'alice2', email: 'alice@new.example.com', groups: ['/alpha', '/bravo'] }),
+      issuer.mint({ email: 'alice@example.com', groups: ['/alpha'] }),
+    ]);
+    for (const token of tokens) {
+      const res = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${token}` } });
+      await res.body.dump();
+      expect(res.statusCode).toBe(200);
+    }
+    expect(upstream.seen.map(({ headers }) => [headers['x-verified-user'], headers['x-verified-subject'] !== undefined, headers['x-verified-email'], headers['x-verified-groups']])).toEqual([
+      ['alice', true, 'alice@example.com', '/alpha'],
+      ['alice', true, 'alice@new.example.com', '/alpha'],
+      ['alice', true, 'alice@new.example.com', '/alpha,/bravo'],
+      ['alice2', true, 'alice@new.example.com', '/alpha,/bravo'],
+      ['alice', true, 'alice@example.com', '/alpha'],
+    ]);
+    expect(new Set(upstream.seen.map(({ headers }) => headers['x-verified-subject'])).size).toBe(1);
+  });
+
   it('a header named by Connection cannot remove the identity the sidecar sets', async () => {
     const { url } = await start();
     const token = await issuer.mint();
