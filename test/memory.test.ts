@@ -17,7 +17,10 @@ const run = promisify(execFile);
 // sends one request through it, and reports which of undici's entry points were loaded.
 const REPORT_UNDICI_LOADED = `
   const { createRequire } = await import('node:module');
-  const { get } = await import('node:http');
+  const require = createRequire(process.cwd() + '/');
+  // Required, not imported: on Node 24 an import of node:http reads its lazy WebSocket export, and
+  // that loads Node's undici. The sidecar imports no value from node:http (Fastify requires it).
+  const { get } = require('node:http');
   const { loadConfig } = await import('./src/config.ts');
   const { buildApp } = await import('./src/app.ts');
   const app = await buildApp(loadConfig(process.env));
@@ -27,7 +30,7 @@ const REPORT_UNDICI_LOADED = `
   await app.close();
   console.log(JSON.stringify({
     status: res.statusCode,
-    undiciIndex: Object.keys(createRequire(process.cwd() + '/').cache).filter((file) => file.endsWith('/node_modules/undici/index.js')),
+    undiciIndex: Object.keys(require.cache).filter((file) => file.endsWith('/node_modules/undici/index.js')),
     nodeUndici: process.moduleLoadList.filter((name) => name.includes('deps/undici')),
   }));
 `;
