@@ -12,11 +12,21 @@ import { createMetrics } from '../../dist/metrics.js';
 const logger = createLogger('info');
 const metrics = createMetrics();
 const remembered = new Map();
-const body = JSON.stringify({ error: 'invalid_token', reason: 'invalid_signature', error_description: 'token signature is invalid' });
-const headers = [
-  'content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body)),
-  'www-authenticate', 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource"', 'cache-control', 'no-store',
-];
+const challenge = 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource"';
+/** The sidecar's answer for each reason, built once. */
+function answer(error, reason, description, challengeError) {
+  const body = JSON.stringify({ error, reason, error_description: description });
+  const headers = [
+    'content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body)),
+    'www-authenticate', challengeError ? `${challenge}, error="${challengeError}", error_description="${description}"` : challenge,
+    'cache-control', 'no-store',
+  ];
+  return { body, headers };
+}
+const answers = {
+  missing_token: answer('unauthorized', 'missing_token', 'no bearer token in the Authorization header'),
+  invalid_signature: answer('invalid_token', 'invalid_signature', 'token signature is invalid', 'invalid_token'),
+};
 
 createServer((req, res) => {
   const id = randomUUID();
@@ -37,6 +47,7 @@ createServer((req, res) => {
       durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000, decision: 'reject', reason,
     }, 'request');
   });
+  const { body, headers } = answers[reason];
   res.writeHead(401, [...headers, 'x-request-id', id]);
   res.end(body);
 }).listen(Number(process.env.PORT), '127.0.0.1');
