@@ -275,16 +275,17 @@ export class RemoteKeySet implements KeySource {
           reject(parseError as Error);
         }
       };
-      // One deadline for the whole exchange, connecting included.
+      // One deadline for the whole exchange, connecting included: a request not yet started
+      // when it passes is aborted as soon as it starts.
+      const tooLong = new Error(`GET ${url} took longer than ${timeoutMs} ms`);
       const deadline = setTimeout(() => {
-        const error = new Error(`GET ${url} took longer than ${timeoutMs} ms`);
-        settle(error);
-        controller?.abort(error);
+        settle(tooLong);
+        controller?.abort(tooLong);
       }, timeoutMs);
       this.agent.dispatch({ origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } }, {
         onRequestStart: (started) => {
           controller = started;
-          if (settled) started.abort(new Error(`GET ${url} took longer than ${timeoutMs} ms`));
+          if (settled) started.abort(tooLong);
         },
         onResponseStart: (_controller, status) => {
           statusCode = status;
