@@ -165,13 +165,15 @@ describe('the verdict cache', () => {
   });
 });
 
+/** One step against a bounded map and its model: get, set or delete one of 21 keys. */
+const operation = fc.oneof(
+  fc.record({ op: fc.constant('get' as const), key: fc.integer({ min: 0, max: 20 }) }),
+  fc.record({ op: fc.constant('set' as const), key: fc.integer({ min: 0, max: 20 }) }),
+  fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 20 }) }),
+);
+
 describe('Lru', () => {
   it('holds what a plain least-recently-used list holds, through any sequence of gets, sets and deletes', () => {
-    const operation = fc.oneof(
-      fc.record({ op: fc.constant('get' as const), key: fc.integer({ min: 0, max: 20 }) }),
-      fc.record({ op: fc.constant('set' as const), key: fc.integer({ min: 0, max: 20 }) }),
-      fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 20 }) }),
-    );
     fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
       const lru = new Lru<number>(max);
       let model: number[] = []; // least recently used first
@@ -194,7 +196,6 @@ describe('Lru', () => {
   });
 });
 
-
 describe('VerdictTable', () => {
   // Digests whose first word, the table's hash, takes only three values: long probe runs, and
   // removals that shift entries back across them. The other bytes tell the keys apart.
@@ -206,11 +207,6 @@ describe('VerdictTable', () => {
   });
 
   it('holds what a plain least-recently-used map holds, through any sequence of gets, sets and deletes', () => {
-    const operation = fc.oneof(
-      fc.record({ op: fc.constant('get' as const), key: fc.integer({ min: 0, max: 20 }) }),
-      fc.record({ op: fc.constant('set' as const), key: fc.integer({ min: 0, max: 20 }) }),
-      fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 20 }) }),
-    );
     fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
       const table = new VerdictTable(max);
       const model = new Map<number, number>(); // key → what was set, least recently used first
