@@ -27,10 +27,9 @@ export class VerdictTable {
   private readonly keys: (VerificationKey | undefined)[];
   private readonly newer: Int32Array;
   private readonly older: Int32Array;
+  /** Slots not in use, as a stack: all of them at first. */
   private readonly freeSlots: Int32Array;
-  private freeCount = 0;
-  private slotsHandedOut = 0;
-  private count = 0;
+  private freeCount: number;
   private newest = NONE;
   private oldest = NONE;
   /** The digest being looked up, as words. */
@@ -47,11 +46,12 @@ export class VerdictTable {
     this.keys = new Array<VerificationKey | undefined>(capacity).fill(undefined);
     this.newer = new Int32Array(capacity);
     this.older = new Int32Array(capacity);
-    this.freeSlots = new Int32Array(capacity);
+    this.freeSlots = Int32Array.from({ length: capacity }, (_, i) => capacity - 1 - i);
+    this.freeCount = capacity;
   }
 
   get size(): number {
-    return this.count;
+    return this.capacity - this.freeCount;
   }
 
   /** The verdict remembered for a digest (a fresh object each time), now the most recently used. */
@@ -70,15 +70,14 @@ export class VerdictTable {
       slot = this.buckets[bucket]!;
       this.touch(slot);
     } else {
-      if (this.count === this.capacity) {
+      if (this.freeCount === 0) {
         this.remove(this.bucketOf(this.oldest));
         // Removing shifts entries back: where the new digest goes must be found again.
         bucket = this.find(digest);
       }
-      slot = this.freeCount > 0 ? this.freeSlots[--this.freeCount]! : this.slotsHandedOut++;
+      slot = this.freeSlots[--this.freeCount]!;
       this.digests.set(this.wanted, slot * WORDS);
       this.buckets[~bucket] = slot;
-      this.count++;
       this.pushNewest(slot);
     }
     this.validUntilMs[slot] = verdict.validUntilMs;
@@ -140,7 +139,6 @@ export class VerdictTable {
     this.identities[slot] = undefined;
     this.keys[slot] = undefined;
     this.freeSlots[this.freeCount++] = slot;
-    this.count--;
   }
 
   private touch(slot: number): void {
