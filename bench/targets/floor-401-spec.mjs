@@ -6,26 +6,19 @@
 // Imports the built sidecar (dist/), which bench:floor builds first.
 import { hash, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { renderRejection } from '../../dist/auth/authenticate.js';
+import { Rejection } from '../../dist/errors.js';
 import { createLogger } from '../../dist/log.js';
 import { createMetrics } from '../../dist/metrics.js';
 
 const logger = createLogger('info');
 const metrics = createMetrics();
 const remembered = new Map();
-const challenge = 'Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource"';
-/** The sidecar's answer for each reason, built once. */
-function answer(error, reason, description, challengeError) {
-  const body = JSON.stringify({ error, reason, error_description: description });
-  const headers = [
-    'content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body)),
-    'www-authenticate', challengeError ? `${challenge}, error="${challengeError}", error_description="${description}"` : challenge,
-    'cache-control', 'no-store',
-  ];
-  return { body, headers };
-}
+// The sidecar's own answer for each reason, built once as the sidecar builds it.
+const metadataUrl = 'http://127.0.0.1/.well-known/oauth-protected-resource';
 const answers = {
-  missing_token: answer('unauthorized', 'missing_token', 'no bearer token in the Authorization header'),
-  invalid_signature: answer('invalid_token', 'invalid_signature', 'token signature is invalid', 'invalid_token'),
+  missing_token: renderRejection(new Rejection('missing_token'), metadataUrl),
+  invalid_signature: renderRejection(new Rejection('invalid_signature'), metadataUrl),
 };
 
 createServer((req, res) => {
@@ -35,7 +28,7 @@ createServer((req, res) => {
   const authorization = req.headers.authorization;
   if (authorization !== undefined) {
     const stopTimer = metrics.verifyDuration.startTimer();
-    const digest = hash('sha256', authorization.slice(7), 'base64');
+    const digest = hash('sha256', authorization.slice(7), 'binary');
     reason = remembered.get(digest) ?? 'invalid_signature';
     remembered.set(digest, reason);
     stopTimer();
@@ -47,7 +40,7 @@ createServer((req, res) => {
       durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000, decision: 'reject', reason,
     }, 'request');
   });
-  const { body, headers } = answers[reason];
-  res.writeHead(401, [...headers, 'x-request-id', id]);
+  const { status, headers, body } = answers[reason];
+  res.writeHead(status, [...headers, 'x-request-id', id]);
   res.end(body);
 }).listen(Number(process.env.PORT), '127.0.0.1');

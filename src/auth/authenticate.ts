@@ -47,14 +47,15 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-interface RejectionResponse {
+export interface RejectionResponse {
   status: number;
   /** Name, value, name, value... as Node's writeHead takes them; the request id comes last. */
   headers: string[];
   body: string;
 }
 
-function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
+/** The whole answer to a rejection (also the answer of bench:floor's SPEC-work measuring stick). */
+export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
