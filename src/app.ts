@@ -71,7 +71,9 @@ function pathOf(request: FastifyRequest): string {
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const now = options.now ?? Date.now;
-  const metrics = createMetrics();
+  // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
+  let active = 0;
+  const metrics = createMetrics(() => active);
   const keys = options.keys ?? new RemoteKeySet({
     issuer: config.issuer,
     jwksUri: config.jwksUri,
@@ -95,8 +97,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
   });
   let draining = false;
-  // The in-flight gauge's twin as a plain number: prom-client only reads gauges asynchronously.
-  let active = 0;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
   // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
   const closeConnectionsIfIdle = () => {
@@ -124,11 +124,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     request.auth = { decision: 'reject', reason: undefined, identity: undefined };
     reply.header('x-request-id', request.id);
     const startedAt = performance.now();
-    metrics.inFlight.inc();
     active++;
     // `on`, not `once`: a response closes once, and once's wrapper and removal cost on every request.
     reply.raw.on('close', () => {
-      metrics.inFlight.dec();
       active--;
       if (draining) setImmediate(closeConnectionsIfIdle);
       const { decision, reason, identity } = request.auth;

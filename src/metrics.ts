@@ -19,7 +19,8 @@ export interface Metrics {
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
 const VERIFY_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5];
 
-export function createMetrics(): Metrics {
+/** `requestsInFlight` is read when Prometheus scrapes: the app keeps the count as a plain number. */
+export function createMetrics(requestsInFlight: () => number = () => 0): Metrics {
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
@@ -33,7 +34,12 @@ export function createMetrics(): Metrics {
     jwksRefresh: new Counter({ name: 'mcp_auth_jwks_refresh_total', help: 'Key set fetches, by result.', labelNames: ['result'], registers }),
     jwksKeys: new Gauge({ name: 'mcp_auth_jwks_keys', help: 'Signing keys in the current key set.', registers }),
     jwksLastSuccess: new Gauge({ name: 'mcp_auth_jwks_last_success_timestamp_seconds', help: 'Unix time of the last successful key set fetch.', registers }),
-    inFlight: new Gauge({ name: 'mcp_auth_requests_in_flight', help: 'Requests on the proxy port not yet finished, streams included.', registers }),
+    inFlight: new Gauge({
+      name: 'mcp_auth_requests_in_flight', help: 'Requests on the proxy port not yet finished, streams included.', registers,
+      collect() {
+        this.set(requestsInFlight());
+      },
+    }),
     verdictCache: new Counter({ name: 'mcp_auth_verdict_cache_total', help: 'Verdict cache lookups, by result (hit: no signature check needed).', labelNames: ['result'], registers }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
