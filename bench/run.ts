@@ -90,7 +90,7 @@ async function main() {
     ...Object.entries(results).map(([row, r]) =>
       `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`),
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: NODE_OPTIONS=${IMAGE_ENV.NODE_OPTIONS ?? ''} node ${IMAGE_ARGS.join(' ')}.`,
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(IMAGE_ENV).map(([name, value]) => `${name}=${value}`).join(' ')} node ${IMAGE_ARGS.join(' ')}.`,
     `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${jwksFetchesDuringFlood} (cooldown 30 s).`,
   ];
   writeFileSync(`${OUT}results.md`, lines.join('\n') + '\n');
