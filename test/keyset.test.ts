@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
@@ -175,5 +178,49 @@ describe('key set lifecycle', () => {
     expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="success"\}/)).toBe(1);
     expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="failure"\}/)).toBe(0);
     expect(await metric(s, /mcp_auth_jwks_last_success_timestamp_seconds/)).toBeGreaterThanOrEqual(Math.floor(before));
+  });
+});
+
+/** TCP connections of this machine still trying to reach `port` (state SYN_SENT in /proc/net/tcp). */
+function connectsPendingTo(port: number): number {
+  return readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).filter((line) => {
+    const [, , remote, state] = line.trim().split(/\s+/);
+    return remote !== undefined && parseInt(remote.split(':')[1]!, 16) === port && state === '02';
+  }).length;
+}
+
+describe('key set fetches', () => {
+  it('gives up a connection the issuer never completes with the fetch, not 10 s later', async () => {
+    // An issuer that drops packets: a listener whose process is stopped, so it never accepts,
+    // and whose backlog of one (two queued connections) is taken; the kernel drops further SYNs.
+    const listener = spawn(process.execPath, ['-e',
+      "require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, function () { console.log(this.address().port) })"],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+    const fillers: Socket[] = [];
+    let keys: RemoteKeySet | undefined;
+    try {
+      const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
+      const port = Number(String(line).trim());
+      listener.kill('SIGSTOP');
+      await eventually(async () => readFileSync(`/proc/${listener.pid}/stat`, 'utf8').split(') ')[1]!.startsWith('T'), 5_000);
+      for (let i = 0; i < 2; i++) {
+        const filler = connect(port, '127.0.0.1');
+        fillers.push(filler);
+        await once(filler, 'connect');
+      }
+      keys = new RemoteKeySet({
+        issuer: `http://127.0.0.1:${port}/realms/coder`, jwksUri: `http://127.0.0.1:${port}/certs`,
+        refreshMs: 300_000, cooldownMs: 30_000, maxStaleMs: 86_400_000, logger: createLogger('silent'), fetchTimeoutMs: 300,
+      });
+      await expect(keys.refresh()).rejects.toThrow(/took longer than 300 ms/);
+      // The scenario holds: the fetch gave up while its connection was still being attempted.
+      expect(connectsPendingTo(port)).toBe(1);
+      // undici's own connect timeout is 10 s; the fetch's deadline applies (on undici's 0.5 s timer tick).
+      await eventually(async () => connectsPendingTo(port) === 0, 3_000);
+    } finally {
+      keys?.close();
+      for (const filler of fillers) filler.destroy();
+      listener.kill('SIGKILL');
+    }
   });
 });

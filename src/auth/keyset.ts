@@ -125,11 +125,14 @@ export class RemoteKeySet implements KeySource {
   private closed = false;
   private readonly now: () => number;
   // Its own dispatcher, so that close() also closes the connections to the issuer.
-  private readonly agent = new Agent();
+  private readonly agent: InstanceType<typeof Agent>;
 
   constructor(private readonly options: RemoteKeySetOptions) {
     this.now = options.now ?? Date.now;
     this.jwksUri = options.jwksUri;
+    // A connection attempt ends with the fetch's deadline: undici's own (10 s) would keep
+    // trying to reach an issuer that drops packets long after the fetch has given up.
+    this.agent = new Agent({ connect: { timeout: options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS } });
   }
 
   /** Loads the key set, retrying with backoff until the first success, then refreshes periodically. */
