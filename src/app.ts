@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { LazyChildLogger, createLogger } from './log.js';
+import { LazyChildLogger, createLogger, createRequestLogger } from './log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
@@ -70,6 +70,7 @@ function pathOf(request: FastifyRequest): string {
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  const logRequest = createRequestLogger(logger);
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
@@ -130,7 +131,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       active--;
       if (draining) setImmediate(closeConnectionsIfIdle);
       const { decision, reason, identity } = request.auth;
-      logger.info({
+      logRequest({
         reqId: request.id,
         method: request.method,
         path: pathOf(request),
@@ -140,8 +141,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         reason,
         user: identity?.user,
         subject: identity?.subject,
-        aborted: !reply.raw.writableFinished || undefined,
-      }, 'request');
+        aborted: !reply.raw.writableFinished,
+      });
     });
     done();
   });

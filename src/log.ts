@@ -1,7 +1,7 @@
 // pino on stdout. Request log lines are built field by field (see app.ts), never from whole
 // header objects; the redaction paths are a second fence, fixed here at start-up.
 
-import { pino, type Bindings, type ChildLoggerOptions, type Logger, type DestinationStream } from 'pino';
+import { pino, symbols, type Bindings, type ChildLoggerOptions, type Logger, type DestinationStream } from 'pino';
 
 // No wildcards: they would be evaluated on every line, and no line is built from a header object.
 export const REDACTED_PATHS = [
@@ -60,6 +60,47 @@ export class BufferedOutput implements DestinationStream {
 
 export function createLogger(level: string, destination: DestinationStream = new BufferedOutput()): Logger {
   return pino({ level, base: { service: 'mcp-auth-sidecar' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination);
+}
+
+/** The one line every request logs when it ends (SPEC, Logs). */
+export interface RequestLine {
+  reqId: string;
+  method: string;
+  path: string;
+  status: number;
+  durationMs: number;
+  decision: string;
+  reason: string | undefined;
+  user: string | undefined;
+  subject: string | undefined;
+  aborted: boolean;
+}
+
+/**
+ * Writes request lines into a logger's own destination, with its bindings and clock, as one
+ * template rather than through pino's serializer for any object: 0.26 against 0.85 µs a line
+ * in a loop, 0.5 to 0.8 µs a request in the sidecar (bench/RESULTS.md), 4 % of a rejection.
+ * The JSON is what `logger.info(line, 'request')` writes, fields left out when undefined or
+ * false (test/logs.test.ts compares the two). Its fields are fixed and none is a header
+ * object, so pino's redaction has nothing to do here. pino exports the symbols read below for
+ * this: "for performant integration where necessary".
+ */
+export function createRequestLogger(logger: Logger): (line: RequestLine) => void {
+  const internals = logger as unknown as Record<symbol, unknown>;
+  const destination = internals[symbols.streamSym] as DestinationStream;
+  const bindings = internals[symbols.chindingsSym] as string;
+  const time = internals[symbols.timeSym] as () => string;
+  const text = JSON.stringify;
+  return function logRequest(line: RequestLine): void {
+    if (!logger.isLevelEnabled('info')) return;
+    let json = `{"level":30${time()}${bindings},"reqId":${text(line.reqId)},"method":${text(line.method)},"path":${text(line.path)}`
+      + `,"status":${line.status},"durationMs":${line.durationMs},"decision":${text(line.decision)}`;
+    if (line.reason !== undefined) json += `,"reason":${text(line.reason)}`;
+    if (line.user !== undefined) json += `,"user":${text(line.user)}`;
+    if (line.subject !== undefined) json += `,"subject":${text(line.subject)}`;
+    if (line.aborted) json += ',"aborted":true';
+    destination.write(`${json},"msg":"request"}\n`);
+  };
 }
 
 type LogMethod = (...args: unknown[]) => void;

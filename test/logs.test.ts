@@ -5,7 +5,7 @@ import { SignJWT } from 'jose';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-import { BufferedOutput, createLogger } from '../src/log.js';
+import { BufferedOutput, createLogger, createRequestLogger, type RequestLine } from '../src/log.js';
 
 describe('logs', () => {
   let issuer: TestIssuer;
@@ -154,5 +154,39 @@ describe('BufferedOutput (the stdout destination)', () => {
     expect(JSON.parse(last[0]!)).toMatchObject({ level: 40, dropped: 2, msg: 'log lines dropped: stdout did not keep up' });
     expect(last[1]).toBe(line(3).trim());
     expect(written.join('')).not.toContain('"n":1');
+  });
+});
+
+describe('the request line', () => {
+  const accepted: RequestLine = {
+    reqId: 'req-1', method: 'GET', path: '/mcp', status: 200, durationMs: 1.234, decision: 'accept',
+    reason: undefined, user: 'alice', subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90', aborted: false,
+  };
+  const rejected: RequestLine = {
+    reqId: 'c3c1e3a0-8d3e-4f61-9a53-3c1b1f0e9d11', method: 'POST', path: '/a"b\\c/%22/\u2028/é/\u{1F600}', status: 401, durationMs: 0,
+    decision: 'reject', reason: 'missing_token', user: undefined, subject: undefined, aborted: true,
+  };
+  const odd: RequestLine = { ...accepted, user: 'zoë "z" \\ \ud800', subject: undefined, durationMs: 12345.678 };
+
+  it("is the JSON pino writes for the same fields, with the logger's bindings, and only at info or below", () => {
+    const written: string[] = [];
+    const destination = { write: (line: string) => { written.push(line); } };
+    for (const logger of [createLogger('info', destination), createLogger('info', destination).child({ listener: 'proxy' })]) {
+      const logRequest = createRequestLogger(logger);
+      for (const line of [accepted, rejected, odd]) {
+        written.length = 0;
+        logRequest(line);
+        logger.info({ ...line, aborted: line.aborted || undefined }, 'request');
+        expect(written).toHaveLength(2);
+        const [ours, pinos] = written.map((text) => JSON.parse(text) as Record<string, unknown>);
+        expect(Object.keys(ours!)).toEqual(Object.keys(pinos!));
+        expect(ours).toEqual({ ...pinos, time: ours!.time });
+        expect(Math.abs(Number(ours!.time) - Number(pinos!.time))).toBeLessThan(1000);
+        expect(written[0]!.endsWith('}\n')).toBe(true);
+      }
+    }
+    written.length = 0;
+    createRequestLogger(createLogger('warn', destination))(accepted);
+    expect(written).toEqual([]);
   });
 });

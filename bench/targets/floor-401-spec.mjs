@@ -1,6 +1,6 @@
 // The floor for a rejection that does what SPEC asks of every one: Node's HTTP server, no
 // Fastify, answering 401 with a request id, the reason-labelled counter, the request log line
-// through the sidecar's own logger, and for a request with a token its SHA-256 looked up among
+// as the sidecar writes it, and for a request with a token its SHA-256 looked up among
 // remembered answers and the verification histogram. Not a product: a measuring stick for how
 // far below Node's fixed 401 (floor-401.mjs) SPEC's per-rejection work alone puts any rejection.
 // Imports the built sidecar (dist/), which bench:floor builds first.
@@ -8,10 +8,10 @@ import { hash, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { renderRejection } from '../../dist/auth/authenticate.js';
 import { Rejection } from '../../dist/errors.js';
-import { createLogger } from '../../dist/log.js';
+import { createLogger, createRequestLogger } from '../../dist/log.js';
 import { createMetrics } from '../../dist/metrics.js';
 
-const logger = createLogger('info');
+const logRequest = createRequestLogger(createLogger('info'));
 const metrics = createMetrics();
 const remembered = new Map();
 // The sidecar's own answer for each reason, built once as the sidecar builds it.
@@ -35,10 +35,11 @@ createServer((req, res) => {
   }
   metrics.rejected.inc({ reason });
   res.on('close', () => {
-    logger.info({
+    logRequest({
       reqId: id, method: req.method, path: req.url, status: res.statusCode,
       durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000, decision: 'reject', reason,
-    }, 'request');
+      user: undefined, subject: undefined, aborted: false,
+    });
   });
   const { status, headers, body } = answers[reason];
   res.writeHead(status, [...headers, 'x-request-id', id]);
