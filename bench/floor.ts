@@ -5,22 +5,16 @@
 // accepted request). CPU µs per request = the process's user + system time / requests, so it does not
 // depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
 
-import { readFileSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, median, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import {
+  CPU_SCENARIOS, IMAGE_ARGS, OUT, buildSidecar, cpuPerRequest, cpuScenarioOptions, distinctTokens, median, sidecarEnv,
+  spawnPinned, stop, waitForPort, wrk, type CpuScenario,
+} from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PORTS = { upstream: 18600, target: 18603, admin: 19603 };
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
-
-/** User + system CPU seconds a process has used (/proc/PID/stat fields 14 and 15). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
 buildSidecar();
 const issuer = await startIssuer();
 const key = await issuer.addKey('RS256', { kid: 'floor-key' });
@@ -31,23 +25,17 @@ const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
 await waitForPort(PORTS.upstream);
 
-type Scenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
-const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: Scenario[] }[] = [
+const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: CpuScenario[] }[] = [
   { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
   { name: "floor: Node, 401 with SPEC's work", args: ['bench/targets/floor-401-spec.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
   { name: 'floor: Fastify + undici, no auth', args: ['bench/targets/floor-forwarder.mjs'], env: {}, scenarios: ['reused token'] },
   { name: 'bare @fastify/http-proxy', args: ['bench/targets/bare-proxy.mjs'], env: {}, scenarios: ['reused token'] },
   {
-    name: 'sidecar', args: IMAGE_ARGS, scenarios: ['reused token', 'never-seen tokens', 'no token', 'bad signature'],
+    name: 'sidecar', args: IMAGE_ARGS, scenarios: CPU_SCENARIOS,
     env: sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }),
   },
 ];
-const options: Record<Scenario, Parameters<typeof wrk>[3]> = {
-  'reused token': { headers: [`Authorization: Bearer ${token}`] },
-  'never-seen tokens': { script: 'bench/fresh-tokens.lua', scriptArg: freshFile },
-  'no token': {},
-  'bad signature': { headers: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`] },
-};
+const options = cpuScenarioOptions(token, freshFile);
 
 const results = new Map<string, { rps: number[]; micros: number[] }>();
 for (let round = 0; round < ROUNDS; round++) {
@@ -57,21 +45,13 @@ for (let round = 0; round < ROUNDS; round++) {
     const url = `http://127.0.0.1:${PORTS.target}`;
     await wrk(`${url}/mcp`, 2, 50, options['reused token']); // warm-up
     for (const scenario of target.scenarios) {
-      const before = cpuSeconds(child.pid!);
-      // The never-seen script names its own path.
-      const result = await wrk(scenario === 'never-seen tokens' ? url : `${url}/mcp`, SECONDS, 50, options[scenario]);
-      const micros = ((cpuSeconds(child.pid!) - before) * 1e6) / result.requests;
-      // A measuring stick that fails its requests measures nothing: accepted scenarios must all be 2xx.
-      const accepted = scenario === 'reused token' || scenario === 'never-seen tokens';
-      if (accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
-        throw new Error(`${target.name}: ${scenario}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
-      }
+      const { rps, micros } = await cpuPerRequest(target.name, child.pid!, url, scenario, options[scenario], SECONDS);
       const row = `${target.name}: ${scenario}`;
       const entry = results.get(row) ?? { rps: [], micros: [] };
-      entry.rps.push(result.rps);
+      entry.rps.push(rps);
       entry.micros.push(micros);
       results.set(row, entry);
-      process.stderr.write(`${row}: ${Math.round(result.rps)} req/s, ${micros.toFixed(1)} µs CPU a request\n`);
+      process.stderr.write(`${row}: ${Math.round(rps)} req/s, ${micros.toFixed(1)} µs CPU a request\n`);
     }
     await stop(child);
   }

@@ -105,9 +105,15 @@ function toMs(value: string): number {
   return n;
 }
 
+export interface WrkOptions {
+  headers?: string[];
+  script?: string;
+  scriptArg?: string;
+}
+
 /** wrk on core 0, asynchronous so that an issuer in this process keeps answering meanwhile. */
 export async function wrk(url: string, seconds: number, connections: number,
-  { headers = [], script, scriptArg }: { headers?: string[]; script?: string; scriptArg?: string } = {}): Promise<WrkResult> {
+  { headers = [], script, scriptArg }: WrkOptions = {}): Promise<WrkResult> {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...headers.flatMap((h) => ['-H', h])];
   if (script) args.push('-s', script);
   args.push(url);
@@ -135,4 +141,43 @@ export async function distinctTokens(issuer: TestIssuer, key: SigningKey, count:
     return new Promise<string>((resolve, reject) => sign(hash, Buffer.from(input), options, (error, signature) =>
       (error ? reject(error) : resolve(`${input}.${signature.toString('base64url')}`))));
   }));
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+
+/** User + system CPU seconds a process has used (/proc/PID/stat fields 14 and 15). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+export type CpuScenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
+export const CPU_SCENARIOS: CpuScenario[] = ['reused token', 'never-seen tokens', 'no token', 'bad signature'];
+
+/** wrk's options for each scenario: `token` reused or spoilt, or the never-seen tokens in `freshFile`. */
+export function cpuScenarioOptions(token: string, freshFile: string): Record<CpuScenario, WrkOptions> {
+  return {
+    'reused token': { headers: [`Authorization: Bearer ${token}`] },
+    'never-seen tokens': { script: 'bench/fresh-tokens.lua', scriptArg: freshFile },
+    'no token': {},
+    'bad signature': { headers: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`] },
+  };
+}
+
+/**
+ * The CPU time the process `pid` (the target `name`) spends on a request (user + system over
+ * requests, in µs) while wrk sends one scenario to `baseUrl`: unlike wrk's rate, it does not
+ * depend on how busy wrk is. A target that fails its requests measures nothing: accepted
+ * scenarios must all be 2xx, rejected ones none.
+ */
+export async function cpuPerRequest(name: string, pid: number, baseUrl: string, scenario: CpuScenario, options: WrkOptions, seconds: number): Promise<{ rps: number; micros: number }> {
+  const before = cpuSeconds(pid);
+  // The never-seen script names its own path.
+  const result = await wrk(scenario === 'never-seen tokens' ? baseUrl : `${baseUrl}/mcp`, seconds, 50, options);
+  const micros = ((cpuSeconds(pid) - before) * 1e6) / result.requests;
+  const accepted = scenario === 'reused token' || scenario === 'never-seen tokens';
+  if (accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
+    throw new Error(`${name}: ${scenario}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
+  }
+  return { rps: result.rps, micros };
 }

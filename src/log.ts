@@ -1,5 +1,5 @@
-// pino on stdout. Request log lines are built field by field (see app.ts), never from whole
-// header objects; the redaction paths are a second fence, fixed here at start-up.
+// pino on stdout. Request log lines are built field by field (createRequestLogger, below),
+// never from whole header objects; the redaction paths are a second fence, fixed here at start-up.
 
 import { pino, symbols, type Bindings, type ChildLoggerOptions, type Logger, type DestinationStream } from 'pino';
 
@@ -79,7 +79,7 @@ export interface RequestLine {
 /**
  * Writes request lines into a logger's own destination, with its bindings and clock, as one
  * template rather than through pino's serializer for any object: 0.26 against 0.85 µs a line
- * in a loop, 0.5 to 0.8 µs a request in the sidecar (bench/RESULTS.md), 4 % of a rejection.
+ * in a loop, about half a microsecond a request in the sidecar (bench/RESULTS.md, `bench:ab`).
  * The JSON is what `logger.info(line, 'request')` writes, fields left out when undefined or
  * false (test/logs.test.ts compares the two). Its fields are fixed and none is a header
  * object, so pino's redaction has nothing to do here. pino exports the symbols read below for
