@@ -124,15 +124,17 @@ export class RemoteKeySet implements KeySource {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly now: () => number;
+  private readonly fetchTimeoutMs: number;
   // Its own dispatcher, so that close() also closes the connections to the issuer.
   private readonly agent: InstanceType<typeof Agent>;
 
   constructor(private readonly options: RemoteKeySetOptions) {
     this.now = options.now ?? Date.now;
     this.jwksUri = options.jwksUri;
+    this.fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     // A connection attempt ends with the fetch's deadline: undici's own (10 s) would keep
     // trying to reach an issuer that drops packets long after the fetch has given up.
-    this.agent = new Agent({ connect: { timeout: options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS } });
+    this.agent = new Agent({ connect: { timeout: this.fetchTimeoutMs } });
   }
 
   /** Loads the key set, retrying with backoff until the first success, then refreshes periodically. */
@@ -257,7 +259,6 @@ export class RemoteKeySet implements KeySource {
 
   /** A bounded GET: timeout, size cap, no redirects. */
   private fetchJson(url: string): Promise<unknown> {
-    const timeoutMs = this.options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     const maxBytes = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     const { origin, pathname, search } = new URL(url);
     return new Promise((resolve, reject) => {
@@ -280,11 +281,11 @@ export class RemoteKeySet implements KeySource {
       };
       // One deadline for the whole exchange, connecting included: a request not yet started
       // when it passes is aborted as soon as it starts.
-      const tooLong = new Error(`GET ${url} took longer than ${timeoutMs} ms`);
+      const tooLong = new Error(`GET ${url} took longer than ${this.fetchTimeoutMs} ms`);
       const deadline = setTimeout(() => {
         settle(tooLong);
         controller?.abort(tooLong);
-      }, timeoutMs);
+      }, this.fetchTimeoutMs);
       this.agent.dispatch({ origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } }, {
         onRequestStart: (started) => {
           controller = started;
