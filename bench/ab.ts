@@ -4,13 +4,9 @@
 // taking turns within every round so that the VM's drift hits all alike. BENCH_ROUNDS (default
 // 5), BENCH_SECONDS (default 5). Prints a markdown table: medians, then every round.
 
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { startIssuer } from '../test/helpers/issuer.js';
-import {
-  CPU_SCENARIOS, IMAGE_ARGS, OUT, cpuPerRequest, cpuScenarioOptions, distinctTokens, median, sidecarEnv, spawnPinned,
-  stop, waitForPort, wrk,
-} from './lib.js';
+import { CPU_SCENARIOS, IMAGE_ARGS, OUT, cpuPerRequest, median, sidecarEnv, spawnPinned, startCpuBench, stop, waitForPort, wrk } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -34,15 +30,8 @@ function build(revision: string): string {
 }
 
 const builds = revisions.map((revision) => ({ revision, main: `${build(revision)}main.js` }));
-const issuer = await startIssuer();
-const key = await issuer.addKey('RS256', { kid: 'ab-key' });
-const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
-const freshFile = `${OUT}ab-tokens.txt`;
-writeFileSync(freshFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
-const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
-const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-await waitForPort(PORTS.upstream);
-const options = cpuScenarioOptions(token, freshFile);
+const bench = await startCpuBench('ab', PORTS.upstream);
+const { issuer, upstreamUrl, options } = bench;
 
 const micros = new Map<string, number[]>();
 for (let round = 0; round < ROUNDS; round++) {
@@ -61,8 +50,7 @@ for (let round = 0; round < ROUNDS; round++) {
     await stop(child);
   }
 }
-await stop(upstream);
-await issuer.close();
+await bench.close();
 
 const lines = [
   '| scenario: revision | CPU µs a request (median) | rounds |',

@@ -6,24 +6,17 @@
 // depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
 
 import { writeFileSync } from 'node:fs';
-import { startIssuer } from '../test/helpers/issuer.js';
 import {
-  CPU_SCENARIOS, IMAGE_ARGS, OUT, buildSidecar, cpuPerRequest, cpuScenarioOptions, distinctTokens, median, sidecarEnv,
-  spawnPinned, stop, waitForPort, wrk, type CpuScenario,
+  CPU_SCENARIOS, IMAGE_ARGS, OUT, buildSidecar, cpuPerRequest, median, sidecarEnv, spawnPinned, startCpuBench, stop,
+  waitForPort, wrk, type CpuScenario,
 } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PORTS = { upstream: 18600, target: 18603, admin: 19603 };
 buildSidecar();
-const issuer = await startIssuer();
-const key = await issuer.addKey('RS256', { kid: 'floor-key' });
-const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
-const freshFile = `${OUT}floor-tokens.txt`;
-writeFileSync(freshFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
-const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
-const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-await waitForPort(PORTS.upstream);
+const bench = await startCpuBench('floor', PORTS.upstream);
+const { issuer, upstreamUrl, options } = bench;
 
 const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: CpuScenario[] }[] = [
   { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
@@ -35,7 +28,6 @@ const targets: { name: string; args: string[]; env: Record<string, string>; scen
     env: sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }),
   },
 ];
-const options = cpuScenarioOptions(token, freshFile);
 
 const results = new Map<string, { rps: number[]; micros: number[] }>();
 for (let round = 0; round < ROUNDS; round++) {
@@ -56,8 +48,7 @@ for (let round = 0; round < ROUNDS; round++) {
     await stop(child);
   }
 }
-await stop(upstream);
-await issuer.close();
+await bench.close();
 
 const lines = [
   '| target: scenario | req/s | CPU µs a request |',

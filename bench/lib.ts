@@ -1,12 +1,12 @@
 // What the benchmark scripts share: processes pinned to a core, waiting for a port, wrk runs,
-// resident memory, and many distinct tokens signed quickly.
+// resident memory, many distinct tokens signed quickly, and CPU time per request.
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { KeyObject, randomUUID, sign } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
-import type { SigningKey, TestIssuer } from '../test/helpers/issuer.js';
+import { startIssuer, type SigningKey, type TestIssuer } from '../test/helpers/issuer.js';
 import { imageCommand, imageEnv } from '../test/helpers/dockerfile.js';
 
 export const OUT = new URL('./out/', import.meta.url).pathname;
@@ -154,13 +154,36 @@ function cpuSeconds(pid: number): number {
 export type CpuScenario = 'reused token' | 'never-seen tokens' | 'no token' | 'bad signature';
 export const CPU_SCENARIOS: CpuScenario[] = ['reused token', 'never-seen tokens', 'no token', 'bad signature'];
 
-/** wrk's options for each scenario: `token` reused or spoilt, or the never-seen tokens in `freshFile`. */
-export function cpuScenarioOptions(token: string, freshFile: string): Record<CpuScenario, WrkOptions> {
+export interface CpuBench {
+  issuer: TestIssuer;
+  upstreamUrl: string;
+  /** wrk's options for each scenario: one token reused or spoilt, or 40,000 never seen before. */
+  options: Record<CpuScenario, WrkOptions>;
+  close(): Promise<void>;
+}
+
+/** What bench:floor and bench:ab measure against: an issuer and its tokens, and the upstream on core 0. */
+export async function startCpuBench(name: string, upstreamPort: number): Promise<CpuBench> {
+  const issuer = await startIssuer();
+  const key = await issuer.addKey('RS256', { kid: `${name}-key` });
+  const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
+  const freshFile = `${OUT}${name}-tokens.txt`;
+  writeFileSync(freshFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
+  const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(upstreamPort) });
+  await waitForPort(upstreamPort);
   return {
-    'reused token': { headers: [`Authorization: Bearer ${token}`] },
-    'never-seen tokens': { script: 'bench/fresh-tokens.lua', scriptArg: freshFile },
-    'no token': {},
-    'bad signature': { headers: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`] },
+    issuer,
+    upstreamUrl: `http://127.0.0.1:${upstreamPort}`,
+    options: {
+      'reused token': { headers: [`Authorization: Bearer ${token}`] },
+      'never-seen tokens': { script: 'bench/fresh-tokens.lua', scriptArg: freshFile },
+      'no token': {},
+      'bad signature': { headers: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`] },
+    },
+    async close() {
+      await stop(upstream);
+      await issuer.close();
+    },
   };
 }
 
