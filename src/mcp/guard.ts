@@ -1,0 +1,48 @@
+// The seam between reading MCP traffic (src/mcp/) and deciding about it: the tool policy and the
+// rate limits are guards. The MCP layer parses each POST body, asks every guard about every
+// message (each element of a batch) before anything is forwarded, answers a refused message
+// itself, and lets guards rewrite the results of the requests they name (list filtering).
+// The proxy knows nothing of guards; guards know nothing of HTTP.
+
+import type { Identity } from '../auth/verify.js';
+
+/** One JSON-RPC message the client sent: a request when `id` is defined, else a notification. */
+export interface ClientMessage {
+  readonly method: string;
+  /** The JSON-RPC id as sent (string or number); undefined for a notification. */
+  readonly id: string | number | undefined;
+  /** `params` when it is a JSON object, else undefined. */
+  readonly params: Readonly<Record<string, unknown>> | undefined;
+  /** `params.name` of tools/call when it is a string. */
+  readonly tool: string | undefined;
+  /** `params.name` of prompts/get when it is a string. */
+  readonly prompt: string | undefined;
+  /** `params.uri` of resources/read, resources/subscribe, resources/unsubscribe when it is a string. */
+  readonly resource: string | undefined;
+  /** `params.arguments` of tools/call and prompts/get when it is a JSON object. */
+  readonly arguments: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** Who sent it: the verified identity of the HTTP request, and its MCP session. */
+export interface Caller {
+  readonly identity: Identity;
+  readonly sessionId: string | undefined;
+}
+
+export type Decision =
+  | { readonly effect: 'allow'; readonly rule?: string }
+  /** Refused by policy: a request gets a JSON-RPC error with `rpcCode`, never reaches the upstream. */
+  | { readonly effect: 'deny'; readonly rule?: string; readonly rpcCode: number; readonly message: string }
+  /** Over a rate limit: a tool call gets a JSON-RPC error, any other request 429; both with Retry-After. */
+  | { readonly effect: 'limit'; readonly scope: 'user' | 'tool' | 'concurrency'; readonly retryAfterSeconds: number; readonly message: string };
+
+export interface Guard {
+  /** Judges one message before anything of its HTTP request is forwarded. */
+  judge(message: ClientMessage, caller: Caller): Decision | Promise<Decision>;
+  /** Called once for every message this guard allowed, when it has ended (result, error, upstream failure, client gone, or a batch refused by another guard). */
+  settle?(message: ClientMessage, caller: Caller): void;
+  /** Whether results of this method are to be offered to rewriteResult (only those responses are held). */
+  rewrites?(method: string): boolean;
+  /** A result the upstream sent for `message`; returns the replacement, or undefined to pass it unchanged. */
+  rewriteResult?(message: ClientMessage, result: unknown, caller: Caller): unknown;
+}
