@@ -1,7 +1,7 @@
 // The registry and every metric SPEC names. One registry per app, so tests can build many.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
+import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -14,6 +14,8 @@ export interface Metrics {
   readonly jwksLastSuccess: Gauge;
   readonly inFlight: Gauge;
   readonly verdictCache: Counter<'result'>;
+  readonly httpRefused: Counter<'reason'>;
+  readonly connectionsEvicted: Counter;
 }
 
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
@@ -41,11 +43,14 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       },
     }),
     verdictCache: new Counter({ name: 'mcp_auth_verdict_cache_total', help: 'Verdict cache lookups, by result (hit: no signature check needed).', labelNames: ['result'], registers }),
+    httpRefused: new Counter({ name: 'mcp_auth_http_refused_total', help: 'Requests refused for how they were sent (before any token check), by reason.', labelNames: ['reason'], registers }),
+    connectionsEvicted: new Counter({ name: 'mcp_auth_connections_evicted_total', help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.', registers }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
   for (const kind of Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]) metrics.upstreamFailures.inc({ kind }, 0);
   for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
+  for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
   return metrics;
 }
