@@ -34,6 +34,10 @@ export interface Config {
   shutdownGraceSeconds: number;
   logLevel: string;
   verdictCacheSize: number;
+  mcpMaxBodyBytes: number;
+  audit: boolean;
+  auditArguments: 'names' | 'values';
+  auditArgumentBytes: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -70,6 +74,10 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'JWKS_MAX_STALE_SECONDS', default: '86400', meaning: 'how long the last good key set serves when refresh fails' },
   { name: 'SHUTDOWN_GRACE_SECONDS', default: '20', meaning: 'drain time after SIGTERM' },
   { name: 'LOG_LEVEL', default: 'info', meaning: `pino level: ${LOG_LEVELS.join(', ')}` },
+  { name: 'MCP_MAX_BODY_BYTES', default: '1048576', meaning: 'largest MCP POST body (and response body or SSE event) read as JSON-RPC; larger ones pass unread, or are refused (413) when a guard (policy, limits) is configured' },
+  { name: 'AUDIT', default: 'on', meaning: 'on: one "msg":"mcp" log line per MCP request or notification; off: none (metrics stay)' },
+  { name: 'AUDIT_ARGUMENTS', default: 'names', meaning: 'names: audit lines carry argument names and a SHA-256 of the arguments; values: also the values, each cut to AUDIT_ARGUMENT_BYTES' },
+  { name: 'AUDIT_ARGUMENT_BYTES', default: '256', meaning: 'bytes of each argument value kept in an audit line with AUDIT_ARGUMENTS=values' },
   { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
 ];
 
@@ -197,6 +205,15 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`LOG_LEVEL=${show(logLevel)}: expected one of ${LOG_LEVELS.join(', ')}`);
   }
 
+  const choice = <T extends string>(name: string, fallback: T, allowed: readonly T[]): T => {
+    const value = raw(name);
+    if (value === undefined) return fallback;
+    const lower = value.toLowerCase();
+    if ((allowed as readonly string[]).includes(lower)) return lower as T;
+    problems.push(`${name}=${show(value)}: expected one of ${allowed.join(', ')}`);
+    return fallback;
+  };
+
   const config: Config = {
     issuer: issuer ?? '',
     jwksUri,
@@ -223,6 +240,10 @@ export function loadConfig(env: Env): Readonly<Config> {
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
     logLevel,
     verdictCacheSize: integer('VERDICT_CACHE_SIZE', 10_000, 0, 1_000_000),
+    mcpMaxBodyBytes: integer('MCP_MAX_BODY_BYTES', 1_048_576, 1024, 64 * 1_048_576),
+    audit: choice('AUDIT', 'on', ['on', 'off'] as const) === 'on',
+    auditArguments: choice('AUDIT_ARGUMENTS', 'names', ['names', 'values'] as const),
+    auditArgumentBytes: integer('AUDIT_ARGUMENT_BYTES', 256, 1, 65_536),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
