@@ -10,7 +10,8 @@ export default defineConfig({
     hookTimeout: 20_000,
     // Two cores: real servers and child processes per test file.
     maxWorkers: 2,
-    reporters: json ? ['default', 'json'] : ['default'],
+    // The skip reporter ends the run with one line naming every absent tool (test/helpers/tools.ts).
+    reporters: json ? ['default', './test/helpers/skip-reporter.ts', 'json'] : ['default', './test/helpers/skip-reporter.ts'],
     ...(json ? { outputFile: { json } } : {}),
   },
 });

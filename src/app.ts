@@ -17,6 +17,10 @@ import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
 import { createMcpInterceptor } from './mcp/index.js';
+import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
+import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
+
+export type { ClientLimits } from './connections.js';
 
 export interface AppOptions {
   logger?: Logger;
@@ -28,24 +32,6 @@ export interface AppOptions {
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
 }
-
-export interface ClientLimits {
-  /** Time to receive a request's headers (slow-header clients). */
-  headersTimeoutMs: number;
-  /** Time to receive a whole request, body included; not the response, so streams live on. */
-  requestTimeoutMs: number;
-  /** How often Node checks those two timeouts. */
-  timeoutCheckMs: number;
-  /** Open connections at most; more are refused at once. */
-  maxConnections: number;
-}
-
-export const DEFAULT_CLIENT_LIMITS: ClientLimits = {
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
-  timeoutCheckMs: 1_000,
-  maxConnections: 8_192,
-};
 
 export interface App {
   readonly config: Config;
@@ -108,10 +94,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     if (draining && active === 0) proxy.server.closeAllConnections();
   };
 
-  const limits = { ...DEFAULT_CLIENT_LIMITS, ...options.clientLimits };
+  const limits = clientLimits(config, options.clientLimits);
   const proxy: FastifyInstance = Fastify({
-    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs },
+    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes },
     requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Our own answers to what Node's parser and Fastify's router refuse: Fastify's log the raw
+    // request (token included) at trace, or echo the target.
+    clientErrorHandler: createClientErrorHandler(logger, metrics),
+    frameworkErrors: createFrameworkErrorHandler(logger, metrics),
     loggerInstance: logger as FastifyBaseLogger,
     // One line per request is written by our own hook below, with the fields SPEC lists.
     logController: new LogController({ disableRequestLogging: true }),
@@ -121,7 +112,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: false,
     return503OnClosing: true,
   });
-  proxy.server.maxConnections = limits.maxConnections;
+  const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
+  const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.
@@ -148,9 +140,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         aborted: !reply.raw.writableFinished,
       });
     });
+    // Before anything else, the metadata path included: an Origin not allowed, a coding not forwarded.
+    const refusal = edgeCheck(request.headers);
+    if (refusal !== undefined) {
+      sendRefusal(request, reply, metrics, refusal);
+      return;
+    }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl)));
+  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
   registerResourceMetadata(proxy, config);
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
 

@@ -38,6 +38,16 @@ export interface Config {
   audit: boolean;
   auditArguments: 'names' | 'values';
   auditArgumentBytes: number;
+  allowedOrigins: readonly string[];
+  forwardUnverifiedEmail: boolean;
+  groupsHeaderMaxBytes: number;
+  /** Undefined: derived from the memory limit (see connections.ts). */
+  maxConnections: number | undefined;
+  maxHeaderBytes: number;
+  headersTimeoutSeconds: number;
+  requestTimeoutSeconds: number;
+  unauthenticatedIdleSeconds: number;
+  keepAliveTimeoutSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,6 +88,15 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'AUDIT', default: 'on', meaning: 'on: one "msg":"mcp" log line per MCP request or notification; off: none (metrics stay)' },
   { name: 'AUDIT_ARGUMENTS', default: 'names', meaning: 'names: audit lines carry argument names and a SHA-256 of the arguments; values: also the values, each cut to AUDIT_ARGUMENT_BYTES' },
   { name: 'AUDIT_ARGUMENT_BYTES', default: '256', meaning: 'bytes of each argument value kept in an audit line with AUDIT_ARGUMENTS=values' },
+  { name: 'ALLOWED_ORIGINS', default: 'empty', meaning: 'comma list of origins (scheme://host[:port]) whose browser requests are served; a request with any other Origin gets 403, one without Origin is unaffected' },
+  { name: 'FORWARD_UNVERIFIED_EMAIL', default: 'false', meaning: 'send X-Verified-Email also when the token says email_verified is not true' },
+  { name: 'GROUPS_HEADER_MAX_BYTES', default: '8192', meaning: 'longest X-Verified-Groups sent; longer lists are cut at a group and X-Verified-Groups-Truncated: true is added (checks see every group)' },
+  { name: 'MAX_CONNECTIONS', default: 'auto', meaning: 'open client connections at most; auto: from the memory limit (cgroup memory.max, else 256 MiB) and MAX_HEADER_BYTES, at most 8192' },
+  { name: 'MAX_HEADER_BYTES', default: '16384', meaning: 'request line and headers of a request at most (431 beyond)' },
+  { name: 'HEADERS_TIMEOUT_SECONDS', default: '10', meaning: 'time a client has to send a request\'s headers (408 beyond)' },
+  { name: 'REQUEST_TIMEOUT_SECONDS', default: '60', meaning: 'time a client has to send a whole request, body included (not the response: streams live on)' },
+  { name: 'UNAUTHENTICATED_IDLE_SECONDS', default: '10', meaning: 'idle time allowed to a connection that has not yet carried an accepted request' },
+  { name: 'KEEP_ALIVE_TIMEOUT_SECONDS', default: '72', meaning: 'idle time allowed to a connection between requests once a request on it was accepted' },
   { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
 ];
 
@@ -213,6 +232,33 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`${name}=${show(value)}: expected one of ${allowed.join(', ')}`);
     return fallback;
   };
+  const allowedOrigins = list('ALLOWED_ORIGINS');
+  for (const origin of allowedOrigins) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== origin.toLowerCase()) {
+      problems.push(`ALLOWED_ORIGINS entry ${show(origin)}: expected an origin as browsers send it, scheme://host[:port] without path or trailing slash`);
+    }
+  }
+
+  const maxConnectionsRaw = raw('MAX_CONNECTIONS');
+  let maxConnections: number | undefined;
+  if (maxConnectionsRaw !== undefined && maxConnectionsRaw !== 'auto') {
+    if (/^\d+$/.test(maxConnectionsRaw) && Number(maxConnectionsRaw) >= 1 && Number(maxConnectionsRaw) <= 1_000_000) {
+      maxConnections = Number(maxConnectionsRaw);
+    } else {
+      problems.push(`MAX_CONNECTIONS=${show(maxConnectionsRaw)}: expected auto or a whole number from 1 to 1000000`);
+    }
+  }
+  const headersTimeoutSeconds = integer('HEADERS_TIMEOUT_SECONDS', 10, 1, 3600);
+  const requestTimeoutSeconds = integer('REQUEST_TIMEOUT_SECONDS', 60, 1, 86400);
+  if (headersTimeoutSeconds > requestTimeoutSeconds) {
+    problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is longer than REQUEST_TIMEOUT_SECONDS=${requestTimeoutSeconds}: the headers are part of the request`);
+  }
 
   const config: Config = {
     issuer: issuer ?? '',
@@ -244,6 +290,15 @@ export function loadConfig(env: Env): Readonly<Config> {
     audit: choice('AUDIT', 'on', ['on', 'off'] as const) === 'on',
     auditArguments: choice('AUDIT_ARGUMENTS', 'names', ['names', 'values'] as const),
     auditArgumentBytes: integer('AUDIT_ARGUMENT_BYTES', 256, 1, 65_536),
+    allowedOrigins,
+    forwardUnverifiedEmail: boolean('FORWARD_UNVERIFIED_EMAIL', false),
+    groupsHeaderMaxBytes: integer('GROUPS_HEADER_MAX_BYTES', 8192, 0, 1_048_576),
+    maxConnections,
+    maxHeaderBytes: integer('MAX_HEADER_BYTES', 16_384, 1024, 1_048_576),
+    headersTimeoutSeconds,
+    requestTimeoutSeconds,
+    unauthenticatedIdleSeconds: integer('UNAUTHENTICATED_IDLE_SECONDS', 10, 1, 3600),
+    keepAliveTimeoutSeconds: integer('KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -68,3 +68,21 @@ export const UPSTREAM_FAILURES = {
 } as const;
 
 export type UpstreamFailureKind = keyof typeof UPSTREAM_FAILURES;
+
+/**
+ * Requests refused for how they are sent, not for their token: by Node's parser (bad syntax,
+ * headers over the limit, too slow), by the router (a target that does not decode), or by the
+ * edge checks before authentication (an Origin not allowed, a transfer coding not forwarded).
+ * The reason is the label of `mcp_auth_http_refused_total`; the body is fixed, echoing nothing.
+ */
+export const HTTP_REFUSALS = {
+  bad_request: { status: 400, error: 'invalid_request', description: 'the request is not valid HTTP/1.1' },
+  headers_too_large: { status: 431, error: 'invalid_request', description: 'request headers are too large' },
+  request_timeout: { status: 408, error: 'invalid_request', description: 'the request was not received in time' },
+  bad_target: { status: 400, error: 'invalid_request', description: 'the request target is not a valid URL path' },
+  unsupported_transfer_coding: { status: 501, error: 'not_implemented', description: 'only the chunked transfer coding is accepted' },
+  origin_not_allowed: { status: 403, error: 'forbidden_origin', description: 'the Origin of the request is not allowed' },
+} as const;
+
+export type HttpRefusalReason = keyof typeof HTTP_REFUSALS;
+export const HTTP_REFUSAL_REASONS = Object.keys(HTTP_REFUSALS) as HttpRefusalReason[];

@@ -1,7 +1,7 @@
 // The registry and every metric SPEC names. One registry per app, so tests can build many.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
+import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -21,6 +21,8 @@ export interface Metrics {
   readonly policyReloads: Counter<'result'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
+  readonly httpRefused: Counter<'reason'>;
+  readonly connectionsEvicted: Counter;
 }
 
 // MCP outcomes (src/mcp/audit.ts), repeated here so that metrics.ts imports nothing of src/mcp.
@@ -60,6 +62,8 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     policyReloads: new Counter({ name: 'mcp_auth_policy_reloads_total', help: 'Policy file loads after start-up, by result.', labelNames: ['result'], registers }),
     rateLimited: new Counter({ name: 'mcp_auth_rate_limited_total', help: 'Requests refused by a rate limit, by scope (user, tool, concurrency).', labelNames: ['scope'], registers }),
     rateLimitBackendErrors: new Counter({ name: 'mcp_auth_rate_limit_backend_errors_total', help: 'Rate limit checks the backend (Redis) could not answer.', registers }),
+    httpRefused: new Counter({ name: 'mcp_auth_http_refused_total', help: 'Requests refused for how they were sent (before any token check), by reason.', labelNames: ['reason'], registers }),
+    connectionsEvicted: new Counter({ name: 'mcp_auth_connections_evicted_total', help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.', registers }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
@@ -72,5 +76,6 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   }
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
+  for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
   return metrics;
 }

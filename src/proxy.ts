@@ -52,18 +52,40 @@ function append(existing: string | string[] | undefined, value: string): string 
   return previous ? `${previous}, ${value}` : value;
 }
 
+/**
+ * Whether an inbound header names one of ours: `X-Verified-*` in any case, also spelled with `_`
+ * for `-`, which WSGI, CGI and other stacks fold into the same name (oauth2-proxy's
+ * CVE-2025-64484). Node gives the names lower-cased.
+ */
+export function isIdentityHeaderName(name: string): boolean {
+  if (name.charCodeAt(0) !== 0x78 /* x */ || name.length < 11) return false;
+  return name.startsWith('x-verified-') || name.replaceAll('_', '-').startsWith('x-verified-');
+}
+
+/** X-Verified-Groups when the whole list is over `maxBytes`: the groups that fit, whole and in the token's order. */
+export function groupsThatFit(groups: readonly string[], maxBytes: number): string {
+  let value = '';
+  for (const group of groups) {
+    const next = value === '' ? headerValue(group) : `${value},${headerValue(group)}`;
+    if (next.length > maxBytes) break;
+    value = next;
+  }
+  return value;
+}
+
 /** The headers the upstream sees: the client's, less what is not ours to pass on, plus ours. */
 export function forwardedHeaders(
   request: { headers: IncomingHttpHeaders; ip: string; protocol: string; id: string },
   upstreamHost: string,
   identity: Identity,
   forwardAuthorization: boolean,
+  groupsHeaderMaxBytes = Infinity,
 ): Record<string, string | string[]> {
   const inbound = request.headers;
   const listed = connectionListed(inbound.connection);
   const headers: Record<string, string | string[]> = {};
   for (const name in inbound) {
-    if (NOT_FORWARDED.has(name) || name.startsWith('x-verified-') || listed?.has(name) === true) continue;
+    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || listed?.has(name) === true) continue;
     if (name === 'authorization' && !forwardAuthorization) continue;
     headers[name] = inbound[name]!;
   }
@@ -77,7 +99,17 @@ export function forwardedHeaders(
   headers['x-verified-user'] = headerValue(identity.user);
   if (identity.subject !== undefined) headers['x-verified-subject'] = headerValue(identity.subject);
   if (identity.email !== undefined) headers['x-verified-email'] = headerValue(identity.email);
-  if (identity.groups !== undefined) headers['x-verified-groups'] = headerValue(identity.groups.join(','));
+  if (identity.groups !== undefined) {
+    const all = headerValue(identity.groups.join(','));
+    if (all.length <= groupsHeaderMaxBytes) {
+      headers['x-verified-groups'] = all;
+    } else {
+      // Cut, and said so: the upstream must not take a partial list for the whole one.
+      const fitting = groupsThatFit(identity.groups, groupsHeaderMaxBytes);
+      if (fitting !== '') headers['x-verified-groups'] = fitting;
+      headers['x-verified-groups-truncated'] = 'true';
+    }
+  }
   return headers;
 }
 
@@ -344,7 +376,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
       method: request.method,
       // The target exactly as the client sent it: Coder may sign it.
       path: request.url,
-      headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization),
+      headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
       body,
     }, new Exchange(request, res, onFailure, forwarding?.reader));
   };

@@ -44,6 +44,15 @@ describe('configuration from the environment', () => {
       shutdownGraceSeconds: 20,
       logLevel: 'info',
       verdictCacheSize: 10000,
+      allowedOrigins: [],
+      forwardUnverifiedEmail: false,
+      groupsHeaderMaxBytes: 8192,
+      maxConnections: undefined,
+      maxHeaderBytes: 16384,
+      headersTimeoutSeconds: 10,
+      requestTimeoutSeconds: 60,
+      unauthenticatedIdleSeconds: 10,
+      keepAliveTimeoutSeconds: 72,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });
@@ -73,10 +82,26 @@ describe('configuration from the environment', () => {
     [{ PORT: '9000', ADMIN_PORT: '9000' }, 'PORT and ADMIN_PORT are both 9000'],
     [{ JWKS_REFRESH_SECONDS: '0' }, 'JWKS_REFRESH_SECONDS="0": expected a whole number from 1 to 86400'],
     [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of fatal, error, warn, info, debug, trace, silent'],
+    [{ ALLOWED_ORIGINS: 'https://coder.example.com/' }, 'ALLOWED_ORIGINS entry "https://coder.example.com/": expected an origin as browsers send it'],
+    [{ ALLOWED_ORIGINS: 'coder.example.com' }, 'ALLOWED_ORIGINS entry "coder.example.com": expected an origin'],
+    [{ ALLOWED_ORIGINS: 'https://a.example,https://b.example/app' }, 'ALLOWED_ORIGINS entry "https://b.example/app"'],
+    [{ MAX_CONNECTIONS: 'lots' }, 'MAX_CONNECTIONS="lots": expected auto or a whole number from 1 to 1000000'],
+    [{ MAX_HEADER_BYTES: '100' }, 'MAX_HEADER_BYTES="100": expected a whole number from 1024 to 1048576'],
+    [{ HEADERS_TIMEOUT_SECONDS: '90' }, 'HEADERS_TIMEOUT_SECONDS=90 is longer than REQUEST_TIMEOUT_SECONDS=60'],
+    [{ UNAUTHENTICATED_IDLE_SECONDS: '0' }, 'UNAUTHENTICATED_IDLE_SECONDS="0": expected a whole number from 1 to 3600'],
+    [{ FORWARD_UNVERIFIED_EMAIL: 'maybe' }, 'FORWARD_UNVERIFIED_EMAIL="maybe": expected true or false'],
+    [{ GROUPS_HEADER_MAX_BYTES: '-5' }, 'GROUPS_HEADER_MAX_BYTES="-5": expected a whole number from 0 to 1048576'],
   ])('%j is refused, naming the variable and what is expected', (override, message) => {
     const found = problems({ ...minimal, ...override });
     expect(found).toHaveLength(1);
     expect(found[0]).toContain(message);
+  });
+
+  it('parses the connection limits and allowed origins', () => {
+    const config = loadConfig({ ...minimal, MAX_CONNECTIONS: '500', ALLOWED_ORIGINS: 'https://Coder.example.com, http://localhost:3000' });
+    expect(config.maxConnections).toBe(500);
+    expect(config.allowedOrigins).toEqual(['https://Coder.example.com', 'http://localhost:3000']);
+    expect(loadConfig({ ...minimal, MAX_CONNECTIONS: 'auto' }).maxConnections).toBeUndefined();
   });
 
   it('reports every problem at once', () => {

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
@@ -106,7 +106,7 @@ describe('hostile clients', () => {
     await issuer.addKey();
     upstream = await startUpstream();
     sidecar = await startSidecar(testEnv(issuer, upstream), {
-      clientLimits: { headersTimeoutMs: 500, requestTimeoutMs: 1000, timeoutCheckMs: 100, maxConnections: 20 },
+      clientLimits: { headersTimeoutMs: 500, requestTimeoutMs: 1000, timeoutCheckMs: 100 },
     });
   });
   afterAll(async () => {
@@ -135,33 +135,6 @@ describe('hostile clients', () => {
     expect(Date.now() - started).toBeLessThan(5000);
     // The stream outlived both the header and the request timeouts.
     expect(await stream).toBe('data: 1\n\ndata: 2\n\n');
-  });
-
-  it('refuses connections beyond the limit at once, and serves again when they go', async () => {
-    const sockets: Socket[] = [];
-    const { hostname, port } = new URL(sidecar.url);
-    const connections = () => new Promise<number>((resolve) => sidecar.app.proxy.server.getConnections((_e, n) => resolve(n)));
-    const before = await connections();
-    for (let i = before; i < 20; i++) {
-      sockets.push(await new Promise<Socket>((resolve) => { const s = connect(Number(port), hostname, () => resolve(s)); }));
-    }
-    const refused = await new Promise<boolean>((resolve) => {
-      const extra = connect(Number(port), hostname);
-      extra.on('close', () => resolve(true));
-      extra.on('data', () => resolve(false));
-      extra.on('connect', () => extra.write('GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n'));
-    });
-    expect(refused).toBe(true);
-    for (const s of sockets) s.destroy();
-    // Node counts connections as they close; wait for the count to fall (bounded).
-    const deadline = Date.now() + 5000;
-    while (await connections() > before) {
-      if (Date.now() > deadline) throw new Error('connections did not close');
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    const res = await request(`${sidecar.url}/mcp`);
-    expect(res.statusCode).toBe(401);
-    await res.body.text();
   });
 });
 

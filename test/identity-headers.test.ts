@@ -56,6 +56,83 @@ describe('identity headers', () => {
     ]);
   });
 
+  it('drops identity headers spelled with underscores, which WSGI and CGI stacks fold into ours', async () => {
+    const { url } = await start();
+    const token = await issuer.mint({ groups: ['/alpha'] });
+    const response = await rawRequest(url, [
+      'GET /mcp HTTP/1.1', 'Host: mcp.test', `Authorization: Bearer ${token}`,
+      'X_Verified_User: admin', 'X-Verified_User: root', 'X_Verified-Groups: /admins', 'x_verified_email: boss@example.com',
+      'X-VERIFIED_SUBJECT: 0', 'X_VERIFIED_GROUPS_TRUNCATED: false', 'X_Verified_Anything: yes', 'X_Coder_Kept: yes', 'Connection: close',
+    ]);
+    expect(response).toMatch(/^HTTP\/1\.1 200/);
+    const raw = upstream.seen[0]!.rawHeaders;
+    const names = raw.filter((_, i) => i % 2 === 0).map((name) => name.toLowerCase().replaceAll('_', '-'));
+    expect(names.filter((name) => name.startsWith('x-verified-'))).toEqual(['x-verified-user', 'x-verified-subject', 'x-verified-email', 'x-verified-groups']);
+    expect(raw.filter((_, i) => i % 2 === 1)).not.toContain('admin');
+    // Underscores elsewhere are not ours to judge.
+    expect(upstream.seen[0]!.headers.x_coder_kept).toBe('yes');
+  });
+
+  it('forwards X-Verified-Email only when Keycloak verified it, unless FORWARD_UNVERIFIED_EMAIL=true', async () => {
+    const { url } = await start();
+    const tokens = await Promise.all([
+      issuer.mint({ email_verified: true }),
+      issuer.mint({ email_verified: false }),
+      issuer.mint({}, { omit: ['email_verified'] }),
+      issuer.mint({ email_verified: 'true' }),
+      issuer.mint({ email_verified: true }),
+    ]);
+    for (const token of tokens) {
+      const res = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${token}`, 'x-verified-email': 'spoofed@example.com' } });
+      await res.body.dump();
+      expect(res.statusCode).toBe(200);
+    }
+    // The one identity object shared by a user's tokens does not carry a verified address over.
+    expect(upstream.seen.map(({ headers }) => headers['x-verified-email'])).toEqual(['alice@example.com', undefined, undefined, undefined, 'alice@example.com']);
+    await sidecar!.close();
+    await upstream.close();
+    await issuer.close();
+
+    const relaxed = await start({ FORWARD_UNVERIFIED_EMAIL: 'true' });
+    const res = await request(`${relaxed.url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ email_verified: false })}` } });
+    await res.body.dump();
+    expect(upstream.seen[0]!.headers['x-verified-email']).toBe('alice@example.com');
+  });
+
+  it('accepts a user with 200 groups: every group counts for REQUIRED_GROUPS, the header is cut at a group and says so', async () => {
+    const groups = Array.from({ length: 200 }, (_, i) => `/organisation/department-${String(i).padStart(3, '0')}`);
+    const { url } = await start({ REQUIRED_GROUPS: '/organisation/department-199', GROUPS_HEADER_MAX_BYTES: '4096' });
+    const token = await issuer.mint({ groups });
+    expect(groups.join(',').length).toBeGreaterThan(4096);
+    const res = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${token}`, 'x-verified-groups-truncated': 'false' } });
+    await res.body.dump();
+    expect(res.statusCode).toBe(200);
+    const seen = upstream.seen[0]!.headers;
+    const sent = String(seen['x-verified-groups']);
+    expect(sent.length).toBeLessThanOrEqual(4096);
+    expect(sent.split(',')).toEqual(groups.slice(0, sent.split(',').length));
+    expect(sent.split(',').length).toBeGreaterThan(100);
+    expect(seen['x-verified-groups-truncated']).toBe('true');
+
+    // With the default cap the whole list goes, and nothing says truncated.
+    const small = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ groups: groups.slice(197) })}` } });
+    await small.body.dump();
+    expect(upstream.seen[1]!.headers['x-verified-groups']).toBe(groups.slice(197).join(','));
+    expect(upstream.seen[1]!.headers['x-verified-groups-truncated']).toBeUndefined();
+  });
+
+  it('sends the whole list of 200 groups with the default cap, and a group with a control character is still invalid_claim', async () => {
+    const groups = Array.from({ length: 200 }, (_, i) => `/organisation/department-${i}`);
+    const { url } = await start();
+    const res = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ groups })}` } });
+    await res.body.dump();
+    expect(res.statusCode).toBe(200);
+    expect(upstream.seen[0]!.headers['x-verified-groups']).toBe(groups.join(','));
+    const bad = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ groups: [...groups, '/x\r\nX-Verified-User: admin'] })}` } });
+    expect(bad.statusCode).toBe(401);
+    expect(await bad.body.json()).toMatchObject({ reason: 'invalid_claim' });
+  });
+
   it('forwards each token\'s own claims when one user\'s tokens differ (one identity object per user is shared only while they match)', async () => {
     const { url } = await start();
     const tokens = await Promise.all([

@@ -7,7 +7,9 @@ import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-import { freePort, requireTool } from './helpers/tools.js';
+import { findTool, freePort } from './helpers/tools.js';
+
+const binary = findTool('prometheus');
 
 /** Polls Prometheus until `read` returns a value; Prometheus scrapes on its own clock, so this is bounded polling. */
 async function until<T>(read: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
@@ -20,7 +22,7 @@ async function until<T>(read: () => Promise<T | undefined>, deadlineMs = 30_000)
   }
 }
 
-describe('a real Prometheus scraping the admin port', () => {
+describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
@@ -29,7 +31,6 @@ describe('a real Prometheus scraping the admin port', () => {
   let api: string;
 
   beforeAll(async () => {
-    const binary = requireTool('prometheus');
     issuer = await startIssuer();
     await issuer.addKey();
     upstream = await startUpstream();
@@ -44,7 +45,7 @@ describe('a real Prometheus scraping the admin port', () => {
     ].join('\n'));
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
-    prometheus = spawn(binary, [
+    prometheus = spawn(binary!, [
       `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`, '--log.level=error',
     ], { stdio: 'ignore' });

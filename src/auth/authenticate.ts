@@ -3,6 +3,7 @@
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { Rejection } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import type { ConnectionGuard } from '../connections.js';
 import type { Identity, Verify } from './verify.js';
 
 export interface AuthState {
@@ -76,7 +77,7 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string) {
+function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined) {
   const rendered = new Map<string, RejectionResponse>();
   return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
     const id = `${rejection.reason}:${rejection.message}`;
@@ -86,13 +87,19 @@ function createRejectionSender(resourceMetadataUrl: string) {
       rendered.set(id, response);
     }
     reply.hijack();
-    reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id]);
+    // A connection that never carried an accepted request is not kept after a rejection: a
+    // client without a valid token cannot hold connections (src/connections.ts).
+    if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) {
+      reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id, 'connection', 'close']);
+    } else {
+      reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id]);
+    }
     reply.raw.end(response.body);
   };
 }
 
-export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl);
+export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string, connections?: ConnectionGuard) {
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections);
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
@@ -108,6 +115,7 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
     request.auth.decision = 'accept';
     request.auth.identity = identity;
     metrics.accepted.inc();
+    connections?.authenticated(request.raw.socket);
   }
 
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {

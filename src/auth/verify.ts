@@ -24,7 +24,7 @@ export interface Verdict {
 export type VerifierConfig = Pick<
   Config,
   | 'issuer' | 'audiences' | 'allowedAzp' | 'algorithms' | 'clockToleranceSeconds'
-  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles'
+  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles' | 'forwardUnverifiedEmail'
 >;
 
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
@@ -178,11 +178,15 @@ function forwardable(claims: Claims, name: string): string | undefined {
   return value;
 }
 
+/**
+ * Every group, however many: a valid token is never refused for the size of a header we choose
+ * to send (the proxy caps X-Verified-Groups, GROUPS_HEADER_MAX_BYTES). The token itself is
+ * bounded by MAX_HEADER_BYTES.
+ */
 function forwardableGroups(claims: Claims): string[] | undefined {
   const value = claims.groups;
   if (value === undefined) return undefined;
-  if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))
-    || value.join(',').length > MAX_FORWARDED_LENGTH) {
+  if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))) {
     throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas');
   }
   return value as string[];
@@ -246,8 +250,10 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (userValue === undefined || userValue === '') {
       throw new Rejection('missing_claim', `token has no ${config.userClaim} claim`);
     }
+    // An address Keycloak never verified is the user's own typing: not forwarded as verified.
+    const email = forwardable(claims, 'email');
     const identity = sharedIdentity(forwardable(claims, config.userClaim)!, forwardable(claims, 'sub'),
-      forwardable(claims, 'email'), forwardableGroups(claims));
+      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined, forwardableGroups(claims));
 
     if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
       const groups = new Set(stringList(claims.groups));

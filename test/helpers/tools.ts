@@ -3,6 +3,7 @@
 // CI=true a missing tool is a failure (a skipped interop test proves nothing).
 
 import { execFileSync } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 
 /** How to install each tool the tests use (Debian, as root; .ci/run does the same). */
@@ -11,10 +12,14 @@ export const INSTALL: Record<string, string> = {
   promtool: 'apt-get install prometheus',
   'redis-server': 'apt-get install redis-server',
   kubectl: 'apt-get install kubernetes-client',
-  go: 'apt-get install golang (or the Go toolchain from go.dev)',
+  go: 'apt-get install golang-go',
   java: 'apt-get install openjdk-17-jre-headless',
   mvn: 'apt-get install maven',
+  keycloak: 'scripts/fetch-keycloak.sh (needs mvn and java)',
 };
+
+/** Set by test/helpers/skip-reporter.ts: the file each skip is appended to, for the run's one summary line. */
+export const SKIPS_FILE_VARIABLE = 'MCP_TEST_SKIPS_FILE';
 
 function lookup(name: string): string | undefined {
   try {
@@ -26,23 +31,26 @@ function lookup(name: string): string | undefined {
 
 /**
  * The path of a command, or undefined when it is absent: the caller skips its tests
- * (`describe.skipIf(!path)`). One line on stderr names the tool and its install command;
+ * (`describe.skipIf(!path)`); the run ends with one line naming it and its install command;
  * under CI=true an absent tool throws instead, so the run fails.
  */
 export function findTool(name: string): string | undefined {
   const path = lookup(name);
   if (path !== undefined) return path;
-  const message = `skipped: tests that need ${name} (install: ${INSTALL[name] ?? `install ${name}`})`;
-  if (process.env.CI === 'true') throw new Error(`${name} is not installed and CI=true: ${message}`);
-  process.stderr.write(`${message}\n`);
+  skipMissing(name);
   return undefined;
 }
 
-/** The path of a command, or an error telling how to get it (for tests that cannot run without it). */
-export function requireTool(name: string): string {
-  const path = lookup(name);
-  if (path === undefined) throw new Error(`${name} is not installed: ${INSTALL[name] ?? `install ${name}`} (.ci/run installs it)`);
-  return path;
+/**
+ * Records that the tests needing `name` (a tool or a system such as Keycloak) are skipped: one line
+ * in the run's summary (or on stderr outside vitest's reporter); under CI=true it throws instead.
+ */
+export function skipMissing(name: string): void {
+  const install = INSTALL[name] ?? `install ${name}`;
+  if (process.env.CI === 'true') throw new Error(`${name} is not installed and CI=true: install: ${install}`);
+  const file = process.env[SKIPS_FILE_VARIABLE];
+  if (file) appendFileSync(file, `${JSON.stringify({ name, install })}\n`);
+  else process.stderr.write(`skipped: tests that need ${name} (install: ${install})\n`);
 }
 
 /** A port that was free a moment ago, for servers that must know their URL before they start. */
