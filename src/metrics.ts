@@ -74,6 +74,8 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     metrics.mcpMessages.inc({ method: 'tools/call', outcome }, 0);
     metrics.toolCalls.inc({ tool: 'other', outcome }, 0);
   }
+  metrics.toolCallDuration.zero({ tool: 'other' });
+  for (const decision of ['allow', 'deny', 'would_deny']) metrics.policyDecisions.inc({ decision, method: 'tools/call' }, 0);
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
