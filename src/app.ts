@@ -15,6 +15,8 @@ import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
+import type { Guard } from './mcp/guard.js';
+import { createMcpInterceptor } from './mcp/index.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -27,6 +29,8 @@ export interface AppOptions {
   now?: () => number;
   /** Limits for clients of the proxy port; the defaults suit production, tests shrink them. */
   clientLimits?: Partial<ClientLimits>;
+  /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
+  guards?: readonly Guard[];
 }
 
 export interface App {
@@ -146,7 +150,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
   registerResourceMetadata(proxy, config);
-  registerProxy(proxy, config, metrics);
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
