@@ -1,6 +1,7 @@
 // The registry and every metric SPEC names. One registry per app, so tests can build many.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { VERSION } from './version.js';
 import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 
 export interface Metrics {
@@ -52,5 +53,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
+  new Gauge({ name: 'mcp_auth_build_info', help: 'Always 1: the sidecar version and the Node.js version running it.', labelNames: ['version', 'node'], registers })
+    .set({ version: VERSION, node: process.versions.node }, 1);
   return metrics;
 }
