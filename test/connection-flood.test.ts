@@ -82,6 +82,17 @@ describe('a flood of connections that never authenticate', () => {
     expect(answer.toLowerCase()).toContain('connection: close');
   });
 
+  it('closes an unauthenticated connection after the public metadata too (else keep-alive time would replace its idle time)', async () => {
+    await start({ maxConnections: 50 });
+    const socket = await open(sidecar.url);
+    sockets.push(socket);
+    const done = closed(socket);
+    socket.write('GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: x\r\n\r\n');
+    const answer = await done;
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(answer.toLowerCase()).toContain('connection: close');
+  });
+
   it('keeps an authenticated connection after a later rejection (a token that expired on the way)', async () => {
     await start({ maxConnections: 50 });
     const socket = await open(sidecar.url);
