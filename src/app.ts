@@ -36,6 +36,8 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
+  readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
@@ -157,8 +159,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
-    config, proxy, admin, keys, metrics, logger,
+    config, proxy, admin, keys, metrics, logger, clientLimits: limits,
     async listen() {
+      // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
+      logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
       const proxyUrl = await proxy.listen({ port: config.port, host: config.host });
       const adminUrl = await admin.listen({ port: config.adminPort, host: config.adminHost });
