@@ -3,6 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
@@ -147,6 +148,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     done();
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  // Fastify's default error answer carries the error's message, which may quote the request.
+  proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+    reply.code(status).header('cache-control', 'no-store')
+      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+  });
   registerResourceMetadata(proxy, config);
   registerProxy(proxy, config, metrics);
 
