@@ -3,7 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from './status-codes.js';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';

@@ -125,7 +125,10 @@ export class McpExchange implements ResponseReader {
       }
     } else if (this.mode === 'sse') {
       if (this.holding) return this.heldSseData(chunk);
+      // Counted before the events are read: an event's audit line includes the chunk that carried it.
+      this.bytesOut += chunk.length;
       this.sse!.feed(chunk, this.passingEvent);
+      return chunk;
     }
     this.bytesOut += chunk.length;
     return chunk;
