@@ -97,6 +97,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       const port = await freePort();
       const managementPort = await freePort();
       keycloak = startKeycloak(home, dir, port, managementPort);
+      // Its own process group (detached), so teardown can end kc.sh and its java together; if
+      // vitest itself is interrupted, the group goes with it.
+      const group = keycloak.pid!;
+      process.once('exit', () => { try { process.kill(-group, 'SIGKILL'); } catch { /* already gone */ } });
       // Not waited for here: the files that need it wait (helpers/keycloak.ts), the others run meanwhile.
       project.provide('keycloak', {
         url: `http://127.0.0.1:${port}`,
