@@ -38,7 +38,8 @@ function lookup(name: string): string | undefined {
 function needed(helper: string): boolean {
   const files = readdirSync('test').filter((f) => f.endsWith('.test.ts')).map((f) => join('test', f));
   const users = files.filter((f) => readFileSync(f, 'utf8').includes(`./helpers/${helper}.js'`));
-  const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && files.some((f) => f.includes(a)));
+  const commands = new Set(['run', 'watch', 'dev', 'related']);
+  const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && !commands.has(a) && files.some((f) => f.includes(a)));
   if (filters.length === 0) return users.length > 0;
   return users.some((f) => filters.some((a) => f.includes(a)));
 }
