@@ -68,11 +68,12 @@ describe.skipIf(!go || !keycloak)('the sidecar in front of the Go SDK server, wi
     token = (await realm.tokens('alice')).access_token;
   }, 300_000);
 
+  // The realm is left to go with Keycloak's in-memory database at the end of the run: deleting
+  // one with 200 groups took over 20 s on a loaded machine.
   afterAll(async () => {
     await sidecar?.close();
     await server?.close();
-    await realm?.delete();
-  });
+  }, 60_000);
 
   it('passes a client addressing it by a public name: the Go server sees a loopback Host', async () => {
     const answered = await post(`${sidecar.url}/mcp`, 'mcp.example.com', initialize, { authorization: `Bearer ${token}` });
