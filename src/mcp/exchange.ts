@@ -98,7 +98,7 @@ export class McpExchange implements ResponseReader {
     if (this.mode === 'unread') this.unreadable = true;
     if (!this.holding) return true;
     if (this.mode === 'json') return false;
-    if (this.mode === 'unread' && statusCode < 300) {
+    if (this.mode === 'unread' && statusCode === 200) {
       // A result to filter in a form we cannot read: the client gets errors instead.
       this.failClosed = true;
       delete headers['content-encoding'];
