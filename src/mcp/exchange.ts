@@ -125,7 +125,10 @@ export class McpExchange implements ResponseReader {
       }
     } else if (this.mode === 'sse') {
       if (this.holding) return this.heldSseData(chunk);
+      // Counted first: an answer in this chunk has been written with it.
+      this.bytesOut += chunk.length;
       this.sse!.feed(chunk, this.passingEvent);
+      return chunk;
     }
     this.bytesOut += chunk.length;
     return chunk;
