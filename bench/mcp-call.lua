@@ -2,9 +2,10 @@
 local i = 0
 local filler = string.rep("a", 900)
 local headers = {}
-init = function()
+-- args[1]: the Content-Type (default application/json; text/plain: a body the sidecar does not read).
+init = function(args)
   for name, value in pairs(wrk.headers) do headers[name] = value end
-  headers["Content-Type"] = "application/json"
+  headers["Content-Type"] = args[1] or "application/json"
   headers["Accept"] = "application/json, text/event-stream"
 end
 request = function()

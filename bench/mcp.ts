@@ -27,16 +27,21 @@ const upstream = spawnPinned(0, ['bench/targets/mcp-upstream.mjs'], { PORT: Stri
 await waitForPort(PORTS.upstream);
 const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
 
-const modes = [{ name: 'AUDIT=on', env: { AUDIT: 'on' } }, { name: 'AUDIT=off', env: { AUDIT: 'off' } }];
+// `not read`: the same POSTs as text/plain, which the sidecar forwards unread, as it forwarded every body before issue 18.
+const modes = [
+  { name: 'AUDIT=on', env: { AUDIT: 'on' }, type: 'application/json' },
+  { name: 'AUDIT=off', env: { AUDIT: 'off' }, type: 'application/json' },
+  { name: 'not read', env: { AUDIT: 'on' }, type: 'text/plain' },
+];
 const paths = [{ name: 'JSON', path: '/mcp' }, { name: 'SSE', path: '/mcp-sse' }];
 const results = new Map<string, { rps: number[]; micros: number[] }>();
-const options = { headers: [`Authorization: Bearer ${token}`], script: 'bench/mcp-call.lua' };
 
 for (let round = 0; round < ROUNDS; round++) {
   for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) {
     const child = spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }), ...mode.env });
     await waitForPort(PORTS.target);
     const url = `http://127.0.0.1:${PORTS.target}`;
+    const options = { headers: [`Authorization: Bearer ${token}`], script: 'bench/mcp-call.lua', scriptArg: mode.type };
     await wrk(`${url}/mcp`, 2, CONNECTIONS, options); // warm-up
     for (const { name, path } of paths) {
       const before = cpuSeconds(child.pid!);
@@ -57,12 +62,12 @@ await stop(upstream);
 await issuer.close();
 
 const lines = [
-  '| tools/call answered as: sidecar | req/s (median) | × AUDIT=off | CPU µs a request (median) | req/s by round |',
-  '|---|---:|---:|---:|---|',
+  '| tools/call answered as: sidecar | req/s (median) | × AUDIT=off | CPU µs a request (median) | CPU µs by round | req/s by round |',
+  '|---|---:|---:|---:|---|---|',
   ...paths.flatMap(({ name }) => modes.map((mode) => {
     const entry = results.get(`${name}: ${mode.name}`)!;
     const off = median(results.get(`${name}: AUDIT=off`)!.rps);
-    return `| ${name}: ${mode.name} | ${median(entry.rps).toFixed(0)} | ${(median(entry.rps) / off).toFixed(2)} | ${median(entry.micros).toFixed(1)} | ${entry.rps.map((r) => r.toFixed(0)).join(' ')} |`;
+    return `| ${name}: ${mode.name} | ${median(entry.rps).toFixed(0)} | ${(median(entry.rps) / off).toFixed(2)} | ${median(entry.micros).toFixed(1)} | ${entry.micros.map((m) => m.toFixed(0)).join(' ')} | ${entry.rps.map((r) => r.toFixed(0)).join(' ')} |`;
   })),
   '',
   `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds, ${PINNING}; audit lines go to the sidecar's stdout (/dev/null here).`,

@@ -3,6 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
@@ -17,6 +18,7 @@ import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
 import { createMcpInterceptor } from './mcp/index.js';
+import { StartupError } from './errors.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -40,6 +42,8 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
+  readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
@@ -56,6 +60,23 @@ function requestId(request: { headers: Record<string, string | string[] | undefi
 function pathOf(request: FastifyRequest): string {
   const query = request.url.indexOf('?');
   return query === -1 ? request.url : request.url.slice(0, query);
+}
+
+/** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
+async function listenOn(server: FastifyInstance, port: number, host: string, [portVariable, hostVariable]: [string, string]): Promise<string> {
+  try {
+    return await server.listen({ port, host });
+  } catch (error) {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const code = (error as { code?: string }).code;
+    const because = { cause: error, fields: { address } };
+    if (code === 'EADDRINUSE') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: the address is in use`, because);
+    if (code === 'EACCES') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: not permitted (ports below 1024 need privileges)`, because);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+      throw new StartupError(hostVariable, host, `cannot listen on ${address}: ${host} is not an address of this host`, because);
+    }
+    throw new StartupError(portVariable, String(port), `cannot listen on ${address}: ${(error as Error).message}`, because);
+  }
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
@@ -149,6 +170,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     done();
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  // Fastify's default error answer carries the error's message, which may quote the request.
+  proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+    reply.code(status).header('cache-control', 'no-store')
+      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+  });
   registerResourceMetadata(proxy, config);
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
 
@@ -161,11 +189,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
-    config, proxy, admin, keys, metrics, logger,
+    config, proxy, admin, keys, metrics, logger, clientLimits: limits,
     async listen() {
+      // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
+      logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
-      const proxyUrl = await proxy.listen({ port: config.port, host: config.host });
-      const adminUrl = await admin.listen({ port: config.adminPort, host: config.adminHost });
+      const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
+      const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
     async close() {

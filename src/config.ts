@@ -113,6 +113,10 @@ export function helpText(): string {
   return [
     'mcp-auth-sidecar: validates Keycloak bearer tokens and proxies to an MCP server.',
     '',
+    'Usage: mcp-auth-sidecar            serve (SIGTERM/SIGINT drain and exit 0; SIGHUP is ignored)',
+    '       mcp-auth-sidecar --version  print the version',
+    '       mcp-auth-sidecar --help     print this',
+    '',
     'Configuration comes from the environment:',
     ...rows,
     '',

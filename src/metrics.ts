@@ -1,6 +1,7 @@
 // The registry and every metric SPEC names. One registry per app, so tests can build many.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { VERSION } from './version.js';
 import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
 
 export interface Metrics {
@@ -79,5 +80,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
+  new Gauge({ name: 'mcp_auth_build_info', help: 'Always 1: the sidecar version and the Node.js version running it.', labelNames: ['version', 'node'], registers })
+    .set({ version: VERSION, node: process.versions.node }, 1);
   return metrics;
 }
