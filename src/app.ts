@@ -15,6 +15,9 @@ import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
+import type { Guard } from './mcp/guard.js';
+import { createMcpInterceptor } from './mcp/index.js';
+import { StartupError } from './errors.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -27,6 +30,8 @@ export interface AppOptions {
   now?: () => number;
   /** Limits for clients of the proxy port; the defaults suit production, tests shrink them. */
   clientLimits?: Partial<ClientLimits>;
+  /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
+  guards?: readonly Guard[];
 }
 
 export interface App {
@@ -52,6 +57,23 @@ function requestId(request: { headers: Record<string, string | string[] | undefi
 function pathOf(request: FastifyRequest): string {
   const query = request.url.indexOf('?');
   return query === -1 ? request.url : request.url.slice(0, query);
+}
+
+/** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
+async function listenOn(server: FastifyInstance, port: number, host: string, [portVariable, hostVariable]: [string, string]): Promise<string> {
+  try {
+    return await server.listen({ port, host });
+  } catch (error) {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const code = (error as { code?: string }).code;
+    const because = { cause: error, fields: { address } };
+    if (code === 'EADDRINUSE') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: the address is in use`, because);
+    if (code === 'EACCES') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: not permitted (ports below 1024 need privileges)`, because);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+      throw new StartupError(hostVariable, host, `cannot listen on ${address}: ${host} is not an address of this host`, because);
+    }
+    throw new StartupError(portVariable, String(port), `cannot listen on ${address}: ${(error as Error).message}`, because);
+  }
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
@@ -146,7 +168,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
   registerResourceMetadata(proxy, config);
-  registerProxy(proxy, config, metrics);
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -160,8 +182,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     config, proxy, admin, keys, metrics, logger,
     async listen() {
       await keys.start();
-      const proxyUrl = await proxy.listen({ port: config.port, host: config.host });
-      const adminUrl = await admin.listen({ port: config.adminPort, host: config.adminHost });
+      const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
+      const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
     async close() {

@@ -86,3 +86,29 @@ export const HTTP_REFUSALS = {
 
 export type HttpRefusalReason = keyof typeof HTTP_REFUSALS;
 export const HTTP_REFUSAL_REASONS = Object.keys(HTTP_REFUSALS) as HttpRefusalReason[];
+
+/**
+ * Start-up cannot go on: `variable` names the setting to fix (`PORT`, `ADMIN_PORT`,
+ * `TLS_CERT_FILE`, ...), `value` what it was. The process writes one JSON line from it and exits 1.
+ */
+export class StartupError extends Error {
+  /** More to say in the log line, e.g. `address` for a listener. */
+  readonly fields: Record<string, string>;
+
+  constructor(
+    readonly variable: string,
+    readonly value: string,
+    message: string,
+    options: { cause?: unknown; fields?: Record<string, string> } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.fields = options.fields ?? {};
+    this.name = 'StartupError';
+  }
+
+  /** The error code of the cause (`EADDRINUSE`, `ENOENT`, ...), when it has one. */
+  get code(): string | undefined {
+    const code = (this.cause as { code?: unknown } | undefined)?.code;
+    return typeof code === 'string' ? code : undefined;
+  }
+}

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -27,6 +27,10 @@ describe('the production install the image is made of', () => {
     for (const dev of ['vitest', 'typescript', 'tsx', 'oidc-provider', '@modelcontextprotocol/sdk']) {
       expect(existsSync(join(dir, 'node_modules', dev)), dev).toBe(false);
     }
+
+    // The built entry finds package.json from dist/ as the image lays it out.
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    expect(execFileSync(process.execPath, ['dist/main.js', '--version'], { cwd: dir, encoding: 'utf8' })).toBe(`${version}\n`);
 
     issuer = await startIssuer();
     await issuer.addKey();

@@ -1,4 +1,5 @@
 // Token verification: SPEC's checks in SPEC's order, each failure a Rejection with its reason.
+// The payload is parsed only after the signature verifies.
 // The signature is checked with node:crypto on a key imported once (see keyset.ts): the
 // whole check is synchronous unless an unknown kid sends us to the issuer.
 
@@ -285,7 +286,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
   }
 
-  /** The header's parameters, or why they are refused (checked after the payload decodes: SPEC's order). */
+  /** The header's parameters, or why they are refused (SPEC's order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
@@ -309,15 +310,14 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
-    const known = knownHeaders.get(encodedHeader);
-    const header = known === undefined ? decodeJsonObject(encodedHeader, 'header') : undefined;
-    const claims = decodeJsonObject(encodedClaims, 'payload');
-    const { alg, kid } = known ?? remember(encodedHeader, checkHeader(header!));
+    const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
       if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
       try {
-        return checkClaims(claims, key);
+        // Only now is the payload parsed: JSON that no key signed is never read (a 5,000-level
+        // nested payload under a garbage signature costs a signature check, not a parse).
+        return checkClaims(decodeJsonObject(encodedClaims, 'payload'), key);
       } catch (error) {
         // Under a good signature the claims are fixed and time only moves on, so the answer is
         // final for this key, except for a token that is not valid yet.
