@@ -47,6 +47,9 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
+// The header must be parsed before any key is known (it names alg and kid); issuers' headers are
+// about 100 characters, so a long one is refused before it is parsed.
+const MAX_ENCODED_HEADER = 2048;
 const MAX_SHARED_IDENTITIES = 10_000;
 // Claims that differ from token to token of one login: left out of a policy's `jwt`, so that a
 // user's tokens still share one Identity (and a rule cannot depend on a token's age by accident).
@@ -310,6 +313,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
+    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large');
     const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {

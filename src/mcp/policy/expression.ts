@@ -200,10 +200,26 @@ function readsArguments(expr: Expr | undefined): boolean {
 
 const toTruth = (value: unknown): Truth => (typeof value === 'boolean' ? value : 'error');
 
+// The evaluator converts a plain object on every access; Maps it reads as they are. So the two
+// objects every rule reads are handed over as Maps, built once per message.
+const activations = new WeakMap<Facts, Record<string, unknown>>();
+function activationOf(facts: Facts): Record<string, unknown> {
+  let activation = activations.get(facts);
+  if (activation === undefined) {
+    activation = {
+      jwt: facts.jwt, user: facts.user, groups: facts.groups, roles: facts.roles,
+      mcp: new Map<string, unknown>(Object.entries(facts.mcp)),
+      tool: new Map([['annotations', facts.tool.annotations]]),
+    };
+    activations.set(facts, activation);
+  }
+  return activation;
+}
+
 function planned(expr: Expr): Evaluate {
-  const run = plan(env, expr) as (facts: unknown) => unknown;
+  const run = plan(env, expr) as (activation: unknown) => unknown;
   return (facts) => {
-    const value = run(facts);
+    const value = run(activationOf(facts));
     return isCelError(value) ? 'error' : value;
   };
 }
@@ -315,16 +331,28 @@ export function compileExpression(source: string): CompiledExpression {
   const positions = (parsed.sourceInfo?.positions ?? {}) as Record<string, number>;
   checkNames(parsed.expr, positions);
 
-  const whole = planned(parsed.expr);
-  const tree = skeleton(parsed.expr);
-  const prefilters = conjuncts(parsed.expr).map(prefilterOf).filter((p): p is Prefilter => p !== undefined);
-  // A false conjunct makes the whole && false in CEL, whatever the rest (errors included).
+  // The conjuncts JS decides exactly are left out of CEL; the rest are planned one by one and
+  // combined as CEL's && does (false wins over errors, errors over true).
+  const parts = conjuncts(parsed.expr).map((expr) => ({ expr, prefilter: prefilterOf(expr) }));
+  const prefilters = parts.flatMap((p) => (p.prefilter === undefined ? [] : [p.prefilter]));
+  const rest = parts.filter((p) => p.prefilter === undefined).map((p) => p.expr);
+  const residual = rest.map(planned);
+  const tree = rest.map(skeleton).reduce<Node | undefined>((a, b) => (a === undefined ? b : { kind: 'and', a, b }), undefined);
   const excluded = (facts: Facts) => {
     for (const passes of prefilters) if (!passes(facts)) return true;
     return false;
   };
   return {
-    evaluate: (facts) => (excluded(facts) ? false : toTruth(whole(facts))),
-    evaluateWithoutArguments: (facts) => (excluded(facts) ? false : evaluateNode(tree, facts)),
+    evaluate(facts) {
+      if (excluded(facts)) return false;
+      let truth: Truth = true;
+      for (const evaluate of residual) {
+        const value = toTruth(evaluate(facts));
+        if (value === false) return false;
+        if (value === 'error') truth = 'error';
+      }
+      return truth;
+    },
+    evaluateWithoutArguments: (facts) => (excluded(facts) ? false : tree === undefined ? true : evaluateNode(tree, facts)),
   };
 }
