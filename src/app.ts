@@ -17,6 +17,7 @@ import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
+import { startPolicy } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { StartupError } from './errors.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
@@ -178,7 +179,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
   });
   registerResourceMetadata(proxy, config);
-  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
+  // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given.
+  const policy = startPolicy(config, metrics, logger);
+  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? [])];
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -207,6 +211,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await closed;
       clearTimeout(force);
       keys.close();
+      policy?.close();
       await admin.close();
     },
   };

@@ -48,6 +48,9 @@ export interface Config {
   requestTimeoutSeconds: number;
   unauthenticatedIdleSeconds: number;
   keepAliveTimeoutSeconds: number;
+  /** Undefined: no tool policy (everything allowed, no guard installed). */
+  policyFile: string | undefined;
+  policyMode: 'enforce' | 'audit';
 }
 
 type Env = Record<string, string | undefined>;
@@ -98,6 +101,8 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'UNAUTHENTICATED_IDLE_SECONDS', default: '10', meaning: 'idle time allowed to a connection that has not yet carried an accepted request' },
   { name: 'KEEP_ALIVE_TIMEOUT_SECONDS', default: '72', meaning: 'idle time allowed to a connection between requests once a request on it was accepted' },
   { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
+  { name: 'POLICY_FILE', default: 'empty', meaning: 'YAML file of CEL rules deciding which tools, prompts and resources each user sees and calls (README: Tool policy); empty: everything allowed' },
+  { name: 'POLICY_MODE', default: 'enforce', meaning: 'enforce, or audit: decide, log and count would_deny, block nothing' },
 ];
 
 export class ConfigError extends Error {
@@ -264,6 +269,11 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is longer than REQUEST_TIMEOUT_SECONDS=${requestTimeoutSeconds}: the headers are part of the request`);
   }
 
+  const policyMode = raw('POLICY_MODE') ?? 'enforce';
+  if (policyMode !== 'enforce' && policyMode !== 'audit') {
+    problems.push(`POLICY_MODE=${show(policyMode)}: expected enforce or audit`);
+  }
+
   const config: Config = {
     issuer: issuer ?? '',
     jwksUri,
@@ -303,6 +313,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     requestTimeoutSeconds,
     unauthenticatedIdleSeconds: integer('UNAUTHENTICATED_IDLE_SECONDS', 10, 1, 3600),
     keepAliveTimeoutSeconds: integer('KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
+    policyFile: raw('POLICY_FILE'),
+    policyMode: policyMode as Config['policyMode'],
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -57,6 +57,8 @@ describe('configuration from the environment', () => {
       audit: true,
       auditArguments: 'names',
       auditArgumentBytes: 256,
+      policyFile: undefined,
+      policyMode: 'enforce',
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });
@@ -106,6 +108,12 @@ describe('configuration from the environment', () => {
     expect(config.maxConnections).toBe(500);
     expect(config.allowedOrigins).toEqual(['https://Coder.example.com', 'http://localhost:3000']);
     expect(loadConfig({ ...minimal, MAX_CONNECTIONS: 'auto' }).maxConnections).toBeUndefined();
+  });
+
+  it('takes POLICY_FILE and POLICY_MODE (enforce or audit)', () => {
+    const config = loadConfig({ ...minimal, POLICY_FILE: '/etc/policy/policy.yaml', POLICY_MODE: 'audit' });
+    expect([config.policyFile, config.policyMode]).toEqual(['/etc/policy/policy.yaml', 'audit']);
+    expect(problems({ ...minimal, POLICY_MODE: 'permissive' })).toEqual(['POLICY_MODE="permissive": expected enforce or audit']);
   });
 
   it('reports every problem at once', () => {
