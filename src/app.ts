@@ -17,6 +17,7 @@ import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
 import { createMcpInterceptor } from './mcp/index.js';
+import { createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
@@ -32,6 +33,8 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** The policy file's `limits:` section as parsed (YAML → JSON); RATE_LIMIT_* alone without it. */
+  limitsSection?: unknown;
 }
 
 export interface App {
@@ -168,7 +171,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
   registerResourceMetadata(proxy, config);
-  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
+  // The rate limits come after the policy: a call the policy denies costs no limit.
+  const rateLimits = createLimits(config, metrics, logger, options.limitsSection);
+  const guards = rateLimits === undefined ? options.guards ?? [] : [...(options.guards ?? []), rateLimits];
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -195,6 +201,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await closed;
       clearTimeout(force);
       keys.close();
+      await rateLimits?.close();
       await admin.close();
     },
   };

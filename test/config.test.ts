@@ -53,6 +53,19 @@ describe('configuration from the environment', () => {
       requestTimeoutSeconds: 60,
       unauthenticatedIdleSeconds: 10,
       keepAliveTimeoutSeconds: 72,
+      mcpMaxBodyBytes: 1048576,
+      audit: true,
+      auditArguments: 'names',
+      auditArgumentBytes: 256,
+      rateLimitUserPerMinute: 0,
+      rateLimitToolPerMinute: 0,
+      rateLimitConcurrentToolCalls: 0,
+      rateLimitOnRedisError: 'allow',
+      rateLimitInFlightExpirySeconds: 900,
+      redisUrl: undefined,
+      redisTimeoutMs: 250,
+      redisKeyPrefix: 'mcp-auth',
+      redisCaFile: undefined,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });
