@@ -188,6 +188,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     config, proxy, admin, keys, metrics, logger,
     async listen() {
       await keys.start();
+      await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };

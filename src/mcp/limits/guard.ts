@@ -20,6 +20,7 @@ import { connectRedis, type LimitsRedis } from './redis.js';
 type Scope = 'user' | 'tool' | 'concurrency';
 const ALLOW: Decision = { effect: 'allow' };
 const WINDOW_SECONDS = 60;
+const STARTUP_WAIT_MS = 2000;
 
 interface InFlight {
   /** Whether the user had room; when true the call holds a slot until release. */
@@ -144,6 +145,19 @@ export class LimitsGuard implements Guard {
     if (store === undefined) return;
     this.#slots.delete(message);
     store.inFlight!.release(userKey(caller)).catch((error: unknown) => this.#backendFailed(error));
+  }
+
+  /** Waits (bounded) for the first connection, so the first requests count in Redis; never fails start-up. */
+  async connected(maxWaitMs = STARTUP_WAIT_MS): Promise<void> {
+    const client = this.#redis;
+    if (client === undefined || client.status === 'ready') return;
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await Promise.race([
+      new Promise<boolean>((resolve) => client.once('ready', () => resolve(true))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, maxWaitMs, false))),
+    ]);
+    clearTimeout(timer);
+    if (!ready) this.logger.warn({ waitedMs: maxWaitMs }, 'rate limits: Redis not reachable at start-up; RATE_LIMIT_ON_REDIS_ERROR decides until it is');
   }
 
   async close(): Promise<void> {
