@@ -59,6 +59,15 @@ describe('configuration from the environment', () => {
       auditArgumentBytes: 256,
       policyFile: undefined,
       policyMode: 'enforce',
+      rateLimitUserPerMinute: 0,
+      rateLimitToolPerMinute: 0,
+      rateLimitConcurrentToolCalls: 0,
+      rateLimitOnRedisError: 'allow',
+      rateLimitInFlightExpirySeconds: 900,
+      redisUrl: undefined,
+      redisTimeoutMs: 250,
+      redisKeyPrefix: 'mcp-auth',
+      redisCaFile: undefined,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });
