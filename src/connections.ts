@@ -4,6 +4,7 @@
 // room for a new one. So a client without a valid token cannot hold what a valid client needs:
 // a flood of them costs its own sockets, not Coder's (test/connection-flood.test.ts).
 
+import { Server as TlsServer } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -86,7 +87,9 @@ export class ConnectionGuard {
   private open = 0;
 
   constructor(server: Server, private readonly limits: ClientLimits, private readonly onEvict: () => void) {
-    server.on('connection', (socket: Socket) => this.admit(socket));
+    // With TLS, requests arrive on the TLS socket made after the handshake (its own object), and
+    // the handshake itself is bounded by the server's handshakeTimeout.
+    server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => this.admit(socket));
   }
 
   private admit(socket: Socket): void {

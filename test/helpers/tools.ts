@@ -15,6 +15,7 @@ export const INSTALL: Record<string, string> = {
   go: 'apt-get install golang-go',
   java: 'apt-get install openjdk-17-jre-headless',
   mvn: 'apt-get install maven',
+  openssl: 'apt-get install openssl',
   keycloak: 'scripts/fetch-keycloak.sh (needs mvn and java)',
 };
 
