@@ -25,6 +25,20 @@ const verify = createVerifier(loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLO
 const cachedVerify = withVerdictCache(verify, { maxEntries: 10_000, keys, now: Date.now });
 const remembered = tokens.slice(0, 500);
 const rememberedBad = remembered.map((t) => `${t.slice(0, -8)}AAAAAAAA`);
+// Garbage signatures (uncached verify: every one is checked): over a normal payload, and over a
+// payload nested 5,000 objects deep, which is never parsed now that the signature comes first.
+const badSignature = Buffer.alloc(256, 7).toString('base64url');
+const [encodedHeader] = tokens[0]!.split('.');
+const garbage = tokens.slice(0, 500).map((t) => `${t.slice(0, t.lastIndexOf('.'))}.${badSignature}`);
+const nestedPayload = Buffer.from(`${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`).toString('base64url');
+const nestedGarbage = Array.from({ length: 500 }, () => `${encodedHeader}.${nestedPayload}.${badSignature}`);
+const rejectEach = (list: string[]) => () => list.forEach((t) => {
+  try {
+    verify(t);
+  } catch {
+    // the rejection: what is measured
+  }
+});
 const publicKey = createPublicKey({ key: key.publicJwk as never, format: 'jwk' });
 const joseKey = await importJWK(key.publicJwk, 'RS256');
 const split = tokens.map((t) => {
@@ -45,6 +59,8 @@ async function best(run: () => unknown, count = tokens.length): Promise<number> 
 const rows: [string, number][] = [
   ['node:crypto.verify on a KeyObject (the RSA-2048 check alone)', await best(() => split.forEach(({ data, signature }) => rsaVerify('sha256', data, publicKey, signature)))],
   ["the sidecar's verify (parse, duplicate names, key lookup, signature, claims)", await best(() => tokens.forEach((t) => verify(t)))],
+  ['a garbage signature (the sidecar\'s verify, no cache)', await best(rejectEach(garbage), garbage.length)],
+  ['a garbage signature over a payload nested 5,000 deep (no cache)', await best(rejectEach(nestedGarbage), nestedGarbage.length)],
   ["jose's jwtVerify with the key imported once (WebCrypto, async)", await best(async () => { for (const t of tokens) await jwtVerify(t, joseKey, { issuer: issuer.issuer }); })],
   ["the token's SHA-256, the verdict cache's key", await best(() => remembered.forEach((t) => hash('sha256', t, 'binary')), remembered.length)],
   ['a remembered token (verdict cache hit)', await best(() => remembered.forEach((t) => cachedVerify(t)), remembered.length)],

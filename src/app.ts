@@ -3,6 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
@@ -15,6 +16,8 @@ import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
+import type { Guard } from './mcp/guard.js';
+import { createMcpInterceptor } from './mcp/index.js';
 import { StartupError } from './errors.js';
 import { CertificateReloader, readTlsPair } from './tls.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -30,6 +33,8 @@ export interface AppOptions {
   now?: () => number;
   /** Limits for clients of the proxy port; the defaults suit production, tests shrink them. */
   clientLimits?: Partial<ClientLimits>;
+  /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
+  guards?: readonly Guard[];
 }
 
 export interface App {
@@ -39,6 +44,8 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
+  readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
@@ -171,8 +178,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     done();
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  // Fastify's default error answer carries the error's message, which may quote the request.
+  proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+    reply.code(status).header('cache-control', 'no-store')
+      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+  });
   registerResourceMetadata(proxy, config);
-  registerProxy(proxy, config, metrics);
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, options.guards ?? []));
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -183,8 +197,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
-    config, proxy, admin, keys, metrics, logger,
+    config, proxy, admin, keys, metrics, logger, clientLimits: limits,
     async listen() {
+      // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
+      logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       certificates?.start();

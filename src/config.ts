@@ -37,6 +37,10 @@ export interface Config {
   shutdownGraceSeconds: number;
   logLevel: string;
   verdictCacheSize: number;
+  mcpMaxBodyBytes: number;
+  audit: boolean;
+  auditArguments: 'names' | 'values';
+  auditArgumentBytes: number;
   allowedOrigins: readonly string[];
   forwardUnverifiedEmail: boolean;
   groupsHeaderMaxBytes: number;
@@ -85,6 +89,10 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'JWKS_MAX_STALE_SECONDS', default: '86400', meaning: 'how long the last good key set serves when refresh fails' },
   { name: 'SHUTDOWN_GRACE_SECONDS', default: '20', meaning: 'drain time after SIGTERM' },
   { name: 'LOG_LEVEL', default: 'info', meaning: `pino level: ${LOG_LEVELS.join(', ')}` },
+  { name: 'MCP_MAX_BODY_BYTES', default: '1048576', meaning: 'largest MCP POST body (and response body or SSE event) read as JSON-RPC; larger ones pass unread, or are refused (413) when a guard (policy, limits) is configured' },
+  { name: 'AUDIT', default: 'on', meaning: 'on: one "msg":"mcp" log line per MCP request or notification; off: none (metrics stay)' },
+  { name: 'AUDIT_ARGUMENTS', default: 'names', meaning: 'names: audit lines carry argument names and a SHA-256 of the arguments; values: also the values, each cut to AUDIT_ARGUMENT_BYTES' },
+  { name: 'AUDIT_ARGUMENT_BYTES', default: '256', meaning: 'bytes of each argument value kept in an audit line with AUDIT_ARGUMENTS=values' },
   { name: 'ALLOWED_ORIGINS', default: 'empty', meaning: 'comma list of origins (scheme://host[:port]) whose browser requests are served; a request with any other Origin gets 403, one without Origin is unaffected' },
   { name: 'FORWARD_UNVERIFIED_EMAIL', default: 'false', meaning: 'send X-Verified-Email also when the token says email_verified is not true' },
   { name: 'GROUPS_HEADER_MAX_BYTES', default: '8192', meaning: 'longest X-Verified-Groups sent; longer lists are cut at a group and X-Verified-Groups-Truncated: true is added (checks see every group)' },
@@ -232,6 +240,14 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`LOG_LEVEL=${show(logLevel)}: expected one of ${LOG_LEVELS.join(', ')}`);
   }
 
+  const choice = <T extends string>(name: string, fallback: T, allowed: readonly T[]): T => {
+    const value = raw(name);
+    if (value === undefined) return fallback;
+    const lower = value.toLowerCase();
+    if ((allowed as readonly string[]).includes(lower)) return lower as T;
+    problems.push(`${name}=${show(value)}: expected one of ${allowed.join(', ')}`);
+    return fallback;
+  };
   const allowedOrigins = list('ALLOWED_ORIGINS');
   for (const origin of allowedOrigins) {
     let parsed: URL | undefined;
@@ -288,6 +304,10 @@ export function loadConfig(env: Env): Readonly<Config> {
     shutdownGraceSeconds: integer('SHUTDOWN_GRACE_SECONDS', 20, 0, 3600),
     logLevel,
     verdictCacheSize: integer('VERDICT_CACHE_SIZE', 10_000, 0, 1_000_000),
+    mcpMaxBodyBytes: integer('MCP_MAX_BODY_BYTES', 1_048_576, 1024, 64 * 1_048_576),
+    audit: choice('AUDIT', 'on', ['on', 'off'] as const) === 'on',
+    auditArguments: choice('AUDIT_ARGUMENTS', 'names', ['names', 'values'] as const),
+    auditArgumentBytes: integer('AUDIT_ARGUMENT_BYTES', 256, 1, 65_536),
     allowedOrigins,
     forwardUnverifiedEmail: boolean('FORWARD_UNVERIFIED_EMAIL', false),
     groupsHeaderMaxBytes: integer('GROUPS_HEADER_MAX_BYTES', 8192, 0, 1_048_576),

@@ -4,10 +4,10 @@
 // room for a new one. So a client without a valid token cannot hold what a valid client needs:
 // a flood of them costs its own sockets, not Coder's (test/connection-flood.test.ts).
 
-import { Server as TlsServer } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import type { Config } from './config.js';
 
 export interface ClientLimits {

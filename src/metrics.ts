@@ -15,9 +15,21 @@ export interface Metrics {
   readonly jwksLastSuccess: Gauge;
   readonly inFlight: Gauge;
   readonly verdictCache: Counter<'result'>;
+  readonly mcpMessages: Counter<'method' | 'outcome'>;
+  readonly toolCalls: Counter<'tool' | 'outcome'>;
+  readonly toolCallDuration: Histogram<'tool'>;
+  readonly policyDecisions: Counter<'decision' | 'method'>;
+  readonly policyReloads: Counter<'result'>;
+  readonly rateLimited: Counter<'scope'>;
+  readonly rateLimitBackendErrors: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
 }
+
+// MCP outcomes (src/mcp/audit.ts), repeated here so that metrics.ts imports nothing of src/mcp.
+const MCP_OUTCOMES = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];
+// Tool calls take milliseconds to minutes.
+const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
 const VERIFY_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5];
@@ -44,6 +56,13 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       },
     }),
     verdictCache: new Counter({ name: 'mcp_auth_verdict_cache_total', help: 'Verdict cache lookups, by result (hit: no signature check needed).', labelNames: ['result'], registers }),
+    mcpMessages: new Counter({ name: 'mcp_auth_mcp_messages_total', help: 'MCP requests and notifications, by method (MCP method names, else other; unparsed: a body not read) and outcome.', labelNames: ['method', 'outcome'], registers }),
+    toolCalls: new Counter({ name: 'mcp_auth_tool_calls_total', help: 'tools/call requests, by tool (names the upstream listed, else other) and outcome.', labelNames: ['tool', 'outcome'], registers }),
+    toolCallDuration: new Histogram({ name: 'mcp_auth_tool_call_duration_seconds', help: 'Time from a tools/call request to its outcome, by tool.', labelNames: ['tool'], buckets: TOOL_BUCKETS, registers }),
+    policyDecisions: new Counter({ name: 'mcp_auth_policy_decisions_total', help: 'Tool policy decisions, by decision (allow, deny, would_deny) and method.', labelNames: ['decision', 'method'], registers }),
+    policyReloads: new Counter({ name: 'mcp_auth_policy_reloads_total', help: 'Policy file loads after start-up, by result.', labelNames: ['result'], registers }),
+    rateLimited: new Counter({ name: 'mcp_auth_rate_limited_total', help: 'Requests refused by a rate limit, by scope (user, tool, concurrency).', labelNames: ['scope'], registers }),
+    rateLimitBackendErrors: new Counter({ name: 'mcp_auth_rate_limit_backend_errors_total', help: 'Rate limit checks the backend (Redis) could not answer.', registers }),
     httpRefused: new Counter({ name: 'mcp_auth_http_refused_total', help: 'Requests refused for how they were sent (before any token check), by reason.', labelNames: ['reason'], registers }),
     connectionsEvicted: new Counter({ name: 'mcp_auth_connections_evicted_total', help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.', registers }),
   };
@@ -52,6 +71,14 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const kind of Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]) metrics.upstreamFailures.inc({ kind }, 0);
   for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
+  for (const outcome of MCP_OUTCOMES) {
+    metrics.mcpMessages.inc({ method: 'tools/call', outcome }, 0);
+    metrics.toolCalls.inc({ tool: 'other', outcome }, 0);
+  }
+  metrics.toolCallDuration.zero({ tool: 'other' });
+  for (const decision of ['allow', 'deny', 'would_deny']) metrics.policyDecisions.inc({ decision, method: 'tools/call' }, 0);
+  for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
+  for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
   new Gauge({ name: 'mcp_auth_build_info', help: 'Always 1: the sidecar version and the Node.js version running it.', labelNames: ['version', 'node'], registers })
     .set({ version: VERSION, node: process.versions.node }, 1);

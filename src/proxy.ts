@@ -8,6 +8,7 @@
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Config } from './config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from './errors.js';
@@ -152,6 +153,49 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
   }
 }
 
+/**
+ * Reads a response as it passes (src/mcp/ implements it); the proxy writes what it returns.
+ * Everything here is synchronous and on the response's path: keep it cheap.
+ */
+export interface ResponseReader {
+  /** Response headers have arrived. false: hold them until the end (the body is rewritten whole; the proxy sets its Content-Length). */
+  onStart(statusCode: number, headers: OutgoingHttpHeaders): boolean;
+  /** A chunk from the upstream; returns the bytes to write now: the chunk itself, other bytes, or nothing yet. */
+  onData(chunk: Buffer): Buffer | undefined;
+  /** The upstream's response ended; returns what is left to write. */
+  onEnd(): Buffer | undefined;
+  /** The upstream failed, before or during the response. */
+  onError(kind: UpstreamFailureKind): void;
+  /** The client went away before the response ended. */
+  onClientGone(): void;
+}
+
+/** How to forward one request, when something looked at it first. */
+export interface Forwarding {
+  /** Body bytes already read from the client, sent first. */
+  readonly head: Buffer | undefined;
+  /** Whether the rest of the client's body stream follows (the whole stream when `head` is undefined). */
+  readonly streamRest: boolean;
+  readonly reader: ResponseReader | undefined;
+}
+
+/**
+ * Looks at a request before it is forwarded. undefined: forward it as it is (the cheap path);
+ * a Forwarding (or its promise): forward it so; 'answered': the interceptor wrote the response.
+ */
+export type Interceptor = (request: FastifyRequest, res: ServerResponse) => Forwarding | Promise<Forwarding | 'answered'> | undefined;
+
+/** The body a Forwarding describes, as undici takes it. */
+function forwardedBody(raw: FastifyRequest['raw'], forwarding: Forwarding): Buffer | Readable | null {
+  const { head, streamRest } = forwarding;
+  if (!streamRest) return head ?? null;
+  if (head === undefined) return raw;
+  return Readable.from((async function* () {
+    yield head;
+    for await (const chunk of raw) yield chunk as Buffer;
+  })(), { objectMode: false });
+}
+
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
 /** One forwarded request: the upstream's answer is written to the client as it arrives. */
@@ -161,16 +205,20 @@ class Exchange implements Dispatcher.DispatchHandler {
   private clientGone = false;
   private bodyStarted = false;
   private corked = false;
+  /** Status and headers held back until the reader's rewrite is done. */
+  private held: { statusCode: number; headers: OutgoingHttpHeaders } | undefined;
 
   constructor(
     private readonly request: FastifyRequest,
     private readonly res: ServerResponse,
     private readonly onFailure: FailureListener,
+    private readonly reader: ResponseReader | undefined,
   ) {
     // 'close' also follows a normal end; only an unfinished exchange is aborted.
     res.once('close', () => {
       if (this.finished) return;
       this.clientGone = true;
+      this.reader?.onClientGone();
       this.controller?.abort(new Error('client closed the connection'));
     });
   }
@@ -183,6 +231,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     const outgoing = responseHeaders(headers);
     outgoing['x-request-id'] ??= this.request.id;
+    if (this.reader !== undefined && !this.reader.onStart(statusCode, outgoing)) {
+      this.held = { statusCode, headers: outgoing };
+      return;
+    }
     try {
       this.res.writeHead(statusCode, outgoing);
     } catch (error) {
@@ -201,7 +253,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (!this.bodyStarted && !this.finished && !this.res.destroyed) this.res.flushHeaders();
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(controller: Dispatcher.DispatchController, received: Buffer): void {
+    let chunk: Buffer | undefined = received;
+    if (this.reader !== undefined) {
+      chunk = this.reader.onData(received);
+      if (chunk === undefined || chunk.length === 0) return;
+    }
     this.bodyStarted = true;
     // What arrives in one read from the upstream (often the last events and the end of a stream)
     // leaves in one write. The socket itself is corked and uncorked: on Node 24 the response lets
@@ -223,7 +280,18 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     this.finished = true;
-    this.res.end();
+    const rest = this.reader?.onEnd();
+    if (this.held !== undefined) {
+      const { statusCode, headers } = this.held;
+      headers['content-length'] = rest?.length ?? 0;
+      try {
+        this.res.writeHead(statusCode, headers);
+      } catch {
+        this.res.destroy();
+        return;
+      }
+    }
+    this.res.end(rest);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error & { code?: string }): void {
@@ -231,6 +299,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.clientGone) return;
     const kind = upstreamFailureKind(error);
     this.onFailure(this.request, kind, error);
+    this.reader?.onError(kind);
     if (this.res.headersSent) {
       // Mid-response: all the client can be told is that the response is cut short.
       this.res.destroy();
@@ -248,7 +317,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-export function registerProxy(app: FastifyInstance, config: Config, metrics: Metrics): void {
+export function registerProxy(app: FastifyInstance, config: Config, metrics: Metrics, intercept?: Interceptor): void {
   const upstream = new URL(config.upstreamUrl);
   const pool = new Pool(upstream.origin, {
     // Unbounded: each open MCP stream holds a connection, and stream 129 must not block the rest.
@@ -277,15 +346,39 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
       return;
     }
     reply.hijack();
+    const forwarding = intercept?.(request, reply.raw);
+    if (forwarding === undefined) {
+      dispatch(request, reply.raw, identity, undefined);
+    } else if (forwarding instanceof Promise) {
+      forwarding.then((prepared) => {
+        if (prepared !== 'answered') dispatch(request, reply.raw, identity, prepared);
+      }, (error: unknown) => {
+        // A bug in the interceptor: fail closed, nothing forwarded.
+        request.log.error({ err: error }, 'request interceptor failed');
+        if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        reply.raw.end('{"error":"internal_error"}');
+      });
+    } else {
+      dispatch(request, reply.raw, identity, forwarding);
+    }
+  };
+
+  const dispatch = (request: FastifyRequest, res: ServerResponse, identity: Identity, forwarding: Forwarding | undefined): void => {
     const { headers } = request;
-    const hasBody = (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
+    let body: ReturnType<typeof forwardedBody>;
+    if (forwarding === undefined) {
+      const hasBody = (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
+      body = hasBody ? request.raw : null;
+    } else {
+      body = forwardedBody(request.raw, forwarding);
+    }
     pool.dispatch({
       method: request.method,
       // The target exactly as the client sent it: Coder may sign it.
       path: request.url,
       headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
-      body: hasBody ? request.raw : null,
-    }, new Exchange(request, reply.raw, onFailure));
+      body,
+    }, new Exchange(request, res, onFailure, forwarding?.reader));
   };
 
   app.register(async (scope) => {
@@ -294,5 +387,11 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
     scope.route({ method: FORWARDED_METHODS, url: '/', handler: forward });
     scope.route({ method: FORWARDED_METHODS, url: '/*', handler: forward });
+  });
+  // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
+  // quotes the target, query string included.
+  app.setNotFoundHandler((_request, reply) => {
+    reply.code(405).header('allow', FORWARDED_METHODS.join(', ')).header('cache-control', 'no-store')
+      .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
   });
 }

@@ -112,7 +112,13 @@ describe('JWT attacks: each gets SPEC\'s answer, never a 5xx, never the upstream
     { name: 'empty signature', expect: 'invalid_signature', authorization: async () => bearer(tamper(await issuer.mint(), () => '')) },
     // The header of an accepted token is remembered (decoded once): it must vouch for nothing else.
     { name: 'payload swapped under a valid signature, header accepted before', expect: 'invalid_signature', authorization: async () => { const [h, , s] = (await acceptedToken()).split('.'); return bearer(`${h}.${b64({ ...claims(), preferred_username: 'admin' })}.${s}`); } },
-    { name: 'payload not JSON, header accepted before', expect: 'malformed_token', authorization: async () => { const [h, , s] = (await acceptedToken()).split('.'); return bearer(`${h}.${b64('not json')}.${s}`); } },
+    // The payload is parsed only under a signature that verifies: attacker JSON is never read.
+    { name: 'payload not JSON, header accepted before', expect: 'invalid_signature', authorization: async () => { const [h, , s] = (await acceptedToken()).split('.'); return bearer(`${h}.${b64('not json')}.${s}`); } },
+    { name: 'payload not JSON under a bad signature', expect: 'invalid_signature', authorization: async () => bearer(tamper(await signRaw({}, '{"not json'), (s) => `${s.slice(0, -8)}AAAAAAAA`)) },
+    { name: 'payload with duplicate members under a bad signature', expect: 'invalid_signature', authorization: async () => bearer(tamper(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"preferred_username":"admin",')), (s) => `${s.slice(0, -8)}AAAAAAAA`)) },
+    { name: 'payload nested 5,000 deep under a garbage signature', expect: 'invalid_signature', authorization: async () => bearer(`${b64({ alg: 'RS256', kid: rsa.kid })}.${b64(`${'['.repeat(5000)}${']'.repeat(5000)}`)}.${Buffer.alloc(256, 7).toString('base64url')}`) },
+    { name: 'header nested 1,000 deep (parsed before any key is known, so refused by its size)', expect: 'malformed_token', authorization: async () => bearer(`${b64(`${'{"a":'.repeat(1000)}1${'}'.repeat(1000)}`)}.${b64(claims())}.${Buffer.alloc(256, 7).toString('base64url')}`) },
+    { name: 'payload not JSON, signed by the issuer', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, 'not json')) },
     { name: 'duplicate __proto__ members in the payload', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"__proto__":{"admin":true},"__proto__":{},'))) },
     { name: 'duplicate member names in the payload', expect: 'malformed_token', authorization: async () => bearer(await signRaw({}, JSON.stringify(claims()).replace(/^\{/, '{"preferred_username":"admin",'))) },
     { name: 'duplicate member names in the header', expect: 'malformed_token', authorization: async () => { const header = `{"alg":"RS256","kid":"${rsa.kid}","alg":"none"}`; return bearer(`${b64(header)}.${b64(claims())}.`); } },

@@ -53,6 +53,10 @@ describe('configuration from the environment', () => {
       requestTimeoutSeconds: 60,
       unauthenticatedIdleSeconds: 10,
       keepAliveTimeoutSeconds: 72,
+      mcpMaxBodyBytes: 1048576,
+      audit: true,
+      auditArguments: 'names',
+      auditArgumentBytes: 256,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
   });

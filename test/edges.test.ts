@@ -46,7 +46,8 @@ describe('edges checked before anything else', () => {
       return { status: res.statusCode, body: await res.body.json() as Record<string, unknown>, connection: res.headers.connection };
     };
     // A DNS-rebinding page with a valid token, and without one: refused before the token is looked at.
-    for (const headers of <Record<string, string>[]>[{ origin: 'http://evil.example', authorization }, { origin: 'http://evil.example' }, { origin: 'null', authorization }]) {
+    const hostile: Record<string, string>[] = [{ origin: 'http://evil.example', authorization }, { origin: 'http://evil.example' }, { origin: 'null', authorization }];
+    for (const headers of hostile) {
       const refused = await call('/mcp', headers);
       expect(refused.status).toBe(403);
       expect(refused.body).toEqual({ error: 'forbidden_origin', reason: 'origin_not_allowed', error_description: 'the Origin of the request is not allowed' });

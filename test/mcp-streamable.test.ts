@@ -39,7 +39,7 @@ describe.each([
     expect(transport.sessionId).toMatch(/^[0-9a-f-]{36}$/);
     expect(transport.protocolVersion).toBe(LATEST_PROTOCOL_VERSION);
     const { tools } = await client.listTools();
-    expect(tools.map((t) => t.name).sort()).toEqual(['count', 'wait', 'whoami']);
+    expect(tools.map((t) => t.name).sort()).toEqual(['count', 'fail', 'wait', 'whoami']);
     const result = await client.callTool({ name: 'whoami', arguments: {} });
     expect(result.content).toEqual([{ type: 'text', text: 'you are alice' }]);
   });

@@ -1,4 +1,5 @@
 // Token verification: SPEC's checks in SPEC's order, each failure a Rejection with its reason.
+// The payload is parsed only after the signature verifies.
 // The signature is checked with node:crypto on a key imported once (see keyset.ts): the
 // whole check is synchronous unless an unknown kid sends us to the issuer.
 
@@ -42,6 +43,9 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
+// The header must be parsed before any key is known (it names alg and kid); issuers' headers are
+// about 100 characters, so a long one is refused before it is parsed.
+const MAX_ENCODED_HEADER = 2048;
 const MAX_SHARED_IDENTITIES = 10_000;
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
 
@@ -264,7 +268,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
   }
 
-  /** The header's parameters, or why they are refused (checked after the payload decodes: SPEC's order). */
+  /** The header's parameters, or why they are refused (SPEC's order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
@@ -288,15 +292,15 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
-    const known = knownHeaders.get(encodedHeader);
-    const header = known === undefined ? decodeJsonObject(encodedHeader, 'header') : undefined;
-    const claims = decodeJsonObject(encodedClaims, 'payload');
-    const { alg, kid } = known ?? remember(encodedHeader, checkHeader(header!));
+    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large');
+    const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {
       if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
       try {
-        return checkClaims(claims, key);
+        // Only now is the payload parsed: JSON that no key signed is never read (a 5,000-level
+        // nested payload under a garbage signature costs a signature check, not a parse).
+        return checkClaims(decodeJsonObject(encodedClaims, 'payload'), key);
       } catch (error) {
         // Under a good signature the claims are fixed and time only moves on, so the answer is
         // final for this key, except for a token that is not valid yet.

@@ -33,6 +33,8 @@ export interface McpTestServer {
   release(): void;
   /** Sends a tools/list_changed notification on every session's standalone stream. */
   announce(): void;
+  /** Asks every session's client for a sampling completion (on its standalone stream); resolves with their answers. */
+  sample(): Promise<unknown[]>;
   close(): Promise<void>;
 }
 
@@ -101,6 +103,10 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
       await new Promise<void>((resolve) => releases.push(resolve));
       return { content: [{ type: 'text', text: 'released' }] };
     });
+    server.registerTool('fail', { description: 'Always fails as a tool (isError: true).' }, async () => ({
+      isError: true,
+      content: [{ type: 'text', text: 'the tool failed' }],
+    }));
     servers.add(server);
     return server;
   }
@@ -197,6 +203,11 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
     },
     announce() {
       for (const server of servers) if (server.isConnected()) server.sendToolListChanged();
+    },
+    sample() {
+      const asked = [...servers].filter((s) => s.isConnected())
+        .map((s) => s.server.createMessage({ messages: [{ role: 'user', content: { type: 'text', text: 'hello' } }], maxTokens: 10 }));
+      return Promise.all(asked);
     },
     async close() {
       for (const release of releases.splice(0)) release();

@@ -1,0 +1,104 @@
+// The audit line: one `"msg":"mcp"` JSON line per MCP request or notification, written like the
+// request line (src/log.ts): one template into the logger's destination, fields left out when
+// undefined. Argument values appear only with AUDIT_ARGUMENTS=values, each cut to
+// AUDIT_ARGUMENT_BYTES; otherwise their names and a SHA-256 of the arguments as sent.
+
+import { createHash } from 'node:crypto';
+import { symbols, type DestinationStream, type Logger } from 'pino';
+import type { Config } from '../config.js';
+
+export type Outcome = 'result' | 'tool_error' | 'rpc_error' | 'denied' | 'limited' | 'upstream_error' | 'cancelled' | 'unknown';
+export const OUTCOMES: readonly Outcome[] = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];
+
+export interface AuditLine {
+  reqId: string;
+  user: string | undefined;
+  subject: string | undefined;
+  sessionId: string | undefined;
+  client: string | undefined;
+  protocolVersion: string | undefined;
+  method: string;
+  tool: string | undefined;
+  prompt: string | undefined;
+  resource: string | undefined;
+  arguments: Readonly<Record<string, unknown>> | undefined;
+  rpcId: string | number | undefined;
+  outcome: Outcome;
+  rpcErrorCode: number | undefined;
+  policyRule: string | undefined;
+  durationMs: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+// Names are the client's choice: a bounded count of bounded length.
+const MAX_ARGUMENT_NAMES = 64;
+const MAX_NAME_LENGTH = 128;
+
+/** A string of at most `bytes` UTF-8 bytes, cut at a character boundary, `…` marking a cut. */
+export function cutUtf8(text: string, bytes: number): string {
+  if (text.length * 3 <= bytes || Buffer.byteLength(text) <= bytes) return text;
+  const buffer = Buffer.from(text);
+  let end = bytes;
+  // Back off continuation bytes (10xxxxxx) so no character is split.
+  while (end > 0 && (buffer[end]! & 0xc0) === 0x80) end--;
+  return `${buffer.toString('utf8', 0, end)}…`;
+}
+
+function argumentNames(args: Readonly<Record<string, unknown>>): string[] {
+  const names: string[] = [];
+  for (const name in args) {
+    if (names.length === MAX_ARGUMENT_NAMES) break;
+    names.push(name.length > MAX_NAME_LENGTH ? `${name.slice(0, MAX_NAME_LENGTH)}…` : name);
+  }
+  return names;
+}
+
+/** Each value as JSON when it fits in `bytes`, else its JSON text cut to `bytes`. */
+function argumentValues(args: Readonly<Record<string, unknown>>, bytes: number): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  let count = 0;
+  for (const name in args) {
+    if (count++ === MAX_ARGUMENT_NAMES) break;
+    const json = JSON.stringify(args[name]) ?? 'null';
+    values[name.length > MAX_NAME_LENGTH ? `${name.slice(0, MAX_NAME_LENGTH)}…` : name] = Buffer.byteLength(json) <= bytes ? args[name] : cutUtf8(json, bytes);
+  }
+  return values;
+}
+
+export type AuditWriter = (line: AuditLine) => void;
+
+export function createAuditWriter(logger: Logger, config: Pick<Config, 'audit' | 'auditArguments' | 'auditArgumentBytes'>): AuditWriter | undefined {
+  if (!config.audit) return undefined;
+  const internals = logger as unknown as Record<symbol, unknown>;
+  const destination = internals[symbols.streamSym] as DestinationStream;
+  const bindings = internals[symbols.chindingsSym] as string;
+  const time = internals[symbols.timeSym] as () => string;
+  const text = JSON.stringify;
+  const values = config.auditArguments === 'values';
+  const valueBytes = config.auditArgumentBytes;
+  return function writeAudit(line: AuditLine): void {
+    if (!logger.isLevelEnabled('info')) return;
+    let json = `{"level":30${time()}${bindings},"reqId":${text(line.reqId)}`;
+    if (line.user !== undefined) json += `,"user":${text(line.user)}`;
+    if (line.subject !== undefined) json += `,"subject":${text(line.subject)}`;
+    if (line.sessionId !== undefined) json += `,"sessionId":${text(line.sessionId)}`;
+    if (line.client !== undefined) json += `,"client":${text(line.client)}`;
+    if (line.protocolVersion !== undefined) json += `,"protocolVersion":${text(line.protocolVersion)}`;
+    json += `,"method":${text(line.method)}`;
+    if (line.tool !== undefined) json += `,"tool":${text(line.tool)}`;
+    if (line.prompt !== undefined) json += `,"prompt":${text(line.prompt)}`;
+    if (line.resource !== undefined) json += `,"resource":${text(line.resource)}`;
+    const args = line.arguments;
+    if (args !== undefined) {
+      const serialized = text(args);
+      json += `,"argumentNames":${text(argumentNames(args))},"argumentsSha256":"${createHash('sha256').update(serialized).digest('hex')}"`;
+      if (values) json += `,"arguments":${text(argumentValues(args, valueBytes))}`;
+    }
+    if (line.rpcId !== undefined) json += `,"rpcId":${text(line.rpcId)}`;
+    json += `,"outcome":"${line.outcome}"`;
+    if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
+    if (line.policyRule !== undefined) json += `,"policyRule":${text(line.policyRule)}`;
+    destination.write(`${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut},"msg":"mcp"}\n`);
+  };
+}

@@ -1,0 +1,143 @@
+// What every MCP exchange shares: configuration, guards, sessions, the tools the upstream listed
+// (the only values the `tool` label takes), requests in flight by session and id (so that
+// notifications/cancelled finds its request), and the one place an ended message is recorded:
+// the audit line, the counters, and the guards' settle.
+
+import type { Config } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import type { Identity } from '../auth/verify.js';
+import type { Caller, ClientMessage, Guard } from './guard.js';
+import type { AuditWriter, Outcome } from './audit.js';
+import { methodLabel } from './messages.js';
+import { Sessions } from './sessions.js';
+
+/** At most this many tool names become label values (SPEC). */
+export const MAX_TOOL_LABELS = 200;
+
+/** One client request or notification, from the moment it was read until its outcome. */
+export interface Pending {
+  readonly message: ClientMessage;
+  readonly caller: Caller;
+  readonly reqId: string;
+  readonly startedAt: number;
+  readonly bytesIn: number;
+  /** Guards that allowed it: each is settled once when it ends. */
+  readonly allowedBy: readonly Guard[];
+  readonly rule: string | undefined;
+  /** Guards that rewrite its result (list filtering); undefined for most. */
+  readonly rewriters: readonly Guard[] | undefined;
+  /** Key in the in-flight map, for requests of a session. */
+  inFlightKey: string | undefined;
+  cancelled: boolean;
+  ended: boolean;
+}
+
+export function idKey(id: string | number): string {
+  return typeof id === 'number' ? `n${id}` : `s${id}`;
+}
+
+export class McpContext {
+  readonly sessions = new Sessions();
+  private readonly tools = new Set<string>();
+  private readonly inFlight = new Map<string, Pending>();
+  readonly rewriting: boolean;
+
+  constructor(
+    readonly config: Pick<Config, 'mcpMaxBodyBytes'>,
+    readonly guards: readonly Guard[],
+    readonly metrics: Metrics,
+    readonly audit: AuditWriter | undefined,
+  ) {
+    this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
+  }
+
+  /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS. */
+  learnTools(result: unknown): void {
+    const tools = (result as { tools?: unknown } | undefined)?.tools;
+    if (!Array.isArray(tools)) return;
+    for (const tool of tools) {
+      if (this.tools.size >= MAX_TOOL_LABELS) return;
+      const name = (tool as { name?: unknown } | null)?.name;
+      if (typeof name === 'string') this.tools.add(name);
+    }
+  }
+
+  toolLabel(tool: string | undefined): string {
+    return tool !== undefined && this.tools.has(tool) ? tool : 'other';
+  }
+
+  track(pending: Pending): void {
+    const { sessionId } = pending.caller;
+    const { id } = pending.message;
+    if (sessionId === undefined || id === undefined) return;
+    pending.inFlightKey = `${sessionId}\n${idKey(id)}`;
+    this.inFlight.set(pending.inFlightKey, pending);
+  }
+
+  /** notifications/cancelled: the request it names, in the same session, ends as cancelled. */
+  cancel(sessionId: string | undefined, requestId: unknown): void {
+    if (sessionId === undefined || (typeof requestId !== 'string' && typeof requestId !== 'number')) return;
+    const pending = this.inFlight.get(`${sessionId}\n${idKey(requestId)}`);
+    if (pending !== undefined) pending.cancelled = true;
+  }
+
+  /** A message has ended: audit line, counters, guards settled; once per message. */
+  end(pending: Pending, outcome: Outcome, rpcErrorCode: number | undefined, bytesOut: number, sessionId?: string): void {
+    if (pending.ended) return;
+    pending.ended = true;
+    if (pending.inFlightKey !== undefined) this.inFlight.delete(pending.inFlightKey);
+    if (pending.cancelled && (outcome === 'upstream_error' || outcome === 'unknown' || outcome === 'result')) outcome = 'cancelled';
+    for (const guard of pending.allowedBy) {
+      try {
+        guard.settle?.(pending.message, pending.caller);
+      } catch {
+        // A guard's bookkeeping must not break the response; its own tests cover it.
+      }
+    }
+    this.record(pending.message, pending.caller, pending.reqId, pending.startedAt, outcome, rpcErrorCode, pending.rule, pending.bytesIn, bytesOut, sessionId);
+  }
+
+  record(
+    message: Pick<ClientMessage, 'method' | 'id' | 'tool' | 'prompt' | 'resource' | 'arguments'>,
+    caller: { identity: Identity; sessionId: string | undefined },
+    reqId: string,
+    startedAt: number,
+    outcome: Outcome,
+    rpcErrorCode: number | undefined,
+    rule: string | undefined,
+    bytesIn: number,
+    bytesOut: number,
+    sessionId = caller.sessionId,
+  ): void {
+    const seconds = (performance.now() - startedAt) / 1000;
+    const { metrics } = this;
+    metrics.mcpMessages.inc({ method: methodLabel(message.method), outcome });
+    if (message.method === 'tools/call') {
+      const tool = this.toolLabel(message.tool);
+      metrics.toolCalls.inc({ tool, outcome });
+      metrics.toolCallDuration.observe({ tool }, seconds);
+    }
+    if (this.audit === undefined) return;
+    const session = this.sessions.get(sessionId);
+    this.audit({
+      reqId,
+      user: caller.identity.user,
+      subject: caller.identity.subject,
+      sessionId,
+      client: session?.client,
+      protocolVersion: session?.protocolVersion,
+      method: message.method,
+      tool: message.tool,
+      prompt: message.prompt,
+      resource: message.resource,
+      arguments: message.arguments,
+      rpcId: message.id,
+      outcome,
+      rpcErrorCode,
+      policyRule: rule,
+      durationMs: Math.round(seconds * 1_000_000) / 1000,
+      bytesIn,
+      bytesOut,
+    });
+  }
+}

@@ -1,0 +1,15 @@
+// MCP in the sidecar: the request interceptor the proxy calls, built from the configuration,
+// the guards (tool policy, rate limits) and the audit writer.
+
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import type { Interceptor } from '../proxy.js';
+import type { Guard } from './guard.js';
+import { createAuditWriter } from './audit.js';
+import { McpContext } from './context.js';
+import { createInterceptor } from './intercept.js';
+
+export function createMcpInterceptor(config: Config, metrics: Metrics, logger: Logger, guards: readonly Guard[]): Interceptor {
+  return createInterceptor(new McpContext(config, guards, metrics, createAuditWriter(logger, config)));
+}
