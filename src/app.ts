@@ -21,6 +21,8 @@ import { readPolicyAtStart, startPolicy, type PolicyAtStart } from './mcp/policy
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
+import { CertificateReloader, readTlsPair } from './tls.js';
+import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -128,8 +130,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
 
   const limits = clientLimits(config, options.clientLimits);
+  const serverOptions = { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes };
+  const tls = config.tlsCertFile === undefined ? undefined : { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile! };
+  const tlsPair = tls && readTlsPair(tls);
   const proxy: FastifyInstance = Fastify({
-    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes },
+    // Node's HTTPS server takes the same options beside the pair; a handshake gets the header
+    // time. (Typed as the HTTP instance the app is written against: the two share every API used.)
+    ...(tlsPair ? { https: { ...serverOptions, ...tlsPair, handshakeTimeout: limits.headersTimeoutMs } } as object : { http: serverOptions }),
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // Our own answers to what Node's parser and Fastify's router refuse: Fastify's log the raw
@@ -145,6 +152,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: false,
     return503OnClosing: true,
   });
+  const certificates = tls && new CertificateReloader(proxy.server as unknown as HttpsServer, tls, tlsPair!, logger, metrics.registry);
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
@@ -214,6 +222,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await keys.start();
       await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
+      certificates?.start();
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
@@ -226,6 +235,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await closed;
       clearTimeout(force);
       keys.close();
+      certificates?.close();
       policy?.close();
       await rateLimits?.close();
       await admin.close();
