@@ -19,6 +19,7 @@ type Mode = 'json' | 'sse' | 'unread';
 type Json = Record<string, unknown>;
 
 const UNFILTERED = { code: -32603, message: 'the response could not be read to apply the tool policy' };
+const UNMATCHED = { code: -32603, message: 'a result outside its request\'s response cannot be checked against the tool policy (use the Streamable HTTP transport)' };
 
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -124,7 +125,10 @@ export class McpExchange implements ResponseReader {
         return undefined;
       }
     } else if (this.mode === 'sse') {
-      if (this.holding) return this.heldSseData(chunk);
+      // With a guard that rewrites results, every event is read whole before it passes: a result
+      // arriving on a stream other than its request's (the legacy HTTP+SSE transport answers on
+      // its GET stream; a resumed stream replays) cannot be filtered, and must not pass unread.
+      if (this.holding || this.context.rewriting) return this.heldSseData(chunk);
       // Counted first: an answer in this chunk has been written with it.
       this.bytesOut += chunk.length;
       this.sse!.feed(chunk, this.passingEvent);
@@ -174,7 +178,7 @@ export class McpExchange implements ResponseReader {
         if (this.holding) out.push(this.errorEvents());
         return;
       }
-      if (this.holding || this.answeredHere !== undefined) out.push(this.heldEventOutput(raw, data));
+      if (this.holding || this.answeredHere !== undefined || this.context.rewriting) out.push(this.heldEventOutput(raw, data));
       else {
         if (data !== undefined) this.readEvent(data);
         out.push(raw);
@@ -182,7 +186,7 @@ export class McpExchange implements ResponseReader {
     });
     if (start < chunk.length) {
       const tail = chunk.subarray(start);
-      if (!this.holding && this.heldEvent.length === 0 && this.answeredHere === undefined) out.push(tail);
+      if (!this.holding && this.heldEvent.length === 0 && this.answeredHere === undefined && !this.context.rewriting) out.push(tail);
       else if (!this.dropping) {
         this.heldBytes += tail.length;
         if (this.heldBytes > this.context.config.mcpMaxBodyBytes) {
@@ -280,6 +284,11 @@ export class McpExchange implements ResponseReader {
     const code = typeof error?.code === 'number' ? error.code : undefined;
     const pending = typeof id === 'string' || typeof id === 'number' ? this.requests.get(idKey(id)) : undefined;
     if (pending === undefined) {
+      // A result for no request of this exchange: its method is unknown here, so no guard could
+      // filter it; under a rewriting guard it is answered as an error instead (fail closed).
+      if (this.context.rewriting && error === undefined && (typeof id === 'string' || typeof id === 'number')) {
+        return { jsonrpc: '2.0', id, error: UNMATCHED };
+      }
       if (this.unparsed !== undefined) this.end(this.unparsed, error !== undefined ? 'rpc_error' : 'result', code);
       // An error without an id (a parse error, an unknown session) answers every request of the body.
       else if (error !== undefined && id === null) for (const request of this.requests.values()) this.end(request, 'rpc_error', code);

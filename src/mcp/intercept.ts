@@ -218,13 +218,14 @@ export function createInterceptor(context: McpContext): Interceptor {
       }
       return post(request, res, { identity: request.auth.identity!, sessionId }, performance.now());
     }
-    if (sessionId === undefined) return undefined;
     if (method === 'DELETE') {
-      context.sessions.end(sessionId);
+      if (sessionId !== undefined) context.sessions.end(sessionId);
       return undefined;
     }
-    // A session's GET stream carries the server's own requests and notifications.
-    if (method === 'GET') {
+    // A session's GET stream carries the server's own requests and notifications. Under a guard
+    // that rewrites results every GET stream is read, sessionless ones too (the legacy HTTP+SSE
+    // transport's): a result there cannot be filtered and fails closed (exchange.ts).
+    if (method === 'GET' && (sessionId !== undefined || context.rewriting)) {
       const caller = { identity: request.auth.identity!, sessionId };
       return {
         head: undefined, streamRest: false,
