@@ -3,7 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from './status-codes.js';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
@@ -19,6 +19,7 @@ import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
 import { startPolicy } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
+import { createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
@@ -34,6 +35,8 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** The policy file's `limits:` section as parsed (YAML → JSON); RATE_LIMIT_* alone without it. */
+  limitsSection?: unknown;
 }
 
 export interface App {
@@ -179,9 +182,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
   });
   registerResourceMetadata(proxy, config);
-  // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given.
+  // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
+  // rate limits: a call the policy denies costs no limit.
   const policy = startPolicy(config, metrics, logger);
-  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? [])];
+  const rateLimits = createLimits(config, metrics, logger, options.limitsSection);
+  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
@@ -198,6 +203,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
       logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
+      await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
@@ -212,6 +218,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       clearTimeout(force);
       keys.close();
       policy?.close();
+      await rateLimits?.close();
       await admin.close();
     },
   };

@@ -51,6 +51,37 @@ export interface Config {
   /** Undefined: no tool policy (everything allowed, no guard installed). */
   policyFile: string | undefined;
   policyMode: 'enforce' | 'audit';
+  /** Rate limits by variables (0: off); the policy file's `limits:` section adds to them. */
+  rateLimitUserPerMinute: number;
+  rateLimitToolPerMinute: number;
+  rateLimitConcurrentToolCalls: number;
+  rateLimitOnRedisError: 'allow' | 'deny';
+  rateLimitInFlightExpirySeconds: number;
+  /** Undefined: counters in memory, per process. Its password never reaches a log line (see RedisUrl). */
+  redisUrl: RedisUrl | undefined;
+  redisTimeoutMs: number;
+  redisKeyPrefix: string;
+  redisCaFile: string | undefined;
+}
+
+/** REDIS_URL holding its password: logged (JSON) and printed with the password as "***". */
+export class RedisUrl {
+  readonly #href: string;
+  constructor(href: string) {
+    this.#href = href;
+  }
+  /** The URL as given, password included: only for connecting. */
+  get href(): string {
+    return this.#href;
+  }
+  toString(): string {
+    const url = new URL(this.#href);
+    if (url.password !== '') url.password = '***';
+    return url.href;
+  }
+  toJSON(): string {
+    return this.toString();
+  }
 }
 
 type Env = Record<string, string | undefined>;
@@ -103,6 +134,15 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
   { name: 'POLICY_FILE', default: 'empty', meaning: 'YAML file of CEL rules deciding which tools, prompts and resources each user sees and calls (README: Tool policy); empty: everything allowed' },
   { name: 'POLICY_MODE', default: 'enforce', meaning: 'enforce, or audit: decide, log and count would_deny, block nothing' },
+  { name: 'RATE_LIMIT_USER_PER_MINUTE', default: '0', meaning: 'MCP requests (not notifications) a user (sub) may send a minute, across every replica with REDIS_URL; 0: no limit' },
+  { name: 'RATE_LIMIT_TOOL_PER_MINUTE', default: '0', meaning: 'tools/call a user may send a minute to any one tool; 0: no limit (the policy file can set it per tool)' },
+  { name: 'RATE_LIMIT_CONCURRENT_TOOL_CALLS', default: '0', meaning: 'tool calls a user may have in flight at once; 0: no limit' },
+  { name: 'RATE_LIMIT_ON_REDIS_ERROR', default: 'allow', meaning: 'Redis down or slow: allow (each replica counts on its own) or deny (refuse while Redis cannot answer)' },
+  { name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS', default: '900', meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)' },
+  { name: 'REDIS_URL', default: 'empty', meaning: 'redis://[:password@]host:port[/db] or rediss:// (TLS) for counters shared by every replica; empty: per process' },
+  { name: 'REDIS_TIMEOUT_MS', default: '250', meaning: 'longest wait for a Redis answer (connect and each command); past it RATE_LIMIT_ON_REDIS_ERROR decides' },
+  { name: 'REDIS_KEY_PREFIX', default: 'mcp-auth', meaning: 'prefix of every Redis key, so deployments can share one Redis' },
+  { name: 'REDIS_CA_FILE', default: 'empty', meaning: 'PEM file of the CA(s) that signed the Redis server certificate (rediss://); empty: the system CAs' },
 ];
 
 export class ConfigError extends Error {
@@ -241,6 +281,26 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`${name}=${show(value)}: expected one of ${allowed.join(', ')}`);
     return fallback;
   };
+  const redisUrl = (): RedisUrl | undefined => {
+    const value = raw('REDIS_URL');
+    if (value === undefined) return undefined;
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    // The value may hold a password: name the variable, never echo it.
+    if (url === undefined || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || url.hostname === '') {
+      problems.push('REDIS_URL: expected redis://[:password@]host:port[/db] or rediss://... (value not shown: it may hold a password)');
+      return undefined;
+    }
+    if (url.pathname !== '' && url.pathname !== '/' && !/^\/\d+$/.test(url.pathname)) {
+      problems.push(`REDIS_URL: the path ${show(url.pathname)} is not a database number such as /0`);
+      return undefined;
+    }
+    return new RedisUrl(value);
+  };
   const allowedOrigins = list('ALLOWED_ORIGINS');
   for (const origin of allowedOrigins) {
     let parsed: URL | undefined;
@@ -315,6 +375,15 @@ export function loadConfig(env: Env): Readonly<Config> {
     keepAliveTimeoutSeconds: integer('KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
     policyFile: raw('POLICY_FILE'),
     policyMode: policyMode as Config['policyMode'],
+    rateLimitUserPerMinute: integer('RATE_LIMIT_USER_PER_MINUTE', 0, 0, 1_000_000),
+    rateLimitToolPerMinute: integer('RATE_LIMIT_TOOL_PER_MINUTE', 0, 0, 1_000_000),
+    rateLimitConcurrentToolCalls: integer('RATE_LIMIT_CONCURRENT_TOOL_CALLS', 0, 0, 100_000),
+    rateLimitOnRedisError: choice('RATE_LIMIT_ON_REDIS_ERROR', 'allow', ['allow', 'deny'] as const),
+    rateLimitInFlightExpirySeconds: integer('RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS', 900, 10, 86400),
+    redisUrl: redisUrl(),
+    redisTimeoutMs: integer('REDIS_TIMEOUT_MS', 250, 10, 60_000),
+    redisKeyPrefix: raw('REDIS_KEY_PREFIX') ?? 'mcp-auth',
+    redisCaFile: raw('REDIS_CA_FILE'),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

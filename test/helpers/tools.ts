@@ -12,7 +12,7 @@ export const INSTALL: Record<string, string> = {
   promtool: 'apt-get install prometheus',
   'redis-server': 'apt-get install redis-server',
   kubectl: 'apt-get install kubernetes-client',
-  go: 'apt-get install golang-go',
+  go: 'the Go toolchain >= 1.25 (Debian 12 golang-go is 1.19, too old)',
   java: 'apt-get install openjdk-17-jre-headless',
   mvn: 'apt-get install maven',
   keycloak: 'scripts/fetch-keycloak.sh (needs mvn and java)',

@@ -1,0 +1,17 @@
+// Rate limits (SPEC Part 2): the guard, built only when some limit is configured, so a sidecar
+// without limits pays nothing.
+
+import type { Logger } from 'pino';
+import type { Config } from '../../config.js';
+import type { Metrics } from '../../metrics.js';
+import { LimitsGuard } from './guard.js';
+import { anyLimit, rulesFromConfig, withLimitsSection } from './rules.js';
+
+export { LimitsGuard } from './guard.js';
+export { LimitsFileError, withLimitsSection, rulesFromConfig, type LimitRules } from './rules.js';
+
+/** `section`: the policy file's `limits:` value as parsed, if any. Throws LimitsFileError. */
+export function createLimits(config: Config, metrics: Metrics, logger: Logger, section?: unknown): LimitsGuard | undefined {
+  const rules = withLimitsSection(rulesFromConfig(config), section);
+  return anyLimit(rules) ? new LimitsGuard(rules, config, metrics, logger) : undefined;
+}
