@@ -185,8 +185,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
   const policy = startPolicy(config, metrics, logger);
-  const rateLimits = createLimits(config, metrics, logger, options.limitsSection);
-  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
+  const rateLimits = createLimits(config, metrics, logger, options.limitsSection ?? policy?.limits);
+  const guards = [...(policy?.guard === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({

@@ -18,7 +18,10 @@ import { PolicyGuard } from './guard.js';
 const RELOAD_DEBOUNCE_MS = 100;
 
 export interface RunningPolicy {
-  readonly guard: PolicyGuard;
+  /** Undefined when the file has no `rules:` key (a file of limits only): no tool policy, no guard. */
+  readonly guard: PolicyGuard | undefined;
+  /** The file's `limits:` section as read at start, for the rate limits (src/mcp/limits/). */
+  readonly limits: unknown;
   /** Resolves when the file has been re-read after the latest change (tests wait on it). */
   readonly settled: () => Promise<void>;
   close(): void;
@@ -32,7 +35,7 @@ function readAtStart(file: string): string {
   }
 }
 
-/** Undefined when POLICY_FILE is not set, or the file has no rules: (no tool policy: no guard, no cost). */
+/** Undefined when POLICY_FILE is not set (no tool policy: no guard, no cost). */
 export function startPolicy(config: Pick<Config, 'policyFile' | 'policyMode'>, metrics: Pick<Metrics, 'policyDecisions' | 'policyReloads'>, logger: Logger): RunningPolicy | undefined {
   const file = config.policyFile;
   if (file === undefined) return undefined;
@@ -46,8 +49,8 @@ export function startPolicy(config: Pick<Config, 'policyFile' | 'policyMode'>, m
     throw new StartupError('POLICY_FILE', file, `invalid policy: ${error.message}`, { cause: error, fields: { line: String(first.line), column: String(first.column) } });
   }
   if (document.rules === undefined) {
-    logger.info({ policyFile: file }, 'policy file has no rules: no tool policy');
-    return undefined;
+    logger.info({ policyFile: file }, 'policy file has no rules: key: no tool policy');
+    return { guard: undefined, limits: document.limits, settled: async () => undefined, close: () => undefined };
   }
   const log = logger.child({ policyFile: file });
   const guard = new PolicyGuard(document.rules, {
@@ -102,6 +105,7 @@ export function startPolicy(config: Pick<Config, 'policyFile' | 'policyMode'>, m
   }
   return {
     guard,
+    limits: document.limits,
     settled: async () => {
       while (timer !== undefined) await new Promise((resolve) => setTimeout(resolve, RELOAD_DEBOUNCE_MS));
       await reading;
