@@ -279,6 +279,34 @@ describe.each([
   });
 });
 
+describe('a policy file with limits:', () => {
+  it('hands the limits to the rate limits: the second query in a minute is limited, a denied call costs no limit', async () => {
+    const issuer = await startIssuer();
+    await issuer.addKey();
+    const datastore = await startDatastore(true);
+    const dir = mkdtempSync(join(tmpdir(), 'policy-limits-'));
+    writeFileSync(join(dir, 'policy.yaml'), `${POLICY}limits:\n  tools:\n    query: { perMinute: 1 }\n`);
+    const sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml') }));
+    const client = new Client({ name: 'policy-test', version: '1.0.0' });
+    const token = await issuer.mint({ preferred_username: 'alice', groups: ['/alpha'] });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    try {
+      const denied = await client.callTool({ name: 'query', arguments: { table: 'bravo_x' } }).catch((e: unknown) => e);
+      expect((denied as McpError).code).toBe(POLICY_DENIED_CODE);
+      expect(await client.callTool({ name: 'query', arguments: { table: 'alpha_x' } })).toMatchObject({ content: [{ text: 'ran query' }] });
+      const limited = await client.callTool({ name: 'query', arguments: { table: 'alpha_x' } }).catch((e: unknown) => e);
+      expect(limited).toBeInstanceOf(McpError);
+      expect((limited as McpError).code).not.toBe(POLICY_DENIED_CODE);
+      expect(datastore.calls).toEqual(['query {"table":"alpha_x"}']);
+    } finally {
+      await client.close();
+      await sidecar.close();
+      await datastore.close();
+      await issuer.close();
+    }
+  });
+});
+
 describe('tool policy in audit mode', () => {
   it('decides and counts would_deny, blocks nothing, filters nothing', async () => {
     const issuer = await startIssuer();
