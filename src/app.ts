@@ -17,10 +17,12 @@ import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
-import { startPolicy } from './mcp/policy/index.js';
+import { readPolicyAtStart, startPolicy, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { createLimits } from './mcp/limits/index.js';
+import { LimitsFileError, createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
+import { CertificateReloader, readTlsPair } from './tls.js';
+import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -35,8 +37,6 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
-  /** The policy file's `limits:` section as parsed (YAML → JSON); RATE_LIMIT_* alone without it. */
-  limitsSection?: unknown;
 }
 
 export interface App {
@@ -83,6 +83,16 @@ async function listenOn(server: FastifyInstance, port: number, host: string, [po
   }
 }
 
+/** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
+function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+  try {
+    return createLimits(config, metrics, logger, policyFile?.document.limits);
+  } catch (error) {
+    if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
+    throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
+  }
+}
+
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const logRequest = createRequestLogger(logger);
@@ -120,8 +130,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
 
   const limits = clientLimits(config, options.clientLimits);
+  const serverOptions = { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes };
+  const tls = config.tlsCertFile === undefined ? undefined : { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile! };
+  const tlsPair = tls && readTlsPair(tls);
   const proxy: FastifyInstance = Fastify({
-    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes },
+    // Node's HTTPS server takes the same options beside the pair; a handshake gets the header
+    // time. (Typed as the HTTP instance the app is written against: the two share every API used.)
+    ...(tlsPair ? { https: { ...serverOptions, ...tlsPair, handshakeTimeout: limits.headersTimeoutMs } } as object : { http: serverOptions }),
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // Our own answers to what Node's parser and Fastify's router refuse: Fastify's log the raw
@@ -137,6 +152,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: false,
     return503OnClosing: true,
   });
+  const certificates = tls && new CertificateReloader(proxy.server as unknown as HttpsServer, tls, tlsPair!, logger, metrics.registry);
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
@@ -184,9 +200,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
-  const policy = startPolicy(config, metrics, logger);
-  const rateLimits = createLimits(config, metrics, logger, options.limitsSection ?? policy?.limits);
-  const guards = [...(policy?.guard === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
+  const policyFile = readPolicyAtStart(config);
+  const policy = startPolicy(config, metrics, logger, policyFile);
+  const rateLimits = startLimits(config, metrics, logger, policyFile);
+  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
@@ -205,6 +222,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await keys.start();
       await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
+      certificates?.start();
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
@@ -217,6 +235,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await closed;
       clearTimeout(force);
       keys.close();
+      certificates?.close();
       policy?.close();
       await rateLimits?.close();
       await admin.close();

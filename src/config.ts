@@ -26,6 +26,9 @@ export interface Config {
   resourceScopes: readonly string[];
   port: number;
   host: string;
+  /** Both set or both undefined: the proxy port speaks HTTPS (src/tls.ts). */
+  tlsCertFile: string | undefined;
+  tlsKeyFile: string | undefined;
   adminPort: number;
   adminHost: string;
   jwksRefreshSeconds: number;
@@ -107,10 +110,12 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'UPSTREAM_URL', default: 'http://127.0.0.1:8000', meaning: 'where accepted requests go (an origin, no path)' },
   { name: 'UPSTREAM_TIMEOUT_SECONDS', default: '30', meaning: 'wait for upstream response headers (not for the body or a stream)' },
   { name: 'FORWARD_AUTHORIZATION', default: 'false', meaning: 'keep the bearer token on the forwarded request' },
-  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata' },
+  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata (https://localhost:PORT with TLS)' },
   { name: 'RESOURCE_SCOPES', default: 'empty', meaning: 'comma list published as scopes_supported in the RFC 9728 metadata' },
   { name: 'PORT', default: '8080', meaning: 'proxy listener port' },
   { name: 'HOST', default: '0.0.0.0', meaning: 'proxy listener address' },
+  { name: 'TLS_CERT_FILE', default: 'empty', meaning: 'PEM certificate chain: the proxy port speaks HTTPS (with TLS_KEY_FILE); renewed files are picked up without a restart' },
+  { name: 'TLS_KEY_FILE', default: 'empty', meaning: 'PEM private key of TLS_CERT_FILE; set both or neither' },
   { name: 'ADMIN_PORT', default: '9090', meaning: 'metrics and health listener port' },
   { name: 'ADMIN_HOST', default: '0.0.0.0', meaning: 'metrics and health listener address' },
   { name: 'JWKS_REFRESH_SECONDS', default: '300', meaning: 'periodic refresh' },
@@ -262,7 +267,14 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`PORT and ADMIN_PORT are both ${port}: the proxy and admin listeners need different ports`);
   }
 
-  const resourceRaw = raw('RESOURCE_URL') ?? `http://localhost:${port}`;
+  const tlsCertFile = raw('TLS_CERT_FILE');
+  const tlsKeyFile = raw('TLS_KEY_FILE');
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
+    const [set, unset] = tlsCertFile === undefined ? ['TLS_KEY_FILE', 'TLS_CERT_FILE'] : ['TLS_CERT_FILE', 'TLS_KEY_FILE'];
+    problems.push(`${set} is set but ${unset} is not: set both (certificate and key) for HTTPS on the proxy port, or neither`);
+  }
+
+  const resourceRaw = raw('RESOURCE_URL') ?? `${tlsCertFile === undefined ? 'http' : 'https'}://localhost:${port}`;
   const resource = httpUrl('RESOURCE_URL', resourceRaw);
   if (resource && resource.search !== '') {
     problems.push(`RESOURCE_URL=${show(resourceRaw)}: expected a URL without query string (RFC 9728)`);
@@ -352,6 +364,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     resourceScopes: list('RESOURCE_SCOPES'),
     port,
     host: raw('HOST') ?? '0.0.0.0',
+    tlsCertFile,
+    tlsKeyFile,
     adminPort,
     adminHost: raw('ADMIN_HOST') ?? '0.0.0.0',
     jwksRefreshSeconds: integer('JWKS_REFRESH_SECONDS', 300, 1, 86400),

@@ -87,7 +87,8 @@ export class ConnectionGuard {
   private open = 0;
 
   constructor(server: Server, private readonly limits: ClientLimits, private readonly onEvict: () => void) {
-    // Behind TLS a request's socket is the TLS socket, which 'secureConnection' hands over.
+    // With TLS, requests arrive on the TLS socket made after the handshake (its own object), and
+    // the handshake itself is bounded by the server's handshakeTimeout.
     server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => this.admit(socket));
   }
 
