@@ -17,6 +17,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
+import { captureLog, type CapturedLog } from './helpers/log-capture.js';
 import { POLICY_DENIED_CODE } from '../src/mcp/policy/guard.js';
 
 // The tool policy end to end: the real TypeScript SDK client → the sidecar with
@@ -118,6 +119,7 @@ describe.each([
   let issuer: TestIssuer;
   let datastore: Datastore;
   let sidecar: RunningSidecar;
+  let log: CapturedLog;
   const clients: Client[] = [];
   const tokens: Record<string, string> = {};
 
@@ -159,7 +161,8 @@ describe.each([
     datastore = await startDatastore(jsonResponse);
     const dir = mkdtempSync(join(tmpdir(), 'policy-e2e-'));
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
-    sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096' }));
+    log = captureLog();
+    sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096', LOG_LEVEL: 'info' }), { logger: log.logger });
   });
   afterEach(async () => {
     for (const client of clients.splice(0)) await client.close();
@@ -188,6 +191,10 @@ describe.each([
     const raw = await post('alice', callBody('drop_table', {}, 'req-9'), { 'mcp-session-id': (clients[0]!.transport as StreamableHTTPClientTransport).sessionId! });
     expect(raw.statusCode).toBe(200);
     expect(await raw.body.json()).toMatchObject({ jsonrpc: '2.0', id: 'req-9', error: { code: POLICY_DENIED_CODE } });
+    // The audit line names the rule that decided, for allowed and denied calls alike.
+    const [denied] = await log.waitForAudit((l) => l.rpcId === 'req-9');
+    expect(denied).toMatchObject({ user: 'alice', tool: 'drop_table', outcome: 'denied', policyRule: 'nobody-drops-tables', rpcErrorCode: POLICY_DENIED_CODE });
+    expect(log.audit().find((l) => l.tool === 'query' && l.outcome === 'result')).toMatchObject({ policyRule: 'alpha-queries-alpha-tables' });
   });
 
   it('annotation rules judge calls by the annotations tools/list declared: /bravo calls query, never drop_table; unlisted means unknown means denied', async () => {
