@@ -17,6 +17,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
+import { captureLog, type CapturedLog } from './helpers/log-capture.js';
 import { POLICY_DENIED_CODE } from '../src/mcp/policy/guard.js';
 
 // The tool policy end to end: the real TypeScript SDK client → the sidecar with
@@ -118,6 +119,7 @@ describe.each([
   let issuer: TestIssuer;
   let datastore: Datastore;
   let sidecar: RunningSidecar;
+  let log: CapturedLog;
   const clients: Client[] = [];
   const tokens: Record<string, string> = {};
 
@@ -159,7 +161,8 @@ describe.each([
     datastore = await startDatastore(jsonResponse);
     const dir = mkdtempSync(join(tmpdir(), 'policy-e2e-'));
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
-    sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096' }));
+    log = captureLog();
+    sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096', LOG_LEVEL: 'info' }), { logger: log.logger });
   });
   afterEach(async () => {
     for (const client of clients.splice(0)) await client.close();
@@ -188,6 +191,10 @@ describe.each([
     const raw = await post('alice', callBody('drop_table', {}, 'req-9'), { 'mcp-session-id': (clients[0]!.transport as StreamableHTTPClientTransport).sessionId! });
     expect(raw.statusCode).toBe(200);
     expect(await raw.body.json()).toMatchObject({ jsonrpc: '2.0', id: 'req-9', error: { code: POLICY_DENIED_CODE } });
+    // The audit line names the rule that decided, for allowed and denied calls alike.
+    const [denied] = await log.waitForAudit((l) => l.rpcId === 'req-9');
+    expect(denied).toMatchObject({ user: 'alice', tool: 'drop_table', outcome: 'denied', policyRule: 'nobody-drops-tables', rpcErrorCode: POLICY_DENIED_CODE });
+    expect(log.audit().find((l) => l.tool === 'query' && l.outcome === 'result')).toMatchObject({ policyRule: 'alpha-queries-alpha-tables' });
   });
 
   it('annotation rules judge calls by the annotations tools/list declared: /bravo calls query, never drop_table; unlisted means unknown means denied', async () => {
@@ -276,6 +283,34 @@ describe.each([
   it('lets the client\'s answers to the server\'s sampling requests pass', async () => {
     const { client } = await connect('bob');
     expect(await client.callTool({ name: 'ask', arguments: {} })).toMatchObject({ content: [{ text: 'sampled: hello' }] });
+  });
+});
+
+describe('a policy file with limits:', () => {
+  it('hands the limits to the rate limits: the second query in a minute is limited, a denied call costs no limit', async () => {
+    const issuer = await startIssuer();
+    await issuer.addKey();
+    const datastore = await startDatastore(true);
+    const dir = mkdtempSync(join(tmpdir(), 'policy-limits-'));
+    writeFileSync(join(dir, 'policy.yaml'), `${POLICY}limits:\n  tools:\n    query: { perMinute: 1 }\n`);
+    const sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml') }));
+    const client = new Client({ name: 'policy-test', version: '1.0.0' });
+    const token = await issuer.mint({ preferred_username: 'alice', groups: ['/alpha'] });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    try {
+      const denied = await client.callTool({ name: 'query', arguments: { table: 'bravo_x' } }).catch((e: unknown) => e);
+      expect((denied as McpError).code).toBe(POLICY_DENIED_CODE);
+      expect(await client.callTool({ name: 'query', arguments: { table: 'alpha_x' } })).toMatchObject({ content: [{ text: 'ran query' }] });
+      const limited = await client.callTool({ name: 'query', arguments: { table: 'alpha_x' } }).catch((e: unknown) => e);
+      expect(limited).toBeInstanceOf(McpError);
+      expect((limited as McpError).code).not.toBe(POLICY_DENIED_CODE);
+      expect(datastore.calls).toEqual(['query {"table":"alpha_x"}']);
+    } finally {
+      await client.close();
+      await sidecar.close();
+      await datastore.close();
+      await issuer.close();
+    }
   });
 });
 

@@ -48,15 +48,15 @@ describe('policy reload', () => {
     const policy = startPolicy({ policyFile: join(dir, 'policy.yaml'), policyMode: 'enforce' }, metrics, log.logger)!;
     const reloads = async (result: string) => (await metrics.policyReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
     try {
-      expect(policy.guard.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
+      expect(policy.guard!.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
 
       publish(dir, DENY_QUERY);
       await until(async () => (await reloads('success')) === 1, 'the reload');
-      expect(policy.guard.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
+      expect(policy.guard!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
 
       publish(dir, INVALID);
       await until(async () => (await reloads('failure')) === 1, 'the failed reload');
-      expect(policy.guard.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
+      expect(policy.guard!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
       const warning = log.lines().find((l) => l.level === 40 || l.level === 'warn');
       expect(String(warning?.msg)).toContain('policy.yaml:4:14: rule "v3": mcp has no field tol');
       expect(await reloads('success')).toBe(1);

@@ -56,6 +56,8 @@ export interface CompiledExpression {
   evaluate(facts: Facts): Truth;
   /** The same with mcp.arguments unknown: `unknown` when the answer depends on them. */
   evaluateWithoutArguments(facts: Facts): Truth;
+  /** The tools the expression can be true for (a top-level `mcp.tool == "x"` or `mcp.tool in [...]`); undefined: any. */
+  readonly tools: ReadonlySet<string> | undefined;
 }
 
 function factName(expr: Expr | undefined): string | undefined {
@@ -200,15 +202,18 @@ function readsArguments(expr: Expr | undefined): boolean {
 
 const toTruth = (value: unknown): Truth => (typeof value === 'boolean' ? value : 'error');
 
-// The evaluator converts a plain object on every access; Maps it reads as they are. So the two
-// objects every rule reads are handed over as Maps, built once per message.
+// The evaluator converts a plain object on every access, Maps more cheaply: the objects rules
+// read are handed over as Maps, built once per message.
 const activations = new WeakMap<Facts, Record<string, unknown>>();
 function activationOf(facts: Facts): Record<string, unknown> {
   let activation = activations.get(facts);
   if (activation === undefined) {
     activation = {
       jwt: facts.jwt, user: facts.user, groups: facts.groups, roles: facts.roles,
-      mcp: new Map<string, unknown>(Object.entries(facts.mcp)),
+      mcp: new Map<string, unknown>([
+        ['method', facts.mcp.method], ['tool', facts.mcp.tool], ['arguments', new Map(Object.entries(facts.mcp.arguments))],
+        ['prompt', facts.mcp.prompt], ['resource', facts.mcp.resource],
+      ]),
       tool: new Map([['annotations', facts.tool.annotations]]),
     };
     activations.set(facts, activation);
@@ -312,6 +317,23 @@ function prefilterOf(expr: Expr): Prefilter | undefined {
   return undefined;
 }
 
+/** The tool names a conjunct `mcp.tool == "x"` / `"x" == mcp.tool` / `mcp.tool in ["x", "y"]` allows. */
+function toolsNamed(expr: Expr): ReadonlySet<string> | undefined {
+  if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
+  const { function: name, args } = expr.exprKind.value;
+  if (name === '_==_' && args.length === 2) {
+    for (const [fact, other] of [[args[0], args[1]], [args[1], args[0]]] as const) {
+      const c = constant(other);
+      if (factName(fact) === 'mcp.tool' && c?.kind === 'stringValue') return new Set([c.value as string]);
+    }
+  }
+  if (name === '@in' && args.length === 2 && factName(args[0]) === 'mcp.tool' && args[1]?.exprKind.case === 'listExpr') {
+    const values = args[1].exprKind.value.elements.map(constant);
+    if (values.every((c) => c?.kind === 'stringValue')) return new Set(values.map((c) => c!.value as string));
+  }
+  return undefined;
+}
+
 function conjuncts(expr: Expr): Expr[] {
   if (expr.exprKind.case === 'callExpr' && expr.exprKind.value.function === '_&&_' && expr.exprKind.value.target === undefined) {
     return expr.exprKind.value.args.flatMap(conjuncts);
@@ -334,6 +356,7 @@ export function compileExpression(source: string): CompiledExpression {
   // The conjuncts JS decides exactly are left out of CEL; the rest are planned one by one and
   // combined as CEL's && does (false wins over errors, errors over true).
   const parts = conjuncts(parsed.expr).map((expr) => ({ expr, prefilter: prefilterOf(expr) }));
+  const tools = conjuncts(parsed.expr).map(toolsNamed).find((t) => t !== undefined);
   const prefilters = parts.flatMap((p) => (p.prefilter === undefined ? [] : [p.prefilter]));
   const rest = parts.filter((p) => p.prefilter === undefined).map((p) => p.expr);
   const residual = rest.map(planned);
@@ -354,5 +377,6 @@ export function compileExpression(source: string): CompiledExpression {
       return truth;
     },
     evaluateWithoutArguments: (facts) => (excluded(facts) ? false : tree === undefined ? true : evaluateNode(tree, facts)),
+    tools,
   };
 }
