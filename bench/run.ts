@@ -5,24 +5,50 @@
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
 // The sidecar runs as the image runs it (the Dockerfile's ENV lines and CMD), the baselines
 // with Node's defaults; the target sidecar-v8-defaults is the sidecar without the image's V8 settings, to see what they change.
+// The target oauth2-proxy is the peer platform teams use instead: oauth2-proxy v7.15 (`go install`,
+// .ci/run does it; BENCH_OAUTH2_PROXY names another binary) in JWT bearer mode against the same
+// issuer and upstream. It is in the default targets when its binary is found.
 
-import { execFileSync, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { cpus, homedir } from 'node:os';
+import { join } from 'node:path';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, buildSidecar, TARGET_NODE, distinctTokens, median, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, buildSidecar, pinned, TARGET_NODE, distinctTokens, median, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = 50;
 const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
-type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults';
-const TARGETS = (process.env.BENCH_TARGETS ?? 'bare,naive,sidecar').split(',') as Target[];
-const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004 };
+type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults' | 'oauth2-proxy';
+const OAUTH2_PROXY = [process.env.BENCH_OAUTH2_PROXY, join(homedir(), 'go', 'bin', 'oauth2-proxy')].find((p) => p && existsSync(p));
+const TARGETS = (process.env.BENCH_TARGETS ?? `bare,naive,sidecar${OAUTH2_PROXY ? ',oauth2-proxy' : ''}`).split(',') as Target[];
+const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004, 'oauth2-proxy': 18005 };
 const ARGS = { bare: ['bench/targets/bare-proxy.mjs'], naive: ['bench/targets/naive-jose-proxy.mjs'], sidecar: IMAGE_ARGS, 'sidecar-v8-defaults': ['dist/main.js'] };
 
+/**
+ * oauth2-proxy validating bearer JWTs itself (--skip-jwt-bearer-tokens: the issuer's JWKS from
+ * discovery, aud checked against the client id and extra audiences; it has no azp rule, so the
+ * tokens' aud `account` is accepted), no login flow for a request without one (--api-route: 401).
+ * Flush interval 0 so that an event stream reaches the client event by event as through the sidecar.
+ */
+function oauth2ProxyArgs(issuer: string, upstreamUrl: string): string[] {
+  return [
+    `--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`, `--upstream=${upstreamUrl}/`,
+    '--provider=oidc', `--oidc-issuer-url=${issuer}`, '--client-id=coder', '--client-secret=bench-secret',
+    '--oidc-extra-audience=account', '--skip-jwt-bearer-tokens=true', '--api-route=^/',
+    '--cookie-secret=0123456789abcdef0123456789abcdef', '--email-domain=*', '--flush-interval=0s',
+    '--request-logging=false', '--standard-logging=false', '--auth-logging=false', '--reverse-proxy=true',
+  ];
+}
+
 async function startTarget(name: Target, env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawnPinned(1, ARGS[name], env, 'inherit');
+  let child: ChildProcess;
+  if (name === 'oauth2-proxy') {
+    if (!OAUTH2_PROXY) throw new Error('oauth2-proxy not found: go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6 (.ci/run does), or set BENCH_OAUTH2_PROXY');
+    const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(env.ISSUER!, env.UPSTREAM_URL!));
+    child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  } else child = spawnPinned(1, ARGS[name], env, 'inherit');
   await waitForPort(PORTS[name]);
   return child;
 }
@@ -41,6 +67,7 @@ async function main() {
     naive: { PORT: String(PORTS.naive), UPSTREAM_URL: upstreamUrl, JWKS_URI: issuer.jwksUri, ISSUER: issuer.issuer },
     sidecar: sidecar(PORTS.sidecar),
     'sidecar-v8-defaults': { ...sidecar(PORTS['sidecar-v8-defaults']), NODE_OPTIONS: '' },
+    'oauth2-proxy': { ISSUER: issuer.issuer, UPSTREAM_URL: upstreamUrl },
   };
 
   // Tokens: one reused, and FRESH_TOKENS distinct ones, so that no cache can help.
@@ -57,7 +84,7 @@ async function main() {
     process.stderr.write(`${row}: ${Math.round(r.rps)} req/s p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms rss ${rss.toFixed(0)} MB${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}\n`);
   };
   const auth = [`Authorization: Bearer ${token}`];
-  let jwksFetchesDuringFlood = 0;
+  const jwksFetchesDuringFlood: Record<string, number> = {};
 
   for (let round = 0; round < ROUNDS; round++) {
     record('upstream directly', await wrk(`${upstreamUrl}/mcp`, SECONDS, CONNECTIONS), rssMb(upstream.pid!));
@@ -70,12 +97,12 @@ async function main() {
       await measure('reused token', '/mcp', { headers: auth });
       if (name !== 'bare') await measure('never-seen tokens', '', { script: 'bench/fresh-tokens.lua', scriptArg: freshFile });
       await measure('SSE response', '/sse', { headers: auth });
-      if (name.startsWith('sidecar')) {
+      if (name.startsWith('sidecar') || name === 'oauth2-proxy') {
         await measure('rejected, no token', '/mcp');
         await measure('rejected, bad signature', '/mcp', { headers: [`Authorization: Bearer ${badSignature}`] });
         const before = issuer.requests.jwks;
         await measure('rejected, unknown kid', '/mcp', { headers: [`Authorization: Bearer ${unknownKid}`] });
-        jwksFetchesDuringFlood = Math.max(jwksFetchesDuringFlood, issuer.requests.jwks - before);
+        jwksFetchesDuringFlood[name] = Math.max(jwksFetchesDuringFlood[name] ?? 0, issuer.requests.jwks - before);
       }
       await stop(target);
     }
@@ -91,7 +118,8 @@ async function main() {
       `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`),
     '',
     `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(IMAGE_ENV).map(([name, value]) => `${name}=${value}`).join(' ')} node ${IMAGE_ARGS.join(' ')}.`,
-    `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${jwksFetchesDuringFlood} (cooldown 30 s).`,
+    `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${Object.entries(jwksFetchesDuringFlood).map(([name, n]) => `${name} ${n}`).join(', ')} (the sidecar's cooldown: 30 s).`,
+    ...(TARGETS.includes('oauth2-proxy') ? [`oauth2-proxy: ${execFileSync(OAUTH2_PROXY!, ['--version'], { encoding: 'utf8' }).trim()}.`] : []),
   ];
   writeFileSync(`${OUT}results.md`, lines.join('\n') + '\n');
   process.stdout.write(lines.join('\n') + '\n');

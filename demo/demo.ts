@@ -1,10 +1,12 @@
 // `npm run demo`: a local issuer, a sample MCP server and the sidecar in front of it,
-// on the embedded defaults. Prints a token and commands to try; Ctrl-C stops all three.
+// on the embedded defaults, all on 127.0.0.1. Prints a token and commands to try, then the
+// sidecar's log lines (one per request). Ctrl-C, or SIGTERM to `npm run demo`, stops all three.
 
 import { loadConfig } from '../src/config.js';
 import { buildApp } from '../src/app.js';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { startMcpServer } from '../test/helpers/mcp-server.js';
+import { freePort } from '../test/helpers/tools.js';
 
 const env = process.env;
 const issuer = await startIssuer();
@@ -12,9 +14,14 @@ await issuer.addKey('RS256', { kid: 'demo-key' });
 // Stateless with JSON responses, so a single curl can call a tool.
 const mcp = await startMcpServer({ port: Number(env.DEMO_MCP_PORT ?? 8000), stateless: true, jsonResponse: true });
 
+// The metadata must name the URL the demo prints, so the port is known before listening.
+const port = env.PORT === '0' ? await freePort() : Number(env.PORT ?? 8080);
 const config = loadConfig({
-  LOG_LEVEL: 'warn',
   ...env,
+  PORT: String(port),
+  HOST: '127.0.0.1',
+  ADMIN_HOST: '127.0.0.1',
+  RESOURCE_URL: `http://127.0.0.1:${port}`,
   OIDC_ISSUER: issuer.issuer,
   OIDC_ALLOWED_AZP: 'coder',
   UPSTREAM_URL: mcp.url,
@@ -53,6 +60,7 @@ Metrics, readiness and the RFC 9728 metadata:
   curl -s ${adminUrl}/readyz
   curl -s ${proxyUrl}/.well-known/oauth-protected-resource
 
+The sidecar's log follows: one JSON line per request ("msg":"request", with decision and reason).
 Ctrl-C stops the demo.
 `);
 

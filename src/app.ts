@@ -3,6 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from './status-codes.js';
 import type { Logger } from 'pino';
 import './types.js';
 import type { Config } from './config.js';
@@ -16,9 +17,12 @@ import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
+import { readPolicyAtStart, startPolicy, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { createLimits } from './mcp/limits/index.js';
+import { LimitsFileError, createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
+import { CertificateReloader, readTlsPair } from './tls.js';
+import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
 import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
 
@@ -33,8 +37,6 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
-  /** The policy file's `limits:` section as parsed (YAML → JSON); RATE_LIMIT_* alone without it. */
-  limitsSection?: unknown;
 }
 
 export interface App {
@@ -44,6 +46,8 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
+  readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
@@ -76,6 +80,16 @@ async function listenOn(server: FastifyInstance, port: number, host: string, [po
       throw new StartupError(hostVariable, host, `cannot listen on ${address}: ${host} is not an address of this host`, because);
     }
     throw new StartupError(portVariable, String(port), `cannot listen on ${address}: ${(error as Error).message}`, because);
+  }
+}
+
+/** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
+function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+  try {
+    return createLimits(config, metrics, logger, policyFile?.document.limits);
+  } catch (error) {
+    if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
+    throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
   }
 }
 
@@ -116,8 +130,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
 
   const limits = clientLimits(config, options.clientLimits);
+  const serverOptions = { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes };
+  const tls = config.tlsCertFile === undefined ? undefined : { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile! };
+  const tlsPair = tls && readTlsPair(tls);
   const proxy: FastifyInstance = Fastify({
-    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes },
+    // Node's HTTPS server takes the same options beside the pair; a handshake gets the header
+    // time. (Typed as the HTTP instance the app is written against: the two share every API used.)
+    ...(tlsPair ? { https: { ...serverOptions, ...tlsPair, handshakeTimeout: limits.headersTimeoutMs } } as object : { http: serverOptions }),
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // Our own answers to what Node's parser and Fastify's router refuse: Fastify's log the raw
@@ -133,6 +152,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     trustProxy: false,
     return503OnClosing: true,
   });
+  const certificates = tls && new CertificateReloader(proxy.server as unknown as HttpsServer, tls, tlsPair!, logger, metrics.registry);
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
@@ -170,10 +190,20 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     done();
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  // Fastify's default error answer carries the error's message, which may quote the request.
+  proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+    reply.code(status).header('cache-control', 'no-store')
+      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+  });
   registerResourceMetadata(proxy, config);
-  // The rate limits come after the policy: a call the policy denies costs no limit.
-  const rateLimits = createLimits(config, metrics, logger, options.limitsSection);
-  const guards = rateLimits === undefined ? options.guards ?? [] : [...(options.guards ?? []), rateLimits];
+  // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
+  // rate limits: a call the policy denies costs no limit.
+  const policyFile = readPolicyAtStart(config);
+  const policy = startPolicy(config, metrics, logger, policyFile);
+  const rateLimits = startLimits(config, metrics, logger, policyFile);
+  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
@@ -185,11 +215,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
-    config, proxy, admin, keys, metrics, logger,
+    config, proxy, admin, keys, metrics, logger, clientLimits: limits,
     async listen() {
+      // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
+      logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
       await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
+      certificates?.start();
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
@@ -202,6 +235,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await closed;
       clearTimeout(force);
       keys.close();
+      certificates?.close();
+      policy?.close();
       await rateLimits?.close();
       await admin.close();
     },

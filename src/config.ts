@@ -26,6 +26,9 @@ export interface Config {
   resourceScopes: readonly string[];
   port: number;
   host: string;
+  /** Both set or both undefined: the proxy port speaks HTTPS (src/tls.ts). */
+  tlsCertFile: string | undefined;
+  tlsKeyFile: string | undefined;
   adminPort: number;
   adminHost: string;
   jwksRefreshSeconds: number;
@@ -48,6 +51,9 @@ export interface Config {
   requestTimeoutSeconds: number;
   unauthenticatedIdleSeconds: number;
   keepAliveTimeoutSeconds: number;
+  /** Undefined: no tool policy (everything allowed, no guard installed). */
+  policyFile: string | undefined;
+  policyMode: 'enforce' | 'audit';
   /** Rate limits by variables (0: off); the policy file's `limits:` section adds to them. */
   rateLimitUserPerMinute: number;
   rateLimitToolPerMinute: number;
@@ -104,10 +110,12 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'UPSTREAM_URL', default: 'http://127.0.0.1:8000', meaning: 'where accepted requests go (an origin, no path)' },
   { name: 'UPSTREAM_TIMEOUT_SECONDS', default: '30', meaning: 'wait for upstream response headers (not for the body or a stream)' },
   { name: 'FORWARD_AUTHORIZATION', default: 'false', meaning: 'keep the bearer token on the forwarded request' },
-  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata' },
+  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata (https://localhost:PORT with TLS)' },
   { name: 'RESOURCE_SCOPES', default: 'empty', meaning: 'comma list published as scopes_supported in the RFC 9728 metadata' },
   { name: 'PORT', default: '8080', meaning: 'proxy listener port' },
   { name: 'HOST', default: '0.0.0.0', meaning: 'proxy listener address' },
+  { name: 'TLS_CERT_FILE', default: 'empty', meaning: 'PEM certificate chain: the proxy port speaks HTTPS (with TLS_KEY_FILE); renewed files are picked up without a restart' },
+  { name: 'TLS_KEY_FILE', default: 'empty', meaning: 'PEM private key of TLS_CERT_FILE; set both or neither' },
   { name: 'ADMIN_PORT', default: '9090', meaning: 'metrics and health listener port' },
   { name: 'ADMIN_HOST', default: '0.0.0.0', meaning: 'metrics and health listener address' },
   { name: 'JWKS_REFRESH_SECONDS', default: '300', meaning: 'periodic refresh' },
@@ -129,6 +137,8 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'UNAUTHENTICATED_IDLE_SECONDS', default: '10', meaning: 'idle time allowed to a connection that has not yet carried an accepted request' },
   { name: 'KEEP_ALIVE_TIMEOUT_SECONDS', default: '72', meaning: 'idle time allowed to a connection between requests once a request on it was accepted' },
   { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
+  { name: 'POLICY_FILE', default: 'empty', meaning: 'YAML file of CEL rules deciding which tools, prompts and resources each user sees and calls (README: Tool policy); empty: everything allowed' },
+  { name: 'POLICY_MODE', default: 'enforce', meaning: 'enforce, or audit: decide, log and count would_deny, block nothing' },
   { name: 'RATE_LIMIT_USER_PER_MINUTE', default: '0', meaning: 'MCP requests (not notifications) a user (sub) may send a minute, across every replica with REDIS_URL; 0: no limit' },
   { name: 'RATE_LIMIT_TOOL_PER_MINUTE', default: '0', meaning: 'tools/call a user may send a minute to any one tool; 0: no limit (the policy file can set it per tool)' },
   { name: 'RATE_LIMIT_CONCURRENT_TOOL_CALLS', default: '0', meaning: 'tool calls a user may have in flight at once; 0: no limit' },
@@ -257,7 +267,14 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`PORT and ADMIN_PORT are both ${port}: the proxy and admin listeners need different ports`);
   }
 
-  const resourceRaw = raw('RESOURCE_URL') ?? `http://localhost:${port}`;
+  const tlsCertFile = raw('TLS_CERT_FILE');
+  const tlsKeyFile = raw('TLS_KEY_FILE');
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) {
+    const [set, unset] = tlsCertFile === undefined ? ['TLS_KEY_FILE', 'TLS_CERT_FILE'] : ['TLS_CERT_FILE', 'TLS_KEY_FILE'];
+    problems.push(`${set} is set but ${unset} is not: set both (certificate and key) for HTTPS on the proxy port, or neither`);
+  }
+
+  const resourceRaw = raw('RESOURCE_URL') ?? `${tlsCertFile === undefined ? 'http' : 'https'}://localhost:${port}`;
   const resource = httpUrl('RESOURCE_URL', resourceRaw);
   if (resource && resource.search !== '') {
     problems.push(`RESOURCE_URL=${show(resourceRaw)}: expected a URL without query string (RFC 9728)`);
@@ -324,6 +341,11 @@ export function loadConfig(env: Env): Readonly<Config> {
     problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is longer than REQUEST_TIMEOUT_SECONDS=${requestTimeoutSeconds}: the headers are part of the request`);
   }
 
+  const policyMode = raw('POLICY_MODE') ?? 'enforce';
+  if (policyMode !== 'enforce' && policyMode !== 'audit') {
+    problems.push(`POLICY_MODE=${show(policyMode)}: expected enforce or audit`);
+  }
+
   const config: Config = {
     issuer: issuer ?? '',
     jwksUri,
@@ -342,6 +364,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     resourceScopes: list('RESOURCE_SCOPES'),
     port,
     host: raw('HOST') ?? '0.0.0.0',
+    tlsCertFile,
+    tlsKeyFile,
     adminPort,
     adminHost: raw('ADMIN_HOST') ?? '0.0.0.0',
     jwksRefreshSeconds: integer('JWKS_REFRESH_SECONDS', 300, 1, 86400),
@@ -363,6 +387,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     requestTimeoutSeconds,
     unauthenticatedIdleSeconds: integer('UNAUTHENTICATED_IDLE_SECONDS', 10, 1, 3600),
     keepAliveTimeoutSeconds: integer('KEEP_ALIVE_TIMEOUT_SECONDS', 72, 1, 3600),
+    policyFile: raw('POLICY_FILE'),
+    policyMode: policyMode as Config['policyMode'],
     rateLimitUserPerMinute: integer('RATE_LIMIT_USER_PER_MINUTE', 0, 0, 1_000_000),
     rateLimitToolPerMinute: integer('RATE_LIMIT_TOOL_PER_MINUTE', 0, 0, 1_000_000),
     rateLimitConcurrentToolCalls: integer('RATE_LIMIT_CONCURRENT_TOOL_CALLS', 0, 0, 100_000),

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import type { Config } from './config.js';
 
 export interface ClientLimits {
@@ -86,7 +87,9 @@ export class ConnectionGuard {
   private open = 0;
 
   constructor(server: Server, private readonly limits: ClientLimits, private readonly onEvict: () => void) {
-    server.on('connection', (socket: Socket) => this.admit(socket));
+    // With TLS, requests arrive on the TLS socket made after the handshake (its own object), and
+    // the handshake itself is bounded by the server's handshakeTimeout.
+    server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => this.admit(socket));
   }
 
   private admit(socket: Socket): void {

@@ -14,6 +14,9 @@ switch (command) {
   case '-h':
     process.stdout.write(`${helpText()}\n`);
     break;
+  case 'policy':
+    process.exitCode = (await import('./mcp/policy/cli.js')).runPolicyCommand(process.argv.slice(3));
+    break;
   case '--version':
     process.stdout.write(`${VERSION}\n`);
     break;

@@ -388,4 +388,10 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     scope.route({ method: FORWARDED_METHODS, url: '/', handler: forward });
     scope.route({ method: FORWARDED_METHODS, url: '/*', handler: forward });
   });
+  // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
+  // quotes the target, query string included.
+  app.setNotFoundHandler((_request, reply) => {
+    reply.code(405).header('allow', FORWARDED_METHODS.join(', ')).header('cache-control', 'no-store')
+      .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
+  });
 }

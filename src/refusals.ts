@@ -5,7 +5,8 @@
 // (`rawPacket`), which hold the bearer token as often as not.
 
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { STATUS_CODES } from './status-codes.js';
 import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';

@@ -13,7 +13,8 @@ const promtool = findTool('promtool');
 describe('alert rules', () => {
   it.skipIf(!promtool)('pass promtool check rules and the unit test of every alert', async () => {
     const check = await run(promtool!, ['check', 'rules', 'monitoring/alerts.rules.yml']);
-    expect(check.stdout).toContain('SUCCESS: 8 rules found');
+    const rules = (YAML.parse(read('monitoring/alerts.rules.yml')) as { groups: { rules: unknown[] }[] }).groups.flatMap((g) => g.rules);
+    expect(check.stdout).toContain(`SUCCESS: ${rules.length} rules found`);
     const unit = await run(promtool!, ['test', 'rules', 'monitoring/alerts.test.yml']);
     expect(unit.stdout).toContain('SUCCESS');
   });

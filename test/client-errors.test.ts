@@ -100,7 +100,7 @@ describe('requests Node\'s parser refuses, at LOG_LEVEL=trace', () => {
 });
 
 describe('a target Fastify\'s router refuses before the hooks', () => {
-  it('/mcp%ZZ gets a fixed 400 that echoes nothing, its request line and its count', async () => {
+  it('/mcp%ZZ gets a fixed 400 that echoes nothing, its request line and its count; a method not forwarded a 405 that echoes nothing', async () => {
     const issuer = await startIssuer();
     await issuer.addKey();
     const upstream = await startUpstream();
@@ -121,6 +121,16 @@ describe('a target Fastify\'s router refuses before the hooks', () => {
       expect(output.join('')).not.toContain('secret-query');
       const metrics = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
       expect(metrics).toContain('mcp_auth_http_refused_total{reason="bad_target"} 1');
+
+      // A method not forwarded, with a valid token: 405 naming the methods, nothing of the target.
+      for (const method of ['PROPFIND', 'TRACE', 'SEARCH']) {
+        const other = await request(`${sidecar.url}/mcp?secret-query=value`, { method, headers: { authorization: `Bearer ${token}` } });
+        const text = await other.body.text();
+        expect(other.statusCode).toBe(405);
+        expect(other.headers.allow).toContain('POST');
+        expect(text).not.toContain('secret-query');
+        expect(text).not.toContain('/mcp');
+      }
     } finally {
       await sidecar.close();
       await upstream.close();

@@ -53,10 +53,12 @@ describe('configuration from the environment', () => {
       requestTimeoutSeconds: 60,
       unauthenticatedIdleSeconds: 10,
       keepAliveTimeoutSeconds: 72,
-      mcpMaxBodyBytes: 1048576,
+      mcpMaxBodyBytes: 1_048_576,
       audit: true,
       auditArguments: 'names',
       auditArgumentBytes: 256,
+      policyFile: undefined,
+      policyMode: 'enforce',
       rateLimitUserPerMinute: 0,
       rateLimitToolPerMinute: 0,
       rateLimitConcurrentToolCalls: 0,
@@ -117,6 +119,12 @@ describe('configuration from the environment', () => {
     expect(loadConfig({ ...minimal, MAX_CONNECTIONS: 'auto' }).maxConnections).toBeUndefined();
   });
 
+  it('takes POLICY_FILE and POLICY_MODE (enforce or audit)', () => {
+    const config = loadConfig({ ...minimal, POLICY_FILE: '/etc/policy/policy.yaml', POLICY_MODE: 'audit' });
+    expect([config.policyFile, config.policyMode]).toEqual(['/etc/policy/policy.yaml', 'audit']);
+    expect(problems({ ...minimal, POLICY_MODE: 'permissive' })).toEqual(['POLICY_MODE="permissive": expected enforce or audit']);
+  });
+
   it('reports every problem at once', () => {
     expect(problems({ OIDC_ISSUER: 'nope', PORT: 'x', LOG_LEVEL: 'loud', OIDC_ALGORITHMS: 'HS512' })).toHaveLength(5);
   });
@@ -136,5 +144,25 @@ describe('the process', () => {
     const { stdout } = await run(process.execPath, [...entry, '--help'], { env: { PATH: process.env.PATH }, timeout: 20_000 });
     expect(stdout).toContain('OIDC_ISSUER');
     expect(stdout).toContain('JWKS_MAX_STALE_SECONDS');
+  });
+});
+
+describe('MCP audit configuration', () => {
+  it('reports a bad AUDIT, AUDIT_ARGUMENTS, MCP_MAX_BODY_BYTES and AUDIT_ARGUMENT_BYTES at once, naming each', () => {
+    const env = { OIDC_ISSUER: 'https://idp.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder', AUDIT: 'maybe', AUDIT_ARGUMENTS: 'all', MCP_MAX_BODY_BYTES: '10', AUDIT_ARGUMENT_BYTES: '-1' };
+    let error: unknown;
+    try {
+      loadConfig(env);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const { problems } = error as ConfigError;
+    expect(problems).toEqual(expect.arrayContaining([
+      'AUDIT="maybe": expected one of on, off',
+      'AUDIT_ARGUMENTS="all": expected one of names, values',
+      'MCP_MAX_BODY_BYTES="10": expected a whole number from 1024 to 67108864',
+      'AUDIT_ARGUMENT_BYTES="-1": expected a whole number from 1 to 65536',
+    ]));
   });
 });

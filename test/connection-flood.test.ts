@@ -4,7 +4,13 @@ import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
-import { derivedMaxConnections, memoryLimitBytes } from '../src/connections.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { ConnectionGuard, derivedMaxConnections, memoryLimitBytes } from '../src/connections.js';
 
 const MiB = 1024 * 1024;
 
@@ -82,6 +88,17 @@ describe('a flood of connections that never authenticate', () => {
     expect(answer.toLowerCase()).toContain('connection: close');
   });
 
+  it('closes an unauthenticated connection after the public metadata too (else keep-alive time would replace its idle time)', async () => {
+    await start({ maxConnections: 50 });
+    const socket = await open(sidecar.url);
+    sockets.push(socket);
+    const done = closed(socket);
+    socket.write('GET /.well-known/oauth-protected-resource HTTP/1.1\r\nHost: x\r\n\r\n');
+    const answer = await done;
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(answer.toLowerCase()).toContain('connection: close');
+  });
+
   it('keeps an authenticated connection after a later rejection (a token that expired on the way)', async () => {
     await start({ maxConnections: 50 });
     const socket = await open(sidecar.url);
@@ -140,6 +157,42 @@ describe('a flood of connections that never authenticate', () => {
     const started = Date.now();
     await closed(socket, 5000);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+  });
+});
+
+describe('the connection guard behind TLS', () => {
+  it('tracks the TLS socket a request arrives on: an authenticated TLS connection leaves probation and is not cut', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'guard-tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    const server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
+    const guard = new ConnectionGuard(server as never, {
+      headersTimeoutMs: 5000, requestTimeoutMs: 10_000, timeoutCheckMs: 1000, maxConnections: 10, maxHeaderBytes: 16_384,
+      unauthenticatedIdleMs: 300, keepAliveTimeoutMs: 5000,
+    }, () => {});
+    // What the authenticate hook does for an accepted request, then a silent stream.
+    server.on('request', (req, res) => {
+      guard.authenticated(req.socket);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: 1\n\n');
+      setTimeout(() => res.end('data: 2\n\n'), 800);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+        let answer = '';
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+        socket.on('close', () => resolve(answer));
+        socket.on('error', reject);
+      });
+      // The stream was silent for longer than the unauthenticated idle time, and outlived it.
+      expect(body).toContain('data: 2');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

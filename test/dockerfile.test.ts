@@ -32,7 +32,9 @@ describe('the Dockerfile keeps its promises', () => {
     // dist/main.js is what tsconfig.build.json makes of src/main.ts.
     const build = JSON.parse(readFileSync(new URL('../tsconfig.build.json', import.meta.url), 'utf8')) as { compilerOptions: { rootDir: string; outDir: string } };
     expect(build.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist' });
-    expect(readFileSync(new URL('../src/main.ts', import.meta.url), 'utf8')).toContain('buildApp');
+    // src/main.ts dispatches its argument; with none it serves (src/serve.ts builds the app).
+    expect(readFileSync(new URL('../src/main.ts', import.meta.url), 'utf8')).toContain('await serve(process.env)');
+    expect(readFileSync(new URL('../src/serve.ts', import.meta.url), 'utf8')).toContain('buildApp');
   });
 
   it('runs in production mode with a small young generation and a fixed malloc threshold (the benchmarks run it so too)', () => {

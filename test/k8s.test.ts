@@ -6,6 +6,7 @@ import YAML from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, Service } from 'kubernetes-models/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { VARIABLES, loadConfig } from '../src/config.js';
 import { findTool } from './helpers/tools.js';
 
@@ -13,10 +14,36 @@ type Manifest = { apiVersion: string; kind: string; metadata: { name: string }; 
 
 const defaults = loadConfig({ OIDC_ISSUER: 'https://x', OIDC_ALLOWED_AZP: 'coder' });
 
-const kubectl = findTool('kubectl');
+// kustomize itself where installed (.ci/run builds it with Go: Debian's kubectl is too old for
+// components), else kubectl's built-in copy (kubectl kustomize).
+const kustomize = (() => {
+  try {
+    return execFileSync('sh', ['-c', 'command -v kustomize'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+const kubectl = kustomize ?? findTool('kubectl');
+const renderCommand = (dir: string): [string, string[]] => (kustomize ? [kustomize, ['build', dir]] : [kubectl!, ['kustomize', dir]]);
+
+const models: Record<string, new (o: never) => { validate(): void }> = { Deployment, ConfigMap, Service, NetworkPolicy, PodDisruptionBudget };
+
+/** Validates each object against its Kubernetes schema; the Prometheus Operator's CRDs by shape. */
+function expectValid(objects: Manifest[]): void {
+  for (const object of objects) {
+    const Model = models[object.kind];
+    if (Model) {
+      expect(() => new Model(object as never).validate(), `${object.kind}/${object.metadata.name}`).not.toThrow();
+    } else {
+      expect(object.apiVersion).toBe('monitoring.coreos.com/v1');
+      expect(['PodMonitor', 'PrometheusRule']).toContain(object.kind);
+    }
+  }
+}
 
 function render(dir: string): Manifest[] {
-  const out = execFileSync(kubectl!, ['kustomize', dir], { encoding: 'utf8' });
+  const [command, args] = renderCommand(dir);
+  const out = execFileSync(command, args, { encoding: 'utf8' });
   return YAML.parseAllDocuments(out).map((d) => d.toJSON() as Manifest);
 }
 
@@ -36,19 +63,26 @@ describe.skipIf(!kubectl)('Kubernetes manifests', () => {
   const byKind = (kind: string) => objects.filter((o) => o.kind === kind);
 
   it('every rendered object validates against the Kubernetes schema', () => {
-    const models: Record<string, new (o: never) => { validate(): void }> = { Deployment, ConfigMap, Service, NetworkPolicy };
-    for (const object of objects) {
-      const Model = models[object.kind];
-      if (Model) {
-        expect(() => new Model(object as never).validate(), `${object.kind}/${object.metadata.name}`).not.toThrow();
-      } else {
-        // CRDs of the Prometheus Operator: check the shape we rely on.
-        expect(object.apiVersion).toBe('monitoring.coreos.com/v1');
-        expect(['PodMonitor', 'PrometheusRule']).toContain(object.kind);
-      }
-      expect((object.metadata as { namespace?: string }).namespace).toBe('coder-demo-mcp');
+    expectValid(objects);
+    for (const object of objects) expect((object.metadata as { namespace?: string }).namespace).toBe('coder-demo-mcp');
+    expect(objects.map((o) => o.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'PrometheusRule', 'Service']);
+  });
+
+  it('generates the configuration with a content hash the pod refers to, and takes the image from the user\'s kustomization', () => {
+    const configMap = byKind('ConfigMap')[0]!;
+    expect(configMap.metadata.name).toMatch(/^auth-sidecar-config-[a-z0-9]{10}$/);
+    expect(sidecar.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
+    expect(sidecar.image).toBe('registry.example.com/usgov/mcp-auth-sidecar:0.1.0');
+  });
+
+  it('carries the label kube-prometheus-stack selects PodMonitors and PrometheusRules by, and a PodDisruptionBudget for the pods', () => {
+    for (const kind of ['PodMonitor', 'PrometheusRule']) {
+      expect((byKind(kind)[0]!.metadata as { labels?: Record<string, string> }).labels?.release, kind).toBe('kube-prometheus-stack');
     }
-    expect(objects.map((o) => o.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodMonitor', 'PrometheusRule', 'Service']);
+    const budget = byKind('PodDisruptionBudget')[0] as unknown as { spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } } };
+    const replicas = (byKind('Deployment')[0] as unknown as { spec: { replicas: number; selector: { matchLabels: Record<string, string> } } }).spec;
+    expect(budget.spec.selector.matchLabels).toEqual(replicas.selector.matchLabels);
+    expect(budget.spec.minAvailable).toBeLessThan(replicas.replicas);
   });
 
   const deployment = byKind('Deployment')[0] as unknown as { spec: { template: { spec: { terminationGracePeriodSeconds: number; containers: Record<string, any>[] } } } };
@@ -92,5 +126,52 @@ describe.skipIf(!kubectl)('Kubernetes manifests', () => {
     expect(ports.sort()).toEqual([8080, 9090]);
     const admin = policy.spec.ingress.find((rule) => rule.ports.some((p) => p.port === 9090))!;
     expect(JSON.stringify(admin.from)).toContain('monitoring');
+  });
+});
+
+describe.skipIf(!kubectl)('the component in front of another MCP server', () => {
+  // Without kubectl the tests below are skipped; empty lists let their set-up lines run.
+  const objects = kubectl ? render('test/k8s/weather-mcp') : [];
+  const one = (kind: string) => objects.find((o) => o.kind === kind) as unknown as Record<string, any>;
+
+  it('renders valid objects for weather-mcp with its own names and labels, and nothing of datastore-mcp', () => {
+    expectValid(objects);
+    expect(objects.map((o) => o.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodMonitor', 'Service']);
+    expect(JSON.stringify(objects)).not.toContain('datastore');
+    for (const object of objects) expect((object.metadata as { namespace?: string }).namespace).toBe('tools');
+    const labels = { 'app.kubernetes.io/name': 'weather-mcp' };
+    expect(one('NetworkPolicy').spec.podSelector.matchLabels).toEqual(labels);
+    expect(one('PodMonitor').spec.selector.matchLabels).toEqual(labels);
+    expect(one('Service').spec.ports).toEqual([{ name: 'mcp', port: 8080, targetPort: 'proxy', protocol: 'TCP' }]);
+    expect(one('Deployment').spec.template.metadata.annotations).toEqual({
+      'mcp-auth-sidecar/service': 'weather',
+      'mcp-auth-sidecar/resource-url': 'https://weather-mcp.tools.svc.cluster.local:8080',
+    });
+  });
+
+  it('the native form runs the same sidecar as an init container with restartPolicy Always', () => {
+    const pod = one('Deployment').spec.template.spec;
+    expect(pod.containers.map((c: { name: string }) => c.name)).toEqual(['server']);
+    const [native] = pod.initContainers as Record<string, unknown>[];
+    expect(native).toMatchObject({ name: 'auth-sidecar', restartPolicy: 'Always', image: 'ghcr.example.org/platform/mcp-auth-sidecar:9.9.9' });
+    const example = (render('k8s/example').find((o) => o.kind === 'Deployment') as unknown as Record<string, any>).spec.template.spec.containers
+      .find((c: { name: string }) => c.name === 'auth-sidecar');
+    const { restartPolicy: _, ...rest } = native!;
+    expect({ ...rest, image: example.image, envFrom: example.envFrom }).toEqual(example);
+    expect(pod.terminationGracePeriodSeconds).toBe(30);
+  });
+
+  it('fails loudly when the kustomization has no Deployment to attach to', () => {
+    const failure = (() => {
+      try {
+        const [command, args] = renderCommand('test/k8s/no-deployment');
+        execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        return undefined;
+      } catch (error) {
+        return error as { status: number; stderr: string };
+      }
+    })();
+    expect(failure?.status).not.toBe(0);
+    expect(failure?.stderr).toContain('nothing selected by Deployment');
   });
 });

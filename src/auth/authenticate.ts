@@ -121,6 +121,9 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
+      // Not kept either when nothing on it was accepted: else Node's keep-alive time would
+      // replace the shorter idle time of an unauthenticated connection (src/connections.ts).
+      if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) reply.raw.shouldKeepAlive = false;
       done();
       return;
     }

@@ -13,6 +13,10 @@ export interface Identity {
   readonly subject: string | undefined;
   readonly email: string | undefined;
   readonly groups: readonly string[] | undefined;
+  /** Realm roles (`realm_access.roles`): kept only when a tool policy is configured (its CEL `roles`). */
+  readonly roles?: readonly string[];
+  /** The claims less the per-token ones (PER_TOKEN_CLAIMS): kept only when a tool policy is configured (its CEL `jwt`). */
+  readonly claims?: Readonly<Record<string, unknown>>;
 }
 
 export interface Verdict {
@@ -25,7 +29,7 @@ export interface Verdict {
 export type VerifierConfig = Pick<
   Config,
   | 'issuer' | 'audiences' | 'allowedAzp' | 'algorithms' | 'clockToleranceSeconds'
-  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles' | 'forwardUnverifiedEmail'
+  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles' | 'policyFile' | 'forwardUnverifiedEmail'
 >;
 
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
@@ -43,7 +47,13 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
+// The header must be parsed before any key is known (it names alg and kid); issuers' headers are
+// about 100 characters, so a long one is refused before it is parsed.
+const MAX_ENCODED_HEADER = 2048;
 const MAX_SHARED_IDENTITIES = 10_000;
+// Claims that differ from token to token of one login: left out of a policy's `jwt`, so that a
+// user's tokens still share one Identity (and a rule cannot depend on a token's age by accident).
+const PER_TOKEN_CLAIMS = new Set(['exp', 'iat', 'nbf', 'jti', 'auth_time', 'sid', 'session_state', 'at_hash', 'nonce']);
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
 
 /** The three parts of a compact JWS, still encoded; never trusts their contents. */
@@ -210,19 +220,33 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
   const toleranceMs = config.clockToleranceSeconds * 1000;
 
   const identities = new Map<string, Identity>();
+  const keepClaims = config.policyFile !== undefined;
+  /** The policy's claims of a shared Identity, as JSON: what a new token's claims are compared with. */
+  const claimsJson = new WeakMap<Identity, string>();
   /**
    * One Identity object per user rather than per token, reused while the claims match exactly:
    * a user's tokens, cached side by side, then share it instead of each keeping an object and
    * its strings alive (bench/RESULTS.md). At most MAX_SHARED_IDENTITIES (then the map starts again).
    */
-  function sharedIdentity(user: string, subject: string | undefined, email: string | undefined, groups: string[] | undefined): Identity {
+  function sharedIdentity(user: string, subject: string | undefined, email: string | undefined, groups: string[] | undefined, all: Claims): Identity {
     const id = subject ?? user;
     const known = identities.get(id);
-    if (known !== undefined && known.user === user && known.subject === subject && known.email === email && sameGroups(known.groups, groups)) {
+    let claims: Claims | undefined;
+    let json: string | undefined;
+    if (keepClaims) {
+      claims = {};
+      for (const name in all) if (!PER_TOKEN_CLAIMS.has(name)) claims[name] = all[name];
+      json = JSON.stringify(claims);
+    }
+    if (known !== undefined && known.user === user && known.subject === subject && known.email === email && sameGroups(known.groups, groups)
+      && claimsJson.get(known) === json) {
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
-    const identity: Identity = { user, subject, email, groups };
+    const identity: Identity = claims === undefined
+      ? { user, subject, email, groups }
+      : { user, subject, email, groups, roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims };
+    if (json !== undefined) claimsJson.set(identity, json);
     identities.set(id, identity);
     return identity;
   }
@@ -254,7 +278,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     // An address Keycloak never verified is the user's own typing: not forwarded as verified.
     const email = forwardable(claims, 'email');
     const identity = sharedIdentity(forwardable(claims, config.userClaim)!, forwardable(claims, 'sub'),
-      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined, forwardableGroups(claims));
+      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined, forwardableGroups(claims), claims);
 
     if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
       const groups = new Set(stringList(claims.groups));
@@ -289,6 +313,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
+    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large');
     const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {

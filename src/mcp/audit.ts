@@ -3,7 +3,7 @@
 // undefined. Argument values appear only with AUDIT_ARGUMENTS=values, each cut to
 // AUDIT_ARGUMENT_BYTES; otherwise their names and a SHA-256 of the arguments as sent.
 
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { symbols, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config.js';
 
@@ -92,7 +92,7 @@ export function createAuditWriter(logger: Logger, config: Pick<Config, 'audit' |
     const args = line.arguments;
     if (args !== undefined) {
       const serialized = text(args);
-      json += `,"argumentNames":${text(argumentNames(args))},"argumentsSha256":"${createHash('sha256').update(serialized).digest('hex')}"`;
+      json += `,"argumentNames":${text(argumentNames(args))},"argumentsSha256":"${hash('sha256', serialized)}"`;
       if (values) json += `,"arguments":${text(argumentValues(args, valueBytes))}`;
     }
     if (line.rpcId !== undefined) json += `,"rpcId":${text(line.rpcId)}`;

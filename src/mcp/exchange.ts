@@ -98,7 +98,7 @@ export class McpExchange implements ResponseReader {
     if (this.mode === 'unread') this.unreadable = true;
     if (!this.holding) return true;
     if (this.mode === 'json') return false;
-    if (this.mode === 'unread' && statusCode < 300) {
+    if (this.mode === 'unread' && statusCode === 200) {
       // A result to filter in a form we cannot read: the client gets errors instead.
       this.failClosed = true;
       delete headers['content-encoding'];
@@ -125,7 +125,10 @@ export class McpExchange implements ResponseReader {
       }
     } else if (this.mode === 'sse') {
       if (this.holding) return this.heldSseData(chunk);
+      // Counted first: an answer in this chunk has been written with it.
+      this.bytesOut += chunk.length;
       this.sse!.feed(chunk, this.passingEvent);
+      return chunk;
     }
     this.bytesOut += chunk.length;
     return chunk;

@@ -38,7 +38,8 @@ function lookup(name: string): string | undefined {
 function needed(helper: string): boolean {
   const files = readdirSync('test').filter((f) => f.endsWith('.test.ts')).map((f) => join('test', f));
   const users = files.filter((f) => readFileSync(f, 'utf8').includes(`./helpers/${helper}.js'`));
-  const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && files.some((f) => f.includes(a)));
+  const commands = new Set(['run', 'watch', 'dev', 'related']);
+  const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && !commands.has(a) && files.some((f) => f.includes(a)));
   if (filters.length === 0) return users.length > 0;
   return users.some((f) => filters.some((a) => f.includes(a)));
 }
@@ -97,6 +98,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       const port = await freePort();
       const managementPort = await freePort();
       keycloak = startKeycloak(home, dir, port, managementPort);
+      // Its own process group (detached), so teardown can end kc.sh and its java together; if
+      // vitest itself is interrupted, the group goes with it.
+      const group = keycloak.pid!;
+      process.once('exit', () => { try { process.kill(-group, 'SIGKILL'); } catch { /* already gone */ } });
       // Not waited for here: the files that need it wait (helpers/keycloak.ts), the others run meanwhile.
       project.provide('keycloak', {
         url: `http://127.0.0.1:${port}`,

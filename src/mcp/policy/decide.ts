@@ -1,0 +1,135 @@
+// The decision for one message, and whether a listed tool, prompt or resource is shown: both from
+// the same rules, so what a user sees and what they may call cannot drift apart.
+//
+// - A deny rule that is true denies; deny beats allow. A deny rule that fails to evaluate denies
+//   too (fail closed: the rule meant to stop something could not tell), except for plumbing.
+// - Tool calls, prompt gets, resource reads and every other method need an allow rule that is
+//   true; a rule that fails to evaluate does not allow.
+// - Plumbing (initialize, ping, notifications/*) and the four list requests pass unless a deny
+//   rule is true for them (their items are filtered, below).
+// - An item of a list is shown when some call of it could be allowed: the call is judged with
+//   mcp.arguments unknown; an allow rule that could be true shows it, a deny rule that is
+//   true (or fails) without looking at the arguments hides it.
+
+import type { Identity } from '../../auth/verify.js';
+import type { ClientMessage } from '../guard.js';
+import type { Facts, Truth } from './expression.js';
+import type { Rule } from './file.js';
+
+export interface Judgement {
+  readonly allowed: boolean;
+  /** The rule that decided; undefined when none did (no rule allows, or plumbing passed). */
+  readonly rule: string | undefined;
+  readonly reason: string;
+}
+
+/** The list methods, and the member of the result holding the items. */
+export const LIST_ITEMS: Readonly<Record<string, string>> = {
+  'tools/list': 'tools',
+  'prompts/list': 'prompts',
+  'resources/list': 'resources',
+  'resources/templates/list': 'resourceTemplates',
+};
+
+const NO_ARGUMENTS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+export function isPlumbing(method: string): boolean {
+  return method === 'initialize' || method === 'ping' || method.startsWith('notifications/');
+}
+
+/** The facts rules see for a message; every absent name bound empty ("" / [] / {}). */
+export function factsOf(message: ClientMessage, identity: Identity, annotations: Readonly<Record<string, unknown>> | undefined): Facts {
+  let { prompt, resource } = message;
+  // completion/complete names its prompt or resource in params.ref.
+  if (message.method === 'completion/complete') {
+    const ref = message.params?.ref as { type?: unknown; name?: unknown; uri?: unknown } | undefined;
+    if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') prompt = ref.name;
+    if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') resource = ref.uri;
+  }
+  return {
+    jwt: identity.claims ?? NO_ARGUMENTS,
+    user: identity.user,
+    groups: identity.groups ?? [],
+    roles: identity.roles ?? [],
+    mcp: {
+      method: message.method,
+      tool: message.tool ?? '',
+      arguments: message.arguments ?? NO_ARGUMENTS,
+      prompt: prompt ?? '',
+      resource: resource ?? '',
+    },
+    tool: { annotations: annotations ?? NO_ARGUMENTS },
+  };
+}
+
+/** A method that names its subject in params: without a string there, nothing can be judged. */
+function missingSubject(message: ClientMessage): string | undefined {
+  switch (message.method) {
+    case 'tools/call':
+      return message.tool === undefined ? 'params.name of tools/call must be a string' : undefined;
+    case 'prompts/get':
+      return message.prompt === undefined ? 'params.name of prompts/get must be a string' : undefined;
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe':
+      return message.resource === undefined ? `params.uri of ${message.method} must be a string` : undefined;
+    default:
+      return undefined;
+  }
+}
+
+const quote = JSON.stringify;
+
+function judge(rules: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
+  for (const rule of rules) {
+    if (rule.effect !== 'deny') continue;
+    const truth = truthOf(rule);
+    if (truth === true) return { allowed: false, rule: rule.name, reason: `deny rule ${quote(rule.name)} matches` };
+    if (truth === 'error' && needsAllow) {
+      return { allowed: false, rule: rule.name, reason: `deny rule ${quote(rule.name)} could not be evaluated (a deny rule that fails denies)` };
+    }
+  }
+  for (const rule of rules) {
+    if (rule.effect !== 'allow') continue;
+    const truth = truthOf(rule);
+    if (truth === true || (listing && truth === 'unknown')) {
+      return { allowed: true, rule: rule.name, reason: `allow rule ${quote(rule.name)} ${truth === true ? 'matches' : 'can match, depending on the arguments'}` };
+    }
+  }
+  if (!needsAllow) return { allowed: true, rule: undefined, reason: `${facts.mcp.method} passes unless a deny rule matches` };
+  return { allowed: false, rule: undefined, reason: 'no allow rule matches' };
+}
+
+/** The decision for one client message. */
+export function decide(rules: readonly Rule[], message: ClientMessage, identity: Identity, annotations?: Readonly<Record<string, unknown>>): Judgement {
+  const missing = missingSubject(message);
+  if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
+  const facts = factsOf(message, identity, annotations);
+  const needsAllow = !isPlumbing(message.method) && LIST_ITEMS[message.method] === undefined;
+  return judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+}
+
+/** Whether a list item is shown: the call it stands for could be allowed for this identity. */
+export function visible(rules: readonly Rule[], call: ClientMessage, identity: Identity, annotations?: Readonly<Record<string, unknown>>): Judgement {
+  const facts = factsOf(call, identity, annotations);
+  return judge(rules, facts, true, (rule) => rule.expression.evaluateWithoutArguments(facts), true);
+}
+
+/** The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read of a resource or template. */
+export function callOf(listMethod: string, item: unknown): ClientMessage | undefined {
+  if (typeof item !== 'object' || item === null) return undefined;
+  const { name, uri, uriTemplate } = item as { name?: unknown; uri?: unknown; uriTemplate?: unknown };
+  const base = { id: undefined, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined };
+  switch (listMethod) {
+    case 'tools/list':
+      return typeof name === 'string' ? { ...base, method: 'tools/call', tool: name } : undefined;
+    case 'prompts/list':
+      return typeof name === 'string' ? { ...base, method: 'prompts/get', prompt: name } : undefined;
+    case 'resources/list':
+      return typeof uri === 'string' ? { ...base, method: 'resources/read', resource: uri } : undefined;
+    case 'resources/templates/list':
+      return typeof uriTemplate === 'string' ? { ...base, method: 'resources/read', resource: uriTemplate } : undefined;
+    default:
+      return undefined;
+  }
+}
