@@ -17,9 +17,9 @@ import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
-import { startPolicy } from './mcp/policy/index.js';
+import { readPolicyAtStart, startPolicy, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { createLimits } from './mcp/limits/index.js';
+import { LimitsFileError, createLimits } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
 import { CertificateReloader, readTlsPair } from './tls.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -37,8 +37,6 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
-  /** The policy file's `limits:` section as parsed (YAML → JSON); RATE_LIMIT_* alone without it. */
-  limitsSection?: unknown;
 }
 
 export interface App {
@@ -82,6 +80,16 @@ async function listenOn(server: FastifyInstance, port: number, host: string, [po
       throw new StartupError(hostVariable, host, `cannot listen on ${address}: ${host} is not an address of this host`, because);
     }
     throw new StartupError(portVariable, String(port), `cannot listen on ${address}: ${(error as Error).message}`, because);
+  }
+}
+
+/** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
+function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+  try {
+    return createLimits(config, metrics, logger, policyFile?.document.limits);
+  } catch (error) {
+    if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
+    throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
   }
 }
 
@@ -192,8 +200,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
-  const policy = startPolicy(config, metrics, logger);
-  const rateLimits = createLimits(config, metrics, logger, options.limitsSection);
+  const policyFile = readPolicyAtStart(config);
+  const policy = startPolicy(config, metrics, logger, policyFile);
+  const rateLimits = startLimits(config, metrics, logger, policyFile);
   const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 

@@ -1,5 +1,8 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -260,8 +263,12 @@ describe('rate limits without Redis (per process) and from the policy file', () 
     await issuer?.close();
   });
 
-  it('applies the limits: section per tool, in memory when REDIS_URL is unset', async () => {
-    sidecar = await startSidecar(testEnv(issuer, mcp, { RATE_LIMIT_TOOL_PER_MINUTE: '100' }), { limitsSection: { tools: { whoami: { perMinute: 1 } } } });
+  it('applies the policy file\'s limits: section per tool, in memory when REDIS_URL is unset', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'limits-'));
+    const policyFile = join(dir, 'policy.yaml');
+    // A file of limits only: no rules, so no tool policy, only the limit.
+    writeFileSync(policyFile, 'limits:\n  tools:\n    whoami: { perMinute: 1 }\n');
+    sidecar = await startSidecar(testEnv(issuer, mcp, { RATE_LIMIT_TOOL_PER_MINUTE: '100', POLICY_FILE: policyFile }));
     client = new Client({ name: 'limits-test', version: '1.0.0' });
     await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } } }));
     await client.callTool({ name: 'whoami', arguments: {} });
@@ -269,6 +276,15 @@ describe('rate limits without Redis (per process) and from the policy file', () 
     expect((refused as McpError).code).toBe(RATE_LIMITED);
     await client.callTool({ name: 'count', arguments: { n: 1 } });
     await client.callTool({ name: 'count', arguments: { n: 1 } });
+  });
+
+  it('refuses to start on a bad limits: section, naming POLICY_FILE', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'limits-'));
+    const policyFile = join(dir, 'policy.yaml');
+    writeFileSync(policyFile, 'limits:\n  tools:\n    whoami: { perHour: 1 }\n');
+    const started = startSidecar(testEnv(issuer, mcp, { POLICY_FILE: policyFile }));
+    await expect(started).rejects.toMatchObject({ name: 'StartupError', variable: 'POLICY_FILE' });
+    await expect(started).rejects.toThrow(/tools\.whoami: expected \{ perMinute: N \}/);
   });
 
   it('installs no guard when no limit is set: a body no guard could judge is forwarded as before', async () => {

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { StartupError } from '../../errors.js';
 import type { Metrics } from '../../metrics.js';
-import { PolicyError, parsePolicy } from './file.js';
+import { PolicyError, parsePolicy, type PolicyDocument } from './file.js';
 import { PolicyGuard } from './guard.js';
 
 /** Changes in the directory within this time are read once (a ConfigMap swap is several renames). */
@@ -32,19 +32,36 @@ function readAtStart(file: string): string {
   }
 }
 
-/** Undefined when POLICY_FILE is not set, or the file has no rules: (no tool policy: no guard, no cost). */
-export function startPolicy(config: Pick<Config, 'policyFile' | 'policyMode'>, metrics: Pick<Metrics, 'policyDecisions' | 'policyReloads'>, logger: Logger): RunningPolicy | undefined {
+export interface PolicyAtStart {
+  readonly file: string;
+  readonly text: string;
+  readonly document: PolicyDocument;
+}
+
+/** POLICY_FILE read and checked at start (undefined when not set); its `limits:` go to the rate limits. */
+export function readPolicyAtStart(config: Pick<Config, 'policyFile'>): PolicyAtStart | undefined {
   const file = config.policyFile;
   if (file === undefined) return undefined;
-  let text = readAtStart(file);
-  let document;
+  const text = readAtStart(file);
   try {
-    document = parsePolicy(text, file);
+    return { file, text, document: parsePolicy(text, file) };
   } catch (error) {
     if (!(error instanceof PolicyError)) throw error;
     const first = error.problems[0]!;
     throw new StartupError('POLICY_FILE', file, `invalid policy: ${error.message}`, { cause: error, fields: { line: String(first.line), column: String(first.column) } });
   }
+}
+
+/** Undefined when POLICY_FILE is not set, or the file has no rules: (no tool policy: no guard, no cost). */
+export function startPolicy(
+  config: Pick<Config, 'policyFile' | 'policyMode'>,
+  metrics: Pick<Metrics, 'policyDecisions' | 'policyReloads'>,
+  logger: Logger,
+  loaded: PolicyAtStart | undefined = readPolicyAtStart(config),
+): RunningPolicy | undefined {
+  if (loaded === undefined) return undefined;
+  const { file, document } = loaded;
+  let { text } = loaded;
   if (document.rules === undefined) {
     logger.info({ policyFile: file }, 'policy file has no rules: no tool policy');
     return undefined;
