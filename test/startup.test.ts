@@ -22,7 +22,7 @@ function expectNoBareStack(sidecar: SidecarProcess): void {
   for (const line of sidecar.lines) expect(line, JSON.stringify(line)).not.toHaveProperty('notJson');
 }
 
-describe('a start-up that cannot listen', () => {
+describe('a start-up that cannot listen', { timeout: 60_000 }, () => {
   let taken: Server;
   let upstream: TestUpstream;
   let deadIssuer: string;
@@ -57,7 +57,7 @@ describe('a start-up that cannot listen', () => {
   });
 });
 
-describe('a configuration error', () => {
+describe('a configuration error', { timeout: 60_000 }, () => {
   it('prints the problems for a person on stderr and one JSON line on stdout, exits 1', async () => {
     const sidecar = spawnSidecar({ PORT: 'eighty' });
     expect(await sidecar.exited).toBe(1);
@@ -69,7 +69,7 @@ describe('a configuration error', () => {
   });
 });
 
-describe('a running sidecar', () => {
+describe('a running sidecar', { timeout: 60_000 }, () => {
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: SidecarProcess | undefined;
@@ -111,7 +111,7 @@ describe('a running sidecar', () => {
   });
 });
 
-describe('the command line', () => {
+describe('the command line', { timeout: 60_000 }, () => {
   it('--version prints the package version and exits 0', async () => {
     const sidecar = spawnSidecar({}, ['--version']);
     expect(await sidecar.exited).toBe(0);
