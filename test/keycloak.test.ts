@@ -89,7 +89,8 @@ describe.skipIf(!keycloak)('Keycloak 26 tokens', () => {
     await realm.update({ accessTokenLifespan: 1 });
     try {
       const { access_token, expires_in } = await realm.tokens('alice');
-      expect(expires_in).toBe(1);
+      // Keycloak rounds expires_in down: 0 when the answer took part of the second.
+      expect(expires_in).toBeLessThanOrEqual(1);
       const { exp } = claims(access_token);
       // Waiting for the clock is the point here: the token's own exp, plus a second for its rounding.
       const waitMs = exp * 1000 + 1000 - Date.now();
