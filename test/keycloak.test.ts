@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importRealm, useKeycloak, type Realm } from './helpers/keycloak.js';
-import { startSidecar, type RunningSidecar } from './helpers/sidecar.js';
+import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js';
 import { startUpstream, type TestUpstream } from './helpers/upstream.js';
 
 const keycloak = useKeycloak();
@@ -22,26 +22,12 @@ async function send(url: string, token: string): Promise<{ status: number; reaso
   return { status: response.status, ...(response.status === 200 ? {} : { reason: (JSON.parse(body) as { reason: string }).reason }) };
 }
 
-function env(realm: Realm, upstream: TestUpstream, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    OIDC_ISSUER: realm.issuer,
-    OIDC_ALLOWED_AZP: 'coder',
-    UPSTREAM_URL: upstream.url,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    ADMIN_PORT: '0',
-    ADMIN_HOST: '127.0.0.1',
-    LOG_LEVEL: 'silent',
-    ...extra,
-  };
-}
-
 describe.skipIf(!keycloak)('Keycloak 26 tokens', () => {
   let realm: Realm;
   let upstream: TestUpstream;
   const sidecars: RunningSidecar[] = [];
   const sidecar = async (extra: Record<string, string> = {}) => {
-    const started = await startSidecar(env(realm, upstream, extra));
+    const started = await startSidecar(testEnv(realm, upstream, extra));
     sidecars.push(started);
     return started;
   };
@@ -155,8 +141,8 @@ describe.skipIf(!keycloak)('Keycloak signing key rotation', () => {
     upstream = await startUpstream();
     // One sidecar with the default refresh (new keys come only through an unknown kid), one that
     // refreshes every second (a removed key goes at the next refresh).
-    steady = await startSidecar(env(realm, upstream));
-    refreshing = await startSidecar(env(realm, upstream, { JWKS_REFRESH_SECONDS: '1' }));
+    steady = await startSidecar(testEnv(realm, upstream));
+    refreshing = await startSidecar(testEnv(realm, upstream, { JWKS_REFRESH_SECONDS: '1' }));
   }, 300_000);
 
   afterAll(async () => {
