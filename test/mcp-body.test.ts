@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from './helpers/issuer.js';
@@ -62,6 +63,15 @@ describe('MCP request bodies', () => {
       expect(seen.body).toBe(body);
       expect(seen.headers['content-length']).toBe(String(Buffer.byteLength(body)));
     }
+  });
+
+  it('audits the SHA-256 of the arguments exactly as sent, spacing and escapes included', async () => {
+    const args = '{ "sql" : "select \\"}\\" from t",\n "limit":10, "who":"caf\\u00e9 é" }';
+    const body = `{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"query","arguments":${args}}}`;
+    expect((await post(open, body)).status).toBe(200);
+    const [line] = await log.waitForAudit((l) => l.rpcId === 41);
+    expect(line).toMatchObject({ method: 'tools/call', tool: 'query', argumentNames: ['sql', 'limit', 'who'] });
+    expect(line!.argumentsSha256).toBe(createHash('sha256').update(args).digest('hex'));
   });
 
   it('reads application/json case-insensitively with parameters, and passes other types unread', async () => {

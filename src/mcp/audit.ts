@@ -1,7 +1,8 @@
 // The audit line: one `"msg":"mcp"` JSON line per MCP request or notification, written like the
 // request line (src/log.ts): one template into the logger's destination, fields left out when
 // undefined. Argument values appear only with AUDIT_ARGUMENTS=values, each cut to
-// AUDIT_ARGUMENT_BYTES; otherwise their names and a SHA-256 of the arguments as sent.
+// AUDIT_ARGUMENT_BYTES; otherwise their names and a SHA-256 of the arguments as sent: the
+// characters of the body (arguments-text.ts), not a re-serialisation.
 
 import { hash } from 'node:crypto';
 import { symbols, type DestinationStream, type Logger } from 'pino';
@@ -22,6 +23,8 @@ export interface AuditLine {
   prompt: string | undefined;
   resource: string | undefined;
   arguments: Readonly<Record<string, unknown>> | undefined;
+  /** The arguments as written in the request body; hashed instead of re-serialising `arguments`. */
+  argumentsText?: string | undefined;
   rpcId: string | number | undefined;
   outcome: Outcome;
   rpcErrorCode: number | undefined;
@@ -91,8 +94,7 @@ export function createAuditWriter(logger: Logger, config: Pick<Config, 'audit' |
     if (line.resource !== undefined) json += `,"resource":${text(line.resource)}`;
     const args = line.arguments;
     if (args !== undefined) {
-      const serialized = text(args);
-      json += `,"argumentNames":${text(argumentNames(args))},"argumentsSha256":"${hash('sha256', serialized)}"`;
+      json += `,"argumentNames":${text(argumentNames(args))},"argumentsSha256":"${hash('sha256', line.argumentsText ?? text(args))}"`;
       if (values) json += `,"arguments":${text(argumentValues(args, valueBytes))}`;
     }
     if (line.rpcId !== undefined) json += `,"rpcId":${text(line.rpcId)}`;

@@ -98,7 +98,7 @@ export class McpContext {
   }
 
   record(
-    message: Pick<ClientMessage, 'method' | 'id' | 'tool' | 'prompt' | 'resource' | 'arguments'>,
+    message: Pick<ClientMessage, 'method' | 'id' | 'tool' | 'prompt' | 'resource' | 'arguments' | 'argumentsText'>,
     caller: { identity: Identity; sessionId: string | undefined },
     reqId: string,
     startedAt: number,
@@ -131,6 +131,7 @@ export class McpContext {
       prompt: message.prompt,
       resource: message.resource,
       arguments: message.arguments,
+      argumentsText: message.argumentsText,
       rpcId: message.id,
       outcome,
       rpcErrorCode,

@@ -21,6 +21,8 @@ export interface ClientMessage {
   readonly resource: string | undefined;
   /** `params.arguments` of tools/call and prompts/get when it is a JSON object. */
   readonly arguments: Readonly<Record<string, unknown>> | undefined;
+  /** `arguments` as written in the body (for the audit's hash), when the body was read for the audit. */
+  readonly argumentsText?: string;
 }
 
 /** Who sent it: the verified identity of the HTTP request, and its MCP session. */

@@ -181,7 +181,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       return unparsed(read.head, true, Number(request.headers['content-length'] ?? read.head?.length ?? 0));
     }
     const { body } = read;
-    const parsed = parseBody(body);
+    const parsed = parseBody(body, context.audit !== undefined);
     if (typeof parsed === 'string') {
       if (guarded) return refuseBody(res, request, 400, PROBLEMS[parsed]);
       return unparsed(body, false, body.length);

@@ -2,6 +2,7 @@
 // names a metric label may take. Pure functions over bytes and parsed values: no HTTP here.
 
 import { hasDuplicateKeys } from '../auth/verify.js';
+import { argumentsTexts } from './arguments-text.js';
 import type { ClientMessage } from './guard.js';
 
 /** Every method MCP defines (2024-11-05 to 2025-11-25), client's and server's: the `method` label's values. */
@@ -62,7 +63,7 @@ function isId(value: unknown): value is string | number {
 }
 
 /** One parsed JSON-RPC request or notification, with the names a guard and the audit read. */
-export function clientMessage(method: string, id: string | number | undefined, rawParams: unknown): ClientMessage {
+export function clientMessage(method: string, id: string | number | undefined, rawParams: unknown, argumentsText?: string): ClientMessage {
   const params = isObject(rawParams) ? rawParams : undefined;
   const name = typeof params?.name === 'string' ? params.name : undefined;
   const uri = typeof params?.uri === 'string' ? params.uri : undefined;
@@ -76,6 +77,7 @@ export function clientMessage(method: string, id: string | number | undefined, r
     prompt: method === 'prompts/get' ? name : undefined,
     resource: isResource ? uri : undefined,
     arguments: method === 'tools/call' || method === 'prompts/get' ? args : undefined,
+    argumentsText: (method === 'tools/call' || method === 'prompts/get') && args !== undefined ? argumentsText : undefined,
   };
 }
 
@@ -83,9 +85,10 @@ export function clientMessage(method: string, id: string | number | undefined, r
  * A POST body as JSON-RPC: one message or a batch (an array, as the 2025-03-26 transport
  * allowed). A body is refused when it is not UTF-8 JSON, names a member twice (two parsers
  * would disagree on which one counts, and the upstream's parser is not ours) or holds anything
- * but JSON-RPC 2.0 messages.
+ * but JSON-RPC 2.0 messages. `withArgumentsText` (the audit's): each message also carries its
+ * arguments' text as sent.
  */
-export function parseBody(body: Buffer): ParsedBody | BodyProblem {
+export function parseBody(body: Buffer, withArgumentsText = false): ParsedBody | BodyProblem {
   let text: string;
   let value: unknown;
   try {
@@ -101,12 +104,16 @@ export function parseBody(body: Buffer): ParsedBody | BodyProblem {
   if (elements.length === 0) return 'not_json_rpc';
   const messages: ClientMessage[] = [];
   const responses: ClientResponse[] = [];
-  for (const element of elements) {
+  let texts: (string | undefined)[] | undefined;
+  for (const [index, element] of elements.entries()) {
     if (!isObject(element) || element.jsonrpc !== '2.0') return 'not_json_rpc';
     const { method, id } = element;
     if (typeof method === 'string') {
       if (id !== undefined && !isId(id)) return 'not_json_rpc';
-      messages.push(clientMessage(method, id, element.params));
+      const params = element.params;
+      // Scanned once a body, and only when some message has an arguments object.
+      if (withArgumentsText && texts === undefined && isObject(params) && isObject(params.arguments)) texts = argumentsTexts(text, batch);
+      messages.push(clientMessage(method, id, params, texts?.[index]));
     } else if (isId(id) && ('result' in element || 'error' in element)) {
       const error = isObject(element.error) ? element.error : undefined;
       responses.push({ id, error: error !== undefined, errorCode: typeof error?.code === 'number' ? error.code : undefined });

@@ -1,0 +1,92 @@
+// Where each message's `params.arguments` object is written in a request body: the audit hashes
+// those characters, the arguments exactly as sent (and as the upstream receives them), instead of
+// re-serialising the parsed object. Re-serialising cost a new string as long as the arguments
+// and about 8 % of a 1 KB tools/call's CPU with AUDIT=on (bench/RESULTS.md, bench:mcp).
+//
+// The scan runs only over text that JSON.parse has accepted and that names no member twice
+// (messages.ts), so it needs no error handling: strings are skipped with indexOf, and only
+// what lies between them is walked character by character.
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COLON = 0x3a;
+
+function isWhitespace(code: number): boolean {
+  return code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09;
+}
+
+/** The index of the quote that closes the string opened at `open` (-1: none, not valid JSON). */
+function closingQuote(text: string, open: number): number {
+  let end = text.indexOf('"', open + 1);
+  while (end !== -1) {
+    let backslashes = 0;
+    while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return end;
+    end = text.indexOf('"', end + 1);
+  }
+  return -1;
+}
+
+/** A member name as the parser read it: escapes decoded only where there are any. */
+function memberName(text: string, open: number, close: number): string {
+  const raw = text.slice(open + 1, close);
+  return raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
+}
+
+/**
+ * The text of `params.arguments` for each message of a valid JSON-RPC body (one entry for a
+ * single message, one per element of a batch), undefined where a message has no arguments
+ * object. Member names are compared after unescaping, as the parser compares them.
+ */
+export function argumentsTexts(text: string, batch: boolean): (string | undefined)[] {
+  const texts: (string | undefined)[] = [];
+  // Depths count open objects and arrays: a message's members are at messageDepth.
+  const messageDepth = batch ? 2 : 1;
+  let depth = 0;
+  let message = -1;
+  let paramsDepth = -1;
+  let argumentsDepth = -1;
+  let argumentsStart = 0;
+  // The member just named is params (of a message) or arguments (of params): its value comes next.
+  let next: 'params' | 'arguments' | undefined;
+  const length = text.length;
+  for (let i = 0; i < length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === QUOTE) {
+      const close = closingQuote(text, i);
+      // Unreachable for text JSON.parse accepted; a scan that cannot go on finds nothing more.
+      if (close === -1) break;
+      let after = close + 1;
+      while (isWhitespace(text.charCodeAt(after))) after++;
+      if (text.charCodeAt(after) === COLON) {
+        const name = depth === messageDepth || depth === paramsDepth ? memberName(text, i, close) : undefined;
+        next = depth === messageDepth && name === 'params' ? 'params' : depth === paramsDepth && name === 'arguments' ? 'arguments' : undefined;
+        i = after;
+      } else {
+        next = undefined;
+        i = close;
+      }
+    } else if (code === 0x7b /* { */ || code === 0x5b /* [ */) {
+      depth++;
+      if (depth === messageDepth) message++;
+      if (code === 0x7b && next === 'params') paramsDepth = depth;
+      else if (code === 0x7b && next === 'arguments') {
+        argumentsDepth = depth;
+        argumentsStart = i;
+      }
+      next = undefined;
+    } else if (code === 0x7d /* } */ || code === 0x5d /* ] */) {
+      if (depth === argumentsDepth) {
+        texts[message] = text.slice(argumentsStart, i + 1);
+        argumentsDepth = -1;
+      }
+      if (depth === paramsDepth) paramsDepth = -1;
+      depth--;
+    } else if (!isWhitespace(code) && code !== 0x2c /* , */) {
+      // A number, true, false or null: the value named last is not an object.
+      next = undefined;
+    }
+  }
+  // Entries for messages without arguments stay holes in a sparse array: make them undefined.
+  return Array.from({ length: message + 1 }, (_, n) => texts[n]);
+}
