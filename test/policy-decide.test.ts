@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decide, visible } from '../src/mcp/policy/decide.js';
+import { decide, factsOf, visible } from '../src/mcp/policy/decide.js';
+import { compileExpression } from '../src/mcp/policy/expression.js';
 import { parsePolicy } from '../src/mcp/policy/file.js';
 import type { ClientMessage } from '../src/mcp/guard.js';
 import type { Identity } from '../src/auth/verify.js';
@@ -53,6 +54,24 @@ describe('policy decisions', () => {
   it('denies a tool call without a string name, whatever the rules say', () => {
     expect(decide(rules(['all', 'allow', 'true']), message('tools/call', undefined), ann))
       .toEqual({ allowed: false, rule: undefined, reason: 'params.name of tools/call must be a string' });
+  });
+});
+
+describe('string tests on an argument, decided in JS', () => {
+  it('give what the CEL evaluator gives, errors included, for every kind of argument value', () => {
+    const values: unknown[] = ['alpha_orders', 'alpha_', 'beta_alpha_', '', 'ALPHA_x', 7, 0, null, true, ['alpha_'], { alpha_: 1 }, '😀alpha_', 'alpha_😀', '\u00e9alpha_'];
+    for (const call of ['startsWith("alpha_")', 'endsWith("alpha_")', 'contains("alpha_")', 'startsWith("")', 'startsWith("😀")']) {
+      const fast = compileExpression(`mcp.arguments.table.${call}`);
+      // The same test the JS path does not recognise (the receiver is an index, not a field): CEL evaluates it.
+      const cel = compileExpression(`[mcp.arguments.table][0].${call}`);
+      for (const value of [...values, undefined]) {
+        const facts = factsOf(message('tools/call', 'query', value === undefined ? {} : { table: value }), ann, undefined);
+        expect(fast.evaluate(facts), `${call} of ${JSON.stringify(value)}`).toBe(cel.evaluate(facts));
+      }
+    }
+    // A name of Object.prototype is no argument.
+    const facts = factsOf(message('tools/call', 'query', {}), ann, undefined);
+    expect(compileExpression('mcp.arguments.toString.startsWith("f")').evaluate(facts)).toBe('error');
   });
 });
 

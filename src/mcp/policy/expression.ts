@@ -317,6 +317,33 @@ function prefilterOf(expr: Expr): Prefilter | undefined {
   return undefined;
 }
 
+// String tests on one argument, the commonest argument condition, are run in JS with CEL's
+// result: the evaluator would first turn the arguments into a Map and dispatch by overload, about
+// 3 µs of a 4 µs decision (bench:policy). @bufbuild/cel runs these very String.prototype methods.
+const STRING_TESTS: Record<string, (value: string, operand: string) => boolean> = {
+  startsWith: (value, operand) => value.startsWith(operand),
+  endsWith: (value, operand) => value.endsWith(operand),
+  contains: (value, operand) => value.includes(operand),
+};
+
+/** `mcp.arguments.NAME.startsWith("x")` (or endsWith, contains): CEL's value, `error` where the argument is missing or not a string. */
+function argumentStringTest(expr: Expr): Evaluate | undefined {
+  if (expr.exprKind.case !== 'callExpr') return undefined;
+  const { function: name, target, args } = expr.exprKind.value;
+  const test = Object.hasOwn(STRING_TESTS, name) ? STRING_TESTS[name]! : undefined;
+  const operand = constant(args[0]);
+  if (test === undefined || args.length !== 1 || operand?.kind !== 'stringValue') return undefined;
+  if (target?.exprKind.case !== 'selectExpr' || target.exprKind.value.testOnly || factName(target.exprKind.value.operand) !== 'mcp.arguments') return undefined;
+  const argument = target.exprKind.value.field;
+  const text = operand.value as string;
+  return (facts) => {
+    const args = facts.mcp.arguments;
+    // CEL: a missing key is an error ("no such key"), and these functions take only strings.
+    const value = Object.hasOwn(args, argument) ? args[argument] : undefined;
+    return typeof value === 'string' ? test(value, text) : 'error';
+  };
+}
+
 /** The tool names a conjunct `mcp.tool == "x"` / `"x" == mcp.tool` / `mcp.tool in ["x", "y"]` allows. */
 function toolsNamed(expr: Expr): ReadonlySet<string> | undefined {
   if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
@@ -359,7 +386,7 @@ export function compileExpression(source: string): CompiledExpression {
   const tools = conjuncts(parsed.expr).map(toolsNamed).find((t) => t !== undefined);
   const prefilters = parts.flatMap((p) => (p.prefilter === undefined ? [] : [p.prefilter]));
   const rest = parts.filter((p) => p.prefilter === undefined).map((p) => p.expr);
-  const residual = rest.map(planned);
+  const residual = rest.map((expr) => argumentStringTest(expr) ?? planned(expr));
   const tree = rest.map(skeleton).reduce<Node | undefined>((a, b) => (a === undefined ? b : { kind: 'and', a, b }), undefined);
   const excluded = (facts: Facts) => {
     for (const passes of prefilters) if (!passes(facts)) return true;
