@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { decide, visible } from '../src/mcp/policy/decide.js';
+import { PolicyGuard } from '../src/mcp/policy/guard.js';
+import { MCP_METHODS } from '../src/mcp/messages.js';
+import { createMetrics } from '../src/metrics.js';
 import { parsePolicy } from '../src/mcp/policy/file.js';
 import type { ClientMessage } from '../src/mcp/guard.js';
 import type { Identity } from '../src/auth/verify.js';
@@ -53,6 +56,16 @@ describe('policy decisions', () => {
   it('denies a tool call without a string name, whatever the rules say', () => {
     expect(decide(rules(['all', 'allow', 'true']), message('tools/call', undefined), ann))
       .toEqual({ allowed: false, rule: undefined, reason: 'params.name of tools/call must be a string' });
+  });
+});
+
+describe('mcp_auth_policy_decisions_total', () => {
+  it('labels a method as mcp_auth_mcp_messages_total does: every MCP method by name, any other as other', async () => {
+    const metrics = createMetrics();
+    const guard = new PolicyGuard(rules(['calls', 'allow', 'mcp.method == "tools/call"']), { mode: 'enforce', decisions: metrics.policyDecisions });
+    for (const method of [...MCP_METHODS, 'tools/invented']) guard.judge(message(method), { identity: ann, sessionId: undefined });
+    const counted = (await metrics.policyDecisions.get()).values.filter((v) => v.value > 0).map((v) => v.labels.method);
+    expect(new Set(counted)).toEqual(new Set([...MCP_METHODS, 'other']));
   });
 });
 
