@@ -80,6 +80,25 @@ describe('policy reload', () => {
     }
   });
 
+  it('keeps the counts across a reload: a call in flight keeps its slot, a limit that stays keeps its window', async () => {
+    const { publish, limits, watched, reloads } = start('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 1\n');
+    try {
+      const held = { ...call, id: 1 };
+      expect(await limits!.judge(held, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+
+      publish('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 2\n');
+      await until(async () => (await reloads('success')) === 1, 'the reload');
+      // The held call still counts: one more fits under the new limit of 2, not two.
+      expect(await limits!.judge({ ...call, id: 3 }, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 4 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+      // And the user's window goes on: the fifth request of the minute is over 4.
+      expect(await limits!.judge({ ...call, id: 5 }, caller)).toMatchObject({ effect: 'limit', scope: 'user' });
+    } finally {
+      watched.close();
+    }
+  });
+
   it('refuses a version that loses rules: (it would take a restart to run without a policy): the last good policy stays', async () => {
     const { publish, policy, watched, reloads, warning } = start(`${DENY_QUERY}${QUERY_ONCE}`);
     try {
