@@ -17,9 +17,9 @@ import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
 import { registerProxy } from './proxy.js';
 import { registerHealth } from './health.js';
 import type { Guard } from './mcp/guard.js';
-import { readPolicyAtStart, startPolicy, type PolicyAtStart } from './mcp/policy/index.js';
+import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, createLimits } from './mcp/limits/index.js';
+import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './errors.js';
 import { CertificateReloader, readTlsPair } from './tls.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -201,9 +201,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
   const policyFile = readPolicyAtStart(config);
-  const policy = startPolicy(config, metrics, logger, policyFile);
+  const policy = createPolicyGuard(config, metrics, logger, policyFile);
   const rateLimits = startLimits(config, metrics, logger, policyFile);
-  const guards = [...(policy === undefined ? [] : [policy.guard]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
+  // One watcher for the file: each valid version goes to both guards, rules and limits together.
+  const watchedPolicy = policyFile === undefined
+    ? undefined
+    : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+  const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
   const admin: FastifyInstance = Fastify({
@@ -236,7 +240,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       clearTimeout(force);
       keys.close();
       certificates?.close();
-      policy?.close();
+      watchedPolicy?.close();
       await rateLimits?.close();
       await admin.close();
     },

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { decide, factsOf, visible } from '../src/mcp/policy/decide.js';
 import { compileExpression } from '../src/mcp/policy/expression.js';
+import { PolicyGuard } from '../src/mcp/policy/guard.js';
+import { MCP_METHODS } from '../src/mcp/messages.js';
+import { createMetrics } from '../src/metrics.js';
 import { parsePolicy } from '../src/mcp/policy/file.js';
 import type { ClientMessage } from '../src/mcp/guard.js';
 import type { Identity } from '../src/auth/verify.js';
@@ -72,6 +75,16 @@ describe('string tests on an argument, decided in JS', () => {
     // A name of Object.prototype is no argument.
     const facts = factsOf(message('tools/call', 'query', {}), ann, undefined);
     expect(compileExpression('mcp.arguments.toString.startsWith("f")').evaluate(facts)).toBe('error');
+  });
+});
+
+describe('mcp_auth_policy_decisions_total', () => {
+  it('labels a method as mcp_auth_mcp_messages_total does: every MCP method by name, any other as other', async () => {
+    const metrics = createMetrics();
+    const guard = new PolicyGuard(rules(['calls', 'allow', 'mcp.method == "tools/call"']), { mode: 'enforce', decisions: metrics.policyDecisions });
+    for (const method of [...MCP_METHODS, 'tools/invented']) guard.judge(message(method), { identity: ann, sessionId: undefined });
+    const counted = (await metrics.policyDecisions.get()).values.filter((v) => v.value > 0).map((v) => v.labels.method);
+    expect(new Set(counted)).toEqual(new Set([...MCP_METHODS, 'other']));
   });
 });
 

@@ -1,67 +1,133 @@
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { loadConfig } from '../src/config.js';
 import { createMetrics } from '../src/metrics.js';
-import { startPolicy } from '../src/mcp/policy/index.js';
+import { createLimits, rulesFromConfig } from '../src/mcp/limits/index.js';
+import { createPolicyGuard, readPolicyAtStart, watchPolicyFile } from '../src/mcp/policy/index.js';
 import type { ClientMessage } from '../src/mcp/guard.js';
 import { captureLog } from './helpers/log-capture.js';
+import { configMap, until } from './helpers/configmap.js';
 import { spawnSidecar } from './helpers/sidecar-process.js';
+import { testEnv } from './helpers/sidecar.js';
 
-// POLICY_FILE is watched as Kubernetes updates a mounted ConfigMap: the kubelet writes the new
-// version into a fresh timestamped directory, points a temporary symlink at it and renames that
-// over `..data`; the file itself is a symlink through `..data`.
+// POLICY_FILE is watched as Kubernetes updates a mounted ConfigMap (test/helpers/configmap.ts):
+// a `..data` symlink swap. Each version goes to the guards built at start, whole or not at all.
 
 const ALLOW_QUERY = 'rules:\n  - name: v1-everyone-queries\n    effect: allow\n    when: mcp.tool == "query"\n';
 const DENY_QUERY = 'rules:\n  - name: v2-nobody-queries\n    effect: deny\n    when: mcp.tool == "query"\n';
 const INVALID = 'rules:\n  - name: v3\n    effect: allow\n    when: mcp.tol == "query"\n';
+const QUERY_ONCE = 'limits:\n  tools:\n    query: { perMinute: 1 }\n';
 
 const call: ClientMessage = { method: 'tools/call', id: 1, params: undefined, tool: 'query', prompt: undefined, resource: undefined, arguments: undefined };
 const caller = { identity: { user: 'alice', subject: 'u-alice', email: undefined, groups: [] }, sessionId: undefined };
 
-let version = 0;
-/** One ConfigMap update, as the kubelet makes it. */
-function publish(dir: string, text: string): void {
-  const data = `..2026_12_01_00_00_0${++version}`;
-  mkdirSync(join(dir, data));
-  writeFileSync(join(dir, data, 'policy.yaml'), text);
-  symlinkSync(data, join(dir, '..data_tmp'));
-  renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
-}
-
-/** Resolves when `condition` holds, checking as the policy reloads; fails after 5 s. */
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+/** The guards and the watcher as the app builds them, over a ConfigMap holding `text`. */
+function start(text: string, env: Record<string, string> = {}) {
+  const map = configMap('policy.yaml', text);
+  const config = loadConfig(testEnv({ issuer: 'https://auth.example.com/realms/coder' }, { url: 'http://127.0.0.1:9' }, { POLICY_FILE: map.file, ...env }));
+  const metrics = createMetrics();
+  const log = captureLog();
+  const loaded = readPolicyAtStart(config)!;
+  const policy = createPolicyGuard(config, metrics, log.logger, loaded);
+  const limits = createLimits(config, metrics, log.logger, loaded.document.limits);
+  const watched = watchPolicyFile(loaded, { policy, limits, limitsBase: rulesFromConfig(config) }, metrics, log.logger);
+  const reloads = async (result: string) => (await metrics.policyReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
+  const warning = () => String(log.lines().find((l) => l.level === 40 || l.level === 'warn')?.msg);
+  return { ...map, policy, limits, watched, reloads, warning };
 }
 
 describe('policy reload', () => {
   it('swaps in a new version through a ConfigMap ..data symlink swap; an invalid one is logged, counted, and the last good stays', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'policy-configmap-'));
-    publish(dir, ALLOW_QUERY);
-    symlinkSync('..data/policy.yaml', join(dir, 'policy.yaml'));
-    const metrics = createMetrics();
-    const log = captureLog();
-    const policy = startPolicy({ policyFile: join(dir, 'policy.yaml'), policyMode: 'enforce' }, metrics, log.logger)!;
-    const reloads = async (result: string) => (await metrics.policyReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
+    const { publish, policy, watched, reloads, warning } = start(ALLOW_QUERY);
     try {
-      expect(policy.guard!.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
+      expect(policy!.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
 
-      publish(dir, DENY_QUERY);
+      publish(DENY_QUERY);
       await until(async () => (await reloads('success')) === 1, 'the reload');
-      expect(policy.guard!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
+      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
 
-      publish(dir, INVALID);
+      publish(INVALID);
       await until(async () => (await reloads('failure')) === 1, 'the failed reload');
-      expect(policy.guard!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
-      const warning = log.lines().find((l) => l.level === 40 || l.level === 'warn');
-      expect(String(warning?.msg)).toContain('policy.yaml:4:14: rule "v3": mcp has no field tol');
+      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
+      expect(warning()).toContain('policy.yaml:4:14: rule "v3": mcp has no field tol');
       expect(await reloads('success')).toBe(1);
     } finally {
-      policy.close();
+      watched.close();
+    }
+  });
+
+  it('watches a file of limits only, and refuses a version that gains rules: (the tool policy is set up at start): warned, counted, its limits not applied either', async () => {
+    const { publish, policy, limits, watched, reloads, warning } = start(QUERY_ONCE);
+    try {
+      expect(policy).toBeUndefined();
+      expect(await limits!.judge(call, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'tool' });
+
+      publish('limits:\n  tools:\n    query: { perMinute: 0 }\n');
+      await until(async () => (await reloads('success')) === 1, 'the reload of the limits');
+      expect(await limits!.judge({ ...call, id: 3 }, caller)).toEqual({ effect: 'allow' });
+
+      publish(`${DENY_QUERY}${QUERY_ONCE}`);
+      await until(async () => (await reloads('failure')) === 1, 'the refused version');
+      expect(warning()).toContain('rules: added, but the sidecar started without a tool policy: restart to apply it');
+      // The limits of the refused version (query once a minute) are not applied: still unlimited.
+      expect(await limits!.judge({ ...call, id: 4 }, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 5 }, caller)).toEqual({ effect: 'allow' });
+    } finally {
+      watched.close();
+    }
+  });
+
+  it('keeps the counts across a reload: a call in flight keeps its slot, a limit that stays keeps its window', async () => {
+    const { publish, limits, watched, reloads } = start('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 1\n');
+    try {
+      const held = { ...call, id: 1 };
+      expect(await limits!.judge(held, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+
+      publish('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 2\n');
+      await until(async () => (await reloads('success')) === 1, 'the reload');
+      // The held call still counts: one more fits under the new limit of 2, not two.
+      expect(await limits!.judge({ ...call, id: 3 }, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...call, id: 4 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+      // And the user's window goes on: the fifth request of the minute is over 4.
+      expect(await limits!.judge({ ...call, id: 5 }, caller)).toMatchObject({ effect: 'limit', scope: 'user' });
+    } finally {
+      watched.close();
+    }
+  });
+
+  it('refuses a version that loses rules: (it would take a restart to run without a policy): the last good policy stays', async () => {
+    const { publish, policy, watched, reloads, warning } = start(`${DENY_QUERY}${QUERY_ONCE}`);
+    try {
+      publish('limits:\n  tools:\n    query: { perMinute: 5 }\n');
+      await until(async () => (await reloads('failure')) === 1, 'the refused version');
+      expect(warning()).toContain('rules: removed: restart to run without a tool policy');
+      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
+    } finally {
+      watched.close();
+    }
+  });
+
+  it('refuses a version that sets limits when the sidecar started without any; limits of the variables count as set', async () => {
+    const bare = start(ALLOW_QUERY);
+    const withVariable = start(ALLOW_QUERY, { RATE_LIMIT_USER_PER_MINUTE: '100' });
+    try {
+      expect(bare.limits).toBeUndefined();
+      bare.publish(`${ALLOW_QUERY}${QUERY_ONCE}`);
+      await until(async () => (await bare.reloads('failure')) === 1, 'the refused version');
+      expect(bare.warning()).toContain('limits set, but the sidecar started without any: restart to apply them');
+
+      // RATE_LIMIT_USER_PER_MINUTE made a limits guard: the file's limits join it on reload.
+      withVariable.publish(`${ALLOW_QUERY}${QUERY_ONCE}`);
+      await until(async () => (await withVariable.reloads('success')) === 1, 'the reload');
+      expect(await withVariable.limits!.judge(call, caller)).toEqual({ effect: 'allow' });
+      expect(await withVariable.limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'tool' });
+    } finally {
+      bare.watched.close();
+      withVariable.watched.close();
     }
   });
 

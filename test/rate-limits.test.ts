@@ -13,6 +13,7 @@ import { startSidecar, testEnv, type RunningSidecar } from './helpers/sidecar.js
 import { captureLog, type CapturedLog } from './helpers/log-capture.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 import { findTool } from './helpers/tools.js';
+import { configMap, until } from './helpers/configmap.js';
 
 const redisServer = findTool('redis-server');
 const ALICE = { sub: 'alice-sub', preferred_username: 'alice' };
@@ -155,6 +156,32 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     }
     expect(await call(b, 'whoami')).toBe('ok');
     expect(counter(await metrics(sidecars[1]!), 'mcp_auth_rate_limited_total{scope="concurrency"}')).toBe(1);
+  });
+
+  it('applies a ConfigMap update of limits: with its rules, over RATE_LIMIT_*; a bad section keeps the last good version of both and counts a failure', async () => {
+    const ALLOW_ALL = 'rules:\n  - name: everyone\n    effect: allow\n    when: "true"\n';
+    const policy = configMap('policy.yaml', `${ALLOW_ALL}limits:\n  tools:\n    whoami: { perMinute: 1 }\n`);
+    // RATE_LIMIT_TOOL_PER_MINUTE is the base: every tool the file does not name, in each version.
+    await startTwo({ RATE_LIMIT_TOOL_PER_MINUTE: '2', POLICY_FILE: policy.file });
+    const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
+    const reloads = (result: string) => Promise.all(sidecars.map(async (s) => counter(await metrics(s), `mcp_auth_policy_reloads_total{result="${result}"}`)));
+    const code = (result: unknown) => (result instanceof McpError ? result.code : result);
+    expect([await call(a, 'whoami'), code(await call(b, 'whoami'))]).toEqual(['ok', RATE_LIMITED]);
+
+    // whoami unlimited now, fail once a minute (the variable's 2 before); count still the variable's 2.
+    policy.publish(`${ALLOW_ALL}limits:\n  tools:\n    whoami: { perMinute: 0 }\n    fail: { perMinute: 1 }\n`);
+    await until(async () => (await reloads('success')).every((n) => n === 1), 'both replicas reloading');
+    expect([await call(a, 'whoami'), await call(b, 'whoami'), await call(a, 'whoami')]).toEqual(['ok', 'ok', 'ok']);
+    expect([await call(a, 'fail'), code(await call(b, 'fail'))]).toEqual(['ok', RATE_LIMITED]);
+    expect([await call(a, 'count'), await call(b, 'count'), code(await call(a, 'count'))]).toEqual(['ok', 'ok', RATE_LIMITED]);
+
+    // A bad limits: section (its valid toolPerMinute would free count) beside a rule denying whoami: nothing of it applies.
+    policy.publish('rules:\n  - name: nobody-whoami\n    effect: deny\n    when: mcp.tool == "whoami"\nlimits:\n  toolPerMinute: 100\n  tools:\n    fail: { perHour: 1 }\n');
+    await until(async () => (await reloads('failure')).every((n) => n === 1), 'both replicas refusing the version');
+    expect(String(logs[0]!.lines().find((l) => l.level === 40)?.msg)).toContain('tools.fail: expected { perMinute: N }');
+    expect([await call(a, 'whoami'), await call(b, 'whoami')]).toEqual(['ok', 'ok']);
+    expect([code(await call(b, 'count')), code(await call(a, 'fail'))]).toEqual([RATE_LIMITED, RATE_LIMITED]);
+    expect(await reloads('success')).toEqual([1, 1]);
   });
 
   it.each([

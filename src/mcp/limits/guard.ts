@@ -8,6 +8,8 @@
 // RATE_LIMIT_ON_REDIS_ERROR decides: `allow` judges the message by the same limits kept in this
 // process (nothing refused because of Redis, a runaway loop still held per replica); `deny`
 // refuses it as limited, Retry-After 1.
+//
+// A new version of the policy file's limits (replace) swaps the limiters, not the counts.
 
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
@@ -23,6 +25,8 @@ const WINDOW_SECONDS = 60;
 const STARTUP_WAIT_MS = 2000;
 
 interface InFlight {
+  /** Changed by new rules; the counts stay, so calls in flight keep their slots. */
+  limit: number;
   /** Whether the user had room; when true the call holds a slot until release. */
   acquire(user: string): Promise<boolean>;
   release(user: string): Promise<void>;
@@ -30,7 +34,7 @@ interface InFlight {
 
 class MemoryInFlight implements InFlight {
   readonly #counts = new Map<string, number>();
-  constructor(private readonly limit: number) {}
+  constructor(public limit: number) {}
   acquire(user: string): Promise<boolean> {
     const n = this.#counts.get(user) ?? 0;
     if (n >= this.limit) return Promise.resolve(false);
@@ -46,7 +50,7 @@ class MemoryInFlight implements InFlight {
 }
 
 class RedisInFlight implements InFlight {
-  constructor(private readonly client: LimitsRedis, private readonly prefix: string, private readonly limit: number, private readonly expirySeconds: number) {}
+  constructor(private readonly client: LimitsRedis, private readonly prefix: string, public limit: number, private readonly expirySeconds: number) {}
   async acquire(user: string): Promise<boolean> {
     return (await this.client.inFlightAcquire(`${this.prefix}:inflight:${user}`, this.limit, this.expirySeconds)) <= this.limit;
   }
@@ -74,6 +78,27 @@ function buildStore(rules: LimitRules, make: (name: string, points: number) => R
   };
 }
 
+/**
+ * A store for each version of the rules. A limiter is kept by name from one version to the
+ * next, so a limit that stays keeps its window in this process too (in Redis the counts are
+ * keyed by name anyway); the in-flight counter is one for all versions, only its limit changes.
+ */
+function storeFor(make: (name: string, points: number) => RateLimiterAbstract, inFlight: InFlight): (rules: LimitRules) => Store {
+  let kept = new Map<string, RateLimiterAbstract>();
+  return (rules) => {
+    const previous = kept;
+    kept = new Map();
+    const limiter = (name: string, points: number) => {
+      const found = kept.get(name) ?? previous.get(name) ?? make(name, points);
+      found.points = points; // a `tool-N` name fixes its points; only `user` changes them
+      kept.set(name, found);
+      return found;
+    };
+    inFlight.limit = rules.concurrentToolCalls;
+    return buildStore(rules, limiter, rules.concurrentToolCalls > 0 ? inFlight : undefined);
+  };
+}
+
 class BackendError extends Error {}
 
 const retryAfter = (res: RateLimiterRes) => Math.max(1, Math.ceil(res.msBeforeNext / 1000));
@@ -87,8 +112,11 @@ const userKey = (caller: Caller) => {
 
 export class LimitsGuard implements Guard {
   readonly #redis: LimitsRedis | undefined;
-  readonly #primary: Store;
-  readonly #local: Store;
+  readonly #localFor: (rules: LimitRules) => Store;
+  readonly #primaryFor: ((rules: LimitRules) => Store) | undefined;
+  /** In Redis (REDIS_URL set), else the same as #local. */
+  #primary: Store;
+  #local: Store;
   /** Where each allowed tool call took its in-flight slot, so settle gives it back there. */
   readonly #slots = new WeakMap<ClientMessage, Store>();
   #redisFailing = false;
@@ -100,8 +128,8 @@ export class LimitsGuard implements Guard {
     private readonly logger: Logger,
   ) {
     const memory = (name: string, points: number) => new RateLimiterMemory({ keyPrefix: name, points, duration: WINDOW_SECONDS });
-    const localInFlight = rules.concurrentToolCalls > 0 ? new MemoryInFlight(rules.concurrentToolCalls) : undefined;
-    this.#local = buildStore(rules, memory, localInFlight);
+    this.#localFor = storeFor(memory, new MemoryInFlight(rules.concurrentToolCalls));
+    this.#local = this.#localFor(rules);
     if (config.redisUrl === undefined) {
       this.#primary = this.#local;
       return;
@@ -117,17 +145,21 @@ export class LimitsGuard implements Guard {
     const prefix = config.redisKeyPrefix;
     const redis = (name: string, points: number) =>
       new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}:${name}`, points, duration: WINDOW_SECONDS });
-    const inFlight = rules.concurrentToolCalls > 0
-      ? new RedisInFlight(client, prefix, rules.concurrentToolCalls, config.rateLimitInFlightExpirySeconds)
-      : undefined;
-    this.#primary = buildStore(rules, redis, inFlight);
+    this.#primaryFor = storeFor(redis, new RedisInFlight(client, prefix, rules.concurrentToolCalls, config.rateLimitInFlightExpirySeconds));
+    this.#primary = this.#primaryFor(rules);
+  }
+
+  /** A new version of the policy file's limits: takes effect for the next message; counts stay. */
+  replace(rules: LimitRules): void {
+    this.#local = this.#localFor(rules);
+    this.#primary = this.#primaryFor?.(rules) ?? this.#local;
   }
 
   async judge(message: ClientMessage, caller: Caller): Promise<Decision> {
     // Notifications (cancellations among them) are never limited: they have nowhere to get an answer.
     if (message.id === undefined) return ALLOW;
     const user = userKey(caller);
-    if (this.#primary === this.#local) return this.#check(this.#local, message, user);
+    if (this.#redis === undefined) return this.#check(this.#local, message, user);
     try {
       return await this.#check(this.#primary, message, user);
     } catch (error) {

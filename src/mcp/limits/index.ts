@@ -8,7 +8,7 @@ import { LimitsGuard } from './guard.js';
 import { anyLimit, rulesFromConfig, withLimitsSection } from './rules.js';
 
 export { LimitsGuard } from './guard.js';
-export { LimitsFileError, withLimitsSection, rulesFromConfig, type LimitRules } from './rules.js';
+export { LimitsFileError, anyLimit, withLimitsSection, rulesFromConfig, type LimitRules } from './rules.js';
 
 /** `section`: the policy file's `limits:` value as parsed, if any. Throws LimitsFileError. */
 export function createLimits(config: Config, metrics: Metrics, logger: Logger, section?: unknown): LimitsGuard | undefined {

@@ -3,6 +3,8 @@
 
 import type { Counter } from 'prom-client';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
+// The audit's method label: mcp_auth_policy_decisions_total and mcp_auth_mcp_messages_total take the same values.
+import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
 
@@ -10,15 +12,6 @@ import type { Rule } from './file.js';
 export const POLICY_DENIED_CODE = -32003;
 /** Tool names whose annotations are remembered (then the oldest is forgotten). */
 const MAX_KNOWN_TOOLS = 10_000;
-
-// Bounded label values for mcp_auth_policy_decisions_total.
-const METHODS = new Set([
-  'initialize', 'ping', 'tools/list', 'tools/call', 'prompts/list', 'prompts/get', 'resources/list',
-  'resources/templates/list', 'resources/read', 'resources/subscribe', 'resources/unsubscribe',
-  'completion/complete', 'logging/setLevel', 'notifications/initialized', 'notifications/cancelled',
-  'notifications/progress', 'notifications/roots/list_changed',
-]);
-export const methodLabel = (method: string): string => (METHODS.has(method) ? method : 'other');
 
 export interface PolicyGuardOptions {
   readonly mode: 'enforce' | 'audit';

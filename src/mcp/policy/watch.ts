@@ -1,0 +1,109 @@
+// POLICY_FILE watched. A Kubernetes ConfigMap update swaps a `..data` symlink in the file's
+// directory, so the directory is watched and the file re-read on any change there, debounced.
+// A version is applied whole or not at all: its rules go to the tool policy and its limits
+// (over the RATE_LIMIT_* variables, as at start) to the rate limits; if either is invalid, it is
+// logged and counted and the last good version of both stays. The guards are fixed at start,
+// so a version that would need one added or removed (rules: gained or lost, limits where there
+// were none) is refused the same way, its warning saying that a restart applies it.
+
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import type { Metrics } from '../../metrics.js';
+import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from '../limits/index.js';
+import { PolicyError, parsePolicy } from './file.js';
+import type { PolicyGuard } from './guard.js';
+import type { PolicyAtStart } from './index.js';
+
+/** Changes in the directory within this time are read once (a ConfigMap swap is several renames). */
+const RELOAD_DEBOUNCE_MS = 100;
+
+/** What a new version goes to: the guards built at start (undefined: none was). */
+export interface PolicyFileGuards {
+  readonly policy: PolicyGuard | undefined;
+  readonly limits: LimitsGuard | undefined;
+  /** The RATE_LIMIT_* variables' limits, which the file's `limits:` overrides key by key. */
+  readonly limitsBase: LimitRules;
+}
+
+export interface WatchedPolicyFile {
+  /** Resolves when the file has been re-read after the latest change (tests wait on it). */
+  settled(): Promise<void>;
+  close(): void;
+}
+
+/** A valid version that needs a guard the sidecar did not start with, or has one too many. */
+class NeedsRestart extends Error {}
+
+/** Checks every part of the version before changing anything, so both guards move together. */
+function apply(text: string, file: string, guards: PolicyFileGuards): { rules: number | undefined; limits: LimitRules } {
+  const { rules, limits: section } = parsePolicy(text, file);
+  const limits = withLimitsSection(guards.limitsBase, section);
+  if (rules !== undefined && guards.policy === undefined) throw new NeedsRestart('rules: added, but the sidecar started without a tool policy: restart to apply it');
+  if (rules === undefined && guards.policy !== undefined) throw new NeedsRestart('rules: removed: restart to run without a tool policy');
+  if (guards.limits === undefined && anyLimit(limits)) throw new NeedsRestart('limits set, but the sidecar started without any: restart to apply them');
+  if (rules !== undefined) guards.policy?.replace(rules);
+  guards.limits?.replace(limits);
+  return { rules: rules?.length, limits };
+}
+
+export function watchPolicyFile(
+  loaded: PolicyAtStart,
+  guards: PolicyFileGuards,
+  metrics: Pick<Metrics, 'policyReloads'>,
+  logger: Logger,
+): WatchedPolicyFile {
+  const { file } = loaded;
+  let { text } = loaded;
+  const log = logger.child({ policyFile: file });
+  let timer: NodeJS.Timeout | undefined;
+  let reading: Promise<void> = Promise.resolve();
+  const reload = async () => {
+    let next: string;
+    try {
+      next = await readFile(file, 'utf8');
+    } catch (error) {
+      // Mid-swap the file can be missing for a moment; the next event reads it again.
+      metrics.policyReloads.inc({ result: 'failure' });
+      log.warn({ err: (error as Error).message }, 'policy file unreadable: the last good version stays');
+      return;
+    }
+    if (next === text) return;
+    text = next; // a bad text is not reported again on every event
+    try {
+      const { rules, limits } = apply(next, file, guards);
+      metrics.policyReloads.inc({ result: 'success' });
+      log.info({ rules, limits: guards.limits && { ...limits, tools: Object.fromEntries(limits.tools) } }, 'policy file reloaded');
+    } catch (error) {
+      if (!(error instanceof PolicyError || error instanceof LimitsFileError || error instanceof NeedsRestart)) throw error;
+      metrics.policyReloads.inc({ result: 'failure' });
+      const problems = error instanceof NeedsRestart ? undefined : error.problems;
+      log.warn({ problems }, `policy file ${error instanceof NeedsRestart ? 'not applied' : 'invalid'}, the last good version stays: ${error.message}`);
+    }
+  };
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dirname(file), { persistent: false }, () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = undefined;
+        reading = reading.then(reload);
+      }, RELOAD_DEBOUNCE_MS);
+      timer.unref();
+    });
+    watcher.on('error', (error) => log.warn({ err: error.message }, 'policy file watch failed: changes are no longer picked up'));
+  } catch (error) {
+    log.warn({ err: (error as Error).message }, 'cannot watch the policy file: changes need a restart');
+  }
+  return {
+    settled: async () => {
+      while (timer !== undefined) await new Promise((resolve) => setTimeout(resolve, RELOAD_DEBOUNCE_MS));
+      await reading;
+    },
+    close() {
+      clearTimeout(timer);
+      watcher?.close();
+    },
+  };
+}
