@@ -146,7 +146,7 @@ export async function distinctTokens(issuer: TestIssuer, key: SigningKey, count:
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 
 /** User + system CPU seconds a process has used (/proc/PID/stat fields 14 and 15). */
-function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
@@ -203,4 +203,38 @@ export async function cpuPerRequest(name: string, pid: number, baseUrl: string, 
     throw new Error(`${name}: ${scenario}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
   }
   return { rps: result.rps, micros };
+}
+
+/** A process under load in a side-by-side run: its name, the URL wrk sends to, and its pid. */
+export interface SideBySideTarget {
+  name: string;
+  url: string;
+  pid: number;
+  options: WrkOptions;
+}
+
+export interface SideBySideResult {
+  rps: number;
+  /** CPU µs a request: higher than alone, as the targets share one core. */
+  micros: number;
+  requests: number;
+  non2xx: number;
+}
+
+/**
+ * Loads every target at once, one wrk each, for `seconds`: the targets (all pinned to the same
+ * core) share that core at the same moments, so a slower VM, a neighbour or a frequency change
+ * slows them all alike, and the ratio of their rates is the inverse ratio of their CPU costs.
+ * Taking turns instead measured the same build 0.7x to 1.2x of itself on this VM; side by side,
+ * the same build is within 0.96x to 1.01x of itself (bench/RESULTS.md).
+ */
+export async function sideBySide(targets: SideBySideTarget[], seconds: number, connections = 50): Promise<SideBySideResult[]> {
+  const before = targets.map((target) => cpuSeconds(target.pid));
+  const results = await Promise.all(targets.map((target) => wrk(target.url, seconds, connections, target.options)));
+  return results.map((result, i) => ({
+    rps: result.rps,
+    micros: ((cpuSeconds(targets[i]!.pid) - before[i]!) * 1e6) / result.requests,
+    requests: result.requests,
+    non2xx: result.non2xx,
+  }));
 }

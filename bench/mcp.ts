@@ -1,75 +1,101 @@
 // npm run bench:mcp: what reading MCP costs. tools/call POSTs with a 1 KB body, answered as JSON
-// and as an event stream, through the sidecar with AUDIT=on and with AUDIT=off, taking turns
-// every round (BENCH_ROUNDS, default 5, of BENCH_SECONDS, default 5): requests per second and
-// CPU µs a request of the sidecar. Goal (issue 18): audit on >= 0.9x the req/s of AUDIT=off.
+// and as an event stream with a progress event, through sidecars that differ in one setting,
+// loaded side by side on one core (lib.ts sideBySide): the ratio of their req/s is the ratio of
+// their costs, whatever the VM does meanwhile. BENCH_ROUNDS (default 5) of BENCH_SECONDS
+// (default 5) for each pair. Goals: AUDIT=on >= 0.9x AUDIT=off (issue 18); the example tool
+// policy >= 0.85x the same sidecar without one (issue 19). The control pair (two identical
+// sidecars) shows how far apart the method puts equals.
 
-import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { IMAGE_ARGS, PINNING, TARGET_NODE, buildSidecar, median, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
+import { IMAGE_ARGS, PINNING, TARGET_NODE, buildSidecar, median, sideBySide, sidecarEnv, spawnPinned, stop, waitForPort, type SideBySideTarget } from './lib.js';
 import { startIssuer } from '../test/helpers/issuer.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONNECTIONS = 50;
-const PORTS = { upstream: 18800, target: 18803, admin: 19803 };
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
-const cpuSeconds = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-};
+const UPSTREAM_PORT = 18800;
+const POLICY = 'examples/policy/datastore.yaml';
 
 buildSidecar();
 const issuer = await startIssuer();
 await issuer.addKey('RS256', { kid: 'mcp-bench' });
+// keycloakClaims: alice of /alpha, whom the example policy lets query alpha_* tables (mcp-call.lua's call).
 const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
-const upstream = spawnPinned(0, ['bench/targets/mcp-upstream.mjs'], { PORT: String(PORTS.upstream) });
-await waitForPort(PORTS.upstream);
-const upstreamUrl = `http://127.0.0.1:${PORTS.upstream}`;
+const upstream = spawnPinned(0, ['bench/targets/mcp-upstream.mjs'], { PORT: String(UPSTREAM_PORT) });
+await waitForPort(UPSTREAM_PORT);
+const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`;
 
-// `not read`: the same POSTs as text/plain, which the sidecar forwards unread, as it forwarded every body before issue 18.
-const modes = [
-  { name: 'AUDIT=on', env: { AUDIT: 'on' }, type: 'application/json' },
-  { name: 'AUDIT=off', env: { AUDIT: 'off' }, type: 'application/json' },
-  { name: 'not read', env: { AUDIT: 'on' }, type: 'text/plain' },
-];
+const configurations: Record<string, Record<string, string>> = {
+  'AUDIT=off': { AUDIT: 'off' },
+  'AUDIT=off (twin)': { AUDIT: 'off' },
+  'AUDIT=on': { AUDIT: 'on' },
+  'AUDIT=on + policy': { AUDIT: 'on', POLICY_FILE: POLICY },
+};
 const paths = [{ name: 'JSON', path: '/mcp' }, { name: 'SSE', path: '/mcp-sse' }];
-const results = new Map<string, { rps: number[]; micros: number[] }>();
+const pairs = [
+  { measured: 'AUDIT=off (twin)', against: 'AUDIT=off', goal: undefined, what: 'control: the same sidecar twice' },
+  { measured: 'AUDIT=on', against: 'AUDIT=off', goal: 0.9, what: 'audit lines (issue 18)' },
+  { measured: 'AUDIT=on + policy', against: 'AUDIT=on', goal: 0.85, what: `tool policy ${POLICY} (issue 19)` },
+];
+const body = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'query', arguments: { table: 'alpha_orders', sql: 'a'.repeat(900), limit: 100 } } });
+const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 
-for (let round = 0; round < ROUNDS; round++) {
-  for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) {
-    const child = spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }), ...mode.env });
-    await waitForPort(PORTS.target);
-    const url = `http://127.0.0.1:${PORTS.target}`;
-    const options = { headers: [`Authorization: Bearer ${token}`], script: 'bench/mcp-call.lua', scriptArg: mode.type };
-    await wrk(`${url}/mcp`, 2, CONNECTIONS, options); // warm-up
-    for (const { name, path } of paths) {
-      const before = cpuSeconds(child.pid!);
-      const result = await wrk(`${url}${path}`, SECONDS, CONNECTIONS, options);
-      const micros = ((cpuSeconds(child.pid!) - before) * 1e6) / result.requests;
-      if (result.non2xx > 0) throw new Error(`${mode.name} ${name}: ${result.non2xx} responses not 2xx`);
-      const row = `${name}: ${mode.name}`;
-      const entry = results.get(row) ?? { rps: [], micros: [] };
-      entry.rps.push(result.rps);
-      entry.micros.push(micros);
-      results.set(row, entry);
-      process.stderr.write(`${row}: ${result.rps.toFixed(0)} req/s, ${micros.toFixed(1)} µs CPU a request\n`);
-    }
-    await stop(child);
+interface Rounds { ratios: number[]; rps: [number[], number[]]; micros: [number[], number[]] }
+const results = new Map<string, Rounds>();
+// Each pair gets two new sidecars with the same history (a sidecar that served more requests
+// has a larger heap and fewer collections: reused across pairs, the busier one won by ~4 %).
+for (const pair of pairs) {
+  const sidecars = [pair.measured, pair.against].map((name, i) => {
+    const port = 18803 + i;
+    const child = spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port, adminPort: 19803 + i, issuer: issuer.issuer, upstreamUrl }), ...configurations[name] });
+    return { name, port, child };
+  });
+  await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
+  // Every sidecar must answer the call with its result: a denial (HTTP 200 too) would measure nothing.
+  for (const { name, port } of sidecars) {
+    const response = await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers, body: body(1) });
+    const answer = await response.json() as { result?: unknown };
+    if (response.status !== 200 || answer.result === undefined) throw new Error(`${name} did not answer the bench's tools/call with a result: ${JSON.stringify(answer)}`);
   }
+  const target = (i: number, path: string): SideBySideTarget => ({
+    name: sidecars[i]!.name, url: `http://127.0.0.1:${sidecars[i]!.port}${path}`, pid: sidecars[i]!.child.pid!,
+    options: { headers: [`Authorization: Bearer ${token}`], script: 'bench/mcp-call.lua', scriptArg: 'application/json' },
+  });
+  // Warm-up, each alone (its JIT and pools), both paths: a cold sidecar costs twice as much.
+  for (const i of [0, 1]) for (const { path } of paths) await sideBySide([target(i, path)], 3, CONNECTIONS);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const { name: pathName, path } of paths) {
+      const [measured, against] = await sideBySide([target(0, path), target(1, path)], SECONDS, CONNECTIONS);
+      for (const [name, result] of [[pair.measured, measured!], [pair.against, against!]] as const) {
+        if (result.non2xx > 0) throw new Error(`${name} ${pathName}: ${result.non2xx} responses not 2xx`);
+      }
+      const key = `${pathName}: ${pair.measured}`;
+      const entry = results.get(key) ?? { ratios: [], rps: [[], []], micros: [[], []] };
+      entry.ratios.push(measured!.rps / against!.rps);
+      entry.rps[0].push(measured!.rps);
+      entry.rps[1].push(against!.rps);
+      entry.micros[0].push(measured!.micros);
+      entry.micros[1].push(against!.micros);
+      results.set(key, entry);
+      process.stderr.write(`${key} against ${pair.against}: ${measured!.rps.toFixed(0)} / ${against!.rps.toFixed(0)} req/s = ${(measured!.rps / against!.rps).toFixed(3)}\n`);
+    }
+  }
+  for (const sidecar of sidecars) await stop(sidecar.child);
 }
 await stop(upstream);
 await issuer.close();
 
 const lines = [
-  '| tools/call answered as: sidecar | req/s (median) | × AUDIT=off | CPU µs a request (median) | CPU µs by round | req/s by round |',
-  '|---|---:|---:|---:|---|---|',
-  ...paths.flatMap(({ name }) => modes.map((mode) => {
-    const entry = results.get(`${name}: ${mode.name}`)!;
-    const off = median(results.get(`${name}: AUDIT=off`)!.rps);
-    return `| ${name}: ${mode.name} | ${median(entry.rps).toFixed(0)} | ${(median(entry.rps) / off).toFixed(2)} | ${median(entry.micros).toFixed(1)} | ${entry.micros.map((m) => m.toFixed(0)).join(' ')} | ${entry.rps.map((r) => r.toFixed(0)).join(' ')} |`;
+  '| tools/call answered as: measured against | req/s side by side (medians) | × (median of rounds) | goal | × by round | CPU µs a request (medians) |',
+  '|---|---:|---:|---:|---|---:|',
+  ...paths.flatMap(({ name: pathName }) => pairs.map((pair) => {
+    const entry = results.get(`${pathName}: ${pair.measured}`)!;
+    const ratio = median(entry.ratios);
+    const goal = pair.goal === undefined ? '' : `${pair.goal} ${ratio >= pair.goal ? 'met' : '**not met**'}`;
+    return `| ${pathName}: ${pair.measured} against ${pair.against} (${pair.what}) | ${median(entry.rps[0]).toFixed(0)} / ${median(entry.rps[1]).toFixed(0)} | ${ratio.toFixed(3)} | ${goal} | ${entry.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(entry.micros[0]).toFixed(0)} / ${median(entry.micros[1]).toFixed(0)} |`;
   })),
   '',
-  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds, ${PINNING}; audit lines go to the sidecar's stdout (/dev/null here).`,
+  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, two wrk -t1 -c${CONNECTIONS} -d${SECONDS}s at once, ${ROUNDS} rounds, ${PINNING} (both sidecars of a pair on core 1, sharing it); audit lines go to the sidecar's stdout (/dev/null here).`,
 ];
 console.log(lines.join('\n'));

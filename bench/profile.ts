@@ -1,12 +1,14 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
-// scenario (reused, fresh, none, bad, unknown, sse) for PROFILE_SECONDS (default 6); prints the functions
-// with the most self time. The .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
+// scenario (reused, fresh, none, bad, unknown, sse; mcp and mcp-sse: bench:mcp's tools/call POSTs
+// answered as JSON or as an event stream, with AUDIT and POLICY_FILE passed on to the sidecar)
+// for PROFILE_SECONDS (default 6); prints the functions with the most self time. The
+// .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
-const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse'] as const;
+const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse', 'mcp', 'mcp-sse'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
 if (!SCENARIOS.includes(scenario)) throw new Error(`scenario must be one of ${SCENARIOS.join(', ')}`);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 6);
@@ -21,18 +23,24 @@ const token = await issuer.mint({ exp: Math.floor(Date.now() / 1000) + 3600 });
 // Tokens first, so that the profile covers the load and little idle time.
 const tokenFile = `${OUT}profile-tokens.txt`;
 if (scenario === 'fresh') writeFileSync(tokenFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
-const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS],
-  sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }), 'inherit');
+const mcp = scenario.startsWith('mcp');
+const upstream = spawnPinned(0, [mcp ? 'bench/targets/mcp-upstream.mjs' : 'bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
+const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS], {
+  ...sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }),
+  ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
+  ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
+}, 'inherit');
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 
 const url = `http://127.0.0.1:${PORTS.sidecar}`;
 const auth = [`Authorization: Bearer ${token}`];
 if (scenario === 'fresh') {
   await wrk(url, SECONDS, 50, { script: 'bench/fresh-tokens.lua', scriptArg: tokenFile });
+} else if (mcp) {
+  await wrk(`${url}/${scenario}`, SECONDS, 50, { headers: auth, script: 'bench/mcp-call.lua', scriptArg: 'application/json' });
 } else {
   const unknownKid = `Authorization: Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`;
-  const headers = { reused: auth, none: [], bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`], unknown: [unknownKid], sse: auth }[scenario];
+  const headers = { reused: auth, none: [], bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`], unknown: [unknownKid], sse: auth }[scenario as 'reused' | 'none' | 'bad' | 'unknown' | 'sse'];
   await wrk(`${url}/${scenario === 'sse' ? 'sse' : 'mcp'}`, SECONDS, 50, { headers });
 }
 await stop(sidecar);
