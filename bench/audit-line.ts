@@ -12,9 +12,11 @@ const line: AuditLine = {
   sessionId: '1f0e6f1c-3b7e-4d59-9a51-8f0f2f8e2b11', client: 'coder/2.24.1', protocolVersion: '2025-06-18',
   method: 'tools/call', tool: 'query', prompt: undefined, resource: undefined,
   arguments: { table: 'alpha_orders', sql: 'a'.repeat(900), limit: 100 },
+  // As parseBody gives it with AUDIT=on: the arguments as written in the body, hashed as they are.
+  argumentsText: JSON.stringify({ table: 'alpha_orders', sql: 'a'.repeat(900), limit: 100 }),
   rpcId: 7, outcome: 'result', rpcErrorCode: undefined, policyRule: undefined, durationMs: 1.234, bytesIn: 1000, bytesOut: 450,
 };
-const noArguments = { ...line, arguments: undefined };
+const noArguments = { ...line, arguments: undefined, argumentsText: undefined };
 const N = 200_000;
 const measure = (what: AuditLine) => {
   for (let i = 0; i < 20_000; i++) write(what);

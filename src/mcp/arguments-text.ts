@@ -27,10 +27,17 @@ function closingQuote(text: string, open: number): number {
   return -1;
 }
 
-/** A member name as the parser read it: escapes decoded only where there are any. */
-function memberName(text: string, open: number, close: number): string {
-  const raw = text.slice(open + 1, close);
-  return raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
+/** Whether the member name written from `open` to `close` (its quotes) is `name`, compared after unescaping as the parser compares. */
+function isMemberName(text: string, open: number, close: number, name: string): boolean {
+  const raw = close - open - 1;
+  // Plain spelling, compared in place: no string made for the names that are not it.
+  if (raw === name.length && text.startsWith(name, open + 1)) return true;
+  // Escaped, it is longer than written plain: only then is it unescaped.
+  if (raw <= name.length) return false;
+  for (let i = open + 1; i < close; i++) {
+    if (text.charCodeAt(i) === BACKSLASH) return JSON.parse(text.slice(open, close + 1)) === name;
+  }
+  return false;
 }
 
 /**
@@ -59,8 +66,8 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       let after = close + 1;
       while (isWhitespace(text.charCodeAt(after))) after++;
       if (text.charCodeAt(after) === COLON) {
-        const name = depth === messageDepth || depth === paramsDepth ? memberName(text, i, close) : undefined;
-        next = depth === messageDepth && name === 'params' ? 'params' : depth === paramsDepth && name === 'arguments' ? 'arguments' : undefined;
+        next = depth === messageDepth && isMemberName(text, i, close, 'params') ? 'params'
+          : depth === paramsDepth && isMemberName(text, i, close, 'arguments') ? 'arguments' : undefined;
         i = after;
       } else {
         next = undefined;
@@ -68,7 +75,7 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       }
     } else if (code === 0x7b /* { */ || code === 0x5b /* [ */) {
       depth++;
-      if (depth === messageDepth) message++;
+      if (depth === messageDepth) texts[++message] = undefined;
       if (code === 0x7b && next === 'params') paramsDepth = depth;
       else if (code === 0x7b && next === 'arguments') {
         argumentsDepth = depth;
@@ -87,6 +94,5 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       next = undefined;
     }
   }
-  // Entries for messages without arguments stay holes in a sparse array: make them undefined.
-  return Array.from({ length: message + 1 }, (_, n) => texts[n]);
+  return texts;
 }
