@@ -1,16 +1,17 @@
-// npm run bench:ab -- REV REV...: what one change does to the CPU a request costs. The sidecar
-// is built from each git revision (a commit or branch; `.` is the working tree) and measured as
-// bench:floor measures it (user + system CPU over requests, as the image runs it), the revisions
-// taking turns within every round so that the VM's drift hits all alike. BENCH_ROUNDS (default
-// 5), BENCH_SECONDS (default 5). Prints a markdown table: medians, then every round.
+// npm run bench:ab -- REV REV...: what one change does to the cost of a request. The sidecar
+// is built from each git revision (a commit or branch; `.` is the working tree), one sidecar a
+// revision, all on core 1 and loaded side by side (lib.ts sideBySide): the ratio of their req/s
+// is the inverse ratio of their CPU costs, whatever the VM does meanwhile. Scenarios: bench:floor's
+// four, and a 1 KB POST that is not JSON (forwarded unread). BENCH_ROUNDS (default 5) of
+// BENCH_SECONDS (default 5) a scenario. Prints a markdown table: each revision against the first.
 
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { CPU_SCENARIOS, IMAGE_ARGS, OUT, cpuPerRequest, median, sidecarEnv, spawnPinned, startCpuBench, stop, waitForPort, wrk } from './lib.js';
+import { CPU_SCENARIOS, IMAGE_ARGS, OUT, median, sideBySide, sidecarEnv, spawnPinned, startCpuBench, stop, waitForPort, type WrkOptions } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const PORTS = { upstream: 18700, target: 18703, admin: 19703 };
+const UPSTREAM_PORT = 18700;
 const revisions = process.argv.slice(2);
 if (revisions.length < 2) throw new Error('name at least two revisions to compare, e.g. `npm run bench:ab -- HEAD~1 .`');
 
@@ -26,38 +27,61 @@ function build(revision: string): string {
   if (revision === '.') for (const file of files) cpSync(file, `${sources}${file}`, { recursive: true });
   else execFileSync('sh', ['-c', `git archive ${name} ${files.join(' ')} | tar -x -C ${sources}`]);
   execFileSync('npx', ['tsc', '-p', `${sources}tsconfig.build.json`, '--outDir', dist], { stdio: 'inherit' });
+  // src/version.ts reads ../package.json beside dist/ (its "type": "module" also applies to it).
+  cpSync('package.json', `${OUT}ab/package.json`);
   return dist;
 }
 
 const builds = revisions.map((revision) => ({ revision, main: `${build(revision)}main.js` }));
-const bench = await startCpuBench('ab', PORTS.upstream);
+const bench = await startCpuBench('ab', UPSTREAM_PORT);
 const { issuer, upstreamUrl, options } = bench;
+const scenarios: { name: string; options: WrkOptions; path: string; accepted: boolean }[] = [
+  ...CPU_SCENARIOS.map((name) => ({
+    name, options: options[name], accepted: name === 'reused token' || name === 'never-seen tokens',
+    path: name === 'never-seen tokens' ? '' : '/mcp', // the never-seen script names its own path
+  })),
+  { name: 'POST, 1 KB not JSON', options: { ...options['reused token'], script: 'bench/mcp-call.lua', scriptArg: 'text/plain' }, path: '/mcp', accepted: true },
+];
 
-const micros = new Map<string, number[]>();
+const sidecars = builds.map(({ revision, main }, i) => {
+  const args = IMAGE_ARGS.map((arg) => (arg === 'dist/main.js' ? main : arg));
+  const port = 18703 + i;
+  return { revision, port, child: spawnPinned(1, args, sidecarEnv({ port, adminPort: 19703 + i, issuer: issuer.issuer, upstreamUrl })) };
+});
+await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
+const targets = (scenario: (typeof scenarios)[number]) =>
+  sidecars.map((sidecar) => ({ name: sidecar.revision, url: `http://127.0.0.1:${sidecar.port}${scenario.path}`, pid: sidecar.child.pid!, options: scenario.options }));
+// Warm-up, each alone and alike: the accepted scenarios, 3 s each.
+for (const target of targets(scenarios[0]!)) await sideBySide([target], 3);
+for (const target of targets(scenarios[4]!)) await sideBySide([target], 3);
+
+const rows = new Map<string, { ratios: number[]; micros: number[] }>();
 for (let round = 0; round < ROUNDS; round++) {
-  for (const { revision, main } of builds) {
-    const args = IMAGE_ARGS.map((arg) => (arg === 'dist/main.js' ? main : arg));
-    const child = spawnPinned(1, args, sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }));
-    await waitForPort(PORTS.target);
-    const url = `http://127.0.0.1:${PORTS.target}`;
-    await wrk(`${url}/mcp`, 2, 50, options['reused token']); // warm-up
-    for (const scenario of CPU_SCENARIOS) {
-      const result = await cpuPerRequest(revision, child.pid!, url, scenario, options[scenario], SECONDS);
-      const row = `${scenario}: ${revision}`;
-      micros.set(row, [...(micros.get(row) ?? []), result.micros]);
-      process.stderr.write(`${row}: ${result.micros.toFixed(1)} µs CPU a request\n`);
-    }
-    await stop(child);
+  for (const scenario of scenarios) {
+    const results = await sideBySide(targets(scenario), SECONDS);
+    results.forEach((result, i) => {
+      const revision = sidecars[i]!.revision;
+      if (scenario.accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
+        throw new Error(`${revision}: ${scenario.name}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
+      }
+      const key = `${scenario.name}: ${revision}`;
+      const row = rows.get(key) ?? { ratios: [], micros: [] };
+      row.ratios.push(result.rps / results[0]!.rps);
+      row.micros.push(result.micros);
+      rows.set(key, row);
+    });
+    process.stderr.write(`${scenario.name}: ${results.map((r, i) => `${sidecars[i]!.revision} ${r.rps.toFixed(0)} req/s`).join(', ')}\n`);
   }
 }
+for (const sidecar of sidecars) await stop(sidecar.child);
 await bench.close();
 
 const lines = [
-  '| scenario: revision | CPU µs a request (median) | rounds |',
-  '|---|---:|---|',
-  ...CPU_SCENARIOS.flatMap((scenario) => revisions.map((revision) => {
-    const rounds = micros.get(`${scenario}: ${revision}`)!;
-    return `| ${scenario}: ${revision} | ${median(rounds).toFixed(1)} | ${rounds.map((m) => m.toFixed(1)).join(' ')} |`;
+  `| scenario: revision | req/s × ${revisions[0]} (median of rounds) | × by round | CPU µs a request, side by side (median) |`,
+  '|---|---:|---|---:|',
+  ...scenarios.flatMap((scenario) => revisions.map((revision) => {
+    const row = rows.get(`${scenario.name}: ${revision}`)!;
+    return `| ${scenario.name}: ${revision} | ${median(row.ratios).toFixed(3)} | ${row.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(row.micros).toFixed(1)} |`;
   })),
 ];
 process.stdout.write(lines.join('\n') + '\n');

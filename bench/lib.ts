@@ -52,9 +52,18 @@ export function sidecarEnv({ port, adminPort, issuer, upstreamUrl }: { port: num
   };
 }
 
+// A bench that fails midway must not leave its servers holding the ports of the next run.
+const spawned = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
+
 export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
   const [command, commandArgs] = pinned(core, TARGET_NODE, args);
-  return spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });
+  const child = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
+  return child;
 }
 
 export function waitForPort(port: number, deadlineMs = 20_000): Promise<void> {
