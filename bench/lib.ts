@@ -234,8 +234,8 @@ export interface SideBySideResult {
  * Loads every target at once, one wrk each, for `seconds`: the targets (all pinned to the same
  * core) share that core at the same moments, so a slower VM, a neighbour or a frequency change
  * slows them all alike, and the ratio of their rates is the inverse ratio of their CPU costs.
- * Taking turns instead measured the same build 0.7x to 1.2x of itself on this VM; side by side,
- * the same build is within 0.96x to 1.01x of itself (bench/RESULTS.md).
+ * Taken in turns, pairs of runs moved 0.71x to 1.16x on this VM; side by side, two identical
+ * sidecars stay within 0.97x to 1.03x of each other (bench/RESULTS.md).
  */
 export async function sideBySide(targets: SideBySideTarget[], seconds: number, connections = 50): Promise<SideBySideResult[]> {
   const before = targets.map((target) => cpuSeconds(target.pid));
