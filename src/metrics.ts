@@ -20,6 +20,7 @@ export interface Metrics {
   readonly toolCallDuration: Histogram<'tool'>;
   readonly policyDecisions: Counter<'decision' | 'method'>;
   readonly policyReloads: Counter<'result'>;
+  readonly policyLastReloadSuccessful: Gauge<'file'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
   readonly httpRefused: Counter<'reason'>;
@@ -61,6 +62,9 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     toolCallDuration: new Histogram({ name: 'mcp_auth_tool_call_duration_seconds', help: 'Time from a tools/call request to its outcome, by tool.', labelNames: ['tool'], buckets: TOOL_BUCKETS, registers }),
     policyDecisions: new Counter({ name: 'mcp_auth_policy_decisions_total', help: 'Tool policy decisions, by decision (allow, deny, would_deny) and method.', labelNames: ['decision', 'method'], registers }),
     policyReloads: new Counter({ name: 'mcp_auth_policy_reloads_total', help: 'Policy file loads after start-up, by result.', labelNames: ['result'], registers }),
+    // As Prometheus's own prometheus_config_last_reload_successful; labelled by file so that a
+    // sidecar without POLICY_FILE exports no series (an unlabelled gauge would read 0).
+    policyLastReloadSuccessful: new Gauge({ name: 'mcp_auth_policy_last_reload_successful', help: 'Whether the policy file as it is now is the version in force (1), or its last read or version was refused and an older one runs (0).', labelNames: ['file'], registers }),
     rateLimited: new Counter({ name: 'mcp_auth_rate_limited_total', help: 'Requests refused by a rate limit, by scope (user, tool, concurrency).', labelNames: ['scope'], registers }),
     rateLimitBackendErrors: new Counter({ name: 'mcp_auth_rate_limit_backend_errors_total', help: 'Rate limit checks the backend (Redis) could not answer.', registers }),
     httpRefused: new Counter({ name: 'mcp_auth_http_refused_total', help: 'Requests refused for how they were sent (before any token check), by reason.', labelNames: ['reason'], registers }),

@@ -35,14 +35,16 @@ function start(text: string, env: Record<string, string> = {}) {
   const watched = watchPolicyFile(loaded, { policy, limits, limitsBase: rulesFromConfig(config) }, metrics, log.logger);
   const reloads = async (result: string) => (await metrics.policyReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
   const warning = () => String(log.lines().find((l) => l.level === 40 || l.level === 'warn')?.msg);
-  return { ...map, policy, limits, watched, reloads, warning };
+  const inForce = async () => (await metrics.policyLastReloadSuccessful.get()).values.find((v) => v.labels.file === map.file)?.value;
+  return { ...map, policy, limits, watched, reloads, warning, inForce };
 }
 
 describe('policy reload', () => {
   it('swaps in a new version through a ConfigMap ..data symlink swap; an invalid one is logged, counted, and the last good stays', async () => {
-    const { publish, policy, watched, reloads, warning } = start(ALLOW_QUERY);
+    const { publish, policy, watched, reloads, warning, inForce } = start(ALLOW_QUERY);
     try {
       expect(policy!.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
+      expect(await inForce()).toBe(1);
 
       publish(DENY_QUERY);
       await until(async () => (await reloads('success')) === 1, 'the reload');
@@ -53,6 +55,12 @@ describe('policy reload', () => {
       expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
       expect(warning()).toContain('policy.yaml:4:14: rule "v3": mcp has no field tol');
       expect(await reloads('success')).toBe(1);
+      // The file as it is now is not what runs: the gauge the alert McpAuthPolicyFileRefused reads.
+      expect(await inForce()).toBe(0);
+
+      publish(DENY_QUERY);
+      await until(async () => (await reloads('success')) === 2, 'the version fixed');
+      expect(await inForce()).toBe(1);
     } finally {
       watched.close();
     }

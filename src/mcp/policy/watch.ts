@@ -5,6 +5,7 @@
 // logged and counted and the last good version of both stays. The guards are fixed at start,
 // so a version that would need one added or removed (rules: gained or lost, limits where there
 // were none) is refused the same way, its warning saying that a restart applies it.
+// mcp_auth_policy_last_reload_successful{file} says whether the file as it is now is in force.
 
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -51,12 +52,16 @@ function apply(text: string, file: string, guards: PolicyFileGuards): { rules: n
 export function watchPolicyFile(
   loaded: PolicyAtStart,
   guards: PolicyFileGuards,
-  metrics: Pick<Metrics, 'policyReloads'>,
+  metrics: Pick<Metrics, 'policyReloads' | 'policyLastReloadSuccessful'>,
   logger: Logger,
 ): WatchedPolicyFile {
   const { file } = loaded;
   let { text } = loaded;
   const log = logger.child({ policyFile: file });
+  // Whether `text` (the version last read) is in force; a failed read says 0 until the next one.
+  let textApplied = true;
+  const inForce = (yes: boolean) => metrics.policyLastReloadSuccessful.set({ file }, yes ? 1 : 0);
+  inForce(true);
   let timer: NodeJS.Timeout | undefined;
   let reading: Promise<void> = Promise.resolve();
   const reload = async () => {
@@ -66,21 +71,33 @@ export function watchPolicyFile(
     } catch (error) {
       // Mid-swap the file can be missing for a moment; the next event reads it again.
       metrics.policyReloads.inc({ result: 'failure' });
+      inForce(false);
       log.warn({ err: (error as Error).message }, 'policy file unreadable: the last good version stays');
       return;
     }
-    if (next === text) return;
+    if (next === text) {
+      inForce(textApplied);
+      return;
+    }
     text = next; // a bad text is not reported again on every event
     try {
       const { rules, limits } = apply(next, file, guards);
+      textApplied = true;
       metrics.policyReloads.inc({ result: 'success' });
       log.info({ rules, limits: guards.limits && { ...limits, tools: Object.fromEntries(limits.tools) } }, 'policy file reloaded');
     } catch (error) {
-      if (!(error instanceof PolicyError || error instanceof LimitsFileError || error instanceof NeedsRestart)) throw error;
+      textApplied = false;
       metrics.policyReloads.inc({ result: 'failure' });
-      const problems = error instanceof NeedsRestart ? undefined : error.problems;
-      log.warn({ problems }, `policy file ${error instanceof NeedsRestart ? 'not applied' : 'invalid'}, the last good version stays: ${error.message}`);
+      if (error instanceof PolicyError || error instanceof LimitsFileError || error instanceof NeedsRestart) {
+        const problems = error instanceof NeedsRestart ? undefined : error.problems;
+        log.warn({ problems }, `policy file ${error instanceof NeedsRestart ? 'not applied' : 'invalid'}, the last good version stays: ${error.message}`);
+      } else {
+        // A bug of ours, not the file's: the sidecar goes on with the last good version, and
+        // later versions are still read (a rejected promise here would stop the reloads).
+        log.error({ err: error }, 'policy file reload failed: the last good version stays');
+      }
     }
+    inForce(textApplied);
   };
   let watcher: FSWatcher | undefined;
   try {
