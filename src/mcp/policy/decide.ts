@@ -131,20 +131,24 @@ export function visible(rules: readonly Rule[], call: ClientMessage, identity: I
   return judge(rules, facts, true, (rule) => rule.expression.evaluateWithoutArguments(facts), true);
 }
 
+// Written out, not spread from a shared base object: on Node 20 the spread cost 1.3 µs an item.
+function call(method: string, tool: string | undefined, prompt: string | undefined, resource: string | undefined): ClientMessage {
+  return { method, id: undefined, params: undefined, tool, prompt, resource, arguments: undefined };
+}
+
 /** The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read of a resource or template. */
 export function callOf(listMethod: string, item: unknown): ClientMessage | undefined {
   if (typeof item !== 'object' || item === null) return undefined;
   const { name, uri, uriTemplate } = item as { name?: unknown; uri?: unknown; uriTemplate?: unknown };
-  const base = { id: undefined, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined };
   switch (listMethod) {
     case 'tools/list':
-      return typeof name === 'string' ? { ...base, method: 'tools/call', tool: name } : undefined;
+      return typeof name === 'string' ? call('tools/call', name, undefined, undefined) : undefined;
     case 'prompts/list':
-      return typeof name === 'string' ? { ...base, method: 'prompts/get', prompt: name } : undefined;
+      return typeof name === 'string' ? call('prompts/get', undefined, name, undefined) : undefined;
     case 'resources/list':
-      return typeof uri === 'string' ? { ...base, method: 'resources/read', resource: uri } : undefined;
+      return typeof uri === 'string' ? call('resources/read', undefined, undefined, uri) : undefined;
     case 'resources/templates/list':
-      return typeof uriTemplate === 'string' ? { ...base, method: 'resources/read', resource: uriTemplate } : undefined;
+      return typeof uriTemplate === 'string' ? call('resources/read', undefined, undefined, uriTemplate) : undefined;
     default:
       return undefined;
   }
