@@ -69,6 +69,7 @@ export function clientMessage(method: string, id: string | number | undefined, r
   const uri = typeof params?.uri === 'string' ? params.uri : undefined;
   const args = isObject(params?.arguments) ? params.arguments : undefined;
   const isResource = method === 'resources/read' || method === 'resources/subscribe' || method === 'resources/unsubscribe';
+  const takesArguments = method === 'tools/call' || method === 'prompts/get';
   return {
     method,
     id,
@@ -76,8 +77,8 @@ export function clientMessage(method: string, id: string | number | undefined, r
     tool: method === 'tools/call' ? name : undefined,
     prompt: method === 'prompts/get' ? name : undefined,
     resource: isResource ? uri : undefined,
-    arguments: method === 'tools/call' || method === 'prompts/get' ? args : undefined,
-    argumentsText: (method === 'tools/call' || method === 'prompts/get') && args !== undefined ? argumentsText : undefined,
+    arguments: takesArguments ? args : undefined,
+    argumentsText: takesArguments && args !== undefined ? argumentsText : undefined,
   };
 }
 
@@ -105,7 +106,8 @@ export function parseBody(body: Buffer, withArgumentsText = false): ParsedBody |
   const messages: ClientMessage[] = [];
   const responses: ClientResponse[] = [];
   let texts: (string | undefined)[] | undefined;
-  for (const [index, element] of elements.entries()) {
+  for (let index = 0; index < elements.length; index++) {
+    const element = elements[index];
     if (!isObject(element) || element.jsonrpc !== '2.0') return 'not_json_rpc';
     const { method, id } = element;
     if (typeof method === 'string') {
