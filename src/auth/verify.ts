@@ -7,6 +7,7 @@ import { constants, verify as verifySignatureBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { Rejection } from '../errors.js';
 import type { KeySource, VerificationKey } from './keyset.js';
+import { closingQuote, isJsonWhitespace } from '../json-text.js';
 
 export interface Identity {
   readonly user: string;
@@ -94,24 +95,13 @@ function decodeJsonObject(part: string, what: string): Claims {
   return value as Claims;
 }
 
-/** Space, tab, line feed, carriage return: the only white space JSON allows between tokens. */
-function isJsonWhitespace(c: number): boolean {
-  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
-}
-
 /** Member names written in a valid JSON text: strings followed by a colon. */
 function countMemberNames(json: string): number {
   let count = 0;
   let start = json.indexOf('"');
   while (start !== -1) {
-    // The closing quote is the first one not escaped, i.e. not after an odd run of backslashes.
-    let end = json.indexOf('"', start + 1);
-    for (;;) {
-      let backslashes = 0;
-      while (json.charCodeAt(end - 1 - backslashes) === 0x5c /* \ */) backslashes++;
-      if (backslashes % 2 === 0) break;
-      end = json.indexOf('"', end + 1);
-    }
+    const end = closingQuote(json, start);
+    if (end === -1) break;
     let next = end + 1;
     while (isJsonWhitespace(json.charCodeAt(next))) next++;
     if (json.charCodeAt(next) === 0x3a /* : */) count++;

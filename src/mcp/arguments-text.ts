@@ -4,28 +4,14 @@
 // 1.3 µs for 1 KB; the scan costs 0.3 µs (bench/RESULTS.md, issues 18 and 19).
 //
 // The scan runs only over text that JSON.parse has accepted and that names no member twice
-// (messages.ts), so it needs no error handling: strings are skipped with indexOf, and only
+// (messages.ts), so it needs no error handling: strings are skipped (json-text.ts), and only
 // what lies between them is walked character by character.
+
+import { closingQuote, isJsonWhitespace } from '../json-text.js';
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COLON = 0x3a;
-
-function isWhitespace(code: number): boolean {
-  return code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09;
-}
-
-/** The index of the quote that closes the string opened at `open` (-1: none, not valid JSON). */
-function closingQuote(text: string, open: number): number {
-  let end = text.indexOf('"', open + 1);
-  while (end !== -1) {
-    let backslashes = 0;
-    while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
-    if (backslashes % 2 === 0) return end;
-    end = text.indexOf('"', end + 1);
-  }
-  return -1;
-}
 
 /** Whether the member name written from `open` to `close` (its quotes) is `name`, compared after unescaping as the parser compares. */
 function isMemberName(text: string, open: number, close: number, name: string): boolean {
@@ -64,7 +50,7 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       // Unreachable for text JSON.parse accepted; a scan that cannot go on finds nothing more.
       if (close === -1) break;
       let after = close + 1;
-      while (isWhitespace(text.charCodeAt(after))) after++;
+      while (isJsonWhitespace(text.charCodeAt(after))) after++;
       if (text.charCodeAt(after) === COLON) {
         next = depth === messageDepth && isMemberName(text, i, close, 'params') ? 'params'
           : depth === paramsDepth && isMemberName(text, i, close, 'arguments') ? 'arguments' : undefined;
@@ -89,7 +75,7 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       }
       if (depth === paramsDepth) paramsDepth = -1;
       depth--;
-    } else if (!isWhitespace(code) && code !== 0x2c /* , */) {
+    } else if (!isJsonWhitespace(code) && code !== 0x2c /* , */) {
       // A number, true, false or null: the value named last is not an object.
       next = undefined;
     }
