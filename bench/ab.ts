@@ -27,7 +27,7 @@ function build(revision: string): string {
   if (revision === '.') for (const file of files) cpSync(file, `${sources}${file}`, { recursive: true });
   else execFileSync('sh', ['-c', `git archive ${name} ${files.join(' ')} | tar -x -C ${sources}`]);
   execFileSync('npx', ['tsc', '-p', `${sources}tsconfig.build.json`, '--outDir', dist], { stdio: 'inherit' });
-  // src/version.ts reads ../package.json beside dist/ (its "type": "module" also applies to it).
+  // src/lib/version.ts reads ../../package.json beside dist/ (its "type": "module" also applies to it).
   cpSync('package.json', `${OUT}ab/package.json`);
   return dist;
 }

@@ -1,7 +1,7 @@
 // npx tsx bench/audit-line.ts: what one audit line costs, in a loop (the logger's own buffered
 // destination, writing into a sink): with a 1 KB argument object (names, SHA-256) and without.
 
-import { BufferedOutput, createLogger } from '../src/log.js';
+import { BufferedOutput, createLogger } from '../src/observability/log.js';
 import { createAuditWriter, type AuditLine } from '../src/mcp/audit.js';
 
 const sink = { write: (_data: string, done?: () => void) => (done?.(), true), writableLength: 0 };

@@ -8,9 +8,9 @@
 
 import { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { loadConfig } from '../src/config.js';
-import { createMetrics } from '../src/metrics.js';
-import { createLogger } from '../src/log.js';
+import { loadConfig } from '../src/config/config.js';
+import { createMetrics } from '../src/observability/metrics.js';
+import { createLogger } from '../src/observability/log.js';
 import { createLimits } from '../src/mcp/limits/index.js';
 import type { Caller, ClientMessage } from '../src/mcp/guard.js';
 import { startRedis } from '../test/helpers/redis.js';

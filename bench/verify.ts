@@ -9,8 +9,8 @@ import { startIssuer } from '../test/helpers/issuer.js';
 import { createVerifier } from '../src/auth/verify.js';
 import { withVerdictCache } from '../src/auth/verdict-cache.js';
 import { RemoteKeySet } from '../src/auth/keyset.js';
-import { createLogger } from '../src/log.js';
-import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/observability/log.js';
+import { loadConfig } from '../src/config/config.js';
 import { distinctTokens } from './lib.js';
 
 const issuer = await startIssuer();

@@ -2,7 +2,7 @@
 // on the embedded defaults, all on 127.0.0.1. Prints a token and commands to try, then the
 // sidecar's log lines (one per request). Ctrl-C, or SIGTERM to `npm run demo`, stops all three.
 
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/config.js';
 import { buildApp } from '../src/app.js';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { startMcpServer } from '../test/helpers/mcp-server.js';

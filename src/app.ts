@@ -3,30 +3,30 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from './status-codes.js';
+import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
-import './types.js';
-import type { Config } from './config.js';
-import { createMetrics, type Metrics } from './metrics.js';
-import { LazyChildLogger, createLogger, createRequestLogger } from './log.js';
+import './http/request-state.js';
+import type { Config } from './config/config.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
-import { registerResourceMetadata, resourceMetadataUrl } from './metadata.js';
-import { registerProxy } from './proxy.js';
-import { registerHealth } from './health.js';
+import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
+import { registerProxy } from './http/proxy.js';
+import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
 import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
-import { StartupError } from './errors.js';
-import { CertificateReloader, readTlsPair } from './tls.js';
+import { StartupError } from './lib/errors.js';
+import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
-import { ConnectionGuard, clientLimits, type ClientLimits } from './connections.js';
-import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './refusals.js';
+import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
+import { createClientErrorHandler, createEdgeCheck, createFrameworkErrorHandler, sendRefusal } from './http/refusals.js';
 
-export type { ClientLimits } from './connections.js';
+export type { ClientLimits } from './http/connections.js';
 
 export interface AppOptions {
   logger?: Logger;

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Process entry: the first argument picks what runs; serving lives in serve.ts.
 
-import { helpText } from './config.js';
-import { VERSION } from './version.js';
+import { helpText } from './config/config.js';
+import { VERSION } from './lib/version.js';
 import { serve } from './serve.js';
 
 const [command] = process.argv.slice(2);

@@ -1,13 +1,13 @@
 // The sidecar as a process: configuration → app → listen → signals → graceful shutdown, and
-// every way out. Log lines are written in batches (log.ts), so each exit writes the ones still
+// every way out. Log lines are written in batches (observability/log.ts), so each exit writes the ones still
 // gathered first; a failed start or a crash adds one JSON line naming what to fix, then exit 1.
 
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { buildApp, type App } from './app.js';
-import { createLogger } from './log.js';
-import { StartupError } from './errors.js';
-import { VERSION } from './version.js';
+import { createLogger } from './observability/log.js';
+import { StartupError } from './lib/errors.js';
+import { VERSION } from './lib/version.js';
 
 type Env = Record<string, string | undefined>;
 

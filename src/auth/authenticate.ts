@@ -1,9 +1,9 @@
 // The request hook that decides accept or reject for every non-public request on the proxy port.
 
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
-import { Rejection } from '../errors.js';
-import type { Metrics } from '../metrics.js';
-import type { ConnectionGuard } from '../connections.js';
+import { Rejection } from '../lib/errors.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { ConnectionGuard } from '../http/connections.js';
 import type { Identity, Verify } from './verify.js';
 
 export interface AuthState {
@@ -88,7 +88,7 @@ function createRejectionSender(resourceMetadataUrl: string, connections: Connect
     }
     reply.hijack();
     // A connection that never carried an accepted request is not kept after a rejection: a
-    // client without a valid token cannot hold connections (src/connections.ts).
+    // client without a valid token cannot hold connections (http/connections.ts).
     if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) {
       reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id, 'connection', 'close']);
     } else {
@@ -122,7 +122,7 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
       // Not kept either when nothing on it was accepted: else Node's keep-alive time would
-      // replace the shorter idle time of an unauthenticated connection (src/connections.ts).
+      // replace the shorter idle time of an unauthenticated connection (http/connections.ts).
       if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) reply.raw.shouldKeepAlive = false;
       done();
       return;

@@ -5,8 +5,8 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { Rejection } from '../errors.js';
-import { Agent } from '../undici.js';
+import { Rejection } from '../lib/errors.js';
+import { Agent } from '../http/undici.js';
 
 export interface VerificationKey {
   readonly kid: string | undefined;

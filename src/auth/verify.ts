@@ -4,10 +4,10 @@
 // whole check is synchronous unless an unknown kid sends us to the issuer.
 
 import { constants, verify as verifySignatureBytes } from 'node:crypto';
-import type { Config } from '../config.js';
-import { Rejection } from '../errors.js';
+import type { Config } from '../config/config.js';
+import { Rejection } from '../lib/errors.js';
 import type { KeySource, VerificationKey } from './keyset.js';
-import { closingQuote, isJsonWhitespace } from '../json-text.js';
+import { hasDuplicateKeys } from '../lib/json-text.js';
 
 export interface Identity {
   readonly user: string;
@@ -93,50 +93,6 @@ function decodeJsonObject(part: string, what: string): Claims {
   // `sub` counts is how confusion attacks start, so a duplicate is refused outright.
   if (hasDuplicateKeys(text, value)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`);
   return value as Claims;
-}
-
-/** Member names written in a valid JSON text: strings followed by a colon. */
-function countMemberNames(json: string): number {
-  let count = 0;
-  let start = json.indexOf('"');
-  while (start !== -1) {
-    const end = closingQuote(json, start);
-    if (end === -1) break;
-    let next = end + 1;
-    while (isJsonWhitespace(json.charCodeAt(next))) next++;
-    if (json.charCodeAt(next) === 0x3a /* : */) count++;
-    start = json.indexOf('"', next);
-  }
-  return count;
-}
-
-/** Own members of every object in a parsed JSON value, nested ones included (no recursion: depth is the sender's choice). */
-function countMembers(root: object): number {
-  let count = 0;
-  const pending: object[] = [root];
-  for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
-    if (Array.isArray(value)) {
-      for (const child of value) if (typeof child === 'object' && child !== null) pending.push(child);
-      continue;
-    }
-    // for-in, not Object.values: no array per object. JSON.parse makes plain objects, so every
-    // enumerable name is an own one (`__proto__` included).
-    for (const name in value) {
-      count++;
-      const child = (value as Claims)[name];
-      if (typeof child === 'object' && child !== null) pending.push(child);
-    }
-  }
-  return count;
-}
-
-/**
- * Whether any object in a JSON text names a member twice (compared after unescaping, as the
- * parser compares them): the parse kept one member per distinct name, so a duplicate shows as
- * more names written than members parsed. Counting needs no sets and no key strings.
- */
-export function hasDuplicateKeys(json: string, parsed: object = JSON.parse(json) as object): boolean {
-  return countMemberNames(json) !== countMembers(parsed);
 }
 
 function signatureIsValid(alg: string, key: VerificationKey, data: Buffer, signature: Buffer): boolean {

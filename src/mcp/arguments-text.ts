@@ -4,10 +4,10 @@
 // 1.3 µs for 1 KB; the scan costs 0.3 µs (bench/RESULTS.md, issues 18 and 19).
 //
 // The scan runs only over text that JSON.parse has accepted and that names no member twice
-// (messages.ts), so it needs no error handling: strings are skipped (json-text.ts), and only
+// (messages.ts), so it needs no error handling: strings are skipped (lib/json-text.ts), and only
 // what lies between them is walked character by character.
 
-import { closingQuote, isJsonWhitespace } from '../json-text.js';
+import { closingQuote, isJsonWhitespace } from '../lib/json-text.js';
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;

@@ -1,12 +1,12 @@
 // The audit line: one `"msg":"mcp"` JSON line per MCP request or notification, written like the
-// request line (src/log.ts): one template into the logger's destination, fields left out when
+// request line (observability/log.ts): one template into the logger's destination, fields left out when
 // undefined. Argument values appear only with AUDIT_ARGUMENTS=values, each cut to
 // AUDIT_ARGUMENT_BYTES; otherwise their names and a SHA-256 of the arguments as sent: the
 // characters of the body (arguments-text.ts), not a re-serialisation.
 
 import { hash } from 'node:crypto';
 import { symbols, type DestinationStream, type Logger } from 'pino';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 
 export type Outcome = 'result' | 'tool_error' | 'rpc_error' | 'denied' | 'limited' | 'upstream_error' | 'cancelled' | 'unknown';
 export const OUTCOMES: readonly Outcome[] = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];

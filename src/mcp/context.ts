@@ -3,8 +3,8 @@
 // notifications/cancelled finds its request), and the one place an ended message is recorded:
 // the audit line, the counters, and the guards' settle.
 
-import type { Config } from '../config.js';
-import type { Metrics } from '../metrics.js';
+import type { Config } from '../config/config.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { Identity } from '../auth/verify.js';
 import type { Caller, ClientMessage, Guard } from './guard.js';
 import type { AuditWriter, Outcome } from './audit.js';

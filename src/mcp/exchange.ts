@@ -7,7 +7,7 @@
 // guard had to rewrite it, the client gets a JSON-RPC error instead (fail closed).
 
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { ResponseReader } from '../proxy.js';
+import type { ResponseReader } from '../http/proxy.js';
 import type { Caller } from './guard.js';
 import type { Outcome } from './audit.js';
 import { idKey, type McpContext, type Pending } from './context.js';

@@ -2,9 +2,9 @@
 // the guards (tool policy, rate limits) and the audit writer.
 
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { Metrics } from '../metrics.js';
-import type { Interceptor } from '../proxy.js';
+import type { Config } from '../config/config.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Interceptor } from '../http/proxy.js';
 import type { Guard } from './guard.js';
 import { createAuditWriter } from './audit.js';
 import { McpContext } from './context.js';

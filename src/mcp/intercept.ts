@@ -5,7 +5,7 @@
 
 import type { FastifyRequest } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Forwarding, Interceptor } from '../proxy.js';
+import type { Forwarding, Interceptor } from '../http/proxy.js';
 import type { Caller, ClientMessage, Decision, Guard } from './guard.js';
 import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';

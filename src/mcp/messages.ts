@@ -1,7 +1,7 @@
 // JSON-RPC messages of MCP: which POST bodies are read, how a body becomes messages, and the
 // names a metric label may take. Pure functions over bytes and parsed values: no HTTP here.
 
-import { hasDuplicateKeys } from '../auth/verify.js';
+import { hasDuplicateKeys } from '../lib/json-text.js';
 import { argumentsTexts } from './arguments-text.js';
 import type { ClientMessage } from './guard.js';
 

@@ -3,7 +3,7 @@
 // later POSTed answer is recognised. Bounded: a least-recently-used map, entries forgotten after
 // an idle time and on DELETE.
 
-import { Lru } from '../auth/verdict-cache.js';
+import { Lru } from '../lib/lru.js';
 
 export const MAX_SESSIONS = 10_000;
 export const SESSION_IDLE_MS = 60 * 60 * 1000;

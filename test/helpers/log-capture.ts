@@ -2,7 +2,7 @@
 
 import { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/observability/log.js';
 
 export interface CapturedLog {
   readonly logger: Logger;

@@ -1,8 +1,8 @@
 // Builds and starts the real app on port 0 with a config from env-style overrides.
 
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { buildApp, type App, type AppOptions } from '../../src/app.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/observability/log.js';
 import type { TestIssuer } from './issuer.js';
 import type { TestUpstream } from './upstream.js';
 

@@ -13,8 +13,8 @@
 
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type { Config } from '../../config.js';
-import type { Metrics } from '../../metrics.js';
+import type { Config } from '../../config/config.js';
+import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
 import { connectRedis, type LimitsRedis } from './redis.js';

@@ -2,8 +2,8 @@
 // without limits pays nothing.
 
 import type { Logger } from 'pino';
-import type { Config } from '../../config.js';
-import type { Metrics } from '../../metrics.js';
+import type { Config } from '../../config/config.js';
+import type { Metrics } from '../../observability/metrics.js';
 import { LimitsGuard } from './guard.js';
 import { anyLimit, rulesFromConfig, withLimitsSection } from './rules.js';
 

@@ -5,7 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import type { Config, RedisUrl } from '../../config.js';
+import type { Config, RedisUrl } from '../../config/config.js';
 
 // Increments a user's in-flight count unless it is at the limit; the expiry is renewed on every
 // change, so the count of a replica that died mid-call is dropped once nobody touches it.

@@ -2,7 +2,7 @@
 // (the policy loader hands it over as parsed YAML; its shape is checked here). A key set in the
 // file wins over the variable of the same meaning.
 
-import type { Config } from '../../config.js';
+import type { Config } from '../../config/config.js';
 
 export interface LimitRules {
   /** MCP requests per user a minute; 0: none. */

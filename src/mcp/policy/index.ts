@@ -4,9 +4,9 @@
 
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { Config } from '../../config.js';
-import { StartupError } from '../../errors.js';
-import type { Metrics } from '../../metrics.js';
+import type { Config } from '../../config/config.js';
+import { StartupError } from '../../lib/errors.js';
+import type { Metrics } from '../../observability/metrics.js';
 import { PolicyError, parsePolicy, type PolicyDocument } from './file.js';
 import { PolicyGuard } from './guard.js';
 

@@ -11,7 +11,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { Metrics } from '../../metrics.js';
+import type { Metrics } from '../../observability/metrics.js';
 import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from '../limits/index.js';
 import { PolicyError, parsePolicy } from './file.js';
 import type { PolicyGuard } from './guard.js';

@@ -1,0 +1,49 @@
+// RFC 9728 protected resource metadata, served by the sidecar itself without a token.
+
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config/config.js';
+
+const WELL_KNOWN = '/.well-known/oauth-protected-resource';
+
+/** The paths the metadata is served at: the bare well-known path, and it followed by RESOURCE_URL's path. */
+export function resourceMetadataPaths(resourceUrl: string): string[] {
+  const path = new URL(resourceUrl).pathname;
+  return path === '/' ? [WELL_KNOWN] : [WELL_KNOWN, `${WELL_KNOWN}${path}`];
+}
+
+/** The metadata URL a client is pointed at from WWW-Authenticate (RFC 9728 section 3.1). */
+export function resourceMetadataUrl(resourceUrl: string): string {
+  const url = new URL(resourceUrl);
+  const path = url.pathname === '/' ? '' : url.pathname;
+  return `${url.origin}${WELL_KNOWN}${path}`;
+}
+
+export function registerResourceMetadata(app: FastifyInstance, config: Config): void {
+  const document = {
+    resource: config.resourceUrl,
+    authorization_servers: [config.issuer],
+    bearer_methods_supported: ['header'],
+    ...(config.resourceScopes.length > 0 ? { scopes_supported: config.resourceScopes } : {}),
+  };
+  // A scope of its own: any request body is ignored here, so every method gets its answer.
+  app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    for (const url of resourceMetadataPaths(config.resourceUrl)) {
+      scope.route({
+        method: ['GET', 'HEAD'],
+        url,
+        config: { public: true },
+        handler: async (_request, reply) => reply.header('cache-control', 'max-age=300').send(document),
+      });
+      // Other methods on the metadata path are answered here too: the path is never forwarded.
+      scope.route({
+        method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+        url,
+        config: { public: true },
+        handler: async (_request, reply) =>
+          reply.code(405).header('allow', 'GET, HEAD').send({ error: 'method_not_allowed', error_description: 'metadata is read-only' }),
+      });
+    }
+  });
+}

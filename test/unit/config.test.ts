@@ -1,0 +1,168 @@
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ConfigError, loadConfig, SUPPORTED_ALGORITHMS } from '../../src/config/config.js';
+
+const run = promisify(execFile);
+const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.problems];
+    throw error;
+  }
+  return [];
+}
+
+describe('configuration from the environment', () => {
+  it('has SPEC\'s defaults', () => {
+    expect(loadConfig(minimal)).toEqual({
+      issuer: 'https://auth.example.com/realms/coder',
+      jwksUri: undefined,
+      audiences: [],
+      allowedAzp: ['coder'],
+      algorithms: [...SUPPORTED_ALGORITHMS],
+      clockToleranceSeconds: 30,
+      userClaim: 'preferred_username',
+      tokenType: 'Bearer',
+      requiredGroups: [],
+      requiredRoles: [],
+      upstreamUrl: 'http://127.0.0.1:8000',
+      upstreamTimeoutSeconds: 30,
+      forwardAuthorization: false,
+      resourceUrl: 'http://localhost:8080',
+      resourceScopes: [],
+      port: 8080,
+      host: '0.0.0.0',
+      adminPort: 9090,
+      adminHost: '0.0.0.0',
+      jwksRefreshSeconds: 300,
+      jwksCooldownSeconds: 30,
+      jwksMaxStaleSeconds: 86400,
+      shutdownGraceSeconds: 20,
+      logLevel: 'info',
+      verdictCacheSize: 10000,
+      allowedOrigins: [],
+      forwardUnverifiedEmail: false,
+      groupsHeaderMaxBytes: 8192,
+      maxConnections: undefined,
+      maxHeaderBytes: 16384,
+      headersTimeoutSeconds: 10,
+      requestTimeoutSeconds: 60,
+      unauthenticatedIdleSeconds: 10,
+      keepAliveTimeoutSeconds: 72,
+      mcpMaxBodyBytes: 1_048_576,
+      audit: true,
+      auditArguments: 'names',
+      auditArgumentBytes: 256,
+      policyFile: undefined,
+      policyMode: 'enforce',
+      rateLimitUserPerMinute: 0,
+      rateLimitToolPerMinute: 0,
+      rateLimitConcurrentToolCalls: 0,
+      rateLimitOnRedisError: 'allow',
+      rateLimitInFlightExpirySeconds: 900,
+      redisUrl: undefined,
+      redisTimeoutMs: 250,
+      redisKeyPrefix: 'mcp-auth',
+      redisCaFile: undefined,
+    });
+    expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
+  });
+
+  it('parses lists, booleans and an explicitly empty token type', () => {
+    const config = loadConfig({ ...minimal, OIDC_AUDIENCES: ' a, b ,,c', FORWARD_AUTHORIZATION: 'TRUE', OIDC_TOKEN_TYPE: '', OIDC_ALGORITHMS: 'ES256,EdDSA' });
+    expect(config.audiences).toEqual(['a', 'b', 'c']);
+    expect(config.forwardAuthorization).toBe(true);
+    expect(config.tokenType).toBe('');
+    expect(config.algorithms).toEqual(['ES256', 'EdDSA']);
+  });
+
+  it.each([
+    [{ OIDC_ISSUER: '' }, 'OIDC_ISSUER is required'],
+    [{ OIDC_ISSUER: 'auth.example.com' }, 'OIDC_ISSUER="auth.example.com": expected an absolute http(s) URL'],
+    [{ OIDC_JWKS_URI: 'ftp://x/certs' }, 'OIDC_JWKS_URI="ftp://x/certs": expected an http:// or https:// URL'],
+    [{ OIDC_ALLOWED_AZP: '' }, 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP are both empty'],
+    [{ OIDC_ALGORITHMS: 'RS256,HS256' }, 'OIDC_ALGORITHMS="RS256,HS256": HS256 not allowed'],
+    [{ OIDC_ALGORITHMS: 'none' }, 'OIDC_ALGORITHMS="none": none not allowed'],
+    [{ OIDC_CLOCK_TOLERANCE_SECONDS: '-1' }, 'OIDC_CLOCK_TOLERANCE_SECONDS="-1": expected a whole number from 0 to 3600'],
+    [{ UPSTREAM_URL: 'http://127.0.0.1:8000/mcp' }, 'UPSTREAM_URL="http://127.0.0.1:8000/mcp": expected an origin'],
+    [{ UPSTREAM_TIMEOUT_SECONDS: '0' }, 'UPSTREAM_TIMEOUT_SECONDS="0": expected a whole number from 1 to 3600'],
+    [{ FORWARD_AUTHORIZATION: 'yes' }, 'FORWARD_AUTHORIZATION="yes": expected true or false'],
+    [{ RESOURCE_URL: 'https://mcp.example.com/?a=1' }, 'RESOURCE_URL="https://mcp.example.com/?a=1": expected a URL without query string'],
+    [{ PORT: '80a' }, 'PORT="80a": expected a whole number from 0 to 65535'],
+    [{ ADMIN_PORT: '70000' }, 'ADMIN_PORT="70000": expected a whole number from 0 to 65535'],
+    [{ PORT: '9000', ADMIN_PORT: '9000' }, 'PORT and ADMIN_PORT are both 9000'],
+    [{ JWKS_REFRESH_SECONDS: '0' }, 'JWKS_REFRESH_SECONDS="0": expected a whole number from 1 to 86400'],
+    [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of fatal, error, warn, info, debug, trace, silent'],
+    [{ ALLOWED_ORIGINS: 'https://coder.example.com/' }, 'ALLOWED_ORIGINS entry "https://coder.example.com/": expected an origin as browsers send it'],
+    [{ ALLOWED_ORIGINS: 'coder.example.com' }, 'ALLOWED_ORIGINS entry "coder.example.com": expected an origin'],
+    [{ ALLOWED_ORIGINS: 'https://a.example,https://b.example/app' }, 'ALLOWED_ORIGINS entry "https://b.example/app"'],
+    [{ MAX_CONNECTIONS: 'lots' }, 'MAX_CONNECTIONS="lots": expected auto or a whole number from 1 to 1000000'],
+    [{ MAX_HEADER_BYTES: '100' }, 'MAX_HEADER_BYTES="100": expected a whole number from 1024 to 1048576'],
+    [{ HEADERS_TIMEOUT_SECONDS: '90' }, 'HEADERS_TIMEOUT_SECONDS=90 is longer than REQUEST_TIMEOUT_SECONDS=60'],
+    [{ UNAUTHENTICATED_IDLE_SECONDS: '0' }, 'UNAUTHENTICATED_IDLE_SECONDS="0": expected a whole number from 1 to 3600'],
+    [{ FORWARD_UNVERIFIED_EMAIL: 'maybe' }, 'FORWARD_UNVERIFIED_EMAIL="maybe": expected true or false'],
+    [{ GROUPS_HEADER_MAX_BYTES: '-5' }, 'GROUPS_HEADER_MAX_BYTES="-5": expected a whole number from 0 to 1048576'],
+  ])('%j is refused, naming the variable and what is expected', (override, message) => {
+    const found = problems({ ...minimal, ...override });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toContain(message);
+  });
+
+  it('parses the connection limits and allowed origins', () => {
+    const config = loadConfig({ ...minimal, MAX_CONNECTIONS: '500', ALLOWED_ORIGINS: 'https://Coder.example.com, http://localhost:3000' });
+    expect(config.maxConnections).toBe(500);
+    expect(config.allowedOrigins).toEqual(['https://Coder.example.com', 'http://localhost:3000']);
+    expect(loadConfig({ ...minimal, MAX_CONNECTIONS: 'auto' }).maxConnections).toBeUndefined();
+  });
+
+  it('takes POLICY_FILE and POLICY_MODE (enforce or audit)', () => {
+    const config = loadConfig({ ...minimal, POLICY_FILE: '/etc/policy/policy.yaml', POLICY_MODE: 'audit' });
+    expect([config.policyFile, config.policyMode]).toEqual(['/etc/policy/policy.yaml', 'audit']);
+    expect(problems({ ...minimal, POLICY_MODE: 'permissive' })).toEqual(['POLICY_MODE="permissive": expected enforce or audit']);
+  });
+
+  it('reports every problem at once', () => {
+    expect(problems({ OIDC_ISSUER: 'nope', PORT: 'x', LOG_LEVEL: 'loud', OIDC_ALGORITHMS: 'HS512' })).toHaveLength(5);
+  });
+});
+
+describe('the process', () => {
+  const entry = ['--import', 'tsx', 'src/main.ts'];
+
+  it('exits 1 with one message naming every bad variable', async () => {
+    const error = await run(process.execPath, entry, { env: { PATH: process.env.PATH, OIDC_ISSUER: 'x', PORT: 'abc', OIDC_ALGORITHMS: 'HS256' }, timeout: 20_000 })
+      .then(() => undefined, (e: { code: number; stderr: string }) => e);
+    expect(error?.code).toBe(1);
+    for (const name of ['OIDC_ISSUER', 'PORT', 'OIDC_ALGORITHMS', 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP']) expect(error?.stderr).toContain(name);
+  });
+
+  it('--help prints the variables and exits 0', async () => {
+    const { stdout } = await run(process.execPath, [...entry, '--help'], { env: { PATH: process.env.PATH }, timeout: 20_000 });
+    expect(stdout).toContain('OIDC_ISSUER');
+    expect(stdout).toContain('JWKS_MAX_STALE_SECONDS');
+  });
+});
+
+describe('MCP audit configuration', () => {
+  it('reports a bad AUDIT, AUDIT_ARGUMENTS, MCP_MAX_BODY_BYTES and AUDIT_ARGUMENT_BYTES at once, naming each', () => {
+    const env = { OIDC_ISSUER: 'https://idp.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder', AUDIT: 'maybe', AUDIT_ARGUMENTS: 'all', MCP_MAX_BODY_BYTES: '10', AUDIT_ARGUMENT_BYTES: '-1' };
+    let error: unknown;
+    try {
+      loadConfig(env);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const { problems } = error as ConfigError;
+    expect(problems).toEqual(expect.arrayContaining([
+      'AUDIT="maybe": expected one of on, off',
+      'AUDIT_ARGUMENTS="all": expected one of names, values',
+      'MCP_MAX_BODY_BYTES="10": expected a whole number from 1024 to 67108864',
+      'AUDIT_ARGUMENT_BYTES="-1": expected a whole number from 1 to 65536',
+    ]));
+  });
+});
