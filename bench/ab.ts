@@ -7,7 +7,19 @@
 
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { CPU_SCENARIOS, IMAGE_ARGS, OUT, median, sideBySide, sidecarEnv, spawnPinned, startCpuBench, stop, waitForPort, type WrkOptions } from './lib.js';
+import {
+  CPU_SCENARIOS,
+  IMAGE_ARGS,
+  OUT,
+  median,
+  sideBySide,
+  sidecarEnv,
+  spawnPinned,
+  startCpuBench,
+  stop,
+  waitForPort,
+  type WrkOptions,
+} from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -37,10 +49,17 @@ const bench = await startCpuBench('ab', UPSTREAM_PORT);
 const { issuer, upstreamUrl, options } = bench;
 const scenarios: { name: string; options: WrkOptions; path: string; accepted: boolean }[] = [
   ...CPU_SCENARIOS.map((name) => ({
-    name, options: options[name], accepted: name === 'reused token' || name === 'never-seen tokens',
+    name,
+    options: options[name],
+    accepted: name === 'reused token' || name === 'never-seen tokens',
     path: name === 'never-seen tokens' ? '' : '/mcp', // the never-seen script names its own path
   })),
-  { name: 'POST, 1 KB not JSON', options: { ...options['reused token'], script: 'bench/mcp-call.lua', scriptArg: 'text/plain' }, path: '/mcp', accepted: true },
+  {
+    name: 'POST, 1 KB not JSON',
+    options: { ...options['reused token'], script: 'bench/mcp-call.lua', scriptArg: 'text/plain' },
+    path: '/mcp',
+    accepted: true,
+  },
 ];
 
 const sidecars = builds.map(({ revision, main }, i) => {
@@ -50,7 +69,12 @@ const sidecars = builds.map(({ revision, main }, i) => {
 });
 await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
 const targets = (scenario: (typeof scenarios)[number]) =>
-  sidecars.map((sidecar) => ({ name: sidecar.revision, url: `http://127.0.0.1:${sidecar.port}${scenario.path}`, pid: sidecar.child.pid!, options: scenario.options }));
+  sidecars.map((sidecar) => ({
+    name: sidecar.revision,
+    url: `http://127.0.0.1:${sidecar.port}${scenario.path}`,
+    pid: sidecar.child.pid!,
+    options: scenario.options,
+  }));
 // Warm-up, each alone and alike: the accepted scenarios, 3 s each.
 for (const target of targets(scenarios[0]!)) await sideBySide([target], 3);
 for (const target of targets(scenarios[4]!)) await sideBySide([target], 3);
@@ -62,7 +86,9 @@ for (let round = 0; round < ROUNDS; round++) {
     results.forEach((result, i) => {
       const revision = sidecars[i]!.revision;
       if (scenario.accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
-        throw new Error(`${revision}: ${scenario.name}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
+        throw new Error(
+          `${revision}: ${scenario.name}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`,
+        );
       }
       const key = `${scenario.name}: ${revision}`;
       const row = rows.get(key) ?? { ratios: [], micros: [] };
@@ -79,9 +105,11 @@ await bench.close();
 const lines = [
   `| scenario: revision | req/s × ${revisions[0]} (median of rounds) | × by round | CPU µs a request, side by side (median) |`,
   '|---|---:|---|---:|',
-  ...scenarios.flatMap((scenario) => revisions.map((revision) => {
-    const row = rows.get(`${scenario.name}: ${revision}`)!;
-    return `| ${scenario.name}: ${revision} | ${median(row.ratios).toFixed(3)} | ${row.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(row.micros).toFixed(1)} |`;
-  })),
+  ...scenarios.flatMap((scenario) =>
+    revisions.map((revision) => {
+      const row = rows.get(`${scenario.name}: ${revision}`)!;
+      return `| ${scenario.name}: ${revision} | ${median(row.ratios).toFixed(3)} | ${row.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(row.micros).toFixed(1)} |`;
+    }),
+  ),
 ];
 process.stdout.write(lines.join('\n') + '\n');

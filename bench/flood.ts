@@ -56,7 +56,9 @@ function hostile(port: number, behaviour: Behaviour, stats: { opened: number; li
 function legitimate(port: number, token: string): Promise<{ status: number; ms: number }> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(`GET /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`));
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(`GET /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`),
+    );
     let answer = '';
     const done = () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0), ms: performance.now() - started });
     socket.setTimeout(5000, () => socket.destroy());
@@ -82,10 +84,16 @@ await waitForPort(upstreamPort);
 const rows: string[] = [];
 for (const maxConnections of ['auto', '8192']) {
   const [port, adminPort] = [await freePort(), await freePort()];
-  const sidecar = spawnPinned(1, IMAGE_ARGS, {
-    ...sidecarEnv({ port, adminPort, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstreamPort}` }),
-    MAX_CONNECTIONS: maxConnections, LOG_LEVEL: 'warn',
-  }, 'inherit');
+  const sidecar = spawnPinned(
+    1,
+    IMAGE_ARGS,
+    {
+      ...sidecarEnv({ port, adminPort, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstreamPort}` }),
+      MAX_CONNECTIONS: maxConnections,
+      LOG_LEVEL: 'warn',
+    },
+    'inherit',
+  );
   await waitForPort(port);
   const idleMib = rssMb(sidecar.pid!);
   let peak = idleMib;
@@ -109,14 +117,20 @@ for (const maxConnections of ['auto', '8192']) {
   const evicted = await metric(adminPort, 'mcp_auth_connections_evicted_total');
   const refused = await metric(adminPort, 'mcp_auth_http_refused_total');
   const rejected = await metric(adminPort, 'mcp_auth_rejected_total');
-  process.stderr.write(`rejected (401) ${rejected}; ${(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()).split('\n').filter((l) => l.startsWith('mcp_auth_http_refused_total{')).join('; ')}\n`);
+  process.stderr.write(
+    `rejected (401) ${rejected}; ${(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text())
+      .split('\n')
+      .filter((l) => l.startsWith('mcp_auth_http_refused_total{'))
+      .join('; ')}\n`,
+  );
   await stop(sidecar);
 
   const served = results.filter((r) => r.status === 200);
   const latencies = served.map((r) => r.ms).sort((a, b) => a - b);
   const p = (q: number) => (latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!);
-  const row = `| ${maxConnections} | ${SOCKETS} | ${stats.opened} | ${idleMib.toFixed(0)} | ${peak.toFixed(0)} | ${peak < LIMIT_MIB ? 'yes' : '**no**'} `
-    + `| ${served.length}/${results.length} | ${p(0.5).toFixed(1)} / ${p(0.99).toFixed(1)} | ${evicted} | ${refused} |`;
+  const row =
+    `| ${maxConnections} | ${SOCKETS} | ${stats.opened} | ${idleMib.toFixed(0)} | ${peak.toFixed(0)} | ${peak < LIMIT_MIB ? 'yes' : '**no**'} ` +
+    `| ${served.length}/${results.length} | ${p(0.5).toFixed(1)} / ${p(0.99).toFixed(1)} | ${evicted} | ${refused} |`;
   process.stderr.write(`${row}\n`);
   rows.push(row);
   // Let the hostile sockets of this round close before the next starts.

@@ -7,8 +7,19 @@
 
 import { writeFileSync } from 'node:fs';
 import {
-  CPU_SCENARIOS, IMAGE_ARGS, OUT, buildSidecar, cpuPerRequest, median, sidecarEnv, spawnPinned, startCpuBench, stop,
-  waitForPort, wrk, type CpuScenario,
+  CPU_SCENARIOS,
+  IMAGE_ARGS,
+  OUT,
+  buildSidecar,
+  cpuPerRequest,
+  median,
+  sidecarEnv,
+  spawnPinned,
+  startCpuBench,
+  stop,
+  waitForPort,
+  wrk,
+  type CpuScenario,
 } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
@@ -20,11 +31,18 @@ const { issuer, upstreamUrl, options } = bench;
 
 const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: CpuScenario[] }[] = [
   { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
-  { name: "floor: Node, 401 with SPEC's work", args: ['bench/targets/floor-401-spec.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
+  {
+    name: "floor: Node, 401 with SPEC's work",
+    args: ['bench/targets/floor-401-spec.mjs'],
+    env: {},
+    scenarios: ['no token', 'bad signature'],
+  },
   { name: 'floor: Fastify + undici, no auth', args: ['bench/targets/floor-forwarder.mjs'], env: {}, scenarios: ['reused token'] },
   { name: 'bare @fastify/http-proxy', args: ['bench/targets/bare-proxy.mjs'], env: {}, scenarios: ['reused token'] },
   {
-    name: 'sidecar', args: IMAGE_ARGS, scenarios: CPU_SCENARIOS,
+    name: 'sidecar',
+    args: IMAGE_ARGS,
+    scenarios: CPU_SCENARIOS,
     env: sidecarEnv({ port: PORTS.target, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl }),
   },
 ];

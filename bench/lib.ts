@@ -45,10 +45,26 @@ export const IMAGE_ENV = imageEnv();
 export const IMAGE_ARGS = imageCommand().slice(1);
 
 /** The sidecar's environment in a benchmark: the image's, on loopback, for `issuer`'s tokens with azp=coder. */
-export function sidecarEnv({ port, adminPort, issuer, upstreamUrl }: { port: number; adminPort: number; issuer: string; upstreamUrl: string }): Record<string, string> {
+export function sidecarEnv({
+  port,
+  adminPort,
+  issuer,
+  upstreamUrl,
+}: {
+  port: number;
+  adminPort: number;
+  issuer: string;
+  upstreamUrl: string;
+}): Record<string, string> {
   return {
-    PORT: String(port), ADMIN_PORT: String(adminPort), HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1',
-    OIDC_ISSUER: issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: upstreamUrl, ...IMAGE_ENV,
+    PORT: String(port),
+    ADMIN_PORT: String(adminPort),
+    HOST: '127.0.0.1',
+    ADMIN_HOST: '127.0.0.1',
+    OIDC_ISSUER: issuer,
+    OIDC_ALLOWED_AZP: 'coder',
+    UPSTREAM_URL: upstreamUrl,
+    ...IMAGE_ENV,
   };
 }
 
@@ -58,7 +74,12 @@ process.once('exit', () => {
   for (const child of spawned) child.kill('SIGKILL');
 });
 
-export function spawnPinned(core: number, args: string[], env: Record<string, string>, stdio: 'ignore' | 'inherit' = 'ignore'): ChildProcess {
+export function spawnPinned(
+  core: number,
+  args: string[],
+  env: Record<string, string>,
+  stdio: 'ignore' | 'inherit' = 'ignore',
+): ChildProcess {
   const [command, commandArgs] = pinned(core, TARGET_NODE, args);
   const child = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', stdio] });
   spawned.add(child);
@@ -121,8 +142,12 @@ export interface WrkOptions {
 }
 
 /** wrk on core 0, asynchronous so that an issuer in this process keeps answering meanwhile. */
-export async function wrk(url: string, seconds: number, connections: number,
-  { headers = [], script, scriptArg }: WrkOptions = {}): Promise<WrkResult> {
+export async function wrk(
+  url: string,
+  seconds: number,
+  connections: number,
+  { headers = [], script, scriptArg }: WrkOptions = {},
+): Promise<WrkResult> {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...headers.flatMap((h) => ['-H', h])];
   if (script) args.push('-s', script);
   args.push(url);
@@ -140,16 +165,26 @@ export async function wrk(url: string, seconds: number, connections: number,
 
 /** `count` distinct tokens like `template` (a token of the issuer), signed on the thread pool. */
 export async function distinctTokens(issuer: TestIssuer, key: SigningKey, count: number, lifetimeSeconds: number): Promise<string[]> {
-  const template = JSON.parse(Buffer.from((await issuer.mint({ exp: Math.floor(Date.now() / 1000) + lifetimeSeconds }, { key })).split('.')[1]!, 'base64url').toString());
+  const template = JSON.parse(
+    Buffer.from(
+      (await issuer.mint({ exp: Math.floor(Date.now() / 1000) + lifetimeSeconds }, { key })).split('.')[1]!,
+      'base64url',
+    ).toString(),
+  );
   const header = Buffer.from(JSON.stringify({ alg: key.alg, typ: 'JWT', kid: key.kid })).toString('base64url');
   const privateKey = KeyObject.from(key.privateKey as never);
   const hash = key.alg === 'EdDSA' ? null : `sha${key.alg.slice(2)}`;
   const options = key.alg.startsWith('ES') ? { key: privateKey, dsaEncoding: 'ieee-p1363' as const } : privateKey;
-  return Promise.all(Array.from({ length: count }, (_, n) => {
-    const input = `${header}.${Buffer.from(JSON.stringify({ ...template, jti: randomUUID(), n })).toString('base64url')}`;
-    return new Promise<string>((resolve, reject) => sign(hash, Buffer.from(input), options, (error, signature) =>
-      (error ? reject(error) : resolve(`${input}.${signature.toString('base64url')}`))));
-  }));
+  return Promise.all(
+    Array.from({ length: count }, (_, n) => {
+      const input = `${header}.${Buffer.from(JSON.stringify({ ...template, jti: randomUUID(), n })).toString('base64url')}`;
+      return new Promise<string>((resolve, reject) =>
+        sign(hash, Buffer.from(input), options, (error, signature) =>
+          error ? reject(error) : resolve(`${input}.${signature.toString('base64url')}`),
+        ),
+      );
+    }),
+  );
 }
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
@@ -202,7 +237,14 @@ export async function startCpuBench(name: string, upstreamPort: number): Promise
  * depend on how busy wrk is. A target that fails its requests measures nothing: accepted
  * scenarios must all be 2xx, rejected ones none.
  */
-export async function cpuPerRequest(name: string, pid: number, baseUrl: string, scenario: CpuScenario, options: WrkOptions, seconds: number): Promise<{ rps: number; micros: number }> {
+export async function cpuPerRequest(
+  name: string,
+  pid: number,
+  baseUrl: string,
+  scenario: CpuScenario,
+  options: WrkOptions,
+  seconds: number,
+): Promise<{ rps: number; micros: number }> {
   const before = cpuSeconds(pid);
   // The never-seen script names its own path.
   const result = await wrk(scenario === 'never-seen tokens' ? baseUrl : `${baseUrl}/mcp`, seconds, 50, options);

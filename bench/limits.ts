@@ -28,8 +28,19 @@ Socket.prototype.write = function (this: Socket, ...args: unknown[]) {
   return (write as (...a: unknown[]) => boolean).apply(this, args);
 } as typeof Socket.prototype.write;
 
-const caller = (i: number): Caller => ({ identity: { user: `user${i % 100}`, subject: `sub-${i % 100}`, email: undefined, groups: undefined }, sessionId: 's' });
-const message = (i: number): ClientMessage => ({ method: 'tools/call', id: i, params: { name: 'query' }, tool: 'query', prompt: undefined, resource: undefined, arguments: {} });
+const caller = (i: number): Caller => ({
+  identity: { user: `user${i % 100}`, subject: `sub-${i % 100}`, email: undefined, groups: undefined },
+  sessionId: 's',
+});
+const message = (i: number): ClientMessage => ({
+  method: 'tools/call',
+  id: i,
+  params: { name: 'query' },
+  tool: 'query',
+  prompt: undefined,
+  resource: undefined,
+  arguments: {},
+});
 
 async function measure(name: string, env: Record<string, string>): Promise<void> {
   const config = loadConfig({ OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder', ...env });
@@ -67,10 +78,21 @@ async function measure(name: string, env: Record<string, string>): Promise<void>
 }
 
 const high = '1000000';
-console.log('| limits | µs per allowed tools/call (judge + settle) | Redis writes before the call is allowed | Redis writes per call, settle included |');
+console.log(
+  '| limits | µs per allowed tools/call (judge + settle) | Redis writes before the call is allowed | Redis writes per call, settle included |',
+);
 console.log('|---|---:|---:|---:|');
 await measure('none configured', {});
-await measure('memory: user + tool + in flight', { RATE_LIMIT_USER_PER_MINUTE: high, RATE_LIMIT_TOOL_PER_MINUTE: high, RATE_LIMIT_CONCURRENT_TOOL_CALLS: '100' });
+await measure('memory: user + tool + in flight', {
+  RATE_LIMIT_USER_PER_MINUTE: high,
+  RATE_LIMIT_TOOL_PER_MINUTE: high,
+  RATE_LIMIT_CONCURRENT_TOOL_CALLS: '100',
+});
 await measure('Redis: user only', { REDIS_URL: redis.url, RATE_LIMIT_USER_PER_MINUTE: high });
-await measure('Redis: user + tool + in flight', { REDIS_URL: redis.url, RATE_LIMIT_USER_PER_MINUTE: high, RATE_LIMIT_TOOL_PER_MINUTE: high, RATE_LIMIT_CONCURRENT_TOOL_CALLS: '100' });
+await measure('Redis: user + tool + in flight', {
+  REDIS_URL: redis.url,
+  RATE_LIMIT_USER_PER_MINUTE: high,
+  RATE_LIMIT_TOOL_PER_MINUTE: high,
+  RATE_LIMIT_CONCURRENT_TOOL_CALLS: '100',
+});
 await redis.close();

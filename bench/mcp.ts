@@ -8,7 +8,19 @@
 
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { IMAGE_ARGS, PINNING, TARGET_NODE, buildSidecar, median, sideBySide, sidecarEnv, spawnPinned, stop, waitForPort, type SideBySideTarget } from './lib.js';
+import {
+  IMAGE_ARGS,
+  PINNING,
+  TARGET_NODE,
+  buildSidecar,
+  median,
+  sideBySide,
+  sidecarEnv,
+  spawnPinned,
+  stop,
+  waitForPort,
+  type SideBySideTarget,
+} from './lib.js';
 import { startIssuer } from '../test/helpers/issuer.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -32,34 +44,53 @@ const configurations: Record<string, Record<string, string>> = {
   'AUDIT=on': { AUDIT: 'on' },
   'AUDIT=on + policy': { AUDIT: 'on', POLICY_FILE: POLICY },
 };
-const paths = [{ name: 'JSON', path: '/mcp' }, { name: 'SSE', path: '/mcp-sse' }];
+const paths = [
+  { name: 'JSON', path: '/mcp' },
+  { name: 'SSE', path: '/mcp-sse' },
+];
 const pairs = [
   { measured: 'AUDIT=off (twin)', against: 'AUDIT=off', goal: undefined, what: 'control: the same sidecar twice' },
   { measured: 'AUDIT=on', against: 'AUDIT=off', goal: 0.9, what: 'audit lines (issue 18)' },
   { measured: 'AUDIT=on + policy', against: 'AUDIT=on', goal: 0.85, what: `tool policy ${POLICY} (issue 19)` },
 ];
-const body = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'query', arguments: { table: 'alpha_orders', sql: 'a'.repeat(900), limit: 100 } } });
+const body = (id: number) =>
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id,
+    method: 'tools/call',
+    params: { name: 'query', arguments: { table: 'alpha_orders', sql: 'a'.repeat(900), limit: 100 } },
+  });
 const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 
-interface Rounds { ratios: number[]; rps: [number[], number[]]; micros: [number[], number[]] }
+interface Rounds {
+  ratios: number[];
+  rps: [number[], number[]];
+  micros: [number[], number[]];
+}
 const results = new Map<string, Rounds>();
 // Each pair gets two new sidecars with the same history (a sidecar that served more requests
 // has a larger heap and fewer collections: reused across pairs, the busier one won by ~4 %).
 for (const pair of pairs) {
   const sidecars = [pair.measured, pair.against].map((name, i) => {
     const port = 18803 + i;
-    const child = spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port, adminPort: 19803 + i, issuer: issuer.issuer, upstreamUrl }), ...configurations[name] });
+    const child = spawnPinned(1, IMAGE_ARGS, {
+      ...sidecarEnv({ port, adminPort: 19803 + i, issuer: issuer.issuer, upstreamUrl }),
+      ...configurations[name],
+    });
     return { name, port, child };
   });
   await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
   // Every sidecar must answer the call with its result: a denial (HTTP 200 too) would measure nothing.
   for (const { name, port } of sidecars) {
     const response = await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers, body: body(1) });
-    const answer = await response.json() as { result?: unknown };
-    if (response.status !== 200 || answer.result === undefined) throw new Error(`${name} did not answer the bench's tools/call with a result: ${JSON.stringify(answer)}`);
+    const answer = (await response.json()) as { result?: unknown };
+    if (response.status !== 200 || answer.result === undefined)
+      throw new Error(`${name} did not answer the bench's tools/call with a result: ${JSON.stringify(answer)}`);
   }
   const target = (i: number, path: string): SideBySideTarget => ({
-    name: sidecars[i]!.name, url: `http://127.0.0.1:${sidecars[i]!.port}${path}`, pid: sidecars[i]!.child.pid!,
+    name: sidecars[i]!.name,
+    url: `http://127.0.0.1:${sidecars[i]!.port}${path}`,
+    pid: sidecars[i]!.child.pid!,
     options: { headers: [`Authorization: Bearer ${token}`], script: 'bench/mcp-call.lua', scriptArg: 'application/json' },
   });
   // Warm-up, each alone (its JIT and pools), both paths: a cold sidecar costs twice as much.
@@ -67,7 +98,10 @@ for (const pair of pairs) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const { name: pathName, path } of paths) {
       const [measured, against] = await sideBySide([target(0, path), target(1, path)], SECONDS, CONNECTIONS);
-      for (const [name, result] of [[pair.measured, measured!], [pair.against, against!]] as const) {
+      for (const [name, result] of [
+        [pair.measured, measured!],
+        [pair.against, against!],
+      ] as const) {
         if (result.non2xx > 0) throw new Error(`${name} ${pathName}: ${result.non2xx} responses not 2xx`);
       }
       const key = `${pathName}: ${pair.measured}`;
@@ -78,7 +112,9 @@ for (const pair of pairs) {
       entry.micros[0].push(measured!.micros);
       entry.micros[1].push(against!.micros);
       results.set(key, entry);
-      process.stderr.write(`${key} against ${pair.against}: ${measured!.rps.toFixed(0)} / ${against!.rps.toFixed(0)} req/s = ${(measured!.rps / against!.rps).toFixed(3)}\n`);
+      process.stderr.write(
+        `${key} against ${pair.against}: ${measured!.rps.toFixed(0)} / ${against!.rps.toFixed(0)} req/s = ${(measured!.rps / against!.rps).toFixed(3)}\n`,
+      );
     }
   }
   for (const sidecar of sidecars) await stop(sidecar.child);
@@ -89,12 +125,14 @@ await issuer.close();
 const lines = [
   '| tools/call answered as: measured against | req/s side by side (medians) | × (median of rounds) | goal | × by round | CPU µs a request (medians) |',
   '|---|---:|---:|---:|---|---:|',
-  ...paths.flatMap(({ name: pathName }) => pairs.map((pair) => {
-    const entry = results.get(`${pathName}: ${pair.measured}`)!;
-    const ratio = median(entry.ratios);
-    const goal = pair.goal === undefined ? '' : `${pair.goal} ${ratio >= pair.goal ? 'met' : '**not met**'}`;
-    return `| ${pathName}: ${pair.measured} against ${pair.against} (${pair.what}) | ${median(entry.rps[0]).toFixed(0)} / ${median(entry.rps[1]).toFixed(0)} | ${ratio.toFixed(3)} | ${goal} | ${entry.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(entry.micros[0]).toFixed(0)} / ${median(entry.micros[1]).toFixed(0)} |`;
-  })),
+  ...paths.flatMap(({ name: pathName }) =>
+    pairs.map((pair) => {
+      const entry = results.get(`${pathName}: ${pair.measured}`)!;
+      const ratio = median(entry.ratios);
+      const goal = pair.goal === undefined ? '' : `${pair.goal} ${ratio >= pair.goal ? 'met' : '**not met**'}`;
+      return `| ${pathName}: ${pair.measured} against ${pair.against} (${pair.what}) | ${median(entry.rps[0]).toFixed(0)} / ${median(entry.rps[1]).toFixed(0)} | ${ratio.toFixed(3)} | ${goal} | ${entry.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(entry.micros[0]).toFixed(0)} / ${median(entry.micros[1]).toFixed(0)} |`;
+    }),
+  ),
   '',
   `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, two wrk -t1 -c${CONNECTIONS} -d${SECONDS}s at once, ${ROUNDS} rounds, ${PINNING} (both sidecars of a pair on core 1, sharing it); audit lines go to the sidecar's stdout (/dev/null here).`,
 ];

@@ -9,7 +9,11 @@ import { PolicyGuard } from '../src/mcp/policy/guard.js';
 import type { Caller, ClientMessage } from '../src/mcp/guard.js';
 
 const rules = [
-  ...Array.from({ length: 47 }, (_, i) => `  - name: group-${i}-calls-tool-${i}\n    effect: allow\n    when: '"/group-${i}" in groups && mcp.method == "tools/call" && mcp.tool == "tool_${i}"'`),
+  ...Array.from(
+    { length: 47 },
+    (_, i) =>
+      `  - name: group-${i}-calls-tool-${i}\n    effect: allow\n    when: '"/group-${i}" in groups && mcp.method == "tools/call" && mcp.tool == "tool_${i}"'`,
+  ),
   '  - name: alpha-queries-alpha-tables\n    effect: allow\n    when: \'"/alpha" in groups && mcp.tool == "query" && mcp.arguments.table.startsWith("alpha_")\'',
   '  - name: alpha-counts-a-little\n    effect: allow\n    when: \'"/alpha" in groups && mcp.tool == "count" && mcp.arguments.limit <= 100\'',
   '  - name: nobody-drops\n    effect: deny\n    when: mcp.tool == "drop_table"',
@@ -17,11 +21,24 @@ const rules = [
 const policy = parsePolicy(`rules:\n${rules.join('\n')}\n`);
 const guard = new PolicyGuard(policy.rules!, { mode: 'enforce' });
 const caller: Caller = {
-  identity: { user: 'alice', subject: 'u-alice', email: undefined, groups: ['/alpha', '/group-46'], roles: ['reader'], claims: { preferred_username: 'alice', groups: ['/alpha', '/group-46'] } },
+  identity: {
+    user: 'alice',
+    subject: 'u-alice',
+    email: undefined,
+    groups: ['/alpha', '/group-46'],
+    roles: ['reader'],
+    claims: { preferred_username: 'alice', groups: ['/alpha', '/group-46'] },
+  },
   sessionId: undefined,
 };
 const message = (tool: string, args?: Record<string, unknown>): ClientMessage => ({
-  method: 'tools/call', id: 1, params: { name: tool, arguments: args }, tool, prompt: undefined, resource: undefined, arguments: args,
+  method: 'tools/call',
+  id: 1,
+  params: { name: tool, arguments: args },
+  tool,
+  prompt: undefined,
+  resource: undefined,
+  arguments: args,
 });
 const cases: [string, ClientMessage][] = [
   ['allowed by the string argument rule (48th, JS)', message('query', { table: 'alpha_orders' })],
@@ -30,8 +47,21 @@ const cases: [string, ClientMessage][] = [
   ['denied: no rule allows (all 50 looked at)', message('tool_3')],
   ['denied by the deny rule', message('drop_table')],
 ];
-const list = { tools: Array.from({ length: 50 }, (_, i) => ({ name: i < 47 ? `tool_${i}` : ['query', 'count', 'drop_table'][i - 47]!, inputSchema: {} })) };
-const listMessage: ClientMessage = { method: 'tools/list', id: 2, params: {}, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined };
+const list = {
+  tools: Array.from({ length: 50 }, (_, i) => ({
+    name: i < 47 ? `tool_${i}` : ['query', 'count', 'drop_table'][i - 47]!,
+    inputSchema: {},
+  })),
+};
+const listMessage: ClientMessage = {
+  method: 'tools/list',
+  id: 2,
+  params: {},
+  tool: undefined,
+  prompt: undefined,
+  resource: undefined,
+  arguments: undefined,
+};
 
 function measure(what: string, run: () => void, n: number): void {
   for (let i = 0; i < n; i++) run(); // warm-up

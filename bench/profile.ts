@@ -25,11 +25,21 @@ const tokenFile = `${OUT}profile-tokens.txt`;
 if (scenario === 'fresh') writeFileSync(tokenFile, (await distinctTokens(issuer, key, 40_000, 3600)).join('\n') + '\n');
 const mcp = scenario.startsWith('mcp');
 const upstream = spawnPinned(0, [mcp ? 'bench/targets/mcp-upstream.mjs' : 'bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS], {
-  ...sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }),
-  ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
-  ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
-}, 'inherit');
+const sidecar = spawnPinned(
+  1,
+  ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`, ...IMAGE_ARGS],
+  {
+    ...sidecarEnv({
+      port: PORTS.sidecar,
+      adminPort: PORTS.admin,
+      issuer: issuer.issuer,
+      upstreamUrl: `http://127.0.0.1:${PORTS.upstream}`,
+    }),
+    ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
+    ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
+  },
+  'inherit',
+);
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 
 const url = `http://127.0.0.1:${PORTS.sidecar}`;
@@ -40,14 +50,23 @@ if (scenario === 'fresh') {
   await wrk(`${url}/${scenario}`, SECONDS, 50, { headers: auth, script: 'bench/mcp-call.lua', scriptArg: 'application/json' });
 } else {
   const unknownKid = `Authorization: Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`;
-  const headers = { reused: auth, none: [], bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`], unknown: [unknownKid], sse: auth }[scenario as 'reused' | 'none' | 'bad' | 'unknown' | 'sse'];
+  const headers = {
+    reused: auth,
+    none: [],
+    bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`],
+    unknown: [unknownKid],
+    sse: auth,
+  }[scenario as 'reused' | 'none' | 'bad' | 'unknown' | 'sse'];
   await wrk(`${url}/${scenario === 'sse' ? 'sse' : 'mcp'}`, SECONDS, 50, { headers });
 }
 await stop(sidecar);
 await stop(upstream);
 await issuer.close();
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+}
 const file = readdirSync(PROFILES).find((name) => name.endsWith('.cpuprofile'));
 if (file === undefined) throw new Error('the sidecar wrote no profile');
 const profile = JSON.parse(readFileSync(`${PROFILES}${file}`, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
@@ -62,7 +81,9 @@ profile.samples.forEach((id, i) => {
   self.set(name, (self.get(name) ?? 0) + delta);
   total += delta;
 });
-process.stdout.write(`Self time (share of busy time), scenario ${scenario}, ${(total / 1e6).toFixed(1)} s busy (profile: ${PROFILES}${file}):\n`);
+process.stdout.write(
+  `Self time (share of busy time), scenario ${scenario}, ${(total / 1e6).toFixed(1)} s busy (profile: ${PROFILES}${file}):\n`,
+);
 for (const [name, micros] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.PROFILE_TOP ?? 30))) {
   process.stdout.write(`${((100 * micros) / total).toFixed(1).padStart(5)} %  ${name}\n`);
 }

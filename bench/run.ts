@@ -14,7 +14,24 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { cpus, homedir } from 'node:os';
 import { join } from 'node:path';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, IMAGE_ENV, OUT, PINNING, buildSidecar, pinned, TARGET_NODE, distinctTokens, median, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk, type WrkResult } from './lib.js';
+import {
+  IMAGE_ARGS,
+  IMAGE_ENV,
+  OUT,
+  PINNING,
+  buildSidecar,
+  pinned,
+  TARGET_NODE,
+  distinctTokens,
+  median,
+  rssMb,
+  sidecarEnv,
+  spawnPinned,
+  stop,
+  waitForPort,
+  wrk,
+  type WrkResult,
+} from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -24,7 +41,12 @@ type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults' | 'oauth2-pro
 const OAUTH2_PROXY = [process.env.BENCH_OAUTH2_PROXY, join(homedir(), 'go', 'bin', 'oauth2-proxy')].find((p) => p && existsSync(p));
 const TARGETS = (process.env.BENCH_TARGETS ?? `bare,naive,sidecar${OAUTH2_PROXY ? ',oauth2-proxy' : ''}`).split(',') as Target[];
 const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004, 'oauth2-proxy': 18005 };
-const ARGS = { bare: ['bench/targets/bare-proxy.mjs'], naive: ['bench/targets/naive-jose-proxy.mjs'], sidecar: IMAGE_ARGS, 'sidecar-v8-defaults': ['dist/main.js'] };
+const ARGS = {
+  bare: ['bench/targets/bare-proxy.mjs'],
+  naive: ['bench/targets/naive-jose-proxy.mjs'],
+  sidecar: IMAGE_ARGS,
+  'sidecar-v8-defaults': ['dist/main.js'],
+};
 
 /**
  * oauth2-proxy validating bearer JWTs itself (--skip-jwt-bearer-tokens: the issuer's JWKS from
@@ -34,18 +56,32 @@ const ARGS = { bare: ['bench/targets/bare-proxy.mjs'], naive: ['bench/targets/na
  */
 function oauth2ProxyArgs(issuer: string, upstreamUrl: string): string[] {
   return [
-    `--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`, `--upstream=${upstreamUrl}/`,
-    '--provider=oidc', `--oidc-issuer-url=${issuer}`, '--client-id=coder', '--client-secret=bench-secret',
-    '--oidc-extra-audience=account', '--skip-jwt-bearer-tokens=true', '--api-route=^/',
-    '--cookie-secret=0123456789abcdef0123456789abcdef', '--email-domain=*', '--flush-interval=0s',
-    '--request-logging=false', '--standard-logging=false', '--auth-logging=false', '--reverse-proxy=true',
+    `--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`,
+    `--upstream=${upstreamUrl}/`,
+    '--provider=oidc',
+    `--oidc-issuer-url=${issuer}`,
+    '--client-id=coder',
+    '--client-secret=bench-secret',
+    '--oidc-extra-audience=account',
+    '--skip-jwt-bearer-tokens=true',
+    '--api-route=^/',
+    '--cookie-secret=0123456789abcdef0123456789abcdef',
+    '--email-domain=*',
+    '--flush-interval=0s',
+    '--request-logging=false',
+    '--standard-logging=false',
+    '--auth-logging=false',
+    '--reverse-proxy=true',
   ];
 }
 
 async function startTarget(name: Target, env: Record<string, string>): Promise<ChildProcess> {
   let child: ChildProcess;
   if (name === 'oauth2-proxy') {
-    if (!OAUTH2_PROXY) throw new Error('oauth2-proxy not found: go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6 (.ci/run does), or set BENCH_OAUTH2_PROXY');
+    if (!OAUTH2_PROXY)
+      throw new Error(
+        'oauth2-proxy not found: go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6 (.ci/run does), or set BENCH_OAUTH2_PROXY',
+      );
     const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(env.ISSUER!, env.UPSTREAM_URL!));
     child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   } else child = spawnPinned(1, ARGS[name], env, 'inherit');
@@ -61,7 +97,10 @@ async function main() {
   const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
   await waitForPort(PORTS.upstream);
 
-  const sidecar = (port: number) => ({ ...sidecarEnv({ port, adminPort: port + 1000, issuer: issuer.issuer, upstreamUrl }), LOG_LEVEL: 'info' });
+  const sidecar = (port: number) => ({
+    ...sidecarEnv({ port, adminPort: port + 1000, issuer: issuer.issuer, upstreamUrl }),
+    LOG_LEVEL: 'info',
+  });
   const env: Record<Target, Record<string, string>> = {
     bare: { PORT: String(PORTS.bare), UPSTREAM_URL: upstreamUrl },
     naive: { PORT: String(PORTS.naive), UPSTREAM_URL: upstreamUrl, JWKS_URI: issuer.jwksUri, ISSUER: issuer.issuer },
@@ -80,8 +119,13 @@ async function main() {
   const results: Record<string, { rps: number[]; p50: number[]; p99: number[]; rss: number[] }> = {};
   const record = (row: string, r: WrkResult, rss: number) => {
     const entry = (results[row] ??= { rps: [], p50: [], p99: [], rss: [] });
-    entry.rps.push(r.rps); entry.p50.push(r.p50); entry.p99.push(r.p99); entry.rss.push(rss);
-    process.stderr.write(`${row}: ${Math.round(r.rps)} req/s p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms rss ${rss.toFixed(0)} MB${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}\n`);
+    entry.rps.push(r.rps);
+    entry.p50.push(r.p50);
+    entry.p99.push(r.p99);
+    entry.rss.push(rss);
+    process.stderr.write(
+      `${row}: ${Math.round(r.rps)} req/s p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms rss ${rss.toFixed(0)} MB${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}\n`,
+    );
   };
   const auth = [`Authorization: Bearer ${token}`];
   const jwksFetchesDuringFlood: Record<string, number> = {};
@@ -114,12 +158,22 @@ async function main() {
   const lines = [
     `| scenario | req/s | × bare proxy | p50 ms | p99 ms | RSS MB |`,
     `|---|---:|---:|---:|---:|---:|`,
-    ...Object.entries(results).map(([row, r]) =>
-      `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`),
+    ...Object.entries(results).map(
+      ([row, r]) =>
+        `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`,
+    ),
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(IMAGE_ENV).map(([name, value]) => `${name}=${value}`).join(' ')} node ${IMAGE_ARGS.join(' ')}.`,
-    `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${Object.entries(jwksFetchesDuringFlood).map(([name, n]) => `${name} ${n}`).join(', ')} (the sidecar's cooldown: 30 s).`,
-    ...(TARGETS.includes('oauth2-proxy') ? [`oauth2-proxy: ${execFileSync(OAUTH2_PROXY!, ['--version'], { encoding: 'utf8' }).trim()}.`] : []),
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(
+      IMAGE_ENV,
+    )
+      .map(([name, value]) => `${name}=${value}`)
+      .join(' ')} node ${IMAGE_ARGS.join(' ')}.`,
+    `JWKS fetches during an unknown-kid flood of ${SECONDS} s: ${Object.entries(jwksFetchesDuringFlood)
+      .map(([name, n]) => `${name} ${n}`)
+      .join(', ')} (the sidecar's cooldown: 30 s).`,
+    ...(TARGETS.includes('oauth2-proxy')
+      ? [`oauth2-proxy: ${execFileSync(OAUTH2_PROXY!, ['--version'], { encoding: 'utf8' }).trim()}.`]
+      : []),
   ];
   writeFileSync(`${OUT}results.md`, lines.join('\n') + '\n');
   process.stdout.write(lines.join('\n') + '\n');

@@ -18,8 +18,12 @@ const file = `${OUT}soak-tokens.txt`;
 writeFileSync(file, (await distinctTokens(issuer, key, TOKENS, 3 * 3600)).join('\n') + '\n');
 
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(PORTS.upstream) });
-const sidecar = spawnPinned(1, IMAGE_ARGS,
-  sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }), 'inherit');
+const sidecar = spawnPinned(
+  1,
+  IMAGE_ARGS,
+  sidecarEnv({ port: PORTS.sidecar, adminPort: PORTS.admin, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${PORTS.upstream}` }),
+  'inherit',
+);
 await Promise.all([waitForPort(PORTS.upstream), waitForPort(PORTS.sidecar)]);
 
 const samples: [number, number][] = [[0, rssMb(sidecar.pid!)]];
@@ -29,7 +33,11 @@ const result = await wrk(`http://127.0.0.1:${PORTS.sidecar}/mcp`, SECONDS, 50, {
 clearInterval(timer);
 samples.push([SECONDS, rssMb(sidecar.pid!)]);
 const metrics = await (await fetch(`http://127.0.0.1:${PORTS.admin}/metrics`)).text();
-const metric = (name: string) => metrics.split('\n').find((l) => l.startsWith(name))?.split(' ')[1];
+const metric = (name: string) =>
+  metrics
+    .split('\n')
+    .find((l) => l.startsWith(name))
+    ?.split(' ')[1];
 
 await stop(sidecar);
 await stop(upstream);

@@ -17,7 +17,11 @@ const issuer = await startIssuer();
 const key = await issuer.addKey('RS256', { kid: 'verify-key' });
 const tokens = await distinctTokens(issuer, key, 2_000, 3600);
 const keys = new RemoteKeySet({
-  issuer: issuer.issuer, jwksUri: undefined, refreshMs: 3_600_000, cooldownMs: 30_000, maxStaleMs: 86_400_000,
+  issuer: issuer.issuer,
+  jwksUri: undefined,
+  refreshMs: 3_600_000,
+  cooldownMs: 30_000,
+  maxStaleMs: 86_400_000,
   logger: createLogger('silent'),
 });
 await keys.start();
@@ -32,13 +36,14 @@ const [encodedHeader] = tokens[0]!.split('.');
 const garbage = tokens.slice(0, 500).map((t) => `${t.slice(0, t.lastIndexOf('.'))}.${badSignature}`);
 const nestedPayload = Buffer.from(`${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`).toString('base64url');
 const nestedGarbage = Array.from({ length: 500 }, () => `${encodedHeader}.${nestedPayload}.${badSignature}`);
-const rejectEach = (list: string[]) => () => list.forEach((t) => {
-  try {
-    verify(t);
-  } catch {
-    // the rejection: what is measured
-  }
-});
+const rejectEach = (list: string[]) => () =>
+  list.forEach((t) => {
+    try {
+      void verify(t);
+    } catch {
+      // the rejection: what is measured
+    }
+  });
 const publicKey = createPublicKey({ key: key.publicJwk as never, format: 'jwk' });
 const joseKey = await importJWK(key.publicJwk, 'RS256');
 const split = tokens.map((t) => {
@@ -57,20 +62,38 @@ async function best(run: () => unknown, count = tokens.length): Promise<number> 
 }
 
 const rows: [string, number][] = [
-  ['node:crypto.verify on a KeyObject (the RSA-2048 check alone)', await best(() => split.forEach(({ data, signature }) => rsaVerify('sha256', data, publicKey, signature)))],
-  ["the sidecar's verify (parse, duplicate names, key lookup, signature, claims)", await best(() => tokens.forEach((t) => verify(t)))],
-  ['a garbage signature (the sidecar\'s verify, no cache)', await best(rejectEach(garbage), garbage.length)],
+  [
+    'node:crypto.verify on a KeyObject (the RSA-2048 check alone)',
+    await best(() => split.forEach(({ data, signature }) => rsaVerify('sha256', data, publicKey, signature))),
+  ],
+  ["the sidecar's verify (parse, duplicate names, key lookup, signature, claims)", await best(() => tokens.forEach((t) => void verify(t)))],
+  ["a garbage signature (the sidecar's verify, no cache)", await best(rejectEach(garbage), garbage.length)],
   ['a garbage signature over a payload nested 5,000 deep (no cache)', await best(rejectEach(nestedGarbage), nestedGarbage.length)],
-  ["jose's jwtVerify with the key imported once (WebCrypto, async)", await best(async () => { for (const t of tokens) await jwtVerify(t, joseKey, { issuer: issuer.issuer }); })],
-  ["the token's SHA-256, the verdict cache's key", await best(() => remembered.forEach((t) => hash('sha256', t, 'binary')), remembered.length)],
-  ['a remembered token (verdict cache hit)', await best(() => remembered.forEach((t) => cachedVerify(t)), remembered.length)],
-  ['a remembered bad signature (cache hit, thrown and caught)', await best(() => rememberedBad.forEach((t) => {
-    try {
-      cachedVerify(t);
-    } catch {
-      // the remembered rejection: what is measured
-    }
-  }), rememberedBad.length)],
+  [
+    "jose's jwtVerify with the key imported once (WebCrypto, async)",
+    await best(async () => {
+      for (const t of tokens) await jwtVerify(t, joseKey, { issuer: issuer.issuer });
+    }),
+  ],
+  [
+    "the token's SHA-256, the verdict cache's key",
+    await best(() => remembered.forEach((t) => hash('sha256', t, 'binary')), remembered.length),
+  ],
+  ['a remembered token (verdict cache hit)', await best(() => remembered.forEach((t) => void cachedVerify(t)), remembered.length)],
+  [
+    'a remembered bad signature (cache hit, thrown and caught)',
+    await best(
+      () =>
+        rememberedBad.forEach((t) => {
+          try {
+            void cachedVerify(t);
+          } catch {
+            // the remembered rejection: what is measured
+          }
+        }),
+      rememberedBad.length,
+    ),
+  ],
 ];
 keys.close();
 await issuer.close();

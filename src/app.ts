@@ -67,15 +67,27 @@ function pathOf(request: FastifyRequest): string {
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
-async function listenOn(server: FastifyInstance, port: number, host: string, [portVariable, hostVariable]: [string, string]): Promise<string> {
+async function listenOn(
+  server: FastifyInstance,
+  port: number,
+  host: string,
+  [portVariable, hostVariable]: [string, string],
+): Promise<string> {
   try {
     return await server.listen({ port, host });
   } catch (error) {
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
     const code = (error as { code?: string }).code;
     const because = { cause: error, fields: { address } };
-    if (code === 'EADDRINUSE') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: the address is in use`, because);
-    if (code === 'EACCES') throw new StartupError(portVariable, String(port), `cannot listen on ${address}: not permitted (ports below 1024 need privileges)`, because);
+    if (code === 'EADDRINUSE')
+      throw new StartupError(portVariable, String(port), `cannot listen on ${address}: the address is in use`, because);
+    if (code === 'EACCES')
+      throw new StartupError(
+        portVariable,
+        String(port),
+        `cannot listen on ${address}: not permitted (ports below 1024 need privileges)`,
+        because,
+      );
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
       throw new StartupError(hostVariable, host, `cannot listen on ${address}: ${host} is not an address of this host`, because);
     }
@@ -100,20 +112,22 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
   const metrics = createMetrics(() => active);
-  const keys = options.keys ?? new RemoteKeySet({
-    issuer: config.issuer,
-    jwksUri: config.jwksUri,
-    refreshMs: config.jwksRefreshSeconds * 1000,
-    cooldownMs: config.jwksCooldownSeconds * 1000,
-    maxStaleMs: config.jwksMaxStaleSeconds * 1000,
-    logger,
-    now,
-    onRefresh: (result, count, lastSuccessMs) => {
-      metrics.jwksRefresh.inc({ result });
-      metrics.jwksKeys.set(count);
-      if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
-    },
-  });
+  const keys =
+    options.keys ??
+    new RemoteKeySet({
+      issuer: config.issuer,
+      jwksUri: config.jwksUri,
+      refreshMs: config.jwksRefreshSeconds * 1000,
+      cooldownMs: config.jwksCooldownSeconds * 1000,
+      maxStaleMs: config.jwksMaxStaleSeconds * 1000,
+      logger,
+      now,
+      onRefresh: (result, count, lastSuccessMs) => {
+        metrics.jwksRefresh.inc({ result });
+        metrics.jwksKeys.set(count);
+        if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
+      },
+    });
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
   const verify = withVerdictCache(createVerifier(config, keys, now), {
@@ -130,13 +144,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
 
   const limits = clientLimits(config, options.clientLimits);
-  const serverOptions = { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: limits.timeoutCheckMs, maxHeaderSize: limits.maxHeaderBytes };
+  const serverOptions = {
+    headersTimeout: limits.headersTimeoutMs,
+    connectionsCheckingInterval: limits.timeoutCheckMs,
+    maxHeaderSize: limits.maxHeaderBytes,
+  };
   const tls = config.tlsCertFile === undefined ? undefined : { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile! };
   const tlsPair = tls && readTlsPair(tls);
   const proxy: FastifyInstance = Fastify({
     // Node's HTTPS server takes the same options beside the pair; a handshake gets the header
     // time. (Typed as the HTTP instance the app is written against: the two share every API used.)
-    ...(tlsPair ? { https: { ...serverOptions, ...tlsPair, handshakeTimeout: limits.headersTimeoutMs } } as object : { http: serverOptions }),
+    ...(tlsPair
+      ? ({ https: { ...serverOptions, ...tlsPair, handshakeTimeout: limits.headersTimeoutMs } } as object)
+      : { http: serverOptions }),
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // Our own answers to what Node's parser and Fastify's router refuse: Fastify's log the raw
@@ -148,7 +168,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     genReqId: requestId,
-    childLoggerFactory: (parent, bindings, options) => new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
+    childLoggerFactory: (parent, bindings, options) =>
+      new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
     return503OnClosing: true,
   });
@@ -194,7 +215,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
-    reply.code(status).header('cache-control', 'no-store')
+    reply
+      .code(status)
+      .header('cache-control', 'no-store')
       .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
   });
   registerResourceMetadata(proxy, config);
@@ -204,9 +227,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const policy = createPolicyGuard(config, metrics, logger, policyFile);
   const rateLimits = startLimits(config, metrics, logger, policyFile);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
-  const watchedPolicy = policyFile === undefined
-    ? undefined
-    : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+  const watchedPolicy =
+    policyFile === undefined
+      ? undefined
+      : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
@@ -215,11 +239,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logController: new LogController({ disableRequestLogging: true }),
   });
   admin.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
+    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
-    config, proxy, admin, keys, metrics, logger, clientLimits: limits,
+    config,
+    proxy,
+    admin,
+    keys,
+    metrics,
+    logger,
+    clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
       logger.info({ clientLimits: limits }, 'client limits');

@@ -65,7 +65,10 @@ function handleSignals(app: App, logger: Logger, graceSeconds: number): void {
   // configuration is the environment, which a process cannot re-read, and the files that
   // change (TLS certificate, policy) are watched and picked up on their own.
   process.on('SIGHUP', () => {
-    logger.info({ signal: 'SIGHUP' }, 'SIGHUP ignored: configuration comes from the environment (restart to change it); watched files reload on their own');
+    logger.info(
+      { signal: 'SIGHUP' },
+      'SIGHUP ignored: configuration comes from the environment (restart to change it); watched files reload on their own',
+    );
     logger.flush();
   });
 }

@@ -36,9 +36,16 @@ createServer((req, res) => {
   metrics.rejected.inc({ reason });
   res.on('close', () => {
     logRequest({
-      reqId: id, method: req.method, path: req.url, status: res.statusCode,
-      durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000, decision: 'reject', reason,
-      user: undefined, subject: undefined, aborted: false,
+      reqId: id,
+      method: req.method,
+      path: req.url,
+      status: res.statusCode,
+      durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
+      decision: 'reject',
+      reason,
+      user: undefined,
+      subject: undefined,
+      aborted: false,
     });
   });
   const { status, headers, body } = answers[reason];

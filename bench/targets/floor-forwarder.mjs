@@ -12,15 +12,24 @@ app.all('/*', (request, reply) => {
   const res = reply.raw;
   const headers = { ...request.headers, host: upstream.host };
   delete headers.authorization;
-  pool.dispatch({ method: request.method, path: request.url, headers, body: null }, {
-    onRequestStart() {},
-    onResponseStart(_controller, status, responseHeaders) {
-      for (const name of HOP_BY_HOP) delete responseHeaders[name];
-      res.writeHead(status, responseHeaders);
+  pool.dispatch(
+    { method: request.method, path: request.url, headers, body: null },
+    {
+      onRequestStart() {},
+      onResponseStart(_controller, status, responseHeaders) {
+        for (const name of HOP_BY_HOP) delete responseHeaders[name];
+        res.writeHead(status, responseHeaders);
+      },
+      onResponseData(_controller, chunk) {
+        res.write(chunk);
+      },
+      onResponseEnd() {
+        res.end();
+      },
+      onResponseError() {
+        res.destroy();
+      },
     },
-    onResponseData(_controller, chunk) { res.write(chunk); },
-    onResponseEnd() { res.end(); },
-    onResponseError() { res.destroy(); },
-  });
+  );
 });
 await app.listen({ port: Number(process.env.PORT), host: '127.0.0.1' });

@@ -11,7 +11,9 @@ createServer((req, res) => {
     const result = JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }] } });
     if (req.url.startsWith('/mcp-sse')) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      res.end(`event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":${id},"progress":1}}\n\nevent: message\ndata: ${result}\n\n`);
+      res.end(
+        `event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":${id},"progress":1}}\n\nevent: message\ndata: ${result}\n\n`,
+      );
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(result) });

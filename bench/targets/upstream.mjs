@@ -2,7 +2,10 @@
 import { createServer } from 'node:http';
 
 const body = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'ok' }] } });
-const events = Array.from({ length: 10 }, (_, i) => `id: ${i}\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":${i}}}\n\n`).join('');
+const events = Array.from(
+  { length: 10 },
+  (_, i) => `id: ${i}\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":${i}}}\n\n`,
+).join('');
 createServer((req, res) => {
   req.resume();
   if (req.url.startsWith('/sse')) {

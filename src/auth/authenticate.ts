@@ -62,10 +62,14 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
   const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
   const headers = [
-    'content-type', 'application/json; charset=utf-8',
-    'content-length', String(Buffer.byteLength(body)),
-    'www-authenticate', challenge,
-    'cache-control', 'no-store',
+    'content-type',
+    'application/json; charset=utf-8',
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'www-authenticate',
+    challenge,
+    'cache-control',
+    'no-store',
   ];
   if (rejection.status === 503) headers.push('retry-after', '5');
   return { status: rejection.status, headers, body };
@@ -104,7 +108,8 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
     // Only the error's type: a message could quote the input, and the input is a token.
-    if (!(error instanceof Rejection)) request.log.error({ errorType: (error as Error | undefined)?.name }, 'verification failed unexpectedly');
+    if (!(error instanceof Rejection))
+      request.log.error({ errorType: (error as Error | undefined)?.name }, 'verification failed unexpectedly');
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
     metrics.rejected.inc({ reason: rejection.reason });

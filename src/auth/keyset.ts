@@ -73,7 +73,10 @@ export function keyFitsAlgorithm(key: VerificationKey, alg: string): boolean {
 }
 
 /** Imports the usable signing keys of a JWKS document; bad keys are skipped, never fatal. */
-export function importSigningKeys(document: unknown, previous: readonly VerificationKey[] = []): {
+export function importSigningKeys(
+  document: unknown,
+  previous: readonly VerificationKey[] = [],
+): {
   keys: VerificationKey[];
   skipped: number;
 } {
@@ -142,8 +145,10 @@ export class RemoteKeySet implements KeySource {
     const attempt = (delayMs: number): Promise<void> =>
       this.refresh().then(
         () => this.schedule(this.options.refreshMs, () => attempt(1000)),
-        () => this.schedule(this.lastSuccessMs === undefined ? delayMs : this.options.refreshMs,
-          () => attempt(Math.min(delayMs * 2, MAX_RETRY_DELAY_MS))),
+        () =>
+          this.schedule(this.lastSuccessMs === undefined ? delayMs : this.options.refreshMs, () =>
+            attempt(Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)),
+          ),
       );
     return attempt(1000);
   }
@@ -171,7 +176,10 @@ export class RemoteKeySet implements KeySource {
   resolve(kid: string | undefined, alg: string): VerificationKey | Promise<VerificationKey> {
     const { loaded, stale } = this.status();
     if (!loaded || stale) {
-      throw new Rejection('jwks_unavailable', loaded ? 'the issuer key set is too old to trust' : 'the issuer key set has not been loaded yet');
+      throw new Rejection(
+        'jwks_unavailable',
+        loaded ? 'the issuer key set is too old to trust' : 'the issuer key set has not been loaded yet',
+      );
     }
     const found = this.find(kid, alg);
     if (found) return found;
@@ -286,22 +294,25 @@ export class RemoteKeySet implements KeySource {
         settle(tooLong);
         controller?.abort(tooLong);
       }, this.fetchTimeoutMs);
-      this.agent.dispatch({ origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } }, {
-        onRequestStart: (started) => {
-          controller = started;
-          if (settled) started.abort(tooLong);
+      this.agent.dispatch(
+        { origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } },
+        {
+          onRequestStart: (started) => {
+            controller = started;
+            if (settled) started.abort(tooLong);
+          },
+          onResponseStart: (_controller, status) => {
+            statusCode = status;
+          },
+          onResponseData: (active, chunk) => {
+            size += chunk.length;
+            if (size > maxBytes) active.abort(new Error(`GET ${url} body exceeds ${maxBytes} bytes`));
+            else chunks.push(chunk);
+          },
+          onResponseEnd: () => settle(undefined),
+          onResponseError: (_controller, error) => settle(error),
         },
-        onResponseStart: (_controller, status) => {
-          statusCode = status;
-        },
-        onResponseData: (active, chunk) => {
-          size += chunk.length;
-          if (size > maxBytes) active.abort(new Error(`GET ${url} body exceeds ${maxBytes} bytes`));
-          else chunks.push(chunk);
-        },
-        onResponseEnd: () => settle(undefined),
-        onResponseError: (_controller, error) => settle(error),
-      });
+      );
     });
   }
 }

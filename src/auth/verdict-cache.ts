@@ -67,7 +67,10 @@ export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLook
       throw rejected(id, error);
     }
     return result instanceof Promise
-      ? result.then((v) => accepted(id, v), (error: unknown) => Promise.reject(rejected(id, error)))
+      ? result.then(
+          (v) => accepted(id, v),
+          (error: unknown) => Promise.reject(rejected(id, error)),
+        )
       : accepted(id, result);
   };
 }

@@ -95,8 +95,11 @@ export class VerdictTable {
     if (digest.length !== DIGEST_LENGTH) throw new Error(`a digest is ${DIGEST_LENGTH} Latin-1 characters`);
     const wanted = this.wanted;
     for (let word = 0, char = 0; word < WORDS; word++, char += 4) {
-      wanted[word] = digest.charCodeAt(char) | (digest.charCodeAt(char + 1) << 8)
-        | (digest.charCodeAt(char + 2) << 16) | (digest.charCodeAt(char + 3) << 24);
+      wanted[word] =
+        digest.charCodeAt(char) |
+        (digest.charCodeAt(char + 1) << 8) |
+        (digest.charCodeAt(char + 2) << 16) |
+        (digest.charCodeAt(char + 3) << 24);
     }
     // The digest's bits are uniform: its first word is as good a hash as any.
     for (let bucket = wanted[0]! & this.mask; ; bucket = (bucket + 1) & this.mask) {

@@ -29,8 +29,17 @@ export interface Verdict {
 
 export type VerifierConfig = Pick<
   Config,
-  | 'issuer' | 'audiences' | 'allowedAzp' | 'algorithms' | 'clockToleranceSeconds'
-  | 'userClaim' | 'tokenType' | 'requiredGroups' | 'requiredRoles' | 'policyFile' | 'forwardUnverifiedEmail'
+  | 'issuer'
+  | 'audiences'
+  | 'allowedAzp'
+  | 'algorithms'
+  | 'clockToleranceSeconds'
+  | 'userClaim'
+  | 'tokenType'
+  | 'requiredGroups'
+  | 'requiredRoles'
+  | 'policyFile'
+  | 'forwardUnverifiedEmail'
 >;
 
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
@@ -61,6 +70,7 @@ const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES
 function splitCompact(token: string): { encodedHeader: string; encodedClaims: string; signingInput: Buffer; signature: Buffer } {
   // One pass over the token for the common case; the slow path only words the rejection.
   if (!COMPACT_JWS.test(token)) {
+    // eslint-disable-next-line no-control-regex -- control characters are what is looked for
     if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters');
     const parts = token.split('.').length;
     if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted');
@@ -104,11 +114,16 @@ function signatureIsValid(alg: string, key: VerificationKey, data: Buffer, signa
       return verifySignatureBytes(hash, data, { key: key.key, dsaEncoding: 'ieee-p1363' }, signature);
     }
     if (alg.startsWith('PS')) {
-      return verifySignatureBytes(hash, data, {
-        key: key.key,
-        padding: constants.RSA_PKCS1_PSS_PADDING,
-        saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
-      }, signature);
+      return verifySignatureBytes(
+        hash,
+        data,
+        {
+          key: key.key,
+          padding: constants.RSA_PKCS1_PSS_PADDING,
+          saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
+        },
+        signature,
+      );
     }
     return verifySignatureBytes(hash, data, key.key, signature);
   } catch {
@@ -174,7 +189,13 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
    * a user's tokens, cached side by side, then share it instead of each keeping an object and
    * its strings alive (bench/RESULTS.md). At most MAX_SHARED_IDENTITIES (then the map starts again).
    */
-  function sharedIdentity(user: string, subject: string | undefined, email: string | undefined, groups: string[] | undefined, all: Claims): Identity {
+  function sharedIdentity(
+    user: string,
+    subject: string | undefined,
+    email: string | undefined,
+    groups: string[] | undefined,
+    all: Claims,
+  ): Identity {
     const id = subject ?? user;
     const known = identities.get(id);
     let claims: Claims | undefined;
@@ -184,14 +205,21 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
       for (const name in all) if (!PER_TOKEN_CLAIMS.has(name)) claims[name] = all[name];
       json = JSON.stringify(claims);
     }
-    if (known !== undefined && known.user === user && known.subject === subject && known.email === email && sameGroups(known.groups, groups)
-      && claimsJson.get(known) === json) {
+    if (
+      known !== undefined &&
+      known.user === user &&
+      known.subject === subject &&
+      known.email === email &&
+      sameGroups(known.groups, groups) &&
+      claimsJson.get(known) === json
+    ) {
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
-    const identity: Identity = claims === undefined
-      ? { user, subject, email, groups }
-      : { user, subject, email, groups, roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims };
+    const identity: Identity =
+      claims === undefined
+        ? { user, subject, email, groups }
+        : { user, subject, email, groups, roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims };
     if (json !== undefined) claimsJson.set(identity, json);
     identities.set(id, identity);
     return identity;
@@ -223,8 +251,13 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     }
     // An address Keycloak never verified is the user's own typing: not forwarded as verified.
     const email = forwardable(claims, 'email');
-    const identity = sharedIdentity(forwardable(claims, config.userClaim)!, forwardable(claims, 'sub'),
-      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined, forwardableGroups(claims), claims);
+    const identity = sharedIdentity(
+      forwardable(claims, config.userClaim)!,
+      forwardable(claims, 'sub'),
+      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined,
+      forwardableGroups(claims),
+      claims,
+    );
 
     if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
       const groups = new Set(stringList(claims.groups));

@@ -1,9 +1,7 @@
 // Environment → typed, frozen Config. Every problem is collected and reported at once,
 // naming the variable, the value seen and what is expected.
 
-export const SUPPORTED_ALGORITHMS = [
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
-] as const;
+export const SUPPORTED_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -100,7 +98,7 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'OIDC_ISSUER', default: 'required', meaning: 'exact issuer, e.g. https://auth.example.com/realms/coder' },
   { name: 'OIDC_JWKS_URI', default: 'from discovery', meaning: 'key set URL' },
   { name: 'OIDC_AUDIENCES', default: 'empty', meaning: 'comma list of accepted aud values' },
-  { name: 'OIDC_ALLOWED_AZP', default: 'empty', meaning: 'comma list of accepted azp values (coder for Coder\'s forwarded tokens)' },
+  { name: 'OIDC_ALLOWED_AZP', default: 'empty', meaning: "comma list of accepted azp values (coder for Coder's forwarded tokens)" },
   { name: 'OIDC_ALGORITHMS', default: SUPPORTED_ALGORITHMS.join(','), meaning: 'allowlist; a symmetric or none entry is a config error' },
   { name: 'OIDC_CLOCK_TOLERANCE_SECONDS', default: '30', meaning: 'skew allowed on exp, nbf, iat' },
   { name: 'OIDC_USER_CLAIM', default: 'preferred_username', meaning: 'claim copied to X-Verified-User' },
@@ -110,11 +108,19 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'UPSTREAM_URL', default: 'http://127.0.0.1:8000', meaning: 'where accepted requests go (an origin, no path)' },
   { name: 'UPSTREAM_TIMEOUT_SECONDS', default: '30', meaning: 'wait for upstream response headers (not for the body or a stream)' },
   { name: 'FORWARD_AUTHORIZATION', default: 'false', meaning: 'keep the bearer token on the forwarded request' },
-  { name: 'RESOURCE_URL', default: 'http://localhost:PORT', meaning: 'this proxy\'s public URL, for RFC 9728 metadata (https://localhost:PORT with TLS)' },
+  {
+    name: 'RESOURCE_URL',
+    default: 'http://localhost:PORT',
+    meaning: "this proxy's public URL, for RFC 9728 metadata (https://localhost:PORT with TLS)",
+  },
   { name: 'RESOURCE_SCOPES', default: 'empty', meaning: 'comma list published as scopes_supported in the RFC 9728 metadata' },
   { name: 'PORT', default: '8080', meaning: 'proxy listener port' },
   { name: 'HOST', default: '0.0.0.0', meaning: 'proxy listener address' },
-  { name: 'TLS_CERT_FILE', default: 'empty', meaning: 'PEM certificate chain: the proxy port speaks HTTPS (with TLS_KEY_FILE); renewed files are picked up without a restart' },
+  {
+    name: 'TLS_CERT_FILE',
+    default: 'empty',
+    meaning: 'PEM certificate chain: the proxy port speaks HTTPS (with TLS_KEY_FILE); renewed files are picked up without a restart',
+  },
   { name: 'TLS_KEY_FILE', default: 'empty', meaning: 'PEM private key of TLS_CERT_FILE; set both or neither' },
   { name: 'ADMIN_PORT', default: '9090', meaning: 'metrics and health listener port' },
   { name: 'ADMIN_HOST', default: '0.0.0.0', meaning: 'metrics and health listener address' },
@@ -123,31 +129,113 @@ export const VARIABLES: readonly Variable[] = [
   { name: 'JWKS_MAX_STALE_SECONDS', default: '86400', meaning: 'how long the last good key set serves when refresh fails' },
   { name: 'SHUTDOWN_GRACE_SECONDS', default: '20', meaning: 'drain time after SIGTERM' },
   { name: 'LOG_LEVEL', default: 'info', meaning: `pino level: ${LOG_LEVELS.join(', ')}` },
-  { name: 'MCP_MAX_BODY_BYTES', default: '1048576', meaning: 'largest MCP POST body (and response body or SSE event) read as JSON-RPC; larger ones pass unread, or are refused (413) when a guard (policy, limits) is configured' },
+  {
+    name: 'MCP_MAX_BODY_BYTES',
+    default: '1048576',
+    meaning:
+      'largest MCP POST body (and response body or SSE event) read as JSON-RPC; larger ones pass unread, or are refused (413) when a guard (policy, limits) is configured',
+  },
   { name: 'AUDIT', default: 'on', meaning: 'on: one "msg":"mcp" log line per MCP request or notification; off: none (metrics stay)' },
-  { name: 'AUDIT_ARGUMENTS', default: 'names', meaning: 'names: audit lines carry argument names and a SHA-256 of the arguments; values: also the values, each cut to AUDIT_ARGUMENT_BYTES' },
-  { name: 'AUDIT_ARGUMENT_BYTES', default: '256', meaning: 'bytes of each argument value kept in an audit line with AUDIT_ARGUMENTS=values' },
-  { name: 'ALLOWED_ORIGINS', default: 'empty', meaning: 'comma list of origins (scheme://host[:port]) whose browser requests are served; a request with any other Origin gets 403, one without Origin is unaffected' },
-  { name: 'FORWARD_UNVERIFIED_EMAIL', default: 'false', meaning: 'send X-Verified-Email also when the token says email_verified is not true' },
-  { name: 'GROUPS_HEADER_MAX_BYTES', default: '8192', meaning: 'longest X-Verified-Groups sent; longer lists are cut at a group and X-Verified-Groups-Truncated: true is added (checks see every group)' },
-  { name: 'MAX_CONNECTIONS', default: 'auto', meaning: 'open client connections at most; auto: from the memory limit (cgroup memory.max, else 256 MiB) and MAX_HEADER_BYTES, at most 8192' },
+  {
+    name: 'AUDIT_ARGUMENTS',
+    default: 'names',
+    meaning:
+      'names: audit lines carry argument names and a SHA-256 of the arguments; values: also the values, each cut to AUDIT_ARGUMENT_BYTES',
+  },
+  {
+    name: 'AUDIT_ARGUMENT_BYTES',
+    default: '256',
+    meaning: 'bytes of each argument value kept in an audit line with AUDIT_ARGUMENTS=values',
+  },
+  {
+    name: 'ALLOWED_ORIGINS',
+    default: 'empty',
+    meaning:
+      'comma list of origins (scheme://host[:port]) whose browser requests are served; a request with any other Origin gets 403, one without Origin is unaffected',
+  },
+  {
+    name: 'FORWARD_UNVERIFIED_EMAIL',
+    default: 'false',
+    meaning: 'send X-Verified-Email also when the token says email_verified is not true',
+  },
+  {
+    name: 'GROUPS_HEADER_MAX_BYTES',
+    default: '8192',
+    meaning:
+      'longest X-Verified-Groups sent; longer lists are cut at a group and X-Verified-Groups-Truncated: true is added (checks see every group)',
+  },
+  {
+    name: 'MAX_CONNECTIONS',
+    default: 'auto',
+    meaning:
+      'open client connections at most; auto: from the memory limit (cgroup memory.max, else 256 MiB) and MAX_HEADER_BYTES, at most 8192',
+  },
   { name: 'MAX_HEADER_BYTES', default: '16384', meaning: 'request line and headers of a request at most (431 beyond)' },
-  { name: 'HEADERS_TIMEOUT_SECONDS', default: '10', meaning: 'time a client has to send a request\'s headers (408 beyond)' },
-  { name: 'REQUEST_TIMEOUT_SECONDS', default: '60', meaning: 'time a client has to send a whole request, body included (not the response: streams live on)' },
-  { name: 'UNAUTHENTICATED_IDLE_SECONDS', default: '10', meaning: 'idle time allowed to a connection that has not yet carried an accepted request' },
-  { name: 'KEEP_ALIVE_TIMEOUT_SECONDS', default: '72', meaning: 'idle time allowed to a connection between requests once a request on it was accepted' },
-  { name: 'VERDICT_CACHE_SIZE', default: '10000', meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both' },
-  { name: 'POLICY_FILE', default: 'empty', meaning: 'YAML file of CEL rules deciding which tools, prompts and resources each user sees and calls (README: Tool policy); empty: everything allowed' },
+  { name: 'HEADERS_TIMEOUT_SECONDS', default: '10', meaning: "time a client has to send a request's headers (408 beyond)" },
+  {
+    name: 'REQUEST_TIMEOUT_SECONDS',
+    default: '60',
+    meaning: 'time a client has to send a whole request, body included (not the response: streams live on)',
+  },
+  {
+    name: 'UNAUTHENTICATED_IDLE_SECONDS',
+    default: '10',
+    meaning: 'idle time allowed to a connection that has not yet carried an accepted request',
+  },
+  {
+    name: 'KEEP_ALIVE_TIMEOUT_SECONDS',
+    default: '72',
+    meaning: 'idle time allowed to a connection between requests once a request on it was accepted',
+  },
+  {
+    name: 'VERDICT_CACHE_SIZE',
+    default: '10000',
+    meaning: 'verified tokens remembered until they expire (LRU), plus up to 1000 final rejections; 0 disables both',
+  },
+  {
+    name: 'POLICY_FILE',
+    default: 'empty',
+    meaning:
+      'YAML file of CEL rules deciding which tools, prompts and resources each user sees and calls (README: Tool policy); empty: everything allowed',
+  },
   { name: 'POLICY_MODE', default: 'enforce', meaning: 'enforce, or audit: decide, log and count would_deny, block nothing' },
-  { name: 'RATE_LIMIT_USER_PER_MINUTE', default: '0', meaning: 'MCP requests (not notifications) a user (sub) may send a minute, across every replica with REDIS_URL; 0: no limit' },
-  { name: 'RATE_LIMIT_TOOL_PER_MINUTE', default: '0', meaning: 'tools/call a user may send a minute to any one tool; 0: no limit (the policy file can set it per tool)' },
+  {
+    name: 'RATE_LIMIT_USER_PER_MINUTE',
+    default: '0',
+    meaning: 'MCP requests (not notifications) a user (sub) may send a minute, across every replica with REDIS_URL; 0: no limit',
+  },
+  {
+    name: 'RATE_LIMIT_TOOL_PER_MINUTE',
+    default: '0',
+    meaning: 'tools/call a user may send a minute to any one tool; 0: no limit (the policy file can set it per tool)',
+  },
   { name: 'RATE_LIMIT_CONCURRENT_TOOL_CALLS', default: '0', meaning: 'tool calls a user may have in flight at once; 0: no limit' },
-  { name: 'RATE_LIMIT_ON_REDIS_ERROR', default: 'allow', meaning: 'Redis down or slow: allow (each replica counts on its own) or deny (refuse while Redis cannot answer)' },
-  { name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS', default: '900', meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)' },
-  { name: 'REDIS_URL', default: 'empty', meaning: 'redis://[:password@]host:port[/db] or rediss:// (TLS) for counters shared by every replica; empty: per process' },
-  { name: 'REDIS_TIMEOUT_MS', default: '250', meaning: 'longest wait for a Redis answer (connect and each command); past it RATE_LIMIT_ON_REDIS_ERROR decides' },
+  {
+    name: 'RATE_LIMIT_ON_REDIS_ERROR',
+    default: 'allow',
+    meaning: 'Redis down or slow: allow (each replica counts on its own) or deny (refuse while Redis cannot answer)',
+  },
+  {
+    name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS',
+    default: '900',
+    meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)',
+  },
+  {
+    name: 'REDIS_URL',
+    default: 'empty',
+    meaning: 'redis://[:password@]host:port[/db] or rediss:// (TLS) for counters shared by every replica; empty: per process',
+  },
+  {
+    name: 'REDIS_TIMEOUT_MS',
+    default: '250',
+    meaning: 'longest wait for a Redis answer (connect and each command); past it RATE_LIMIT_ON_REDIS_ERROR decides',
+  },
   { name: 'REDIS_KEY_PREFIX', default: 'mcp-auth', meaning: 'prefix of every Redis key, so deployments can share one Redis' },
-  { name: 'REDIS_CA_FILE', default: 'empty', meaning: 'PEM file of the CA(s) that signed the Redis server certificate (rediss://); empty: the system CAs' },
+  {
+    name: 'REDIS_CA_FILE',
+    default: 'empty',
+    meaning: 'PEM file of the CA(s) that signed the Redis server certificate (rediss://); empty: the system CAs',
+  },
 ];
 
 export class ConfigError extends Error {
@@ -185,7 +273,10 @@ export function loadConfig(env: Env): Readonly<Config> {
   const show = (value: string) => JSON.stringify(value);
 
   const list = (name: string): string[] =>
-    (raw(name) ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+    (raw(name) ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
 
   const integer = (name: string, fallback: number, min: number, max: number): number => {
     const value = raw(name);
@@ -237,7 +328,9 @@ export function loadConfig(env: Env): Readonly<Config> {
   const audiences = list('OIDC_AUDIENCES');
   const allowedAzp = list('OIDC_ALLOWED_AZP');
   if (audiences.length === 0 && allowedAzp.length === 0) {
-    problems.push('OIDC_AUDIENCES and OIDC_ALLOWED_AZP are both empty: set at least one (OIDC_ALLOWED_AZP=coder accepts tokens Coder forwards)');
+    problems.push(
+      'OIDC_AUDIENCES and OIDC_ALLOWED_AZP are both empty: set at least one (OIDC_ALLOWED_AZP=coder accepts tokens Coder forwards)',
+    );
   }
 
   const algorithmsRaw = raw('OIDC_ALGORITHMS');
@@ -322,7 +415,9 @@ export function loadConfig(env: Env): Readonly<Config> {
       parsed = undefined;
     }
     if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== origin.toLowerCase()) {
-      problems.push(`ALLOWED_ORIGINS entry ${show(origin)}: expected an origin as browsers send it, scheme://host[:port] without path or trailing slash`);
+      problems.push(
+        `ALLOWED_ORIGINS entry ${show(origin)}: expected an origin as browsers send it, scheme://host[:port] without path or trailing slash`,
+      );
     }
   }
 
@@ -338,7 +433,9 @@ export function loadConfig(env: Env): Readonly<Config> {
   const headersTimeoutSeconds = integer('HEADERS_TIMEOUT_SECONDS', 10, 1, 3600);
   const requestTimeoutSeconds = integer('REQUEST_TIMEOUT_SECONDS', 60, 1, 86400);
   if (headersTimeoutSeconds > requestTimeoutSeconds) {
-    problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is longer than REQUEST_TIMEOUT_SECONDS=${requestTimeoutSeconds}: the headers are part of the request`);
+    problems.push(
+      `HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is longer than REQUEST_TIMEOUT_SECONDS=${requestTimeoutSeconds}: the headers are part of the request`,
+    );
   }
 
   const policyMode = raw('POLICY_MODE') ?? 'enforce';
@@ -402,4 +499,3 @@ export function loadConfig(env: Env): Readonly<Config> {
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }
-

@@ -86,7 +86,11 @@ export class ConnectionGuard {
   private readonly probation = new Set<Socket>();
   private open = 0;
 
-  constructor(server: Server, private readonly limits: ClientLimits, private readonly onEvict: () => void) {
+  constructor(
+    server: Server,
+    private readonly limits: ClientLimits,
+    private readonly onEvict: () => void,
+  ) {
     // With TLS, requests arrive on the TLS socket made after the handshake (its own object), and
     // the handshake itself is bounded by the server's handshakeTimeout.
     server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => this.admit(socket));

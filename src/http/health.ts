@@ -36,7 +36,11 @@ export function registerHealth(
     if (!keySet.loaded) missing.push('jwks: no key set loaded yet');
     else if (keySet.stale) missing.push('jwks: the last good key set is older than JWKS_MAX_STALE_SECONDS');
     if (!(await upstreamAcceptsConnections(upstreamUrl))) missing.push(`upstream: ${upstreamUrl} refuses TCP connections`);
-    const checks = { jwks: keySet.loaded && !keySet.stale, upstream: !missing.some((m) => m.startsWith('upstream')), draining: isDraining() };
+    const checks = {
+      jwks: keySet.loaded && !keySet.stale,
+      upstream: !missing.some((m) => m.startsWith('upstream')),
+      draining: isDraining(),
+    };
     return reply.code(missing.length === 0 ? 200 : 503).send({ ready: missing.length === 0, checks, missing });
   });
 }

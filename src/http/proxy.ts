@@ -43,7 +43,7 @@ export function responseHeaders(headers: Record<string, string | string[] | unde
 
 /** Header values are Latin-1 strings in Node: send a UTF-8 claim as its raw octets, as Go and Envoy do. */
 function headerValue(value: string): string {
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- ASCII is a range of control and printable characters
   return /^[\x00-\x7f]*$/.test(value) ? value : Buffer.from(value, 'utf8').toString('latin1');
 }
 
@@ -190,10 +190,13 @@ function forwardedBody(raw: FastifyRequest['raw'], forwarding: Forwarding): Buff
   const { head, streamRest } = forwarding;
   if (!streamRest) return head ?? null;
   if (head === undefined) return raw;
-  return Readable.from((async function* () {
-    yield head;
-    for await (const chunk of raw) yield chunk as Buffer;
-  })(), { objectMode: false });
+  return Readable.from(
+    (async function* () {
+      yield head;
+      for await (const chunk of raw) yield chunk as Buffer;
+    })(),
+    { objectMode: false },
+  );
 }
 
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
@@ -341,7 +344,9 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     const identity = request.auth.identity;
     if (identity === undefined) throw new Error('unauthenticated request reached the proxy');
     if (!isPlainPath(request.url)) {
-      reply.code(400).header('cache-control', 'no-store')
+      reply
+        .code(400)
+        .header('cache-control', 'no-store')
         .send({ error: 'invalid_request', error_description: 'request path must be absolute, without . or .. segments' });
       return;
     }
@@ -350,14 +355,17 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     if (forwarding === undefined) {
       dispatch(request, reply.raw, identity, undefined);
     } else if (forwarding instanceof Promise) {
-      forwarding.then((prepared) => {
-        if (prepared !== 'answered') dispatch(request, reply.raw, identity, prepared);
-      }, (error: unknown) => {
-        // A bug in the interceptor: fail closed, nothing forwarded.
-        request.log.error({ err: error }, 'request interceptor failed');
-        if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-        reply.raw.end('{"error":"internal_error"}');
-      });
+      forwarding.then(
+        (prepared) => {
+          if (prepared !== 'answered') dispatch(request, reply.raw, identity, prepared);
+        },
+        (error: unknown) => {
+          // A bug in the interceptor: fail closed, nothing forwarded.
+          request.log.error({ err: error }, 'request interceptor failed');
+          if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+          reply.raw.end('{"error":"internal_error"}');
+        },
+      );
     } else {
       dispatch(request, reply.raw, identity, forwarding);
     }
@@ -367,18 +375,22 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     const { headers } = request;
     let body: ReturnType<typeof forwardedBody>;
     if (forwarding === undefined) {
-      const hasBody = (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
+      const hasBody =
+        (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
       body = hasBody ? request.raw : null;
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
-    pool.dispatch({
-      method: request.method,
-      // The target exactly as the client sent it: Coder may sign it.
-      path: request.url,
-      headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
-      body,
-    }, new Exchange(request, res, onFailure, forwarding?.reader));
+    pool.dispatch(
+      {
+        method: request.method,
+        // The target exactly as the client sent it: Coder may sign it.
+        path: request.url,
+        headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
+        body,
+      },
+      new Exchange(request, res, onFailure, forwarding?.reader),
+    );
   };
 
   app.register(async (scope) => {
@@ -391,7 +403,10 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
   // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
   // quotes the target, query string included.
   app.setNotFoundHandler((_request, reply) => {
-    reply.code(405).header('allow', FORWARDED_METHODS.join(', ')).header('cache-control', 'no-store')
+    reply
+      .code(405)
+      .header('allow', FORWARDED_METHODS.join(', '))
+      .header('cache-control', 'no-store')
       .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
   });
 }

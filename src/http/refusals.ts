@@ -27,11 +27,15 @@ function render(reason: HttpRefusalReason): RenderedRefusal {
     status,
     body,
     headers: [
-      'content-type', 'application/json; charset=utf-8',
-      'content-length', String(Buffer.byteLength(body)),
-      'cache-control', 'no-store',
+      'content-type',
+      'application/json; charset=utf-8',
+      'content-length',
+      String(Buffer.byteLength(body)),
+      'cache-control',
+      'no-store',
       // A client refused for how it speaks HTTP does not keep the connection (nor its memory).
-      'connection', 'close',
+      'connection',
+      'close',
     ],
   };
 }
@@ -114,9 +118,16 @@ export function createFrameworkErrorHandler(logger: Logger, metrics: Metrics) {
     reply.hijack();
     writeRefusal(reply.raw, reason, request.id);
     const query = request.url.indexOf('?');
-    logger.info({
-      reqId: request.id, method: request.method, path: query === -1 ? request.url : request.url.slice(0, query),
-      status, decision: 'reject', reason,
-    }, 'request');
+    logger.info(
+      {
+        reqId: request.id,
+        method: request.method,
+        path: query === -1 ? request.url : request.url.slice(0, query),
+        status,
+        decision: 'reject',
+        reason,
+      },
+      'request',
+    );
   };
 }

@@ -42,7 +42,12 @@ export function readTlsPair(files: TlsFiles): TlsPair {
   try {
     check(pair);
   } catch (error) {
-    throw new StartupError('TLS_CERT_FILE', files.certFile, `TLS_CERT_FILE ${files.certFile} and TLS_KEY_FILE ${files.keyFile} are not a usable pair: ${(error as Error).message}`, { cause: error });
+    throw new StartupError(
+      'TLS_CERT_FILE',
+      files.certFile,
+      `TLS_CERT_FILE ${files.certFile} and TLS_KEY_FILE ${files.keyFile} are not a usable pair: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
   return pair;
 }
@@ -82,9 +87,18 @@ export class CertificateReloader {
   ) {
     this.current = initial;
     const registers = [registry];
-    this.reloads = new Counter({ name: 'mcp_auth_tls_reloads_total', help: 'Renewed TLS certificate files read, by result (failure: the last good pair stays).', labelNames: ['result'], registers });
+    this.reloads = new Counter({
+      name: 'mcp_auth_tls_reloads_total',
+      help: 'Renewed TLS certificate files read, by result (failure: the last good pair stays).',
+      labelNames: ['result'],
+      registers,
+    });
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
-    this.expiry = new Gauge({ name: 'mcp_auth_tls_certificate_expiry_timestamp_seconds', help: 'Unix time the served TLS certificate expires.', registers });
+    this.expiry = new Gauge({
+      name: 'mcp_auth_tls_certificate_expiry_timestamp_seconds',
+      help: 'Unix time the served TLS certificate expires.',
+      registers,
+    });
     this.expiry.set(Date.parse(new X509Certificate(initial.cert).validTo) / 1000);
   }
 
@@ -97,7 +111,9 @@ export class CertificateReloader {
     for (const directory of directories) {
       const watcher = watch(directory, { persistent: false }, () => this.soon());
       // A directory that goes away (an unmounted volume) leaves the timer to do the work.
-      watcher.on('error', (error) => this.logger.warn({ directory, err: error.message }, 'tls: cannot watch the directory; the files are re-read every minute'));
+      watcher.on('error', (error) =>
+        this.logger.warn({ directory, err: error.message }, 'tls: cannot watch the directory; the files are re-read every minute'),
+      );
       this.watchers.push(watcher);
     }
     this.timer = setInterval(() => void this.reload(), RECHECK_MS);
@@ -138,10 +154,16 @@ export class CertificateReloader {
       this.current = pair;
       this.reloads.inc({ result: 'success' });
       this.expiry.set(Date.parse(certificate.validTo) / 1000);
-      this.logger.info({ certFile, subject: certificate.subject, serialNumber: certificate.serialNumber, validTo: certificate.validTo }, 'tls certificate reloaded');
+      this.logger.info(
+        { certFile, subject: certificate.subject, serialNumber: certificate.serialNumber, validTo: certificate.validTo },
+        'tls certificate reloaded',
+      );
     } catch (error) {
       this.reloads.inc({ result: 'failure' });
-      this.logger.warn({ certFile, keyFile, err: (error as Error).message }, 'tls certificate reload failed: the last good certificate stays');
+      this.logger.warn(
+        { certFile, keyFile, err: (error as Error).message },
+        'tls certificate reload failed: the last good certificate stays',
+      );
     }
   }
 }

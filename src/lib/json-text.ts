@@ -40,7 +40,7 @@ function countMembers(root: object): number {
   const pending: object[] = [root];
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
     if (Array.isArray(value)) {
-      for (const child of value) if (typeof child === 'object' && child !== null) pending.push(child);
+      for (const child of value as unknown[]) if (typeof child === 'object' && child !== null) pending.push(child);
       continue;
     }
     // for-in, not Object.values: no array per object. JSON.parse makes plain objects, so every

@@ -52,8 +52,12 @@ export function argumentsTexts(text: string, batch: boolean): (string | undefine
       let after = close + 1;
       while (isJsonWhitespace(text.charCodeAt(after))) after++;
       if (text.charCodeAt(after) === COLON) {
-        next = depth === messageDepth && isMemberName(text, i, close, 'params') ? 'params'
-          : depth === paramsDepth && isMemberName(text, i, close, 'arguments') ? 'arguments' : undefined;
+        next =
+          depth === messageDepth && isMemberName(text, i, close, 'params')
+            ? 'params'
+            : depth === paramsDepth && isMemberName(text, i, close, 'arguments')
+              ? 'arguments'
+              : undefined;
         i = after;
       } else {
         next = undefined;

@@ -9,7 +9,16 @@ import { symbols, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config/config.js';
 
 export type Outcome = 'result' | 'tool_error' | 'rpc_error' | 'denied' | 'limited' | 'upstream_error' | 'cancelled' | 'unknown';
-export const OUTCOMES: readonly Outcome[] = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];
+export const OUTCOMES: readonly Outcome[] = [
+  'result',
+  'tool_error',
+  'rpc_error',
+  'denied',
+  'limited',
+  'upstream_error',
+  'cancelled',
+  'unknown',
+];
 
 export interface AuditLine {
   reqId: string;
@@ -75,14 +84,18 @@ function argumentValues(args: Readonly<Record<string, unknown>>, bytes: number):
   for (const name in args) {
     if (count++ === MAX_ARGUMENT_NAMES) break;
     const json = JSON.stringify(args[name]) ?? 'null';
-    values[name.length > MAX_NAME_LENGTH ? `${name.slice(0, MAX_NAME_LENGTH)}…` : name] = Buffer.byteLength(json) <= bytes ? args[name] : cutUtf8(json, bytes);
+    values[name.length > MAX_NAME_LENGTH ? `${name.slice(0, MAX_NAME_LENGTH)}…` : name] =
+      Buffer.byteLength(json) <= bytes ? args[name] : cutUtf8(json, bytes);
   }
   return values;
 }
 
 export type AuditWriter = (line: AuditLine) => void;
 
-export function createAuditWriter(logger: Logger, config: Pick<Config, 'audit' | 'auditArguments' | 'auditArgumentBytes'>): AuditWriter | undefined {
+export function createAuditWriter(
+  logger: Logger,
+  config: Pick<Config, 'audit' | 'auditArguments' | 'auditArgumentBytes'>,
+): AuditWriter | undefined {
   if (!config.audit) return undefined;
   const internals = logger as unknown as Record<symbol, unknown>;
   const destination = internals[symbols.streamSym] as DestinationStream;

@@ -94,7 +94,18 @@ export class McpContext {
         // A guard's bookkeeping must not break the response; its own tests cover it.
       }
     }
-    this.record(pending.message, pending.caller, pending.reqId, pending.startedAt, outcome, rpcErrorCode, pending.rule, pending.bytesIn, bytesOut, sessionId);
+    this.record(
+      pending.message,
+      pending.caller,
+      pending.reqId,
+      pending.startedAt,
+      outcome,
+      rpcErrorCode,
+      pending.rule,
+      pending.bytesIn,
+      bytesOut,
+      sessionId,
+    );
   }
 
   record(

@@ -19,7 +19,10 @@ type Mode = 'json' | 'sse' | 'unread';
 type Json = Record<string, unknown>;
 
 const UNFILTERED = { code: -32603, message: 'the response could not be read to apply the tool policy' };
-const UNMATCHED = { code: -32603, message: 'a result outside its request\'s response cannot be checked against the tool policy (use the Streamable HTTP transport)' };
+const UNMATCHED = {
+  code: -32603,
+  message: "a result outside its request's response cannot be checked against the tool policy (use the Streamable HTTP transport)",
+};
 
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -62,7 +65,10 @@ export class McpExchange implements ResponseReader {
   private responseSession: string | undefined;
   private done = false;
 
-  constructor(private readonly context: McpContext, private readonly start: ExchangeStart) {
+  constructor(
+    private readonly context: McpContext,
+    private readonly start: ExchangeStart,
+  ) {
     for (const pending of start.pending) {
       if (pending.message.id === undefined) this.notifications.push(pending);
       else {
@@ -73,9 +79,25 @@ export class McpExchange implements ResponseReader {
     }
     if (start.unparsed) {
       this.unparsed = {
-        message: { method: 'unparsed', id: undefined, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined },
-        caller: start.caller, reqId: start.reqId, startedAt: start.startedAt, bytesIn: start.bytesIn,
-        allowedBy: [], rule: undefined, rewriters: undefined, inFlightKey: undefined, cancelled: false, ended: false,
+        message: {
+          method: 'unparsed',
+          id: undefined,
+          params: undefined,
+          tool: undefined,
+          prompt: undefined,
+          resource: undefined,
+          arguments: undefined,
+        },
+        caller: start.caller,
+        reqId: start.reqId,
+        startedAt: start.startedAt,
+        bytesIn: start.bytesIn,
+        allowedBy: [],
+        rule: undefined,
+        rewriters: undefined,
+        inFlightKey: undefined,
+        cancelled: false,
+        ended: false,
       };
     }
   }
@@ -209,10 +231,10 @@ export class McpExchange implements ResponseReader {
     } catch {
       return raw;
     }
-    const messages = Array.isArray(value) ? value : [value];
+    const messages: unknown[] = Array.isArray(value) ? value : [value];
     let changed = false;
     let suppressed = false;
-    const replaced = messages.map((message) => {
+    const replaced = messages.map((message: unknown) => {
       if (isObject(message) && this.isAnsweredHere(message.id)) {
         suppressed = true;
         return message;
@@ -224,7 +246,10 @@ export class McpExchange implements ResponseReader {
     if (suppressed) return Buffer.alloc(0);
     if (!changed) return raw;
     // Keep the event's other fields (id, event, retry): resumption ids must stay what the upstream sent.
-    const kept = raw.toString('utf8').split(/\r\n|\r|\n/).filter((line) => line !== '' && !line.startsWith('data'));
+    const kept = raw
+      .toString('utf8')
+      .split(/\r\n|\r|\n/)
+      .filter((line) => line !== '' && !line.startsWith('data'));
     const json = JSON.stringify(Array.isArray(value) ? replaced : replaced[0]);
     return Buffer.from(`${kept.map((line) => `${line}\n`).join('')}data: ${json}\n\n`);
   }
@@ -259,7 +284,7 @@ export class McpExchange implements ResponseReader {
     }
     if (Array.isArray(value)) {
       let changed = false;
-      const replaced = value.map((message) => {
+      const replaced = (value as unknown[]).map((message: unknown) => {
         const replacement = this.readMessage(message);
         if (replacement !== undefined) changed = true;
         return replacement ?? message;
@@ -276,7 +301,8 @@ export class McpExchange implements ResponseReader {
     const { id, method } = message;
     if (typeof method === 'string') {
       // A request of the server (sampling, elicitation, roots): its answer comes in a later POST.
-      if (typeof id === 'string' || typeof id === 'number') this.context.sessions.serverRequest(this.start.caller.sessionId, idKey(id), method);
+      if (typeof id === 'string' || typeof id === 'number')
+        this.context.sessions.serverRequest(this.start.caller.sessionId, idKey(id), method);
       return undefined;
     }
     const error = isObject(message.error) ? message.error : undefined;
@@ -305,7 +331,10 @@ export class McpExchange implements ResponseReader {
     if (requested === 'tools/list') this.context.learnTools(result);
     else if (requested === 'initialize' && this.responseSession !== undefined) {
       const info = pending.message.params?.clientInfo;
-      const client = isObject(info) && typeof info.name === 'string' ? `${info.name}/${typeof info.version === 'string' ? info.version : ''}` : undefined;
+      const client =
+        isObject(info) && typeof info.name === 'string'
+          ? `${info.name}/${typeof info.version === 'string' ? info.version : ''}`
+          : undefined;
       const version = isObject(result) && typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined;
       this.context.sessions.start(this.responseSession, client, version);
       sessionId = this.responseSession;
@@ -357,7 +386,11 @@ export class McpExchange implements ResponseReader {
   }
 
   private errorEvents(): Buffer {
-    return Buffer.from(this.unfilteredErrors().map((error) => `event: message\ndata: ${JSON.stringify(error)}\n\n`).join(''));
+    return Buffer.from(
+      this.unfilteredErrors()
+        .map((error) => `event: message\ndata: ${JSON.stringify(error)}\n\n`)
+        .join(''),
+    );
   }
 
   /** The exchange is over: whatever has no outcome yet gets one. */
@@ -373,9 +406,22 @@ export class McpExchange implements ResponseReader {
     for (const response of this.start.responses) {
       const request = this.context.sessions.answered(this.start.caller.sessionId, idKey(response.id));
       this.context.record(
-        { method: request?.method ?? 'response', id: response.id, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined },
-        this.start.caller, this.start.reqId, this.start.startedAt,
-        failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result'), response.errorCode, undefined, this.start.bytesIn, this.bytesOut,
+        {
+          method: request?.method ?? 'response',
+          id: response.id,
+          tool: undefined,
+          prompt: undefined,
+          resource: undefined,
+          arguments: undefined,
+        },
+        this.start.caller,
+        this.start.reqId,
+        this.start.startedAt,
+        failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result'),
+        response.errorCode,
+        undefined,
+        this.start.bytesIn,
+        this.bytesOut,
       );
     }
   }

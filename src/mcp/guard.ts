@@ -36,7 +36,12 @@ export type Decision =
   /** Refused by policy: a request gets a JSON-RPC error with `rpcCode`, never reaches the upstream. */
   | { readonly effect: 'deny'; readonly rule?: string; readonly rpcCode: number; readonly message: string }
   /** Over a rate limit: a tool call gets a JSON-RPC error, any other request 429; both with Retry-After. */
-  | { readonly effect: 'limit'; readonly scope: 'user' | 'tool' | 'concurrency'; readonly retryAfterSeconds: number; readonly message: string };
+  | {
+      readonly effect: 'limit';
+      readonly scope: 'user' | 'tool' | 'concurrency';
+      readonly retryAfterSeconds: number;
+      readonly message: string;
+    };
 
 export interface Guard {
   /** Judges one message before anything of its HTTP request is forwarded. */

@@ -113,12 +113,22 @@ function refusalError(verdict: Verdict, sunk: Exclude<Decision, { effect: 'allow
 }
 
 /** Nothing of the request is forwarded: the sidecar answers every message itself. */
-function refuse(context: McpContext, res: ServerResponse, request: FastifyRequest, caller: Caller, verdicts: Verdict[], batch: boolean, startedAt: number, bytesIn: number): void {
+function refuse(
+  context: McpContext,
+  res: ServerResponse,
+  request: FastifyRequest,
+  caller: Caller,
+  verdicts: Verdict[],
+  batch: boolean,
+  startedAt: number,
+  bytesIn: number,
+): void {
   const sunk = verdicts.find((v) => v.refusal !== undefined)!.refusal!;
   const limits = verdicts.map((v) => v.refusal).filter((r): r is Extract<Decision, { effect: 'limit' }> => r?.effect === 'limit');
   const headers: Record<string, string | number> = { 'x-request-id': request.id };
   if (limits.length > 0) headers['retry-after'] = Math.max(1, Math.ceil(Math.max(...limits.map((l) => l.retryAfterSeconds))));
-  const errors = verdicts.filter((v) => v.message.id !== undefined)
+  const errors = verdicts
+    .filter((v) => v.message.id !== undefined)
     .map((v) => ({ jsonrpc: '2.0', id: v.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
   let body: unknown;
@@ -159,16 +169,24 @@ export function createInterceptor(context: McpContext): Interceptor {
   function pendingOf(verdict: Verdict, caller: Caller, reqId: string, startedAt: number, bytesIn: number): Pending {
     const rewriters = verdict.message.id === undefined ? [] : guards.filter((g) => g.rewrites?.(verdict.message.method) === true);
     return {
-      message: verdict.message, caller, reqId, startedAt, bytesIn,
-      allowedBy: verdict.allowedBy, rule: verdict.rule,
+      message: verdict.message,
+      caller,
+      reqId,
+      startedAt,
+      bytesIn,
+      allowedBy: verdict.allowedBy,
+      rule: verdict.rule,
       rewriters: rewriters.length > 0 ? rewriters : undefined,
-      inFlightKey: undefined, cancelled: false, ended: false,
+      inFlightKey: undefined,
+      cancelled: false,
+      ended: false,
     };
   }
 
   async function post(request: FastifyRequest, res: ServerResponse, caller: Caller, startedAt: number): Promise<Forwarding | 'answered'> {
     const unparsed = (head: Buffer | undefined, streamRest: boolean, bytesIn: number): Forwarding => ({
-      head, streamRest,
+      head,
+      streamRest,
       reader: new McpExchange(context, { reqId: request.id, caller, startedAt, bytesIn, pending: [], responses: [], unparsed: true }),
     });
     const read = await readBody(request.raw, maxBytes);
@@ -199,8 +217,17 @@ export function createInterceptor(context: McpContext): Interceptor {
     }
     const pending = verdicts.map((v) => pendingOf(v, caller, request.id, startedAt, body.length));
     return {
-      head: body, streamRest: false,
-      reader: new McpExchange(context, { reqId: request.id, caller, startedAt, bytesIn: body.length, pending, responses: parsed.responses, unparsed: false }),
+      head: body,
+      streamRest: false,
+      reader: new McpExchange(context, {
+        reqId: request.id,
+        caller,
+        startedAt,
+        bytesIn: body.length,
+        pending,
+        responses: parsed.responses,
+        unparsed: false,
+      }),
     };
   }
 
@@ -211,7 +238,9 @@ export function createInterceptor(context: McpContext): Interceptor {
     if (method === 'POST') {
       const type = request.headers['content-type'];
       if (!isJsonContentType(type)) {
-        const hasBody = (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0') || request.headers['transfer-encoding'] !== undefined;
+        const hasBody =
+          (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0') ||
+          request.headers['transfer-encoding'] !== undefined;
         // A body of another type cannot be judged: with a guard it never passes.
         if (guarded && hasBody) return Promise.resolve(refuseBody(res, request, 400, 'request body must be application/json'));
         return undefined;
@@ -228,8 +257,17 @@ export function createInterceptor(context: McpContext): Interceptor {
     if (method === 'GET' && (sessionId !== undefined || context.rewriting)) {
       const caller = { identity: request.auth.identity!, sessionId };
       return {
-        head: undefined, streamRest: false,
-        reader: new McpExchange(context, { reqId: request.id, caller, startedAt: performance.now(), bytesIn: 0, pending: [], responses: [], unparsed: false }),
+        head: undefined,
+        streamRest: false,
+        reader: new McpExchange(context, {
+          reqId: request.id,
+          caller,
+          startedAt: performance.now(),
+          bytesIn: 0,
+          pending: [],
+          responses: [],
+          unparsed: false,
+        }),
       };
     }
     return undefined;

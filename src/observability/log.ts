@@ -5,8 +5,13 @@ import { pino, symbols, type Bindings, type ChildLoggerOptions, type Logger, typ
 
 // No wildcards: they would be evaluated on every line, and no line is built from a header object.
 export const REDACTED_PATHS = [
-  'authorization', 'cookie', 'token',
-  'headers.authorization', 'headers.cookie', 'req.headers.authorization', 'req.headers.cookie',
+  'authorization',
+  'cookie',
+  'token',
+  'headers.authorization',
+  'headers.cookie',
+  'req.headers.authorization',
+  'req.headers.cookie',
 ];
 
 const BATCH_BYTES = 16 * 1024;
@@ -93,8 +98,9 @@ export function createRequestLogger(logger: Logger): (line: RequestLine) => void
   const text = JSON.stringify;
   return function logRequest(line: RequestLine): void {
     if (!logger.isLevelEnabled('info')) return;
-    let json = `{"level":30${time()}${bindings},"reqId":${text(line.reqId)},"method":${text(line.method)},"path":${text(line.path)}`
-      + `,"status":${line.status},"durationMs":${line.durationMs},"decision":${text(line.decision)}`;
+    let json =
+      `{"level":30${time()}${bindings},"reqId":${text(line.reqId)},"method":${text(line.method)},"path":${text(line.path)}` +
+      `,"status":${line.status},"durationMs":${line.durationMs},"decision":${text(line.decision)}`;
     if (line.reason !== undefined) json += `,"reason":${text(line.reason)}`;
     if (line.user !== undefined) json += `,"user":${text(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${text(line.subject)}`;
@@ -124,14 +130,32 @@ export class LazyChildLogger {
     return (this.made ??= this.parent.child(this.bindings, this.options as ChildLoggerOptions));
   }
 
-  get level(): string { return this.logger.level; }
-  set level(level: string) { this.logger.level = level; }
-  child(bindings: Bindings, options?: ChildLoggerOptions): Logger { return this.logger.child(bindings, options); }
-  fatal(...args: unknown[]): void { (this.logger.fatal as LogMethod)(...args); }
-  error(...args: unknown[]): void { (this.logger.error as LogMethod)(...args); }
-  warn(...args: unknown[]): void { (this.logger.warn as LogMethod)(...args); }
-  info(...args: unknown[]): void { (this.logger.info as LogMethod)(...args); }
-  debug(...args: unknown[]): void { (this.logger.debug as LogMethod)(...args); }
-  trace(...args: unknown[]): void { (this.logger.trace as LogMethod)(...args); }
+  get level(): string {
+    return this.logger.level;
+  }
+  set level(level: string) {
+    this.logger.level = level;
+  }
+  child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
+    return this.logger.child(bindings, options);
+  }
+  fatal(...args: unknown[]): void {
+    (this.logger.fatal as LogMethod)(...args);
+  }
+  error(...args: unknown[]): void {
+    (this.logger.error as LogMethod)(...args);
+  }
+  warn(...args: unknown[]): void {
+    (this.logger.warn as LogMethod)(...args);
+  }
+  info(...args: unknown[]): void {
+    (this.logger.info as LogMethod)(...args);
+  }
+  debug(...args: unknown[]): void {
+    (this.logger.debug as LogMethod)(...args);
+  }
+  trace(...args: unknown[]): void {
+    (this.logger.trace as LogMethod)(...args);
+  }
   silent(): void {}
 }

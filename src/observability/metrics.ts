@@ -44,31 +44,111 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   const metrics: Metrics = {
     registry,
     accepted: new Counter({ name: 'mcp_auth_accepted_total', help: 'Requests whose token was accepted and forwarded.', registers }),
-    rejected: new Counter({ name: 'mcp_auth_rejected_total', help: 'Requests rejected before reaching the upstream, by reason.', labelNames: ['reason'], registers }),
-    verifyDuration: new Histogram({ name: 'mcp_auth_verify_duration_seconds', help: 'Time to verify a bearer token.', buckets: VERIFY_BUCKETS, registers }),
-    upstreamFailures: new Counter({ name: 'mcp_auth_upstream_failures_total', help: 'Forwarded requests that got no response from the upstream, by kind.', labelNames: ['kind'], registers }),
-    jwksRefresh: new Counter({ name: 'mcp_auth_jwks_refresh_total', help: 'Key set fetches, by result.', labelNames: ['result'], registers }),
+    rejected: new Counter({
+      name: 'mcp_auth_rejected_total',
+      help: 'Requests rejected before reaching the upstream, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    verifyDuration: new Histogram({
+      name: 'mcp_auth_verify_duration_seconds',
+      help: 'Time to verify a bearer token.',
+      buckets: VERIFY_BUCKETS,
+      registers,
+    }),
+    upstreamFailures: new Counter({
+      name: 'mcp_auth_upstream_failures_total',
+      help: 'Forwarded requests that got no response from the upstream, by kind.',
+      labelNames: ['kind'],
+      registers,
+    }),
+    jwksRefresh: new Counter({
+      name: 'mcp_auth_jwks_refresh_total',
+      help: 'Key set fetches, by result.',
+      labelNames: ['result'],
+      registers,
+    }),
     jwksKeys: new Gauge({ name: 'mcp_auth_jwks_keys', help: 'Signing keys in the current key set.', registers }),
-    jwksLastSuccess: new Gauge({ name: 'mcp_auth_jwks_last_success_timestamp_seconds', help: 'Unix time of the last successful key set fetch.', registers }),
+    jwksLastSuccess: new Gauge({
+      name: 'mcp_auth_jwks_last_success_timestamp_seconds',
+      help: 'Unix time of the last successful key set fetch.',
+      registers,
+    }),
     inFlight: new Gauge({
-      name: 'mcp_auth_requests_in_flight', help: 'Requests on the proxy port not yet finished, streams included.', registers,
+      name: 'mcp_auth_requests_in_flight',
+      help: 'Requests on the proxy port not yet finished, streams included.',
+      registers,
       collect() {
         this.set(requestsInFlight());
       },
     }),
-    verdictCache: new Counter({ name: 'mcp_auth_verdict_cache_total', help: 'Verdict cache lookups, by result (hit: no signature check needed).', labelNames: ['result'], registers }),
-    mcpMessages: new Counter({ name: 'mcp_auth_mcp_messages_total', help: 'MCP requests and notifications, by method (MCP method names, else other; unparsed: a body not read) and outcome.', labelNames: ['method', 'outcome'], registers }),
-    toolCalls: new Counter({ name: 'mcp_auth_tool_calls_total', help: 'tools/call requests, by tool (names the upstream listed, else other) and outcome.', labelNames: ['tool', 'outcome'], registers }),
-    toolCallDuration: new Histogram({ name: 'mcp_auth_tool_call_duration_seconds', help: 'Time from a tools/call request to its outcome, by tool.', labelNames: ['tool'], buckets: TOOL_BUCKETS, registers }),
-    policyDecisions: new Counter({ name: 'mcp_auth_policy_decisions_total', help: 'Tool policy decisions, by decision (allow, deny, would_deny) and method.', labelNames: ['decision', 'method'], registers }),
-    policyReloads: new Counter({ name: 'mcp_auth_policy_reloads_total', help: 'Policy file loads after start-up, by result.', labelNames: ['result'], registers }),
+    verdictCache: new Counter({
+      name: 'mcp_auth_verdict_cache_total',
+      help: 'Verdict cache lookups, by result (hit: no signature check needed).',
+      labelNames: ['result'],
+      registers,
+    }),
+    mcpMessages: new Counter({
+      name: 'mcp_auth_mcp_messages_total',
+      help: 'MCP requests and notifications, by method (MCP method names, else other; unparsed: a body not read) and outcome.',
+      labelNames: ['method', 'outcome'],
+      registers,
+    }),
+    toolCalls: new Counter({
+      name: 'mcp_auth_tool_calls_total',
+      help: 'tools/call requests, by tool (names the upstream listed, else other) and outcome.',
+      labelNames: ['tool', 'outcome'],
+      registers,
+    }),
+    toolCallDuration: new Histogram({
+      name: 'mcp_auth_tool_call_duration_seconds',
+      help: 'Time from a tools/call request to its outcome, by tool.',
+      labelNames: ['tool'],
+      buckets: TOOL_BUCKETS,
+      registers,
+    }),
+    policyDecisions: new Counter({
+      name: 'mcp_auth_policy_decisions_total',
+      help: 'Tool policy decisions, by decision (allow, deny, would_deny) and method.',
+      labelNames: ['decision', 'method'],
+      registers,
+    }),
+    policyReloads: new Counter({
+      name: 'mcp_auth_policy_reloads_total',
+      help: 'Policy file loads after start-up, by result.',
+      labelNames: ['result'],
+      registers,
+    }),
     // As Prometheus's own prometheus_config_last_reload_successful; labelled by file so that a
     // sidecar without POLICY_FILE exports no series (an unlabelled gauge would read 0).
-    policyLastReloadSuccessful: new Gauge({ name: 'mcp_auth_policy_last_reload_successful', help: 'Whether the policy file as it is now is the version in force (1), or its last read or version was refused and an older one runs (0).', labelNames: ['file'], registers }),
-    rateLimited: new Counter({ name: 'mcp_auth_rate_limited_total', help: 'Requests refused by a rate limit, by scope (user, tool, concurrency).', labelNames: ['scope'], registers }),
-    rateLimitBackendErrors: new Counter({ name: 'mcp_auth_rate_limit_backend_errors_total', help: 'Rate limit checks the backend (Redis) could not answer.', registers }),
-    httpRefused: new Counter({ name: 'mcp_auth_http_refused_total', help: 'Requests refused for how they were sent (before any token check), by reason.', labelNames: ['reason'], registers }),
-    connectionsEvicted: new Counter({ name: 'mcp_auth_connections_evicted_total', help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.', registers }),
+    policyLastReloadSuccessful: new Gauge({
+      name: 'mcp_auth_policy_last_reload_successful',
+      help: 'Whether the policy file as it is now is the version in force (1), or its last read or version was refused and an older one runs (0).',
+      labelNames: ['file'],
+      registers,
+    }),
+    rateLimited: new Counter({
+      name: 'mcp_auth_rate_limited_total',
+      help: 'Requests refused by a rate limit, by scope (user, tool, concurrency).',
+      labelNames: ['scope'],
+      registers,
+    }),
+    rateLimitBackendErrors: new Counter({
+      name: 'mcp_auth_rate_limit_backend_errors_total',
+      help: 'Rate limit checks the backend (Redis) could not answer.',
+      registers,
+    }),
+    httpRefused: new Counter({
+      name: 'mcp_auth_http_refused_total',
+      help: 'Requests refused for how they were sent (before any token check), by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    connectionsEvicted: new Counter({
+      name: 'mcp_auth_connections_evicted_total',
+      help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.',
+      registers,
+    }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
@@ -84,7 +164,11 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
-  new Gauge({ name: 'mcp_auth_build_info', help: 'Always 1: the sidecar version and the Node.js version running it.', labelNames: ['version', 'node'], registers })
-    .set({ version: VERSION, node: process.versions.node }, 1);
+  new Gauge({
+    name: 'mcp_auth_build_info',
+    help: 'Always 1: the sidecar version and the Node.js version running it.',
+    labelNames: ['version', 'node'],
+    registers,
+  }).set({ version: VERSION, node: process.versions.node }, 1);
   return metrics;
 }

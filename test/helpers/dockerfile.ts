@@ -3,11 +3,19 @@
 
 import { readFileSync } from 'node:fs';
 
-export interface Stage { from: string; name: string | undefined; lines: string[] }
+export interface Stage {
+  from: string;
+  name: string | undefined;
+  lines: string[];
+}
 
 /** The Dockerfile as stages of instructions (comments and continuations folded). */
 export function parseDockerfile(text = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8')): Stage[] {
-  const instructions = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const instructions = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   const stages: Stage[] = [];
   for (const line of instructions) {
     const from = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);

@@ -42,7 +42,9 @@ export async function startGoServer(address = '127.0.0.1:0'): Promise<GoServer> 
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
   const child = spawn(info.server, [address], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
   const url = await new Promise<string>((resolve, reject) => {
     let stdout = '';
     const timer = setTimeout(() => reject(new Error(`Go server did not start in 10 s: ${stderr}`)), 10_000);
@@ -91,8 +93,12 @@ export async function runGoClient(kind: 'gosdk' | 'mcpgo', url: string, token?: 
   const child = spawn(binary, [url], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
   const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
   const run: ClientRun = { code, stdout, stderr, ms: performance.now() - started };
   if (code === 0) run.result = JSON.parse(stdout);

@@ -71,7 +71,12 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
   const published = new Set<string>();
   const requests = { discovery: 0, jwks: 0 };
   // Keycloak also publishes an encryption key; the sidecar must ignore it.
-  const encKey = { ...(await exportJWK((await generateKeyPair('RSA-OAEP', { extractable: true })).publicKey)), kid: 'enc-key', alg: 'RSA-OAEP', use: 'enc' };
+  const encKey = {
+    ...(await exportJWK((await generateKeyPair('RSA-OAEP', { extractable: true })).publicKey)),
+    kid: 'enc-key',
+    alg: 'RSA-OAEP',
+    use: 'enc',
+  };
   const hanging = new Set<ServerResponse>();
   let url = '';
   const realmPath = options.realmPath ?? '/realms/coder';
@@ -86,7 +91,9 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
       requests.discovery++;
       if (state.mode === 'refuse') return void req.socket.destroy();
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ issuer, jwks_uri: `${issuer}/protocol/openid-connect/certs`, id_token_signing_alg_values_supported: ['RS256'] }));
+      res.end(
+        JSON.stringify({ issuer, jwks_uri: `${issuer}/protocol/openid-connect/certs`, id_token_signing_alg_values_supported: ['RS256'] }),
+      );
       return;
     }
     if (req.url === `${realmPath}/protocol/openid-connect/certs`) {
@@ -112,7 +119,9 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
             if (sent >= 50) res.end();
             else res.once('drain', write);
           };
-          res.on('close', () => { sent = 50; });
+          res.on('close', () => {
+            sent = 50;
+          });
           return void write();
         }
         default: {

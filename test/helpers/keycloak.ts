@@ -91,9 +91,13 @@ export async function waitForKeycloak(timeoutMs = 240_000): Promise<void> {
     } catch {
       throw new Error(`Keycloak exited; its log:\n${readFileSync(log, 'utf8').slice(-4000)}`);
     }
-    const ready = await fetch(`${managementUrl}/health/ready`).then((r) => r.ok, () => false);
+    const ready = await fetch(`${managementUrl}/health/ready`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ready) return;
-    if (Date.now() > deadline) throw new Error(`Keycloak not ready after ${timeoutMs} ms; its log:\n${readFileSync(log, 'utf8').slice(-4000)}`);
+    if (Date.now() > deadline)
+      throw new Error(`Keycloak not ready after ${timeoutMs} ms; its log:\n${readFileSync(log, 'utf8').slice(-4000)}`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
@@ -166,12 +170,16 @@ function realmHandle(name: string): Realm {
     name,
     issuer: base,
     jwksUri: `${base}/protocol/openid-connect/certs`,
-    tokens: (user, options = {}) => tokenRequest({
-      grant_type: 'password',
-      username: user,
-      password: options.password ?? `${user}-password`,
-      scope: ['openid', options.scope ?? ''].join(' ').trim(),
-    }, options),
+    tokens: (user, options = {}) =>
+      tokenRequest(
+        {
+          grant_type: 'password',
+          username: user,
+          password: options.password ?? `${user}-password`,
+          scope: ['openid', options.scope ?? ''].join(' ').trim(),
+        },
+        options,
+      ),
     refresh: (refreshToken, options = {}) => tokenRequest({ grant_type: 'refresh_token', refresh_token: refreshToken }, options),
     update: async (patch) => {
       await admin('PUT', `/${name}`, patch);

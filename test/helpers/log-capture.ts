@@ -17,18 +17,28 @@ export interface CapturedLog {
 export function captureLog(level = 'info'): CapturedLog {
   const chunks: string[] = [];
   const waiters = new Set<() => void>();
-  const logger = createLogger(level, new Writable({
-    write(chunk, _encoding, done) {
-      chunks.push(String(chunk));
-      for (const wake of waiters) wake();
-      done();
-    },
-  }));
+  const logger = createLogger(
+    level,
+    new Writable({
+      write(chunk, _encoding, done) {
+        chunks.push(String(chunk));
+        for (const wake of waiters) wake();
+        done();
+      },
+    }),
+  );
   const text = () => chunks.join('');
-  const lines = () => text().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  const lines = () =>
+    text()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
   const audit = () => lines().filter((line) => line.msg === 'mcp');
   return {
-    logger, text, lines, audit,
+    logger,
+    text,
+    lines,
+    audit,
     waitForAudit(where, count = 1) {
       return new Promise((resolve) => {
         const check = () => {

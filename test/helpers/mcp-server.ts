@@ -50,7 +50,10 @@ class MemoryEventStore implements EventStore {
     return id;
   }
 
-  async replayEventsAfter(lastEventId: string, { send }: { send: (id: string, message: JSONRPCMessage) => Promise<void> }): Promise<string> {
+  async replayEventsAfter(
+    lastEventId: string,
+    { send }: { send: (id: string, message: JSONRPCMessage) => Promise<void> },
+  ): Promise<string> {
     const index = this.events.findIndex((e) => e.id === lastEventId);
     if (index === -1) return '';
     const { streamId } = this.events[index]!;
@@ -114,7 +117,10 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
   async function handleStreamable(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (options.stateless) {
       const server = buildMcpServer();
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: options.jsonResponse ?? false });
+      const transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        enableJsonResponse: options.jsonResponse ?? false,
+      });
       res.on('close', () => {
         void transport.close();
         void server.close();
@@ -138,7 +144,9 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
       await buildMcpServer().connect(transport);
     }
     if (transport === undefined) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}');
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}');
       return;
     }
     return transport.handleRequest(req, res);
@@ -205,7 +213,8 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
       for (const server of servers) if (server.isConnected()) server.sendToolListChanged();
     },
     sample() {
-      const asked = [...servers].filter((s) => s.isConnected())
+      const asked = [...servers]
+        .filter((s) => s.isConnected())
         .map((s) => s.server.createMessage({ messages: [{ role: 'user', content: { type: 'text', text: 'hello' } }], maxTokens: 10 }));
       return Promise.all(asked);
     },

@@ -31,7 +31,23 @@ function makeCertificates(dir: string): { ca: string; cert: string; key: string 
   const csr = join(dir, 'server.csr');
   const ext = join(dir, 'ext.cnf');
   const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=test redis CA', '-keyout', caKey, '-out', ca);
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=test redis CA',
+    '-keyout',
+    caKey,
+    '-out',
+    ca,
+  );
   openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=localhost', '-keyout', key, '-out', csr);
   writeFileSync(ext, 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
   openssl('x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-days', '1', '-extfile', ext, '-out', cert);
@@ -46,47 +62,62 @@ export async function startRedis(options: { password?: string; tls?: boolean } =
   if (options.tls === true) {
     const { ca, cert, key } = makeCertificates(dir);
     caFile = ca;
-    args.push('--port', '0', '--tls-port', String(port), '--tls-cert-file', cert, '--tls-key-file', key, '--tls-ca-cert-file', ca, '--tls-auth-clients', 'no');
+    args.push(
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      cert,
+      '--tls-key-file',
+      key,
+      '--tls-ca-cert-file',
+      ca,
+      '--tls-auth-clients',
+      'no',
+    );
   } else {
     args.push('--port', String(port));
   }
   if (options.password !== undefined) args.push('--requirepass', options.password);
   let child: ChildProcess | undefined;
 
-  const start = () => new Promise<void>((resolve, reject) => {
-    const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child = proc;
-    let output = '';
-    const timer = setTimeout(() => fail(new Error(`redis-server not ready within ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
-    const fail = (error: Error) => {
-      clearTimeout(timer);
-      proc.kill('SIGKILL');
-      reject(error);
-    };
-    proc.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('Ready to accept connections')) {
+  const start = () =>
+    new Promise<void>((resolve, reject) => {
+      const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = proc;
+      let output = '';
+      const timer = setTimeout(() => fail(new Error(`redis-server not ready within ${READY_TIMEOUT_MS} ms:\n${output}`)), READY_TIMEOUT_MS);
+      const fail = (error: Error) => {
+        clearTimeout(timer);
+        proc.kill('SIGKILL');
+        reject(error);
+      };
+      proc.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.stderr!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      proc.once('exit', (code) => fail(new Error(`redis-server exited (${code}) before it was ready:\n${output}`)));
+    });
+
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      const proc = child;
+      child = undefined;
+      if (proc === undefined || proc.exitCode !== null) return resolve();
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      proc.once('exit', () => {
         clearTimeout(timer);
         resolve();
-      }
+      });
+      proc.kill('SIGTERM');
     });
-    proc.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    proc.once('exit', (code) => fail(new Error(`redis-server exited (${code}) before it was ready:\n${output}`)));
-  });
-
-  const stop = () => new Promise<void>((resolve) => {
-    const proc = child;
-    child = undefined;
-    if (proc === undefined || proc.exitCode !== null) return resolve();
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    proc.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    proc.kill('SIGTERM');
-  });
 
   await start();
   const auth = options.password !== undefined ? `:${encodeURIComponent(options.password)}@` : '';

@@ -40,14 +40,17 @@ export function spawnSidecar(env: Record<string, string>, args: string[] = []): 
       .on('close', resolve);
   });
   const stderrDone = new Promise<void>((resolve) => child.stderr!.on('close', resolve));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
-    void Promise.all([stdoutDone, stderrDone]).then(() => resolve(code));
-  }));
-  const logged = (msg: string) => new Promise<Record<string, unknown>>((resolve, reject) => {
-    const seen = lines.find((l) => l.msg === msg);
-    if (seen) return resolve(seen);
-    waiters.push([msg, resolve]);
-    void exited.then((code) => reject(new Error(`exited ${code} before logging "${msg}": ${JSON.stringify(lines)} ${stderr}`)));
-  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      void Promise.all([stdoutDone, stderrDone]).then(() => resolve(code));
+    }),
+  );
+  const logged = (msg: string) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const seen = lines.find((l) => l.msg === msg);
+      if (seen) return resolve(seen);
+      waiters.push([msg, resolve]);
+      void exited.then((code) => reject(new Error(`exited ${code} before logging "${msg}": ${JSON.stringify(lines)} ${stderr}`)));
+    });
   return { child, lines, stderr: () => stderr, logged, exited };
 }

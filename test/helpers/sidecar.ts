@@ -15,7 +15,11 @@ export interface RunningSidecar {
 
 /** The env a test sidecar starts from: loopback, free ports, silent logs, Coder's azp. */
 /** `issuer`: the test issuer or a Keycloak realm (anything with its issuer URL). */
-export function testEnv(issuer: Pick<TestIssuer, 'issuer'>, upstream: TestUpstream | { url: string }, env: Record<string, string> = {}): Record<string, string> {
+export function testEnv(
+  issuer: Pick<TestIssuer, 'issuer'>,
+  upstream: TestUpstream | { url: string },
+  env: Record<string, string> = {},
+): Record<string, string> {
   return {
     OIDC_ISSUER: issuer.issuer,
     OIDC_ALLOWED_AZP: 'coder',

@@ -31,6 +31,8 @@ export default class SkipReporter implements Reporter {
       skipped.set(name, install);
     }
     const installs = [...new Set(skipped.values())].join('; ');
-    process.stdout.write(`\nskipped: tests that need ${[...skipped.keys()].join(', ')} (install: ${installs}; .ci/run installs everything)\n`);
+    process.stdout.write(
+      `\nskipped: tests that need ${[...skipped.keys()].join(', ')} (install: ${installs}; .ci/run installs everything)\n`,
+    );
   }
 }

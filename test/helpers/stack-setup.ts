@@ -36,7 +36,9 @@ function lookup(name: string): string | undefined {
 
 /** The test files of this run that import a helper: all when the command line names none. */
 function needed(helper: string): boolean {
-  const files = readdirSync('test').filter((f) => f.endsWith('.test.ts')).map((f) => join('test', f));
+  const files = readdirSync('test')
+    .filter((f) => f.endsWith('.test.ts'))
+    .map((f) => join('test', f));
   const users = files.filter((f) => readFileSync(f, 'utf8').includes(`./helpers/${helper}.js'`));
   const commands = new Set(['run', 'watch', 'dev', 'related']);
   const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && !commands.has(a) && files.some((f) => f.includes(a)));
@@ -48,24 +50,34 @@ function startKeycloak(home: string, dir: string, port: number, managementPort: 
   const log = join(dir, 'keycloak.log');
   const out = openSync(log, 'a');
   // The same build options every run (dev-mem, health), so start-dev re-augments only the first time.
-  return spawn(join(home, 'bin', 'kc.sh'), [
-    'start-dev', '--db=dev-mem', '--health-enabled=true',
-    '--http-host=127.0.0.1', `--http-port=${port}`, `--http-management-port=${managementPort}`,
-    '--hostname-strict=false', '--log-level=warn',
-    // Runs share the unpacked distribution: the transaction log of this one stays in its own folder.
-    `-Dquarkus.transaction-manager.object-store.directory=${join(dir, 'object-store')}`,
-  ], {
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: { ...process.env, KC_BOOTSTRAP_ADMIN_USERNAME: KEYCLOAK_ADMIN.username, KC_BOOTSTRAP_ADMIN_PASSWORD: KEYCLOAK_ADMIN.password },
-  });
+  return spawn(
+    join(home, 'bin', 'kc.sh'),
+    [
+      'start-dev',
+      '--db=dev-mem',
+      '--health-enabled=true',
+      '--http-host=127.0.0.1',
+      `--http-port=${port}`,
+      `--http-management-port=${managementPort}`,
+      '--hostname-strict=false',
+      '--log-level=warn',
+      // Runs share the unpacked distribution: the transaction log of this one stays in its own folder.
+      `-Dquarkus.transaction-manager.object-store.directory=${join(dir, 'object-store')}`,
+    ],
+    {
+      detached: true,
+      stdio: ['ignore', out, out],
+      env: { ...process.env, KC_BOOTSTRAP_ADMIN_USERNAME: KEYCLOAK_ADMIN.username, KC_BOOTSTRAP_ADMIN_PASSWORD: KEYCLOAK_ADMIN.password },
+    },
+  );
 }
 
 /** Builds the Go programs into a cache folder named after the hash of their sources. */
 function buildGo(go: string): GoInfo {
   const root = join('test', 'go');
   const sources = readdirSync(root, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum').sort();
+    .filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum')
+    .sort();
   const hash = createHash('sha256');
   for (const file of sources) hash.update(`${file}\0`).update(readFileSync(join(root, file)));
   const dir = join(cache, `go-test-${hash.digest('hex').slice(0, 16)}`);
@@ -101,7 +113,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
       // Its own process group (detached), so teardown can end kc.sh and its java together; if
       // vitest itself is interrupted, the group goes with it.
       const group = keycloak.pid!;
-      process.once('exit', () => { try { process.kill(-group, 'SIGKILL'); } catch { /* already gone */ } });
+      process.once('exit', () => {
+        try {
+          process.kill(-group, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      });
       // Not waited for here: the files that need it wait (helpers/keycloak.ts), the others run meanwhile.
       project.provide('keycloak', {
         url: `http://127.0.0.1:${port}`,
@@ -116,7 +134,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (keycloak?.pid !== undefined && keycloak.exitCode === null) {
       const exited = new Promise((resolve) => keycloak!.once('exit', resolve));
       process.kill(-keycloak.pid, 'SIGTERM');
-      const timer = setTimeout(() => { try { process.kill(-keycloak!.pid!, 'SIGKILL'); } catch { /* gone */ } }, 15_000);
+      const timer = setTimeout(() => {
+        try {
+          process.kill(-keycloak!.pid!, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }, 15_000);
       await exited;
       clearTimeout(timer);
     }

@@ -28,7 +28,13 @@ export async function startUpstream(port = 0): Promise<TestUpstream> {
   };
   const server = createServer((req, res) => {
     // Record at once (streams), then collect the body for the record.
-    const record: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: '' };
+    const record: SeenRequest = {
+      method: req.method ?? '',
+      url: req.url ?? '',
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      body: '',
+    };
     seen.push(record);
     if (req.method === 'GET' || req.method === 'HEAD') {
       handler(req, res, '');

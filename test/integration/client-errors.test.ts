@@ -31,19 +31,32 @@ function encodings(secret: string): string[] {
   return [secret.slice(secret.length / 2 - 20, secret.length / 2 + 20), [...middle].join(','), middle.toString('hex')];
 }
 
-describe('requests Node\'s parser refuses, at LOG_LEVEL=trace', () => {
+describe("requests Node's parser refuses, at LOG_LEVEL=trace", () => {
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
   let token: string;
   const output: string[] = [];
-  const lines = () => output.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = () =>
+    output
+      .join('')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
 
   beforeAll(async () => {
     issuer = await startIssuer();
     await issuer.addKey();
     upstream = await startUpstream();
-    const logger = createLogger('trace', new Writable({ write(chunk, _e, done) { output.push(String(chunk)); done(); } }));
+    const logger = createLogger(
+      'trace',
+      new Writable({
+        write(chunk, _e, done) {
+          output.push(String(chunk));
+          done();
+        },
+      }),
+    );
     sidecar = await startSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'trace' }), {
       logger,
       clientLimits: { headersTimeoutMs: 500, requestTimeoutMs: 1000, timeoutCheckMs: 100 },
@@ -65,10 +78,26 @@ describe('requests Node\'s parser refuses, at LOG_LEVEL=trace', () => {
     ['headers over the limit after the token', () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}X-Pad: ${'a'.repeat(9000)}\r\n\r\n`, 431],
     ['a bad header character after the token', () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}X-Bad: a\u0001b\r\n\r\n`, 400],
     ['a bad header name after the token', () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}Bad Name: v\r\n\r\n`, 400],
-    ['Content-Length with Transfer-Encoding after the token', () => `POST /mcp HTTP/1.1\r\nHost: x\r\n${auth()}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
-    ['a bad chunk after the token', () => `POST /mcp HTTP/1.1\r\nHost: x\r\n${auth()}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n`, 400],
-    ['pipelined garbage after a good request with the token', () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}\r\nGARBAGE ${token} \u0001\r\n${auth()}\r\n`, 400],
-    ['a second request whose token line is broken', () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}\r\nGET /mcp HTTP/1.1\r\n${auth().slice(0, -2)}\n\u0000\r\n\r\n`, 400],
+    [
+      'Content-Length with Transfer-Encoding after the token',
+      () => `POST /mcp HTTP/1.1\r\nHost: x\r\n${auth()}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      400,
+    ],
+    [
+      'a bad chunk after the token',
+      () => `POST /mcp HTTP/1.1\r\nHost: x\r\n${auth()}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n`,
+      400,
+    ],
+    [
+      'pipelined garbage after a good request with the token',
+      () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}\r\nGARBAGE ${token} \u0001\r\n${auth()}\r\n`,
+      400,
+    ],
+    [
+      'a second request whose token line is broken',
+      () => `GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}\r\nGET /mcp HTTP/1.1\r\n${auth().slice(0, -2)}\n\u0000\r\n\r\n`,
+      400,
+    ],
     ['the token in a bad request line', () => `GET /mcp?access_token=${token} HTTP/9.9\r\nHost: x\r\n\r\n`, 400],
     ['headers cut off after the token (header timeout)', () => [`GET /mcp HTTP/1.1\r\nHost: x\r\n${auth()}X-Slow: `], 408],
   ];
@@ -99,25 +128,49 @@ describe('requests Node\'s parser refuses, at LOG_LEVEL=trace', () => {
   });
 });
 
-describe('a target Fastify\'s router refuses before the hooks', () => {
+describe("a target Fastify's router refuses before the hooks", () => {
   it('/mcp%ZZ gets a fixed 400 that echoes nothing, its request line and its count; a method not forwarded a 405 that echoes nothing', async () => {
     const issuer = await startIssuer();
     await issuer.addKey();
     const upstream = await startUpstream();
     const output: string[] = [];
-    const logger = createLogger('trace', new Writable({ write(chunk, _e, done) { output.push(String(chunk)); done(); } }));
+    const logger = createLogger(
+      'trace',
+      new Writable({
+        write(chunk, _e, done) {
+          output.push(String(chunk));
+          done();
+        },
+      }),
+    );
     const sidecar = await startSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'trace' }), { logger });
     try {
       const token = await issuer.mint();
       const res = await request(`${sidecar.url}/mcp%ZZ?secret-query=value`, { headers: { authorization: `Bearer ${token}` } });
       const body = await res.body.text();
       expect(res.statusCode).toBe(400);
-      expect(JSON.parse(body)).toEqual({ error: 'invalid_request', reason: 'bad_target', error_description: 'the request target is not a valid URL path' });
+      expect(JSON.parse(body)).toEqual({
+        error: 'invalid_request',
+        reason: 'bad_target',
+        error_description: 'the request target is not a valid URL path',
+      });
       expect(body).not.toContain('ZZ');
       expect(upstream.seen).toHaveLength(0);
       sidecar.app.logger.flush();
-      const line = output.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request');
-      expect(line).toMatchObject({ reqId: res.headers['x-request-id'], method: 'GET', path: '/mcp%ZZ', status: 400, decision: 'reject', reason: 'bad_target' });
+      const line = output
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.msg === 'request');
+      expect(line).toMatchObject({
+        reqId: res.headers['x-request-id'],
+        method: 'GET',
+        path: '/mcp%ZZ',
+        status: 400,
+        decision: 'reject',
+        reason: 'bad_target',
+      });
       expect(output.join('')).not.toContain('secret-query');
       const metrics = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
       expect(metrics).toContain('mcp_auth_http_refused_total{reason="bad_target"} 1');

@@ -163,13 +163,39 @@ describe('a flood of connections that never authenticate', () => {
 describe('the connection guard behind TLS', () => {
   it('tracks the TLS socket a request arrives on: an authenticated TLS connection leaves probation and is not cut', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'guard-tls-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
     const server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
-    const guard = new ConnectionGuard(server as never, {
-      headersTimeoutMs: 5000, requestTimeoutMs: 10_000, timeoutCheckMs: 1000, maxConnections: 10, maxHeaderBytes: 16_384,
-      unauthenticatedIdleMs: 300, keepAliveTimeoutMs: 5000,
-    }, () => {});
+    const guard = new ConnectionGuard(
+      server as never,
+      {
+        headersTimeoutMs: 5000,
+        requestTimeoutMs: 10_000,
+        timeoutCheckMs: 1000,
+        maxConnections: 10,
+        maxHeaderBytes: 16_384,
+        unauthenticatedIdleMs: 300,
+        keepAliveTimeoutMs: 5000,
+      },
+      () => {},
+    );
     // What the authenticate hook does for an accepted request, then a silent stream.
     server.on('request', (req, res) => {
       guard.authenticated(req.socket);
@@ -181,7 +207,9 @@ describe('the connection guard behind TLS', () => {
     const { port } = server.address() as { port: number };
     try {
       const body = await new Promise<string>((resolve, reject) => {
-        const socket = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+        const socket = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () =>
+          socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+        );
         let answer = '';
         socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
         socket.on('close', () => resolve(answer));

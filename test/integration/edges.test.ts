@@ -19,7 +19,11 @@ function raw(url: string, data: string): Promise<string> {
 }
 
 const metric = async (adminUrl: string, reason: string) =>
-  Number(new RegExp(`mcp_auth_http_refused_total\\{reason="${reason}"\\} (\\d+)`).exec(await (await request(`${adminUrl}/metrics`)).body.text())?.[1]);
+  Number(
+    new RegExp(`mcp_auth_http_refused_total\\{reason="${reason}"\\} (\\d+)`).exec(
+      await (await request(`${adminUrl}/metrics`)).body.text(),
+    )?.[1],
+  );
 
 describe('edges checked before anything else', () => {
   let issuer: TestIssuer;
@@ -43,14 +47,22 @@ describe('edges checked before anything else', () => {
     const authorization = `Bearer ${await issuer.mint()}`;
     const call = async (path: string, headers: Record<string, string>) => {
       const res = await request(`${sidecar.url}${path}`, { headers });
-      return { status: res.statusCode, body: await res.body.json() as Record<string, unknown>, connection: res.headers.connection };
+      return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown>, connection: res.headers.connection };
     };
     // A DNS-rebinding page with a valid token, and without one: refused before the token is looked at.
-    const hostile: Record<string, string>[] = [{ origin: 'http://evil.example', authorization }, { origin: 'http://evil.example' }, { origin: 'null', authorization }];
+    const hostile: Record<string, string>[] = [
+      { origin: 'http://evil.example', authorization },
+      { origin: 'http://evil.example' },
+      { origin: 'null', authorization },
+    ];
     for (const headers of hostile) {
       const refused = await call('/mcp', headers);
       expect(refused.status).toBe(403);
-      expect(refused.body).toEqual({ error: 'forbidden_origin', reason: 'origin_not_allowed', error_description: 'the Origin of the request is not allowed' });
+      expect(refused.body).toEqual({
+        error: 'forbidden_origin',
+        reason: 'origin_not_allowed',
+        error_description: 'the Origin of the request is not allowed',
+      });
     }
     expect((await call('/.well-known/oauth-protected-resource', { origin: 'http://evil.example' })).status).toBe(403);
     expect(upstream.seen).toHaveLength(0);
@@ -65,7 +77,10 @@ describe('edges checked before anything else', () => {
     // A port or scheme that differs is another origin; two Origin headers match nothing.
     expect((await call('/mcp', { origin: 'https://coder.example.com:8443', authorization })).status).toBe(403);
     expect((await call('/mcp', { origin: 'http://coder.example.com', authorization })).status).toBe(403);
-    const twice = await raw(sidecar.url, `GET /mcp HTTP/1.1\r\nHost: x\r\n${`Authorization: ${authorization}\r\n`}Origin: https://coder.example.com\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n`);
+    const twice = await raw(
+      sidecar.url,
+      `GET /mcp HTTP/1.1\r\nHost: x\r\n${`Authorization: ${authorization}\r\n`}Origin: https://coder.example.com\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n`,
+    );
     expect(twice).toMatch(/^HTTP\/1\.1 403/);
   });
 
@@ -84,14 +99,20 @@ describe('edges checked before anything else', () => {
     await start();
     const token = await issuer.mint();
     for (const coding of ['gzip, chunked', 'deflate,chunked', 'identity, chunked']) {
-      const answer = await raw(sidecar.url, `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: ${coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+      const answer = await raw(
+        sidecar.url,
+        `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: ${coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+      );
       expect(answer, coding).toMatch(/^HTTP\/1\.1 501/);
       expect(answer).toContain('"reason":"unsupported_transfer_coding"');
     }
     expect(upstream.seen).toHaveLength(0);
     expect(await metric(sidecar.adminUrl, 'unsupported_transfer_coding')).toBe(3);
     // Plain chunked (any case) passes, de-chunked into the same bytes.
-    const answer = await raw(sidecar.url, `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+    const answer = await raw(
+      sidecar.url,
+      `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 200/);
     expect(upstream.seen.map((s) => s.body)).toEqual(['hello']);
   });

@@ -80,17 +80,26 @@ describe('malformed HTTP never gets through unauthenticated', () => {
     expect(status(answer)).not.toBe(200);
   });
 
-  it.each(['/a/../b?x=1', '/a/./b', '/a/%2E%2E/b', '/a/%2e/b', '/..'])('dot segments (%s) are refused even with a token (the upstream could resolve them differently)', async (target) => {
-    const before = upstream.seen.length;
-    const answer = await raw(sidecar.url, `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
-    expect(status(answer)).toBe(400);
-    expect(answer).toContain('"error":"invalid_request"');
-    expect(upstream.seen.length).toBe(before);
-  });
+  it.each(['/a/../b?x=1', '/a/./b', '/a/%2E%2E/b', '/a/%2e/b', '/..'])(
+    'dot segments (%s) are refused even with a token (the upstream could resolve them differently)',
+    async (target) => {
+      const before = upstream.seen.length;
+      const answer = await raw(
+        sidecar.url,
+        `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(status(answer)).toBe(400);
+      expect(answer).toContain('"error":"invalid_request"');
+      expect(upstream.seen.length).toBe(before);
+    },
+  );
 
   it('a target with dots that are not segments is forwarded exactly as sent', async () => {
     const target = '/files/[...slug]/a..b/.hidden?path=../x';
-    const answer = await raw(sidecar.url, `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+    const answer = await raw(
+      sidecar.url,
+      `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+    );
     expect(status(answer)).toBe(200);
     expect(upstream.seen.at(-1)!.url).toBe(target);
   });
@@ -128,7 +137,10 @@ describe('hostile clients', () => {
 
     const started = Date.now();
     const slowHeaders = raw(sidecar.url, 'GET /mcp HTTP/1.1\r\nHost: x\r\nX-Slow: ');
-    const slowBody = raw(sidecar.url, `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100\r\n\r\n0123456789`);
+    const slowBody = raw(
+      sidecar.url,
+      `POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100\r\n\r\n0123456789`,
+    );
     const [headersAnswer, bodyAnswer] = await Promise.all([slowHeaders, slowBody]);
     expect(status(headersAnswer)).toBe(408);
     expect(status(bodyAnswer)).toBe(408);

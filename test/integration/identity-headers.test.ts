@@ -40,13 +40,20 @@ describe('identity headers', () => {
     const { url } = await start();
     const token = await issuer.mint({ groups: ['/alpha', '/bravo'] });
     const response = await rawRequest(url, [
-      'GET /mcp HTTP/1.1', 'Host: mcp.test', `Authorization: Bearer ${token}`,
-      'X-Verified-User: admin', 'x-verified-user: root', 'X-VERIFIED-EMAIL: boss@example.com',
-      'X-Verified-Groups: /admins', 'x-VeRiFiEd-Anything: yes', 'Connection: close',
+      'GET /mcp HTTP/1.1',
+      'Host: mcp.test',
+      `Authorization: Bearer ${token}`,
+      'X-Verified-User: admin',
+      'x-verified-user: root',
+      'X-VERIFIED-EMAIL: boss@example.com',
+      'X-Verified-Groups: /admins',
+      'x-VeRiFiEd-Anything: yes',
+      'Connection: close',
     ]);
     expect(response).toMatch(/^HTTP\/1\.1 200/);
     const raw = upstream.seen[0]!.rawHeaders;
-    const verified = raw.filter((_, i) => i % 2 === 0 && raw[i]!.toLowerCase().startsWith('x-verified-'))
+    const verified = raw
+      .filter((_, i) => i % 2 === 0 && raw[i]!.toLowerCase().startsWith('x-verified-'))
       .map((name) => [name.toLowerCase(), raw[raw.indexOf(name) + 1]]);
     expect(verified).toEqual([
       ['x-verified-user', 'alice'],
@@ -60,14 +67,28 @@ describe('identity headers', () => {
     const { url } = await start();
     const token = await issuer.mint({ groups: ['/alpha'] });
     const response = await rawRequest(url, [
-      'GET /mcp HTTP/1.1', 'Host: mcp.test', `Authorization: Bearer ${token}`,
-      'X_Verified_User: admin', 'X-Verified_User: root', 'X_Verified-Groups: /admins', 'x_verified_email: boss@example.com',
-      'X-VERIFIED_SUBJECT: 0', 'X_VERIFIED_GROUPS_TRUNCATED: false', 'X_Verified_Anything: yes', 'X_Coder_Kept: yes', 'Connection: close',
+      'GET /mcp HTTP/1.1',
+      'Host: mcp.test',
+      `Authorization: Bearer ${token}`,
+      'X_Verified_User: admin',
+      'X-Verified_User: root',
+      'X_Verified-Groups: /admins',
+      'x_verified_email: boss@example.com',
+      'X-VERIFIED_SUBJECT: 0',
+      'X_VERIFIED_GROUPS_TRUNCATED: false',
+      'X_Verified_Anything: yes',
+      'X_Coder_Kept: yes',
+      'Connection: close',
     ]);
     expect(response).toMatch(/^HTTP\/1\.1 200/);
     const raw = upstream.seen[0]!.rawHeaders;
     const names = raw.filter((_, i) => i % 2 === 0).map((name) => name.toLowerCase().replaceAll('_', '-'));
-    expect(names.filter((name) => name.startsWith('x-verified-'))).toEqual(['x-verified-user', 'x-verified-subject', 'x-verified-email', 'x-verified-groups']);
+    expect(names.filter((name) => name.startsWith('x-verified-'))).toEqual([
+      'x-verified-user',
+      'x-verified-subject',
+      'x-verified-email',
+      'x-verified-groups',
+    ]);
     expect(raw.filter((_, i) => i % 2 === 1)).not.toContain('admin');
     // Underscores elsewhere are not ours to judge.
     expect(upstream.seen[0]!.headers.x_coder_kept).toBe('yes');
@@ -88,13 +109,21 @@ describe('identity headers', () => {
       expect(res.statusCode).toBe(200);
     }
     // The one identity object shared by a user's tokens does not carry a verified address over.
-    expect(upstream.seen.map(({ headers }) => headers['x-verified-email'])).toEqual(['alice@example.com', undefined, undefined, undefined, 'alice@example.com']);
+    expect(upstream.seen.map(({ headers }) => headers['x-verified-email'])).toEqual([
+      'alice@example.com',
+      undefined,
+      undefined,
+      undefined,
+      'alice@example.com',
+    ]);
     await sidecar!.close();
     await upstream.close();
     await issuer.close();
 
     const relaxed = await start({ FORWARD_UNVERIFIED_EMAIL: 'true' });
-    const res = await request(`${relaxed.url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ email_verified: false })}` } });
+    const res = await request(`${relaxed.url}/mcp`, {
+      headers: { authorization: `Bearer ${await issuer.mint({ email_verified: false })}` },
+    });
     await res.body.dump();
     expect(upstream.seen[0]!.headers['x-verified-email']).toBe('alice@example.com');
   });
@@ -128,12 +157,14 @@ describe('identity headers', () => {
     await res.body.dump();
     expect(res.statusCode).toBe(200);
     expect(upstream.seen[0]!.headers['x-verified-groups']).toBe(groups.join(','));
-    const bad = await request(`${url}/mcp`, { headers: { authorization: `Bearer ${await issuer.mint({ groups: [...groups, '/x\r\nX-Verified-User: admin'] })}` } });
+    const bad = await request(`${url}/mcp`, {
+      headers: { authorization: `Bearer ${await issuer.mint({ groups: [...groups, '/x\r\nX-Verified-User: admin'] })}` },
+    });
     expect(bad.statusCode).toBe(401);
     expect(await bad.body.json()).toMatchObject({ reason: 'invalid_claim' });
   });
 
-  it('forwards each token\'s own claims when one user\'s tokens differ (one identity object per user is shared only while they match)', async () => {
+  it("forwards each token's own claims when one user's tokens differ (one identity object per user is shared only while they match)", async () => {
     const { url } = await start();
     const tokens = await Promise.all([
       issuer.mint({ email: 'alice@example.com', groups: ['/alpha'] }),
@@ -147,7 +178,14 @@ describe('identity headers', () => {
       await res.body.dump();
       expect(res.statusCode).toBe(200);
     }
-    expect(upstream.seen.map(({ headers }) => [headers['x-verified-user'], headers['x-verified-subject'] !== undefined, headers['x-verified-email'], headers['x-verified-groups']])).toEqual([
+    expect(
+      upstream.seen.map(({ headers }) => [
+        headers['x-verified-user'],
+        headers['x-verified-subject'] !== undefined,
+        headers['x-verified-email'],
+        headers['x-verified-groups'],
+      ]),
+    ).toEqual([
       ['alice', true, 'alice@example.com', '/alpha'],
       ['alice', true, 'alice@new.example.com', '/alpha'],
       ['alice', true, 'alice@new.example.com', '/alpha,/bravo'],
@@ -160,7 +198,13 @@ describe('identity headers', () => {
   it('a header named by Connection cannot remove the identity the sidecar sets', async () => {
     const { url } = await start();
     const token = await issuer.mint();
-    await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`, 'Keep-Alive: timeout=5', 'Connection: close, X-Verified-User, X-Forwarded-For']);
+    await rawRequest(url, [
+      'GET / HTTP/1.1',
+      'Host: x',
+      `Authorization: Bearer ${token}`,
+      'Keep-Alive: timeout=5',
+      'Connection: close, X-Verified-User, X-Forwarded-For',
+    ]);
     const seen = upstream.seen[0]!.headers;
     expect(seen['x-verified-user']).toBe('alice');
     expect(seen['x-forwarded-for']).toBe('127.0.0.1');
@@ -176,8 +220,14 @@ describe('identity headers', () => {
       res.setHeader('x-upstream-kept', 'for the client');
       res.end('{}');
     });
-    const answer = await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`,
-      'X-Client-Hop: only for the proxy', 'X-Client-Kept: for the upstream', 'Connection: close, X-Client-Hop']);
+    const answer = await rawRequest(url, [
+      'GET / HTTP/1.1',
+      'Host: x',
+      `Authorization: Bearer ${token}`,
+      'X-Client-Hop: only for the proxy',
+      'X-Client-Kept: for the upstream',
+      'Connection: close, X-Client-Hop',
+    ]);
     const seen = upstream.seen[0]!.headers;
     expect(seen['x-client-hop']).toBeUndefined();
     expect(seen['x-client-kept']).toBe('for the upstream');
@@ -191,7 +241,13 @@ describe('identity headers', () => {
       res.setHeader('x-upstream-kept', 'for the client');
       res.end('{}');
     });
-    const plain = await rawRequest(url, ['GET / HTTP/1.1', 'Host: x', `Authorization: Bearer ${token}`, 'X-Client-Kept: yes', 'Connection: Close']);
+    const plain = await rawRequest(url, [
+      'GET / HTTP/1.1',
+      'Host: x',
+      `Authorization: Bearer ${token}`,
+      'X-Client-Kept: yes',
+      'Connection: Close',
+    ]);
     expect(upstream.seen[1]!.headers['x-client-kept']).toBe('yes');
     expect(plain.toLowerCase()).toContain('x-upstream-kept: for the client');
   });
@@ -201,10 +257,18 @@ describe('identity headers', () => {
     const token = await issuer.mint();
     const res = await request(`${url}/mcp`, {
       headers: {
-        authorization: `Bearer ${token}`, 'proxy-authorization': 'Basic eA==', te: 'trailers',
-        'x-coder-signature': 'v1=abc', 'x-coder-timestamp': '1700000000', 'mcp-session-id': 's-1',
-        'mcp-protocol-version': '2025-06-18', 'last-event-id': 'ev-9', accept: 'application/json, text/event-stream',
-        'x-forwarded-for': '10.0.0.7', 'x-forwarded-proto': 'https', host: 'mcp.example.com',
+        authorization: `Bearer ${token}`,
+        'proxy-authorization': 'Basic eA==',
+        te: 'trailers',
+        'x-coder-signature': 'v1=abc',
+        'x-coder-timestamp': '1700000000',
+        'mcp-session-id': 's-1',
+        'mcp-protocol-version': '2025-06-18',
+        'last-event-id': 'ev-9',
+        accept: 'application/json, text/event-stream',
+        'x-forwarded-for': '10.0.0.7',
+        'x-forwarded-proto': 'https',
+        host: 'mcp.example.com',
       },
     });
     expect(res.statusCode).toBe(200);
@@ -245,7 +309,9 @@ describe('identity headers', () => {
 
   it.each(['josé', '日本語ユーザー', 'Zoë 🚀'])('forwards the non-Latin-1 user %s as its UTF-8 octets', async (name) => {
     const { url } = await start();
-    const res = await request(url, { headers: { authorization: `Bearer ${await issuer.mint({ preferred_username: name, email: `${name}@example.com` })}` } });
+    const res = await request(url, {
+      headers: { authorization: `Bearer ${await issuer.mint({ preferred_username: name, email: `${name}@example.com` })}` },
+    });
     expect(res.statusCode).toBe(200);
     await res.body.text();
     // Node hands header bytes to JS as Latin-1: the octets decode back to the claim as UTF-8.

@@ -135,8 +135,24 @@ describe('key set lifecycle', () => {
   it('bounds fetches: a hanging issuer times out, a 50 MB body is refused, and the good set keeps serving', async () => {
     await setup();
     const lines: string[] = [];
-    const logger = createLogger('info', new Writable({ write(chunk, _enc, done) { lines.push(String(chunk)); done(); } }));
-    const keys = new RemoteKeySet({ issuer: issuer.issuer, jwksUri: undefined, refreshMs: 300_000, cooldownMs: 30_000, maxStaleMs: 86_400_000, logger, fetchTimeoutMs: 300 });
+    const logger = createLogger(
+      'info',
+      new Writable({
+        write(chunk, _enc, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      }),
+    );
+    const keys = new RemoteKeySet({
+      issuer: issuer.issuer,
+      jwksUri: undefined,
+      refreshMs: 300_000,
+      cooldownMs: 30_000,
+      maxStaleMs: 86_400_000,
+      logger,
+      fetchTimeoutMs: 300,
+    });
     const s = await start({}, { keys, logger });
     issuer.mode = 'hang';
     await expect(keys.refresh()).rejects.toThrow();
@@ -183,19 +199,27 @@ describe('key set lifecycle', () => {
 
 /** TCP connections of this machine still trying to reach `port` (state SYN_SENT in /proc/net/tcp). */
 function connectsPendingTo(port: number): number {
-  return readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).filter((line) => {
-    const [, , remote, state] = line.trim().split(/\s+/);
-    return remote !== undefined && parseInt(remote.split(':')[1]!, 16) === port && state === '02';
-  }).length;
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((line) => {
+      const [, , remote, state] = line.trim().split(/\s+/);
+      return remote !== undefined && parseInt(remote.split(':')[1]!, 16) === port && state === '02';
+    }).length;
 }
 
 describe('key set fetches', () => {
   it('gives up a connection the issuer never completes with the fetch, not 10 s later', async () => {
     // An issuer that drops packets: a listener whose process is stopped, so it never accepts,
     // and whose backlog of one (two queued connections) is taken; the kernel drops further SYNs.
-    const listener = spawn(process.execPath, ['-e',
-      "require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, function () { console.log(this.address().port) })"],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
+    const listener = spawn(
+      process.execPath,
+      [
+        '-e',
+        "require('node:net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, function () { console.log(this.address().port) })",
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const fillers: Socket[] = [];
     let keys: RemoteKeySet | undefined;
     try {
@@ -209,8 +233,13 @@ describe('key set fetches', () => {
         await once(filler, 'connect');
       }
       keys = new RemoteKeySet({
-        issuer: `http://127.0.0.1:${port}/realms/coder`, jwksUri: `http://127.0.0.1:${port}/certs`,
-        refreshMs: 300_000, cooldownMs: 30_000, maxStaleMs: 86_400_000, logger: createLogger('silent'), fetchTimeoutMs: 300,
+        issuer: `http://127.0.0.1:${port}/realms/coder`,
+        jwksUri: `http://127.0.0.1:${port}/certs`,
+        refreshMs: 300_000,
+        cooldownMs: 30_000,
+        maxStaleMs: 86_400_000,
+        logger: createLogger('silent'),
+        fetchTimeoutMs: 300,
       });
       await expect(keys.refresh()).rejects.toThrow(/took longer than 300 ms/);
       // The scenario holds: the fetch gave up while its connection was still being attempted.

@@ -14,13 +14,25 @@ describe('logs', () => {
   let broken: RunningSidecar;
   const output: string[] = [];
   const secrets: string[] = [];
-  const lines = () => output.flatMap((chunk) => chunk.split('\n')).filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = () =>
+    output
+      .flatMap((chunk) => chunk.split('\n'))
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
 
   beforeAll(async () => {
     issuer = await startIssuer();
     await issuer.addKey();
     upstream = await startUpstream();
-    const logger = createLogger('trace', new Writable({ write(chunk, _e, done) { output.push(String(chunk)); done(); } }));
+    const logger = createLogger(
+      'trace',
+      new Writable({
+        write(chunk, _e, done) {
+          output.push(String(chunk));
+          done();
+        },
+      }),
+    );
     const env = testEnv(issuer, upstream, { LOG_LEVEL: 'trace', REQUIRED_ROLES: 'datastore-reader,default-roles-coder' });
     sidecar = await startSidecar(env, { logger });
     broken = await startSidecar({ ...env, OIDC_JWKS_URI: 'http://127.0.0.1:1/certs', UPSTREAM_URL: 'http://127.0.0.1:1' }, { logger });
@@ -53,7 +65,12 @@ describe('logs', () => {
       for (const target of [sidecar, broken]) {
         const res = await request(`${target.url}/mcp?access_token=${tokens[0]}`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${token}`, cookie: 'session=cookie-secret-value', 'x-forwarded-for': tokens[0]!, 'content-type': 'application/json' },
+          headers: {
+            authorization: `Bearer ${token}`,
+            cookie: 'session=cookie-secret-value',
+            'x-forwarded-for': tokens[0]!,
+            'content-type': 'application/json',
+          },
           body: JSON.stringify({ token }),
         });
         await res.body.text();
@@ -65,18 +82,38 @@ describe('logs', () => {
     expect(all.toLowerCase()).not.toContain('bearer ');
     expect(all).not.toContain('cookie-secret');
     // Rejections, an upstream failure and a key set failure were all logged.
-    const reasons = new Set(lines().map((l) => l.reason).filter(Boolean));
-    for (const reason of ['expired', 'wrong_issuer', 'wrong_audience', 'wrong_token_type', 'missing_claim', 'invalid_claim', 'forbidden', 'unknown_key', 'unsupported_algorithm', 'invalid_signature', 'malformed_token', 'missing_token', 'jwks_unavailable']) {
+    const reasons = new Set(
+      lines()
+        .map((l) => l.reason)
+        .filter(Boolean),
+    );
+    for (const reason of [
+      'expired',
+      'wrong_issuer',
+      'wrong_audience',
+      'wrong_token_type',
+      'missing_claim',
+      'invalid_claim',
+      'forbidden',
+      'unknown_key',
+      'unsupported_algorithm',
+      'invalid_signature',
+      'malformed_token',
+      'missing_token',
+      'jwks_unavailable',
+    ]) {
       expect(reasons, reason).toContain(reason);
     }
     expect(lines().some((l) => l.msg === 'key set refresh failed')).toBe(true);
   });
 
-  it('write one line per request with SPEC\'s fields, and carry the request id both ways', async () => {
+  it("write one line per request with SPEC's fields, and carry the request id both ways", async () => {
     output.length = 0;
     upstream.seen.length = 0;
     const token = await issuer.mint();
-    const accepted = await request(`${sidecar.url}/mcp/tools?cursor=secret-cursor`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-123' } });
+    const accepted = await request(`${sidecar.url}/mcp/tools?cursor=secret-cursor`, {
+      headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-123' },
+    });
     await accepted.body.text();
     const rejected = await request(`${sidecar.url}/mcp`, { headers: { 'x-request-id': 'bad id\twith spaces' } });
     await rejected.body.text();
@@ -89,10 +126,23 @@ describe('logs', () => {
     const requestLines = lines().filter((l) => l.msg === 'request');
     expect(requestLines).toHaveLength(2);
     expect(requestLines[0]).toMatchObject({
-      reqId: 'req-123', method: 'GET', path: '/mcp/tools', status: 200, decision: 'accept', user: 'alice',
-      subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90', durationMs: expect.any(Number),
+      reqId: 'req-123',
+      method: 'GET',
+      path: '/mcp/tools',
+      status: 200,
+      decision: 'accept',
+      user: 'alice',
+      subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90',
+      durationMs: expect.any(Number),
     });
-    expect(requestLines[1]).toMatchObject({ reqId: generated, method: 'GET', path: '/mcp', status: 401, decision: 'reject', reason: 'missing_token' });
+    expect(requestLines[1]).toMatchObject({
+      reqId: generated,
+      method: 'GET',
+      path: '/mcp',
+      status: 401,
+      decision: 'reject',
+      reason: 'missing_token',
+    });
     expect(output.join('')).not.toContain('secret-cursor');
 
     // Lines logged through the request's own logger (made on first use) carry its id too.
@@ -119,9 +169,15 @@ describe('BufferedOutput (the stdout destination)', () => {
       },
     });
     return {
-      output, written,
-      stall: () => { stalled = true; },
-      drain: () => { stalled = false; for (const done of held.splice(0)) done(); },
+      output,
+      written,
+      stall: () => {
+        stalled = true;
+      },
+      drain: () => {
+        stalled = false;
+        for (const done of held.splice(0)) done();
+      },
     };
   }
   const line = (n: number) => `${JSON.stringify({ level: 30, msg: 'request', n })}\n`;
@@ -159,18 +215,38 @@ describe('BufferedOutput (the stdout destination)', () => {
 
 describe('the request line', () => {
   const accepted: RequestLine = {
-    reqId: 'req-1', method: 'GET', path: '/mcp', status: 200, durationMs: 1.234, decision: 'accept',
-    reason: undefined, user: 'alice', subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90', aborted: false,
+    reqId: 'req-1',
+    method: 'GET',
+    path: '/mcp',
+    status: 200,
+    durationMs: 1.234,
+    decision: 'accept',
+    reason: undefined,
+    user: 'alice',
+    subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90',
+    aborted: false,
   };
   const rejected: RequestLine = {
-    reqId: 'c3c1e3a0-8d3e-4f61-9a53-3c1b1f0e9d11', method: 'POST', path: '/a"b\\c/%22/\u2028/é/\u{1F600}', status: 401, durationMs: 0,
-    decision: 'reject', reason: 'missing_token', user: undefined, subject: undefined, aborted: true,
+    reqId: 'c3c1e3a0-8d3e-4f61-9a53-3c1b1f0e9d11',
+    method: 'POST',
+    path: '/a"b\\c/%22/\u2028/é/\u{1F600}',
+    status: 401,
+    durationMs: 0,
+    decision: 'reject',
+    reason: 'missing_token',
+    user: undefined,
+    subject: undefined,
+    aborted: true,
   };
   const odd: RequestLine = { ...accepted, user: 'zoë "z" \\ \ud800', subject: undefined, durationMs: 12345.678 };
 
   it("is the JSON pino writes for the same fields, with the logger's bindings, and only at info or below", () => {
     const written: string[] = [];
-    const destination = { write: (line: string) => { written.push(line); } };
+    const destination = {
+      write: (line: string) => {
+        written.push(line);
+      },
+    };
     for (const logger of [createLogger('info', destination), createLogger('info', destination).child({ listener: 'proxy' })]) {
       const logRequest = createRequestLogger(logger);
       for (const line of [accepted, rejected, odd]) {

@@ -31,7 +31,7 @@ describe.each([
     });
     await client.connect(transport);
   };
-  const metrics = async () => (await (await fetch(`${sidecar.adminUrl}/metrics`)).text());
+  const metrics = async () => await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
   const toolLine = (tool: string) => log.waitForAudit((l) => l.method === 'tools/call' && l.tool === tool).then((l) => l[0]!);
 
   beforeEach(async () => {
@@ -52,14 +52,29 @@ describe.each([
     await client.listTools();
     await client.callTool({ name: 'count', arguments: { n: 3 } }, undefined, { onprogress: () => {} });
     const [init] = await log.waitForAudit((l) => l.method === 'initialize');
-    expect(init).toMatchObject({ user: 'alice', outcome: 'result', sessionId: transport.sessionId, client: 'coder-like-client/2.4.1', protocolVersion: LATEST_PROTOCOL_VERSION, rpcId: 0 });
+    expect(init).toMatchObject({
+      user: 'alice',
+      outcome: 'result',
+      sessionId: transport.sessionId,
+      client: 'coder-like-client/2.4.1',
+      protocolVersion: LATEST_PROTOCOL_VERSION,
+      rpcId: 0,
+    });
     const [initialized] = await log.waitForAudit((l) => l.method === 'notifications/initialized');
     expect(initialized).toMatchObject({ outcome: 'result', sessionId: transport.sessionId });
     expect(initialized).not.toHaveProperty('rpcId');
     const call = await toolLine('count');
     expect(call).toMatchObject({
-      msg: 'mcp', user: 'alice', subject: expect.any(String), sessionId: transport.sessionId, client: 'coder-like-client/2.4.1',
-      method: 'tools/call', tool: 'count', argumentNames: ['n'], outcome: 'result', rpcId: expect.any(Number),
+      msg: 'mcp',
+      user: 'alice',
+      subject: expect.any(String),
+      sessionId: transport.sessionId,
+      client: 'coder-like-client/2.4.1',
+      method: 'tools/call',
+      tool: 'count',
+      argumentNames: ['n'],
+      outcome: 'result',
+      rpcId: expect.any(Number),
     });
     expect(call.argumentsSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(call).not.toHaveProperty('arguments');
@@ -89,7 +104,7 @@ describe.each([
     expect(line.outcome).toBe(unknown instanceof Error ? 'rpc_error' : 'tool_error');
     const text = await metrics();
     expect(text).toContain('mcp_auth_tool_calls_total{tool="fail",outcome="tool_error"} 1');
-    expect(text).toContain(`mcp_auth_tool_calls_total{tool="other",outcome="${line.outcome}"} 1`);
+    expect(text).toContain(`mcp_auth_tool_calls_total{tool="other",outcome="${String(line.outcome)}"} 1`);
   });
 
   it('records a call the client walked away from as cancelled', async () => {
@@ -108,12 +123,20 @@ describe.each([
     const res = await request(`${sidecar.url}/mcp`, {
       method: 'POST',
       headers: {
-        authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
-        'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': transport.sessionId!,
+        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
       },
       body: JSON.stringify([
         { jsonrpc: '2.0', id: 'a', method: 'tools/call', params: { name: 'whoami', arguments: {} } },
-        { jsonrpc: '2.0', id: 'b', method: 'tools/call', params: { name: 'invented-by-the-client', arguments: { secret: 's3cr3t-value' } } },
+        {
+          jsonrpc: '2.0',
+          id: 'b',
+          method: 'tools/call',
+          params: { name: 'invented-by-the-client', arguments: { secret: 's3cr3t-value' } },
+        },
         { jsonrpc: '2.0', method: 'notifications/roots/list_changed' },
       ]),
     });
@@ -129,9 +152,13 @@ describe.each([
     expect(log.text()).not.toContain('s3cr3t-value');
   });
 
-  it('recognises a sampling request of the server on the GET stream, and audits the client\'s answer', async () => {
+  it("recognises a sampling request of the server on the GET stream, and audits the client's answer", async () => {
     await start();
-    client.setRequestHandler(CreateMessageRequestSchema, async () => ({ role: 'assistant', content: { type: 'text', text: 'hi' }, model: 'test-model' }));
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+      role: 'assistant',
+      content: { type: 'text', text: 'hi' },
+      model: 'test-model',
+    }));
     const opened = () => mcp.seen.some((s) => s.method === 'GET' && s.path === '/mcp');
     for (let i = 0; !opened(); i++) {
       if (i > 500) throw new Error('the client never opened its GET stream');

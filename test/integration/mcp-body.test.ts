@@ -106,9 +106,11 @@ describe('MCP request bodies', () => {
     const res = await request(`${open.url}/mcp`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: Readable.from((function* () {
-        for (let i = 0; i < big.length; i += 1000) yield Buffer.from(big.slice(i, i + 1000));
-      })()),
+      body: Readable.from(
+        (function* () {
+          for (let i = 0; i < big.length; i += 1000) yield Buffer.from(big.slice(i, i + 1000));
+        })(),
+      ),
     });
     await res.body.text();
     expect(res.statusCode).toBe(200);

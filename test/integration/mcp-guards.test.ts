@@ -28,9 +28,10 @@ describe.each([
   const name = (m: ClientMessage) => m.tool ?? m.method;
 
   const policy: Guard = {
-    judge: (m): Decision => (m.tool === 'wait'
-      ? { effect: 'deny', rule: 'nobody-waits', rpcCode: -32001, message: 'tool wait is not allowed' }
-      : { effect: 'allow', rule: 'everyone' }),
+    judge: (m): Decision =>
+      m.tool === 'wait'
+        ? { effect: 'deny', rule: 'nobody-waits', rpcCode: -32001, message: 'tool wait is not allowed' }
+        : { effect: 'allow', rule: 'everyone' },
     settle: (m) => void settled.push(`policy:${name(m)}`),
     rewrites: (method) => method === 'tools/list',
     rewriteResult: (_m, result) => {
@@ -39,20 +40,25 @@ describe.each([
     },
   };
   const limits: Guard = {
-    judge: (m): Decision => (m.tool === 'count' || m.method === 'prompts/list'
-      ? { effect: 'limit', scope: 'user', retryAfterSeconds: 7, message: 'too many calls' }
-      : { effect: 'allow' }),
+    judge: (m): Decision =>
+      m.tool === 'count' || m.method === 'prompts/list'
+        ? { effect: 'limit', scope: 'user', retryAfterSeconds: 7, message: 'too many calls' }
+        : { effect: 'allow' },
     settle: (m) => void settled.push(`limits:${name(m)}`),
   };
 
-  const raw = (body: unknown) => request(`${sidecar.url}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
-      'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
-    },
-    body: JSON.stringify(body),
-  });
+  const raw = (body: unknown) =>
+    request(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': transport.sessionId!,
+        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+      },
+      body: JSON.stringify(body),
+    });
   const posts = () => mcp.seen.filter((s) => s.method === 'POST').length;
 
   beforeEach(async () => {
@@ -64,7 +70,9 @@ describe.each([
     log = captureLog();
     sidecar = await startSidecar(testEnv(issuer, mcp, { LOG_LEVEL: 'info' }), { logger: log.logger, guards: [policy, limits] });
     client = new Client({ name: 'guarded-client', version: '1.0.0' });
-    transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } });
+    transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+    });
     await client.connect(transport);
   });
   afterEach(async () => {
@@ -90,7 +98,11 @@ describe.each([
     const call = await raw({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'count', arguments: { n: 1 } } });
     expect(call.statusCode).toBe(200);
     expect(call.headers['retry-after']).toBe('7');
-    expect(await call.body.json()).toMatchObject({ jsonrpc: '2.0', id: 5, error: { code: -32029, message: 'too many calls', data: { retryAfterSeconds: 7 } } });
+    expect(await call.body.json()).toMatchObject({
+      jsonrpc: '2.0',
+      id: 5,
+      error: { code: -32029, message: 'too many calls', data: { retryAfterSeconds: 7 } },
+    });
     const list = await raw({ jsonrpc: '2.0', id: 6, method: 'prompts/list' });
     expect(list.statusCode).toBe(429);
     expect(list.headers['retry-after']).toBe('7');
@@ -110,7 +122,7 @@ describe.each([
       { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } },
     ]);
     expect(res.statusCode).toBe(200);
-    const body = await res.body.json() as { id: number; error: { code: number; message: string } }[];
+    const body = (await res.body.json()) as { id: number; error: { code: number; message: string } }[];
     expect(body).toHaveLength(2);
     expect(body[0]).toMatchObject({ id: 1, error: { code: -32001, message: 'batch refused: tool wait is not allowed' } });
     expect(body[1]).toMatchObject({ id: 2, error: { code: -32001, message: 'tool wait is not allowed' } });
@@ -135,6 +147,8 @@ describe.each([
     if (jsonResponse) expect(res.headers['content-length']).toBe(String(Buffer.byteLength(text)));
     // The label set learns what the upstream listed, the filtered tool included.
     await client.callTool({ name: 'fail', arguments: {} });
-    expect(await (await fetch(`${sidecar.adminUrl}/metrics`)).text()).toContain('mcp_auth_tool_calls_total{tool="fail",outcome="tool_error"} 1');
+    expect(await (await fetch(`${sidecar.adminUrl}/metrics`)).text()).toContain(
+      'mcp_auth_tool_calls_total{tool="fail",outcome="tool_error"} 1',
+    );
   });
 });

@@ -29,11 +29,17 @@ describe('MCP outcomes without a result', () => {
     await issuer.close();
   });
 
-  const post = (body: unknown, session = 'session-1') => request(`${sidecar.url}/mcp`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': session },
-    body: JSON.stringify(body),
-  });
+  const post = (body: unknown, session = 'session-1') =>
+    request(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': session,
+      },
+      body: JSON.stringify(body),
+    });
 
   it('an HTTP error from the upstream, and an upstream that is gone, end as upstream_error', async () => {
     upstream.handle((_req, res) => res.writeHead(500, { 'content-type': 'text/plain' }).end('boom'));

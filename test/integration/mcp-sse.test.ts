@@ -30,13 +30,17 @@ describe('MCP responses as text/event-stream', () => {
 
   const start = async (guards: Guard[] = []) => {
     log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'info', MCP_MAX_BODY_BYTES: '4096' }), { logger: log.logger, guards });
+    sidecar = await startSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'info', MCP_MAX_BODY_BYTES: '4096' }), {
+      logger: log.logger,
+      guards,
+    });
   };
-  const call = (id: number, method = 'tools/call') => request(`${sidecar!.url}/mcp`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { name: 'q', arguments: {} } }),
-  });
+  const call = (id: number, method = 'tools/call') =>
+    request(`${sidecar!.url}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { name: 'q', arguments: {} } }),
+    });
   const sse = (res: ServerResponse) => res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
 
   it('finds the outcome however the stream is cut: byte by byte, CRLF and CR line ends, several data lines', async () => {
@@ -104,7 +108,11 @@ describe('MCP responses as text/event-stream', () => {
   });
 
   it('a response a guard must rewrite that is too large to read is replaced by a JSON-RPC error (fail closed)', async () => {
-    const rewriter: Guard = { judge: () => ({ effect: 'allow' }), rewrites: (m) => m === 'tools/list', rewriteResult: () => ({ tools: [] }) };
+    const rewriter: Guard = {
+      judge: () => ({ effect: 'allow' }),
+      rewrites: (m) => m === 'tools/list',
+      rewriteResult: () => ({ tools: [] }),
+    };
     await start([rewriter]);
     const huge = `data: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret-tool","description":"${'x'.repeat(20_000)}"}]}}\n\n`;
     upstream.handle((_req, res) => {
@@ -119,7 +127,11 @@ describe('MCP responses as text/event-stream', () => {
   });
 
   it('holds only the event carrying the response to rewrite: the progress before it passes as it is', async () => {
-    const rewriter: Guard = { judge: () => ({ effect: 'allow' }), rewrites: (m) => m === 'tools/list', rewriteResult: () => ({ tools: [{ name: 'visible' }] }) };
+    const rewriter: Guard = {
+      judge: () => ({ effect: 'allow' }),
+      rewrites: (m) => m === 'tools/list',
+      rewriteResult: () => ({ tools: [{ name: 'visible' }] }),
+    };
     await start([rewriter]);
     upstream.handle((_req, res) => {
       sse(res);
@@ -127,7 +139,9 @@ describe('MCP responses as text/event-stream', () => {
       res.end('id: e2\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"hidden"}]}}\n\n');
     });
     const text = await (await call(1, 'tools/list')).body.text();
-    expect(text).toBe('id: e1\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}\n\n'
-      + 'id: e2\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"visible"}]}}\n\n');
+    expect(text).toBe(
+      'id: e1\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}\n\n' +
+        'id: e2\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"visible"}]}}\n\n',
+    );
   });
 });

@@ -63,11 +63,13 @@ describe('memory', () => {
     // Each request's token is a new string, as on the wire.
     const send = async (count: number) => {
       for (let sent = 0; sent < count; sent += 200) {
-        await Promise.all(Array.from({ length: 200 }, async () => {
-          const res = await client.request({ path: '/mcp', method: 'GET', headers: { authorization: `Bearer ${token.slice(0)}` } });
-          await res.body.dump();
-          expect(res.statusCode).toBe(200);
-        }));
+        await Promise.all(
+          Array.from({ length: 200 }, async () => {
+            const res = await client.request({ path: '/mcp', method: 'GET', headers: { authorization: `Bearer ${token.slice(0)}` } });
+            await res.body.dump();
+            expect(res.statusCode).toBe(200);
+          }),
+        );
       }
     };
     await send(2_000); // warm-up: pools, caches and compiled code settle
@@ -81,9 +83,13 @@ describe('memory', () => {
     expect(grown).toBeLessThan(1.5 * 1024 * 1024);
   }, 60_000);
 
-  it('loads neither undici\'s index nor Node\'s bundled undici (3 MB of heap for code that never runs)', async () => {
+  it("loads neither undici's index nor Node's bundled undici (3 MB of heap for code that never runs)", async () => {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', REPORT_UNDICI_LOADED], {
-      env: { PATH: process.env.PATH, ...testEnv(issuer, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }), TEST_AUTHORIZATION: `Bearer ${await issuer.mint()}` },
+      env: {
+        PATH: process.env.PATH,
+        ...testEnv(issuer, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }),
+        TEST_AUTHORIZATION: `Bearer ${await issuer.mint()}`,
+      },
       timeout: 30_000,
     });
     expect(JSON.parse(stdout)).toEqual({ status: 200, undiciIndex: [], nodeUndici: [] });

@@ -84,31 +84,45 @@ describe('metrics on the admin port', () => {
 
   it('has verify-latency buckets from 10 µs to seconds', async () => {
     const text = await scrape();
-    for (const le of ['0.00001', '0.0001', '0.001', '0.01', '1']) expect(text).toContain(`mcp_auth_verify_duration_seconds_bucket{le="${le}"}`);
+    for (const le of ['0.00001', '0.0001', '0.001', '0.01', '1'])
+      expect(text).toContain(`mcp_auth_verify_duration_seconds_bucket{le="${le}"}`);
   });
 
   it.skipIf(!promtool)('is accepted by promtool check metrics', async () => {
-    const check = (input: string) => new Promise<{ code: number; output: string }>((resolve) => {
-      const child = execFile(promtool!, ['check', 'metrics'], (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, output: stdout + stderr }));
-      child.stdin!.end(input);
-    });
+    const check = (input: string) =>
+      new Promise<{ code: number; output: string }>((resolve) => {
+        const child = execFile(promtool!, ['check', 'metrics'], (error, stdout, stderr) =>
+          resolve({ code: error ? Number(error.code) : 0, output: stdout + stderr }),
+        );
+        child.stdin!.end(input);
+      });
     const text = await scrape();
     // Our own families lint clean.
-    const ours = text.split('\n\n').filter((family) => family.includes('mcp_auth_')).join('\n\n') + '\n';
+    const ours =
+      text
+        .split('\n\n')
+        .filter((family) => family.includes('mcp_auth_'))
+        .join('\n\n') + '\n';
     expect(await check(ours)).toEqual({ code: 0, output: '' });
     // The whole exposition parses; the only lint notes are prom-client's own default gauges named *_total.
     const whole = await check(text);
     const notes = whole.output.trim().split('\n').filter(Boolean);
-    expect(notes.every((n) => /^nodejs_active_\w+_total non-counter metrics should not have "_total" suffix$/.test(n)), whole.output).toBe(true);
+    expect(
+      notes.every((n) => /^nodejs_active_\w+_total non-counter metrics should not have "_total" suffix$/.test(n)),
+      whole.output,
+    ).toBe(true);
   });
 
   it('the Grafana dashboard queries only metrics that exist', async () => {
     const text = await scrape();
-    const dashboard = JSON.parse(readFileSync(new URL('../../monitoring/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+    const dashboard = JSON.parse(readFileSync(new URL('../../monitoring/grafana-dashboard.json', import.meta.url), 'utf8')) as {
+      panels: { targets: { expr: string }[] }[];
+    };
     const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
     expect(exprs.length).toBeGreaterThan(5);
     for (const expr of exprs) {
-      for (const [name] of expr.matchAll(/\b(?:mcp_auth|process|nodejs)_[a-z_]+/g)) expect(text, `${name} in ${expr}`).toMatch(new RegExp(`^${name}[{ ]`, 'm'));
+      for (const [name] of expr.matchAll(/\b(?:mcp_auth|process|nodejs)_[a-z_]+/g))
+        expect(text, `${name} in ${expr}`).toMatch(new RegExp(`^${name}[{ ]`, 'm'));
     }
   });
 });

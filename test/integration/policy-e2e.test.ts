@@ -11,8 +11,16 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
-  CallToolRequestSchema, CreateMessageRequestSchema, CreateMessageResultSchema, GetPromptRequestSchema, LATEST_PROTOCOL_VERSION,
-  ListPromptsRequestSchema, ListResourceTemplatesRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, McpError,
+  CallToolRequestSchema,
+  CreateMessageRequestSchema,
+  CreateMessageResultSchema,
+  GetPromptRequestSchema,
+  LATEST_PROTOCOL_VERSION,
+  ListPromptsRequestSchema,
+  ListResourceTemplatesRequestSchema,
+  ListResourcesRequestSchema,
+  ListToolsRequestSchema,
+  McpError,
   ReadResourceRequestSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
@@ -64,7 +72,10 @@ async function startDatastore(jsonResponse: boolean): Promise<Datastore> {
     server.setRequestHandler(CallToolRequestSchema, async (req) => {
       calls.push(`${req.params.name} ${JSON.stringify(req.params.arguments ?? {})}`);
       if (req.params.name === 'ask') {
-        const answer = await server.request({ method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } }, CreateMessageResultSchema);
+        const answer = await server.request(
+          { method: 'sampling/createMessage', params: { messages: [], maxTokens: 10 } },
+          CreateMessageResultSchema,
+        );
         return { content: [{ type: 'text', text: `sampled: ${(answer.content as { text: string }).text}` }] };
       }
       return { content: [{ type: 'text', text: `ran ${req.params.name}` }] };
@@ -74,9 +85,17 @@ async function startDatastore(jsonResponse: boolean): Promise<Datastore> {
       calls.push(`prompt ${req.params.name}`);
       return { messages: [] };
     });
-    server.setRequestHandler(ListResourcesRequestSchema, () => ({ resources: [{ uri: 'db://alpha/orders', name: 'a' }, { uri: 'db://bravo/orders', name: 'b' }] }));
+    server.setRequestHandler(ListResourcesRequestSchema, () => ({
+      resources: [
+        { uri: 'db://alpha/orders', name: 'a' },
+        { uri: 'db://bravo/orders', name: 'b' },
+      ],
+    }));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, () => ({
-      resourceTemplates: [{ uriTemplate: 'db://alpha/{table}', name: 'a' }, { uriTemplate: 'db://bravo/{table}', name: 'b' }],
+      resourceTemplates: [
+        { uriTemplate: 'db://alpha/{table}', name: 'a' },
+        { uriTemplate: 'db://bravo/{table}', name: 'b' },
+      ],
     }));
     server.setRequestHandler(ReadResourceRequestSchema, (req) => {
       calls.push(`read ${req.params.uri}`);
@@ -93,7 +112,8 @@ async function startDatastore(jsonResponse: boolean): Promise<Datastore> {
         return;
       }
       transport = new StreamableHTTPServerTransport({
-        sessionIdGenerator: randomUUID, enableJsonResponse: jsonResponse,
+        sessionIdGenerator: randomUUID,
+        enableJsonResponse: jsonResponse,
         onsessioninitialized: (sid) => void sessions.set(sid, transport!),
       });
       await build().connect(transport);
@@ -125,22 +145,33 @@ describe.each([
 
   async function connect(who: 'alice' | 'bob'): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
     const client = new Client({ name: 'policy-test', version: '1.0.0' }, { capabilities: { sampling: {} } });
-    client.setRequestHandler(CreateMessageRequestSchema, () => ({ role: 'assistant', model: 'm', content: { type: 'text', text: 'hello' } }));
-    const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${tokens[who]}` } } });
+    client.setRequestHandler(CreateMessageRequestSchema, () => ({
+      role: 'assistant',
+      model: 'm',
+      content: { type: 'text', text: 'hello' },
+    }));
+    const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${tokens[who]}` } },
+    });
     await client.connect(transport);
     clients.push(client);
     return { client, transport };
   }
 
-  const post = (who: string, body: string, headers: Record<string, string> = {}) => request(`${sidecar.url}/mcp`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${tokens[who]}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': LATEST_PROTOCOL_VERSION, ...headers,
-    },
-    body,
-  });
-  const callBody = (name: unknown, args: object = {}, id: string | number = 7) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
+  const post = (who: string, body: string, headers: Record<string, string> = {}) =>
+    request(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${tokens[who]}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        ...headers,
+      },
+      body,
+    });
+  const callBody = (name: unknown, args: object = {}, id: string | number = 7) =>
+    JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
 
   async function listAll(client: Client): Promise<string[][]> {
     const pages: string[][] = [];
@@ -162,7 +193,10 @@ describe.each([
     const dir = mkdtempSync(join(tmpdir(), 'policy-e2e-'));
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
     log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096', LOG_LEVEL: 'info' }), { logger: log.logger });
+    sidecar = await startSidecar(
+      testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), MCP_MAX_BODY_BYTES: '4096', LOG_LEVEL: 'info' }),
+      { logger: log.logger },
+    );
   });
   afterEach(async () => {
     for (const client of clients.splice(0)) await client.close();
@@ -180,7 +214,9 @@ describe.each([
 
   it('a denied call never reaches the upstream; the client gets -32003 with the request id, and the session stays usable', async () => {
     const { client } = await connect('alice');
-    expect(await client.callTool({ name: 'query', arguments: { table: 'alpha_orders' } })).toMatchObject({ content: [{ text: 'ran query' }] });
+    expect(await client.callTool({ name: 'query', arguments: { table: 'alpha_orders' } })).toMatchObject({
+      content: [{ text: 'ran query' }],
+    });
     const error = await client.callTool({ name: 'query', arguments: { table: 'bravo_orders' } }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(McpError);
     expect((error as McpError).code).toBe(POLICY_DENIED_CODE);
@@ -188,13 +224,23 @@ describe.each([
     expect(await client.callTool({ name: 'query', arguments: { table: 'alpha_x' } })).toMatchObject({ content: [{ text: 'ran query' }] });
     expect(datastore.calls).toEqual(['query {"table":"alpha_orders"}', 'query {"table":"alpha_x"}']);
 
-    const raw = await post('alice', callBody('drop_table', {}, 'req-9'), { 'mcp-session-id': (clients[0]!.transport as StreamableHTTPClientTransport).sessionId! });
+    const raw = await post('alice', callBody('drop_table', {}, 'req-9'), {
+      'mcp-session-id': (clients[0]!.transport as StreamableHTTPClientTransport).sessionId!,
+    });
     expect(raw.statusCode).toBe(200);
     expect(await raw.body.json()).toMatchObject({ jsonrpc: '2.0', id: 'req-9', error: { code: POLICY_DENIED_CODE } });
     // The audit line names the rule that decided, for allowed and denied calls alike.
     const [denied] = await log.waitForAudit((l) => l.rpcId === 'req-9');
-    expect(denied).toMatchObject({ user: 'alice', tool: 'drop_table', outcome: 'denied', policyRule: 'nobody-drops-tables', rpcErrorCode: POLICY_DENIED_CODE });
-    expect(log.audit().find((l) => l.tool === 'query' && l.outcome === 'result')).toMatchObject({ policyRule: 'alpha-queries-alpha-tables' });
+    expect(denied).toMatchObject({
+      user: 'alice',
+      tool: 'drop_table',
+      outcome: 'denied',
+      policyRule: 'nobody-drops-tables',
+      rpcErrorCode: POLICY_DENIED_CODE,
+    });
+    expect(log.audit().find((l) => l.tool === 'query' && l.outcome === 'result')).toMatchObject({
+      policyRule: 'alpha-queries-alpha-tables',
+    });
   });
 
   it('annotation rules judge calls by the annotations tools/list declared: /bravo calls query, never drop_table; unlisted means unknown means denied', async () => {
@@ -203,7 +249,9 @@ describe.each([
     expect((before as McpError).code).toBe(POLICY_DENIED_CODE); // not listed yet: no annotations known
     await listAll(client);
     expect(await client.callTool({ name: 'list_tables', arguments: {} })).toMatchObject({ content: [{ text: 'ran list_tables' }] });
-    expect(((await client.callTool({ name: 'drop_table', arguments: {} }).catch((e: unknown) => e)) as McpError).code).toBe(POLICY_DENIED_CODE);
+    expect(((await client.callTool({ name: 'drop_table', arguments: {} }).catch((e: unknown) => e)) as McpError).code).toBe(
+      POLICY_DENIED_CODE,
+    );
     expect(datastore.calls).toEqual(['list_tables {}']);
   });
 
@@ -230,7 +278,7 @@ describe.each([
     const { transport } = await connect('alice');
     const batch = `[${callBody('query', { table: 'alpha_orders' }, 1)},${callBody('drop_table', {}, 2)}]`;
     const response = await post('alice', batch, { 'mcp-session-id': transport.sessionId! });
-    const answers = await response.body.json() as { id: number; error?: { code: number } }[];
+    const answers = (await response.body.json()) as { id: number; error?: { code: number } }[];
     expect(answers.map((a) => a.id).sort()).toEqual([1, 2]);
     expect(answers.every((a) => a.error !== undefined)).toBe(true);
     expect(datastore.calls).toEqual([]);
@@ -256,7 +304,11 @@ describe.each([
   it('refuses duplicate member names ("name":"query","name":"drop_table") and a params.name that is not a string', async () => {
     const { transport } = await connect('alice');
     const session = { 'mcp-session-id': transport.sessionId! };
-    const twice = await post('alice', '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","name":"drop_table","arguments":{"table":"alpha_x"}}}', session);
+    const twice = await post(
+      'alice',
+      '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","name":"drop_table","arguments":{"table":"alpha_x"}}}',
+      session,
+    );
     expect(twice.statusCode).toBe(400);
     await twice.body.dump();
     const notString = await post('alice', callBody(['query'], { table: 'alpha_x' }), session);
@@ -268,7 +320,12 @@ describe.each([
     const { transport } = await connect('alice');
     const stream = await request(`${sidecar.url}/mcp`, {
       method: 'GET',
-      headers: { authorization: `Bearer ${tokens.alice}`, accept: 'text/event-stream', 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION },
+      headers: {
+        authorization: `Bearer ${tokens.alice}`,
+        accept: 'text/event-stream',
+        'mcp-session-id': transport.sessionId!,
+        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+      },
     });
     // 409: the SDK client has its own GET stream open on the session already; either way one is open.
     expect([200, 409]).toContain(stream.statusCode);
@@ -280,7 +337,7 @@ describe.each([
     expect(datastore.calls).toEqual([]);
   });
 
-  it('lets the client\'s answers to the server\'s sampling requests pass', async () => {
+  it("lets the client's answers to the server's sampling requests pass", async () => {
     const { client } = await connect('bob');
     expect(await client.callTool({ name: 'ask', arguments: {} })).toMatchObject({ content: [{ text: 'sampled: hello' }] });
   });
@@ -296,7 +353,9 @@ describe('a policy file with limits:', () => {
     const sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml') }));
     const client = new Client({ name: 'policy-test', version: '1.0.0' });
     const token = await issuer.mint({ preferred_username: 'alice', groups: ['/alpha'] });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+    );
     try {
       const denied = await client.callTool({ name: 'query', arguments: { table: 'bravo_x' } }).catch((e: unknown) => e);
       expect((denied as McpError).code).toBe(POLICY_DENIED_CODE);
@@ -324,7 +383,9 @@ describe('tool policy in audit mode', () => {
     const sidecar = await startSidecar(testEnv(issuer, datastore, { POLICY_FILE: join(dir, 'policy.yaml'), POLICY_MODE: 'audit' }));
     const client = new Client({ name: 'policy-test', version: '1.0.0' });
     const token = await issuer.mint({ preferred_username: 'alice', groups: ['/alpha'] });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+    );
     try {
       expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['query', 'list_tables', 'Query']);
       expect(await client.callTool({ name: 'drop_table', arguments: {} })).toMatchObject({ content: [{ text: 'ran drop_table' }] });

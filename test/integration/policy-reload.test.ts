@@ -20,13 +20,23 @@ const DENY_QUERY = 'rules:\n  - name: v2-nobody-queries\n    effect: deny\n    w
 const INVALID = 'rules:\n  - name: v3\n    effect: allow\n    when: mcp.tol == "query"\n';
 const QUERY_ONCE = 'limits:\n  tools:\n    query: { perMinute: 1 }\n';
 
-const call: ClientMessage = { method: 'tools/call', id: 1, params: undefined, tool: 'query', prompt: undefined, resource: undefined, arguments: undefined };
+const call: ClientMessage = {
+  method: 'tools/call',
+  id: 1,
+  params: undefined,
+  tool: 'query',
+  prompt: undefined,
+  resource: undefined,
+  arguments: undefined,
+};
 const caller = { identity: { user: 'alice', subject: 'u-alice', email: undefined, groups: [] }, sessionId: undefined };
 
 /** The guards and the watcher as the app builds them, over a ConfigMap holding `text`. */
 function start(text: string, env: Record<string, string> = {}) {
   const map = configMap('policy.yaml', text);
-  const config = loadConfig(testEnv({ issuer: 'https://auth.example.com/realms/coder' }, { url: 'http://127.0.0.1:9' }, { POLICY_FILE: map.file, ...env }));
+  const config = loadConfig(
+    testEnv({ issuer: 'https://auth.example.com/realms/coder' }, { url: 'http://127.0.0.1:9' }, { POLICY_FILE: map.file, ...env }),
+  );
   const metrics = createMetrics();
   const log = captureLog();
   const loaded = readPolicyAtStart(config)!;
@@ -143,8 +153,13 @@ describe('policy reload', () => {
     const dir = mkdtempSync(join(tmpdir(), 'policy-start-'));
     writeFileSync(join(dir, 'policy.yaml'), INVALID);
     const sidecar = spawnSidecar({
-      OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder', PORT: '0', ADMIN_PORT: '0',
-      HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1', POLICY_FILE: join(dir, 'policy.yaml'),
+      OIDC_ISSUER: 'https://auth.example.com/realms/coder',
+      OIDC_ALLOWED_AZP: 'coder',
+      PORT: '0',
+      ADMIN_PORT: '0',
+      HOST: '127.0.0.1',
+      ADMIN_HOST: '127.0.0.1',
+      POLICY_FILE: join(dir, 'policy.yaml'),
     });
     expect(await sidecar.exited).toBe(1);
     const fatal = sidecar.lines.find((l) => l.cause === 'POLICY_FILE');

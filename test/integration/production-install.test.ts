@@ -22,7 +22,10 @@ describe('the production install the image is made of', () => {
     execFileSync('npm', ['run', 'build'], { stdio: 'ignore' });
     cpSync('package.json', join(dir, 'package.json'));
     cpSync('package-lock.json', join(dir, 'package-lock.json'));
-    execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'ignore' });
+    execFileSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], {
+      cwd: dir,
+      stdio: 'ignore',
+    });
     cpSync('dist', join(dir, 'dist'), { recursive: true });
     for (const dev of ['vitest', 'typescript', 'tsx', 'oidc-provider', '@modelcontextprotocol/sdk']) {
       expect(existsSync(join(dir, 'node_modules', dev)), dev).toBe(false);
@@ -37,7 +40,16 @@ describe('the production install the image is made of', () => {
     const [, ...args] = imageCommand(); // CMD without 'node': this Node runs it
     const child = spawn(process.execPath, args, {
       cwd: dir,
-      env: { PATH: process.env.PATH, ...imageEnv(), OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1' },
+      env: {
+        PATH: process.env.PATH,
+        ...imageEnv(),
+        OIDC_ISSUER: issuer.issuer,
+        OIDC_ALLOWED_AZP: 'coder',
+        PORT: '0',
+        ADMIN_PORT: '0',
+        HOST: '127.0.0.1',
+        ADMIN_HOST: '127.0.0.1',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));

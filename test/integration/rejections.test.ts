@@ -22,15 +22,24 @@ const cases: Case[] = [
   { name: 'no Authorization header', reason: 'missing_token', status: 401, authorization: async () => undefined },
   { name: 'Basic scheme', reason: 'missing_token', status: 401, authorization: async () => 'Basic YWxpY2U6c2VjcmV0' },
   { name: 'not a JWS', reason: 'malformed_token', status: 401, authorization: async () => bearer('not-a-token') },
-  { name: 'JWE (five parts)', reason: 'malformed_token', status: 401, authorization: async () => bearer('eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d') },
+  {
+    name: 'JWE (five parts)',
+    reason: 'malformed_token',
+    status: 401,
+    authorization: async () => bearer('eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d'),
+  },
   { name: 'undecodable header', reason: 'malformed_token', status: 401, authorization: async () => bearer('e30x.e30.c2ln') },
   { name: 'empty Bearer value', reason: 'malformed_token', status: 401, authorization: async () => 'Bearer ' },
   {
-    name: 'several Authorization headers', reason: 'malformed_token', status: 401,
+    name: 'several Authorization headers',
+    reason: 'malformed_token',
+    status: 401,
     authorization: async (i) => [bearer(await i.mint()), bearer(await i.mint())],
   },
   {
-    name: 'alg none', reason: 'unsupported_algorithm', status: 401,
+    name: 'alg none',
+    reason: 'unsupported_algorithm',
+    status: 401,
     authorization: async (i) => {
       const good = (await i.mint()).split('.');
       const header = Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url');
@@ -38,45 +47,128 @@ const cases: Case[] = [
     },
   },
   {
-    name: 'HS256', reason: 'unsupported_algorithm', status: 401,
-    authorization: async (i) => bearer(await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
-      .setProtectedHeader({ alg: 'HS256', kid: i.keys[0]!.kid }).sign(new TextEncoder().encode('secret'))),
+    name: 'HS256',
+    reason: 'unsupported_algorithm',
+    status: 401,
+    authorization: async (i) =>
+      bearer(
+        await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
+          .setProtectedHeader({ alg: 'HS256', kid: i.keys[0]!.kid })
+          .sign(new TextEncoder().encode('secret')),
+      ),
   },
-  { name: 'unknown kid', reason: 'unknown_key', status: 401, authorization: async (i) => bearer(await i.mint({}, { header: { kid: 'nobody-knows-me' } })) },
   {
-    name: 'the enc key of the key set', reason: 'unknown_key', status: 401,
+    name: 'unknown kid',
+    reason: 'unknown_key',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({}, { header: { kid: 'nobody-knows-me' } })),
+  },
+  {
+    name: 'the enc key of the key set',
+    reason: 'unknown_key',
+    status: 401,
     authorization: async (i) => bearer(await i.mint({}, { header: { kid: 'enc-key' } })),
   },
   {
-    name: 'signature by another key under a known kid', reason: 'invalid_signature', status: 401,
+    name: 'signature by another key under a known kid',
+    reason: 'invalid_signature',
+    status: 401,
     authorization: async (i) => {
       const { privateKey } = await generateKeyPair('RS256');
-      return bearer(await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
-        .setProtectedHeader({ alg: 'RS256', kid: i.keys[0]!.kid }).sign(privateKey));
+      return bearer(
+        await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
+          .setProtectedHeader({ alg: 'RS256', kid: i.keys[0]!.kid })
+          .sign(privateKey),
+      );
     },
   },
   {
-    name: 'attacker key embedded in the jwk header', reason: 'invalid_signature', status: 401,
+    name: 'attacker key embedded in the jwk header',
+    reason: 'invalid_signature',
+    status: 401,
     authorization: async (i) => {
       const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
-      return bearer(await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
-        .setProtectedHeader({ alg: 'RS256', kid: i.keys[0]!.kid, jwk: await exportJWK(publicKey), jku: 'http://127.0.0.1:1/jwks' }).sign(privateKey));
+      return bearer(
+        await new SignJWT({ iss: i.issuer, azp: 'coder', typ: 'Bearer', preferred_username: 'mallory', exp: now() + 60 })
+          .setProtectedHeader({ alg: 'RS256', kid: i.keys[0]!.kid, jwk: await exportJWK(publicKey), jku: 'http://127.0.0.1:1/jwks' })
+          .sign(privateKey),
+      );
     },
   },
-  { name: 'expired beyond tolerance', reason: 'expired', status: 401, authorization: async (i) => bearer(await i.mint({ exp: now() - 60 })) },
-  { name: 'nbf in the future', reason: 'not_yet_valid', status: 401, authorization: async (i) => bearer(await i.mint({ nbf: now() + 120 })) },
-  { name: 'iat in the future', reason: 'not_yet_valid', status: 401, authorization: async (i) => bearer(await i.mint({ iat: now() + 120 })) },
-  { name: 'another issuer', reason: 'wrong_issuer', status: 401, authorization: async (i) => bearer(await i.mint({ iss: `${i.url}/realms/other` })) },
-  { name: 'issuer with a trailing slash', reason: 'wrong_issuer', status: 401, authorization: async (i) => bearer(await i.mint({ iss: `${i.issuer}/` })) },
-  { name: 'azp and aud both foreign', reason: 'wrong_audience', status: 401, authorization: async (i) => bearer(await i.mint({ azp: 'grafana', aud: 'grafana' })) },
+  {
+    name: 'expired beyond tolerance',
+    reason: 'expired',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ exp: now() - 60 })),
+  },
+  {
+    name: 'nbf in the future',
+    reason: 'not_yet_valid',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ nbf: now() + 120 })),
+  },
+  {
+    name: 'iat in the future',
+    reason: 'not_yet_valid',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ iat: now() + 120 })),
+  },
+  {
+    name: 'another issuer',
+    reason: 'wrong_issuer',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ iss: `${i.url}/realms/other` })),
+  },
+  {
+    name: 'issuer with a trailing slash',
+    reason: 'wrong_issuer',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ iss: `${i.issuer}/` })),
+  },
+  {
+    name: 'azp and aud both foreign',
+    reason: 'wrong_audience',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ azp: 'grafana', aud: 'grafana' })),
+  },
   { name: 'Keycloak ID token', reason: 'wrong_token_type', status: 401, authorization: async (i) => bearer(await i.mint({ typ: 'ID' })) },
-  { name: 'Keycloak refresh token', reason: 'wrong_token_type', status: 401, authorization: async (i) => bearer(await i.mint({ typ: 'Refresh' })) },
+  {
+    name: 'Keycloak refresh token',
+    reason: 'wrong_token_type',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ typ: 'Refresh' })),
+  },
   { name: 'no exp', reason: 'missing_claim', status: 401, authorization: async (i) => bearer(await i.mint({}, { omit: ['exp'] })) },
-  { name: 'no user claim', reason: 'missing_claim', status: 401, authorization: async (i) => bearer(await i.mint({}, { omit: ['preferred_username'] })) },
-  { name: 'empty user claim', reason: 'missing_claim', status: 401, authorization: async (i) => bearer(await i.mint({ preferred_username: '' })) },
-  { name: 'newline in the user claim', reason: 'invalid_claim', status: 401, authorization: async (i) => bearer(await i.mint({ preferred_username: 'alice\r\nX-Verified-User: admin' })) },
-  { name: 'control character in email', reason: 'invalid_claim', status: 401, authorization: async (i) => bearer(await i.mint({ email: 'a\u0000@example.com' })) },
-  { name: 'user claim not a string', reason: 'invalid_claim', status: 401, authorization: async (i) => bearer(await i.mint({ preferred_username: 42 })) },
+  {
+    name: 'no user claim',
+    reason: 'missing_claim',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({}, { omit: ['preferred_username'] })),
+  },
+  {
+    name: 'empty user claim',
+    reason: 'missing_claim',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ preferred_username: '' })),
+  },
+  {
+    name: 'newline in the user claim',
+    reason: 'invalid_claim',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ preferred_username: 'alice\r\nX-Verified-User: admin' })),
+  },
+  {
+    name: 'control character in email',
+    reason: 'invalid_claim',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ email: 'a\u0000@example.com' })),
+  },
+  {
+    name: 'user claim not a string',
+    reason: 'invalid_claim',
+    status: 401,
+    authorization: async (i) => bearer(await i.mint({ preferred_username: 42 })),
+  },
 ];
 
 describe('every rejection reason: status, JSON, WWW-Authenticate, and nothing reaches the upstream', () => {
@@ -98,8 +190,15 @@ describe('every rejection reason: status, JSON, WWW-Authenticate, and nothing re
 
   it.each(cases)('$name → $status $reason', async ({ reason, status, authorization }) => {
     const value = await authorization(issuer);
-    const headers: [string, string][] = (value === undefined ? [] : Array.isArray(value) ? value : [value]).map((v) => ['authorization', v]);
-    const res = await request(`${sidecar.url}/mcp`, { method: 'POST', headers: [...headers.flat(), 'content-type', 'application/json'], body: '{}' });
+    const headers: [string, string][] = (value === undefined ? [] : Array.isArray(value) ? value : [value]).map((v) => [
+      'authorization',
+      v,
+    ]);
+    const res = await request(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: [...headers.flat(), 'content-type', 'application/json'],
+      body: '{}',
+    });
     const body = (await res.body.json()) as Record<string, string>;
 
     expect(res.statusCode).toBe(status);
@@ -197,7 +296,11 @@ describe('key set unavailable', () => {
       expect(res.statusCode).toBe(503);
       expect(res.headers['retry-after']).toBe('5');
       expect(res.headers['www-authenticate']).toBe(`Bearer resource_metadata="${METADATA}"`);
-      expect(await res.body.json()).toEqual({ error: 'temporarily_unavailable', reason: 'jwks_unavailable', error_description: expect.any(String) });
+      expect(await res.body.json()).toEqual({
+        error: 'temporarily_unavailable',
+        reason: 'jwks_unavailable',
+        error_description: expect.any(String),
+      });
       expect(upstream.seen).toHaveLength(0);
     } finally {
       await sidecar.close();

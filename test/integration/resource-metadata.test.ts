@@ -13,7 +13,9 @@ describe('RFC 9728 protected resource metadata', () => {
     issuer = await startIssuer();
     await issuer.addKey();
     upstream = await startUpstream();
-    sidecar = await startSidecar(testEnv(issuer, upstream, { RESOURCE_URL: 'https://mcp.example.com/mcp', RESOURCE_SCOPES: 'openid,datastore' }));
+    sidecar = await startSidecar(
+      testEnv(issuer, upstream, { RESOURCE_URL: 'https://mcp.example.com/mcp', RESOURCE_SCOPES: 'openid,datastore' }),
+    );
   });
   afterAll(async () => {
     await sidecar.close();
@@ -21,22 +23,27 @@ describe('RFC 9728 protected resource metadata', () => {
     await issuer.close();
   });
 
-  it.each(['/.well-known/oauth-protected-resource', '/.well-known/oauth-protected-resource/mcp'])('is served at %s without a token', async (path) => {
-    const res = await request(`${sidecar.url}${path}`);
-    expect(res.statusCode).toBe(200);
-    expect(await res.body.json()).toEqual({
-      resource: 'https://mcp.example.com/mcp',
-      authorization_servers: [issuer.issuer],
-      bearer_methods_supported: ['header'],
-      scopes_supported: ['openid', 'datastore'],
-    });
-    expect(upstream.seen).toHaveLength(0);
-  });
+  it.each(['/.well-known/oauth-protected-resource', '/.well-known/oauth-protected-resource/mcp'])(
+    'is served at %s without a token',
+    async (path) => {
+      const res = await request(`${sidecar.url}${path}`);
+      expect(res.statusCode).toBe(200);
+      expect(await res.body.json()).toEqual({
+        resource: 'https://mcp.example.com/mcp',
+        authorization_servers: [issuer.issuer],
+        bearer_methods_supported: ['header'],
+        scopes_supported: ['openid', 'datastore'],
+      });
+      expect(upstream.seen).toHaveLength(0);
+    },
+  );
 
   it('is the URL a 401 points to', async () => {
     const res = await request(`${sidecar.url}/mcp`);
     await res.body.text();
-    expect(res.headers['www-authenticate']).toBe('Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"');
+    expect(res.headers['www-authenticate']).toBe(
+      'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"',
+    );
   });
 
   it('is never forwarded, whatever the method', async () => {
@@ -65,7 +72,11 @@ describe('RFC 9728 protected resource metadata', () => {
     const plain = await startSidecar(testEnv(issuer, upstream));
     try {
       const res = await request(`${plain.url}/.well-known/oauth-protected-resource`);
-      expect(await res.body.json()).toEqual({ resource: 'http://mcp.test:8080', authorization_servers: [issuer.issuer], bearer_methods_supported: ['header'] });
+      expect(await res.body.json()).toEqual({
+        resource: 'http://mcp.test:8080',
+        authorization_servers: [issuer.issuer],
+        bearer_methods_supported: ['header'],
+      });
     } finally {
       await plain.close();
     }

@@ -16,7 +16,10 @@ interface Sidecar {
 }
 
 async function spawnSidecar(env: Record<string, string>): Promise<Sidecar> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { PATH: process.env.PATH, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: { PATH: process.env.PATH, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const lines: Record<string, unknown>[] = [];
   const waiters: [string, (line: Record<string, unknown>) => void][] = [];
   createInterface({ input: child.stdout! }).on('line', (text) => {
@@ -24,13 +27,19 @@ async function spawnSidecar(env: Record<string, string>): Promise<Sidecar> {
     lines.push(line);
     for (const [msg, resolve] of waiters) if (line.msg === msg) resolve(line);
   });
-  const logged = (msg: string) => new Promise<Record<string, unknown>>((resolve) => {
-    const seen = lines.find((l) => l.msg === msg);
-    if (seen) resolve(seen);
-    else waiters.push([msg, resolve]);
-  });
+  const logged = (msg: string) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const seen = lines.find((l) => l.msg === msg);
+      if (seen) resolve(seen);
+      else waiters.push([msg, resolve]);
+    });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const started = await Promise.race([logged('mcp-auth-sidecar started'), exited.then((code) => { throw new Error(`exited ${code}`); })]);
+  const started = await Promise.race([
+    logged('mcp-auth-sidecar started'),
+    exited.then((code) => {
+      throw new Error(`exited ${code}`);
+    }),
+  ]);
   return { child, proxyUrl: started.proxyUrl as string, adminUrl: started.adminUrl as string, logged, exited };
 }
 

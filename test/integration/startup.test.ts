@@ -38,16 +38,21 @@ describe('a start-up that cannot listen', { timeout: 60_000 }, () => {
     await upstream.close();
   });
 
-  it.each(['PORT', 'ADMIN_PORT'])('with %s in use: writes the gathered lines, then one JSON line naming it and the address, exits 1', async (variable) => {
-    const port = (taken.address() as AddressInfo).port;
-    const sidecar = spawnSidecar(testEnv({ issuer: deadIssuer } as TestIssuer, upstream, { LOG_LEVEL: 'info', [variable]: String(port) }));
-    expect(await sidecar.exited).toBe(1);
-    expectNoBareStack(sidecar);
-    expect(sidecar.lines.map((l) => l.msg)).toContain('key set refresh failed');
-    const last = sidecar.lines.at(-1)!;
-    expect(last).toMatchObject({ level: 60, cause: variable, value: String(port), address: `127.0.0.1:${port}`, code: 'EADDRINUSE' });
-    expect(last.msg).toBe(`cannot listen on 127.0.0.1:${port}: the address is in use`);
-  });
+  it.each(['PORT', 'ADMIN_PORT'])(
+    'with %s in use: writes the gathered lines, then one JSON line naming it and the address, exits 1',
+    async (variable) => {
+      const port = (taken.address() as AddressInfo).port;
+      const sidecar = spawnSidecar(
+        testEnv({ issuer: deadIssuer } as TestIssuer, upstream, { LOG_LEVEL: 'info', [variable]: String(port) }),
+      );
+      expect(await sidecar.exited).toBe(1);
+      expectNoBareStack(sidecar);
+      expect(sidecar.lines.map((l) => l.msg)).toContain('key set refresh failed');
+      const last = sidecar.lines.at(-1)!;
+      expect(last).toMatchObject({ level: 60, cause: variable, value: String(port), address: `127.0.0.1:${port}`, code: 'EADDRINUSE' });
+      expect(last.msg).toBe(`cannot listen on 127.0.0.1:${port}: the address is in use`);
+    },
+  );
 
   it('names HOST when the address is not one of this host, even with LOG_LEVEL=silent', async () => {
     const sidecar = spawnSidecar(testEnv({ issuer: deadIssuer } as TestIssuer, upstream, { HOST: '192.0.2.1' }));

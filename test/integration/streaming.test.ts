@@ -33,7 +33,9 @@ describe('streaming through the sidecar', () => {
       endStream = () => res.end();
       writeNext('one');
     });
-    const res = await request(`${sidecar.url}/mcp`, { headers: { authorization, accept: 'text/event-stream', 'accept-encoding': 'gzip, br' } });
+    const res = await request(`${sidecar.url}/mcp`, {
+      headers: { authorization, accept: 'text/event-stream', 'accept-encoding': 'gzip, br' },
+    });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toBe('text/event-stream');
     expect(res.headers['content-encoding']).toBeUndefined();
@@ -77,7 +79,11 @@ describe('streaming through the sidecar', () => {
   it('streams a 1 MB request body to the upstream unchanged, with method, path and query intact', async () => {
     const body = Buffer.alloc(1 << 20, 'x').toString() + 'end';
     const path = '/a%20b/c%2Fd?q=1&q=2&name=%E6%97%A5&empty=';
-    const res = await request(`${sidecar.url}${path}`, { method: 'PUT', headers: { authorization, 'content-type': 'application/octet-stream' }, body });
+    const res = await request(`${sidecar.url}${path}`, {
+      method: 'PUT',
+      headers: { authorization, 'content-type': 'application/octet-stream' },
+      body,
+    });
     expect(res.statusCode).toBe(200);
     await res.body.text();
     expect(upstream.seen[0]).toMatchObject({ method: 'PUT', url: path });
@@ -143,7 +149,10 @@ describe('streaming through the sidecar', () => {
       req.once('continue', () => req.end('{}'));
       req.once('response', (res) => {
         let body = '';
-        res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).once('end', () => resolve({ status: res.statusCode!, body }));
+        res
+          .setEncoding('utf8')
+          .on('data', (chunk: string) => (body += chunk))
+          .once('end', () => resolve({ status: res.statusCode!, body }));
       });
       req.once('error', reject);
     });

@@ -104,7 +104,10 @@ describe.skipIf(!openssl)('TLS on the proxy port', { timeout: 60_000 }, () => {
     const { proxyUrl, adminUrl } = await start();
     expect(proxyUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
 
-    const accepted = await request(`${proxyUrl}/mcp`, { dispatcher: verifying, headers: { authorization: `Bearer ${await issuer.mint()}` } });
+    const accepted = await request(`${proxyUrl}/mcp`, {
+      dispatcher: verifying,
+      headers: { authorization: `Bearer ${await issuer.mint()}` },
+    });
     expect(accepted.statusCode).toBe(200);
     await accepted.body.text();
     expect(upstream.seen.at(-1)?.headers['x-verified-user']).toBe('alice');
@@ -123,7 +126,7 @@ describe.skipIf(!openssl)('TLS on the proxy port', { timeout: 60_000 }, () => {
     await health.body.text();
   });
 
-  it('serves a renewed certificate after the Secret\'s symlink swap, without a restart; a bad pair leaves the last good one', async () => {
+  it("serves a renewed certificate after the Secret's symlink swap, without a restart; a bad pair leaves the last good one", async () => {
     const { proxyUrl, adminUrl } = await start();
     expect(await servedSerial(proxyUrl, ca.cert)).toBe(first.serialNumber);
 
@@ -131,7 +134,10 @@ describe.skipIf(!openssl)('TLS on the proxy port', { timeout: 60_000 }, () => {
     const reloaded = await Promise.race([sidecar!.logged('tls certificate reloaded'), sidecar!.exited.then(() => ({}))]);
     expect(reloaded).toMatchObject({ serialNumber: second.serialNumber });
     expect(await servedSerial(proxyUrl, ca.cert)).toBe(second.serialNumber);
-    const response = await request(`${proxyUrl}/mcp`, { dispatcher: new Agent({ connect: { ca: ca.cert } }), headers: { authorization: `Bearer ${await issuer.mint()}` } });
+    const response = await request(`${proxyUrl}/mcp`, {
+      dispatcher: new Agent({ connect: { ca: ca.cert } }),
+      headers: { authorization: `Bearer ${await issuer.mint()}` },
+    });
     expect(response.statusCode).toBe(200);
     await response.body.text();
 
@@ -159,7 +165,12 @@ describe.skipIf(!openssl)('TLS on the proxy port', { timeout: 60_000 }, () => {
   it('refuses to start with a file it cannot read, naming the variable', async () => {
     sidecar = spawnSidecar(tlsEnv({ TLS_CERT_FILE: join(mount.dir, 'missing.crt') }));
     expect(await sidecar.exited).toBe(1);
-    expect(sidecar.lines.at(-1)).toMatchObject({ level: 60, cause: 'TLS_CERT_FILE', value: join(mount.dir, 'missing.crt'), code: 'ENOENT' });
+    expect(sidecar.lines.at(-1)).toMatchObject({
+      level: 60,
+      cause: 'TLS_CERT_FILE',
+      value: join(mount.dir, 'missing.crt'),
+      code: 'ENOENT',
+    });
   });
 
   it('refuses to start with a key of another certificate, naming the variable', async () => {

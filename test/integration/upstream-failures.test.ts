@@ -37,7 +37,11 @@ describe('upstream failures', () => {
     issuer = await startIssuer();
     await issuer.addKey();
     sidecar = await startSidecar(testEnv(issuer, { url: upstreamUrl }, { UPSTREAM_TIMEOUT_SECONDS: '1' }));
-    const res = await request(`${sidecar.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${await issuer.mint()}` }, body: '{}' });
+    const res = await request(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await issuer.mint()}` },
+      body: '{}',
+    });
     return { status: res.statusCode, body: await res.body.json(), type: res.headers['content-type'] };
   }
 
@@ -73,8 +77,25 @@ describe('upstream failures', () => {
 
   it('an https upstream whose certificate does not verify → 502 kind="connect", nothing sent to it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tls-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
     let requests = 0;
     const https = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (_req, res) => {
       requests++;

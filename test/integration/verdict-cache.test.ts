@@ -33,7 +33,8 @@ describe('the verdict cache', () => {
   };
   const lookups = async () => {
     const text = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
-    const count = (result: string) => Number(new RegExp(`^mcp_auth_verdict_cache_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    const count = (result: string) =>
+      Number(new RegExp(`^mcp_auth_verdict_cache_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
     return { hit: count('hit'), miss: count('miss') };
   };
 
@@ -95,7 +96,10 @@ describe('the verdict cache', () => {
     const good = await issuer.mint();
     const badSignature = `${good.slice(0, -8)}AAAAAAAA`;
     const expired = await issuer.mint({ exp: Math.floor(Date.now() / 1000) - 3600 });
-    for (const [token, reason] of [[badSignature, 'invalid_signature'], [expired, 'expired']] as const) {
+    for (const [token, reason] of [
+      [badSignature, 'invalid_signature'],
+      [expired, 'expired'],
+    ] as const) {
       const before = await lookups();
       expect(await call(token)).toEqual([401, reason]);
       expect(await call(token)).toEqual([401, reason]);
@@ -174,25 +178,27 @@ const operation = fc.oneof(
 
 describe('Lru', () => {
   it('holds what a plain least-recently-used list holds, through any sequence of gets, sets and deletes', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
-      const lru = new Lru<number>(max);
-      let model: number[] = []; // least recently used first
-      operations.forEach(({ op, key }, i) => {
-        const name = String(key);
-        if (op === 'get') {
-          expect(lru.get(name) !== undefined).toBe(model.includes(key));
-          if (model.includes(key)) model = [...model.filter((k) => k !== key), key];
-        } else if (op === 'set') {
-          lru.set(name, i);
-          model = [...model.filter((k) => k !== key), key].slice(-max);
-        } else {
-          lru.delete(name);
-          model = model.filter((k) => k !== key);
-        }
-        expect(lru.size).toBe(model.length);
-      });
-      for (const key of model) expect(lru.get(String(key))).toBeDefined();
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
+        const lru = new Lru<number>(max);
+        let model: number[] = []; // least recently used first
+        operations.forEach(({ op, key }, i) => {
+          const name = String(key);
+          if (op === 'get') {
+            expect(lru.get(name) !== undefined).toBe(model.includes(key));
+            if (model.includes(key)) model = [...model.filter((k) => k !== key), key];
+          } else if (op === 'set') {
+            lru.set(name, i);
+            model = [...model.filter((k) => k !== key), key].slice(-max);
+          } else {
+            lru.delete(name);
+            model = model.filter((k) => k !== key);
+          }
+          expect(lru.size).toBe(model.length);
+        });
+        for (const key of model) expect(lru.get(String(key))).toBeDefined();
+      }),
+    );
   });
 });
 
@@ -207,30 +213,32 @@ describe('VerdictTable', () => {
   });
 
   it('holds what a plain least-recently-used map holds, through any sequence of gets, sets and deletes', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
-      const table = new VerdictTable(max);
-      const model = new Map<number, number>(); // key → what was set, least recently used first
-      const use = (key: number, value: number) => {
-        model.delete(key);
-        model.set(key, value);
-      };
-      operations.forEach(({ op, key }, i) => {
-        if (op === 'get') {
-          const value = model.get(key);
-          expect(table.get(digest(key))).toEqual(value === undefined ? undefined : verdict(value));
-          if (value !== undefined) use(key, value);
-        } else if (op === 'set') {
-          table.set(digest(key), verdict(i));
-          use(key, i);
-          if (model.size > max) model.delete(model.keys().next().value!);
-        } else {
-          table.delete(digest(key));
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 8 }), fc.array(operation, { maxLength: 300 }), (max, operations) => {
+        const table = new VerdictTable(max);
+        const model = new Map<number, number>(); // key → what was set, least recently used first
+        const use = (key: number, value: number) => {
           model.delete(key);
-        }
-        expect(table.size).toBe(model.size);
-      });
-      for (const [key, value] of model) expect(table.get(digest(key))).toEqual(verdict(value));
-    }));
+          model.set(key, value);
+        };
+        operations.forEach(({ op, key }, i) => {
+          if (op === 'get') {
+            const value = model.get(key);
+            expect(table.get(digest(key))).toEqual(value === undefined ? undefined : verdict(value));
+            if (value !== undefined) use(key, value);
+          } else if (op === 'set') {
+            table.set(digest(key), verdict(i));
+            use(key, i);
+            if (model.size > max) model.delete(model.keys().next().value!);
+          } else {
+            table.delete(digest(key));
+            model.delete(key);
+          }
+          expect(table.size).toBe(model.size);
+        });
+        for (const [key, value] of model) expect(table.get(digest(key))).toEqual(verdict(value));
+      }),
+    );
   });
 
   it('takes only SHA-256 digests in Latin-1', () => {

@@ -30,9 +30,11 @@ describe.skipIf(!go)('MCP audit with the Go SDK server and the Go clients', () =
     await issuer.close();
   });
 
-  it('audits the TypeScript client\'s calls to the Go server, tool labels from its tools/list', async () => {
+  it("audits the TypeScript client's calls to the Go server, tool labels from its tools/list", async () => {
     const client = new Client({ name: 'ts-client', version: '1.0.0' });
-    const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } });
+    const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+    });
     await client.connect(transport);
     await client.listTools();
     await client.callTool({ name: 'echo', arguments: { text: 'a value never logged' } });
@@ -40,7 +42,9 @@ describe.skipIf(!go)('MCP audit with the Go SDK server and the Go clients', () =
     expect(line).toMatchObject({ outcome: 'result', client: 'ts-client/1.0.0', sessionId: transport.sessionId, argumentNames: ['text'] });
     await client.close();
     expect(log.text()).not.toContain('a value never logged');
-    expect(await (await fetch(`${sidecar.adminUrl}/metrics`)).text()).toContain('mcp_auth_tool_calls_total{tool="echo",outcome="result"} 1');
+    expect(await (await fetch(`${sidecar.adminUrl}/metrics`)).text()).toContain(
+      'mcp_auth_tool_calls_total{tool="echo",outcome="result"} 1',
+    );
   });
 
   it.each(['gosdk', 'mcpgo'] as const)('audits the %s client: initialize with its name, tools/call whoami', async (kind) => {

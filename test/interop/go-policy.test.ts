@@ -34,11 +34,15 @@ describe.skipIf(!go)('tool policy in front of the go-sdk server', () => {
 
   async function connect(who: string): Promise<Client> {
     const client = new Client({ name: 'policy-go-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${tokens[who]}` } } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${tokens[who]}` } },
+      }),
+    );
     return client;
   }
 
-  it('lists by the Go server\'s annotations: /bravo sees the read-only tools, /alpha only query, nobody drop_table', async () => {
+  it("lists by the Go server's annotations: /bravo sees the read-only tools, /alpha only query, nobody drop_table", async () => {
     const bob = await connect('bob');
     const alice = await connect('alice');
     try {
@@ -55,12 +59,15 @@ describe.skipIf(!go)('tool policy in front of the go-sdk server', () => {
     }
   });
 
-  it.each(['gosdk', 'mcpgo'] as const)('the %s client gets the denial as an error naming the tool and the policy, and a read-only call works', async (kind) => {
-    const denied = await runGoClient(kind, `${sidecar.url}/mcp`, tokens.alice);
-    expect(denied.code).toBe(1);
-    expect(denied.stderr).toContain('Forbidden: tools/call of "whoami" is not allowed by the tool policy');
-    const allowed = await runGoClient(kind, `${sidecar.url}/mcp`, tokens.bob);
-    expect(allowed.code).toBe(0);
-    expect((allowed.result as { tools: string[] }).tools).not.toContain('drop_table');
-  });
+  it.each(['gosdk', 'mcpgo'] as const)(
+    'the %s client gets the denial as an error naming the tool and the policy, and a read-only call works',
+    async (kind) => {
+      const denied = await runGoClient(kind, `${sidecar.url}/mcp`, tokens.alice);
+      expect(denied.code).toBe(1);
+      expect(denied.stderr).toContain('Forbidden: tools/call of "whoami" is not allowed by the tool policy');
+      const allowed = await runGoClient(kind, `${sidecar.url}/mcp`, tokens.bob);
+      expect(allowed.code).toBe(0);
+      expect((allowed.result as { tools: string[] }).tools).not.toContain('drop_table');
+    },
+  );
 });

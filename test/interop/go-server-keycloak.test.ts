@@ -16,21 +16,34 @@ const AUTHENTICATION = /unauthori[sz]ed|authori[sz]ation required/i;
 const keycloak = useKeycloak();
 
 const initialize = JSON.stringify({
-  jsonrpc: '2.0', id: 1, method: 'initialize',
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
   params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
 });
 
 /** A POST with a Host header of our choosing (fetch cannot set Host). */
-function post(url: string, host: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+function post(
+  url: string,
+  host: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, {
-      method: 'POST',
-      headers: { host, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
-    }, (res) => {
-      let text = '';
-      res.on('data', (chunk: Buffer) => { text += chunk.toString(); });
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
-    });
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        headers: { host, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -38,8 +51,12 @@ function post(url: string, host: string, body: string, headers: Record<string, s
 
 describe.skipIf(!go)('the Go SDK MCP server directly', () => {
   let server: GoServer;
-  beforeAll(async () => { server = await startGoServer(); });
-  afterAll(async () => { await server?.close(); });
+  beforeAll(async () => {
+    server = await startGoServer();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
 
   it('refuses a non-loopback Host on its loopback listener (403), and answers a loopback one', async () => {
     const refused = await post(server.url, 'mcp.example.com', initialize);
@@ -61,8 +78,14 @@ describe.skipIf(!go || !keycloak)('the sidecar in front of the Go SDK server, wi
     server = await startGoServer();
     realm = await importRealm('coder-go');
     sidecar = await startSidecar({
-      OIDC_ISSUER: realm.issuer, OIDC_ALLOWED_AZP: 'coder', UPSTREAM_URL: server.origin,
-      PORT: '0', HOST: '127.0.0.1', ADMIN_PORT: '0', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'silent',
+      OIDC_ISSUER: realm.issuer,
+      OIDC_ALLOWED_AZP: 'coder',
+      UPSTREAM_URL: server.origin,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      ADMIN_PORT: '0',
+      ADMIN_HOST: '127.0.0.1',
+      LOG_LEVEL: 'silent',
       OIDC_CLOCK_TOLERANCE_SECONDS: '0',
     });
     token = (await realm.tokens('alice')).access_token;
@@ -105,17 +128,32 @@ describe.skipIf(!go || !keycloak)('the sidecar in front of the Go SDK server, wi
     expect(events).toEqual(['progress 1/3', 'progress 2/3', 'progress 3/3', 'result']);
 
     // The same call by hand: answered as an event stream, progress events first.
-    const raw = await post(`${sidecar.url}/mcp`, new URL(sidecar.url).host, JSON.stringify({
-      jsonrpc: '2.0', id: 99, method: 'tools/call', params: { name: 'progress', arguments: { steps: 2 }, _meta: { progressToken: 'p' } },
-    }), { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId!, 'mcp-protocol-version': '2025-11-25' });
+    const raw = await post(
+      `${sidecar.url}/mcp`,
+      new URL(sidecar.url).host,
+      JSON.stringify({
+        jsonrpc: '2.0',
+        id: 99,
+        method: 'tools/call',
+        params: { name: 'progress', arguments: { steps: 2 }, _meta: { progressToken: 'p' } },
+      }),
+      { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId!, 'mcp-protocol-version': '2025-11-25' },
+    );
     expect(raw.status).toBe(200);
     expect(raw.headers['content-type']).toContain('text/event-stream');
-    const data = raw.body.split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as { method?: string; id?: number });
+    const data = raw.body
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => JSON.parse(l.slice(6)) as { method?: string; id?: number });
     expect(data.map((m) => m.method ?? `result ${m.id}`)).toEqual(['notifications/progress', 'notifications/progress', 'result 99']);
 
     await transport.terminateSession();
-    const after = await post(`${sidecar.url}/mcp`, new URL(sidecar.url).host, JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/list' }),
-      { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId!, 'mcp-protocol-version': '2025-11-25' });
+    const after = await post(
+      `${sidecar.url}/mcp`,
+      new URL(sidecar.url).host,
+      JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/list' }),
+      { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId!, 'mcp-protocol-version': '2025-11-25' },
+    );
     expect(after.status).toBe(404);
     await client.close();
   });

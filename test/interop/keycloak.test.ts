@@ -45,10 +45,19 @@ describe.skipIf(!keycloak)('Keycloak 26 tokens', () => {
   it('accepts an access token of the coder client and sends the upstream its X-Verified-* headers', async () => {
     const { url } = await sidecar();
     // bob's address is not verified in the realm (email_verified false): no X-Verified-Email for him.
-    for (const [user, email, groups] of [['alice', 'alice@example.com', '/alpha'], ['bob', undefined, '/bravo']] as const) {
+    for (const [user, email, groups] of [
+      ['alice', 'alice@example.com', '/alpha'],
+      ['bob', undefined, '/bravo'],
+    ] as const) {
       const { access_token } = await realm.tokens(user);
       const token = claims(access_token);
-      expect(token).toMatchObject({ azp: 'coder', typ: 'Bearer', preferred_username: user, groups: [groups], email_verified: email !== undefined });
+      expect(token).toMatchObject({
+        azp: 'coder',
+        typ: 'Bearer',
+        preferred_username: user,
+        groups: [groups],
+        email_verified: email !== undefined,
+      });
       expect(await send(url, access_token)).toEqual({ status: 200 });
       const seen = upstream.seen.at(-1)!.headers;
       expect(seen['x-verified-user']).toBe(user);

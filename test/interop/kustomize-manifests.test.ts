@@ -26,7 +26,13 @@ const kustomize = (() => {
 const kubectl = kustomize ?? findTool('kubectl');
 const renderCommand = (dir: string): [string, string[]] => (kustomize ? [kustomize, ['build', dir]] : [kubectl!, ['kustomize', dir]]);
 
-const models: Record<string, new (o: never) => { validate(): void }> = { Deployment, ConfigMap, Service, NetworkPolicy, PodDisruptionBudget };
+const models: Record<string, new (o: never) => { validate(): void }> = {
+  Deployment,
+  ConfigMap,
+  Service,
+  NetworkPolicy,
+  PodDisruptionBudget,
+};
 
 /** Validates each object against its Kubernetes schema; the Prometheus Operator's CRDs by shape. */
 function expectValid(objects: Manifest[]): void {
@@ -59,16 +65,26 @@ describe.skipIf(!kubectl)('Kubernetes manifests', () => {
   });
 
   // Without kubectl the tests below are skipped; an empty pod lets their set-up lines run.
-  const objects = kubectl ? render('k8s/example') : [{ kind: 'Deployment', spec: { template: { spec: { containers: [] } } } } as unknown as Manifest];
+  const objects = kubectl
+    ? render('k8s/example')
+    : [{ kind: 'Deployment', spec: { template: { spec: { containers: [] } } } } as unknown as Manifest];
   const byKind = (kind: string) => objects.filter((o) => o.kind === kind);
 
   it('every rendered object validates against the Kubernetes schema', () => {
     expectValid(objects);
     for (const object of objects) expect((object.metadata as { namespace?: string }).namespace).toBe('coder-demo-mcp');
-    expect(objects.map((o) => o.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'PrometheusRule', 'Service']);
+    expect(objects.map((o) => o.kind).sort()).toEqual([
+      'ConfigMap',
+      'Deployment',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
+      'PodMonitor',
+      'PrometheusRule',
+      'Service',
+    ]);
   });
 
-  it('generates the configuration with a content hash the pod refers to, and takes the image from the user\'s kustomization', () => {
+  it("generates the configuration with a content hash the pod refers to, and takes the image from the user's kustomization", () => {
     const configMap = byKind('ConfigMap')[0]!;
     expect(configMap.metadata.name).toMatch(/^auth-sidecar-config-[a-z0-9]{10}$/);
     expect(sidecar.envFrom).toEqual([{ configMapRef: { name: configMap.metadata.name } }]);
@@ -79,13 +95,19 @@ describe.skipIf(!kubectl)('Kubernetes manifests', () => {
     for (const kind of ['PodMonitor', 'PrometheusRule']) {
       expect((byKind(kind)[0]!.metadata as { labels?: Record<string, string> }).labels?.release, kind).toBe('kube-prometheus-stack');
     }
-    const budget = byKind('PodDisruptionBudget')[0] as unknown as { spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } } };
-    const replicas = (byKind('Deployment')[0] as unknown as { spec: { replicas: number; selector: { matchLabels: Record<string, string> } } }).spec;
+    const budget = byKind('PodDisruptionBudget')[0] as unknown as {
+      spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } };
+    };
+    const replicas = (
+      byKind('Deployment')[0] as unknown as { spec: { replicas: number; selector: { matchLabels: Record<string, string> } } }
+    ).spec;
     expect(budget.spec.selector.matchLabels).toEqual(replicas.selector.matchLabels);
     expect(budget.spec.minAvailable).toBeLessThan(replicas.replicas);
   });
 
-  const deployment = byKind('Deployment')[0] as unknown as { spec: { template: { spec: { terminationGracePeriodSeconds: number; containers: Record<string, any>[] } } } };
+  const deployment = byKind('Deployment')[0] as unknown as {
+    spec: { template: { spec: { terminationGracePeriodSeconds: number; containers: Record<string, any>[] } } };
+  };
   const pod = deployment.spec.template.spec;
   const sidecar = pod.containers.find((c) => c.name === 'auth-sidecar')!;
 
@@ -113,8 +135,13 @@ describe.skipIf(!kubectl)('Kubernetes manifests', () => {
 
   it('runs locked down: non-root, read-only root, no capabilities, RuntimeDefault seccomp, grace beyond the drain', () => {
     expect(sidecar.securityContext).toEqual({
-      runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, readOnlyRootFilesystem: true,
-      allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+      runAsNonRoot: true,
+      runAsUser: 10001,
+      runAsGroup: 10001,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
     });
     const preStopSeconds = Number(sidecar.lifecycle.preStop.exec.command[1]);
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(preStopSeconds + defaults.shutdownGraceSeconds);
@@ -153,9 +180,14 @@ describe.skipIf(!kubectl)('the component in front of another MCP server', () => 
     const pod = one('Deployment').spec.template.spec;
     expect(pod.containers.map((c: { name: string }) => c.name)).toEqual(['server']);
     const [native] = pod.initContainers as Record<string, unknown>[];
-    expect(native).toMatchObject({ name: 'auth-sidecar', restartPolicy: 'Always', image: 'ghcr.example.org/platform/mcp-auth-sidecar:9.9.9' });
-    const example = (render('k8s/example').find((o) => o.kind === 'Deployment') as unknown as Record<string, any>).spec.template.spec.containers
-      .find((c: { name: string }) => c.name === 'auth-sidecar');
+    expect(native).toMatchObject({
+      name: 'auth-sidecar',
+      restartPolicy: 'Always',
+      image: 'ghcr.example.org/platform/mcp-auth-sidecar:9.9.9',
+    });
+    const example = (
+      render('k8s/example').find((o) => o.kind === 'Deployment') as unknown as Record<string, any>
+    ).spec.template.spec.containers.find((c: { name: string }) => c.name === 'auth-sidecar');
     const { restartPolicy: _, ...rest } = native!;
     expect({ ...rest, image: example.image, envFrom: example.envFrom }).toEqual(example);
     expect(pod.terminationGracePeriodSeconds).toBe(30);

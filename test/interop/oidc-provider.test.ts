@@ -18,7 +18,9 @@ async function startProvider(): Promise<{ issuer: string; server: Server; token(
   const provider = new Provider(issuer, {
     jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'op-key', alg: 'RS256', use: 'sig' }] },
     ttl: { ClientCredentials: 300 },
-    clients: [{ client_id: 'coder', client_secret: 'coder-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }],
+    clients: [
+      { client_id: 'coder', client_secret: 'coder-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
+    ],
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
@@ -37,7 +39,10 @@ async function startProvider(): Promise<{ issuer: string; server: Server; token(
     async token() {
       const res = await request(`${issuer}/token`, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('coder:coder-secret').toString('base64')}` },
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: `Basic ${Buffer.from('coder:coder-secret').toString('base64')}`,
+        },
         body: new URLSearchParams({ grant_type: 'client_credentials', resource: RESOURCE, scope: 'datastore' }).toString(),
       });
       const body = (await res.body.json()) as { access_token?: string };
@@ -52,8 +57,15 @@ describe('a real OpenID provider (oidc-provider)', () => {
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
   const env = () => ({
-    OIDC_ISSUER: op.issuer, OIDC_AUDIENCES: RESOURCE, OIDC_USER_CLAIM: 'client_id', UPSTREAM_URL: upstream.url,
-    PORT: '0', ADMIN_PORT: '0', HOST: '127.0.0.1', ADMIN_HOST: '127.0.0.1', LOG_LEVEL: 'silent',
+    OIDC_ISSUER: op.issuer,
+    OIDC_AUDIENCES: RESOURCE,
+    OIDC_USER_CLAIM: 'client_id',
+    UPSTREAM_URL: upstream.url,
+    PORT: '0',
+    ADMIN_PORT: '0',
+    HOST: '127.0.0.1',
+    ADMIN_HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
   });
 
   beforeAll(async () => {

@@ -21,7 +21,9 @@ describe('alert rules', () => {
 
   it('every alert has a unit test that expects it to fire', () => {
     const rules = YAML.parse(read('monitoring/alerts.rules.yml')) as { groups: { rules: { alert: string }[] }[] };
-    const tests = YAML.parse(read('monitoring/alerts.test.yml')) as { tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] };
+    const tests = YAML.parse(read('monitoring/alerts.test.yml')) as {
+      tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
+    };
     const firing = new Set(tests.tests.flatMap((t) => t.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)));
     for (const { alert } of rules.groups.flatMap((g) => g.rules)) expect(firing, alert).toContain(alert);
   });

@@ -36,19 +36,28 @@ describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
     upstream = await startUpstream();
     sidecar = await startSidecar(testEnv(issuer, upstream));
     dir = mkdtempSync(join(tmpdir(), 'prometheus-'));
-    writeFileSync(join(dir, 'prometheus.yml'), [
-      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-      'scrape_configs:',
-      '  - job_name: mcp-auth-sidecar',
-      `    static_configs: [{ targets: ["${new URL(sidecar.adminUrl).host}"] }]`,
-      '',
-    ].join('\n'));
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      [
+        'global: { scrape_interval: 1s, evaluation_interval: 1s }',
+        'scrape_configs:',
+        '  - job_name: mcp-auth-sidecar',
+        `    static_configs: [{ targets: ["${new URL(sidecar.adminUrl).host}"] }]`,
+        '',
+      ].join('\n'),
+    );
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
-    prometheus = spawn(binary!, [
-      `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`, '--log.level=error',
-    ], { stdio: 'ignore' });
+    prometheus = spawn(
+      binary!,
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=error',
+      ],
+      { stdio: 'ignore' },
+    );
   }, 30_000);
   afterAll(async () => {
     prometheus?.kill('SIGKILL');
@@ -76,7 +85,9 @@ describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
       return sample?.value[1] === '5' ? sample : undefined;
     });
     expect(accepted.metric.instance).toBe(new URL(sidecar.adminUrl).host);
-    const rejected = Object.fromEntries((await query('mcp_auth_rejected_total{job="mcp-auth-sidecar"}')).map((s) => [s.metric.reason, s.value[1]]));
+    const rejected = Object.fromEntries(
+      (await query('mcp_auth_rejected_total{job="mcp-auth-sidecar"}')).map((s) => [s.metric.reason, s.value[1]]),
+    );
     expect(rejected).toMatchObject({ missing_token: '3', malformed_token: '1', expired: '0', jwks_unavailable: '0' });
     expect(Object.keys(rejected)).toHaveLength(14);
   }, 60_000);

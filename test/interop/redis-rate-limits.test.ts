@@ -59,23 +59,33 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     for (let i = 0; i < 2; i++) {
       const log = captureLog();
       logs.push(log);
-      sidecars.push(await startSidecar(testEnv(issuer, mcp, { LOG_LEVEL: 'info', REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '200', ...env }), { logger: log.logger }));
+      sidecars.push(
+        await startSidecar(testEnv(issuer, mcp, { LOG_LEVEL: 'info', REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '200', ...env }), {
+          logger: log.logger,
+        }),
+      );
     }
   };
   const connect = async (sidecar: RunningSidecar, claims: Record<string, unknown>) => {
     const token = await issuer.mint(claims);
     const client = new Client({ name: 'limits-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
-      requestInit: { headers: { authorization: `Bearer ${token}` } },
-    }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${token}` } },
+      }),
+    );
     clients.push(client);
     return client;
   };
   /** The call's result, or the JSON-RPC error the client got. */
   const call = (client: Client, name: string) =>
-    client.callTool({ name, arguments: name === 'count' ? { n: 1 } : {} }).then(() => 'ok' as const, (error: unknown) => error);
+    client.callTool({ name, arguments: name === 'count' ? { n: 1 } : {} }).then(
+      () => 'ok' as const,
+      (error: unknown) => error,
+    );
   const metrics = async (sidecar: RunningSidecar) => (await fetch(`${sidecar.adminUrl}/metrics`)).text();
-  const counter = (text: string, name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)`, 'm').exec(text)?.[1] ?? 'NaN');
+  const counter = (text: string, name: string) =>
+    Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)`, 'm').exec(text)?.[1] ?? 'NaN');
 
   it('holds a user to N requests a minute in total across both replicas, not 2N; another user is unaffected', async () => {
     await startTwo({ RATE_LIMIT_USER_PER_MINUTE: '6' });
@@ -94,7 +104,9 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     const bob = await connect(sidecars[1]!, BOB);
     expect(await call(bob, 'whoami')).toBe('ok');
     // Each replica counted what it refused.
-    const refusedByEach = await Promise.all(sidecars.map(async (s) => counter(await metrics(s), 'mcp_auth_rate_limited_total{scope="user"}')));
+    const refusedByEach = await Promise.all(
+      sidecars.map(async (s) => counter(await metrics(s), 'mcp_auth_rate_limited_total{scope="user"}')),
+    );
     expect(refusedByEach[0]! + refusedByEach[1]!).toBe(4);
     const [line] = await logs[0]!.waitForAudit((l) => l.outcome === 'limited');
     expect(line).toMatchObject({ method: 'tools/call', tool: 'whoami', user: 'alice', outcome: 'limited', rpcErrorCode: RATE_LIMITED });
@@ -112,7 +124,10 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     expect(res.statusCode).toBe(429);
     expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(60);
-    expect(await res.body.json()).toEqual({ error: 'rate_limited', error_description: expect.stringContaining('too many requests from this user') });
+    expect(await res.body.json()).toEqual({
+      error: 'rate_limited',
+      error_description: expect.stringContaining('too many requests from this user'),
+    });
   });
 
   it('limits one tool per user across replicas while other tools stay callable in the same session', async () => {
@@ -123,7 +138,7 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     expect((refused as McpError).code).toBe(RATE_LIMITED);
     expect((refused as McpError).message).toContain('too many calls of tool "whoami"');
     expect((refused as McpError).data).toEqual({ retryAfterSeconds: expect.any(Number) });
-    expect((await call(b, 'whoami') as McpError).code).toBe(RATE_LIMITED);
+    expect(((await call(b, 'whoami')) as McpError).code).toBe(RATE_LIMITED);
     // The session is still usable: another tool, and the list.
     expect(await call(a, 'count')).toBe('ok');
     expect((await a.listTools()).tools.length).toBeGreaterThan(0);
@@ -149,7 +164,8 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     await probe.connect();
     try {
       const deadline = Date.now() + 5000;
-      while ((await probe.exists('mcp-auth:inflight:s.alice-sub')) === 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      while ((await probe.exists('mcp-auth:inflight:s.alice-sub')) === 1 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
       expect(await probe.exists('mcp-auth:inflight:s.alice-sub')).toBe(0);
     } finally {
       probe.disconnect();
@@ -164,7 +180,8 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     // RATE_LIMIT_TOOL_PER_MINUTE is the base: every tool the file does not name, in each version.
     await startTwo({ RATE_LIMIT_TOOL_PER_MINUTE: '2', POLICY_FILE: policy.file });
     const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
-    const reloads = (result: string) => Promise.all(sidecars.map(async (s) => counter(await metrics(s), `mcp_auth_policy_reloads_total{result="${result}"}`)));
+    const reloads = (result: string) =>
+      Promise.all(sidecars.map(async (s) => counter(await metrics(s), `mcp_auth_policy_reloads_total{result="${result}"}`)));
     const code = (result: unknown) => (result instanceof McpError ? result.code : result);
     expect([await call(a, 'whoami'), code(await call(b, 'whoami'))]).toEqual(['ok', RATE_LIMITED]);
 
@@ -176,7 +193,9 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     expect([await call(a, 'count'), await call(b, 'count'), code(await call(a, 'count'))]).toEqual(['ok', 'ok', RATE_LIMITED]);
 
     // A bad limits: section (its valid toolPerMinute would free count) beside a rule denying whoami: nothing of it applies.
-    policy.publish('rules:\n  - name: nobody-whoami\n    effect: deny\n    when: mcp.tool == "whoami"\nlimits:\n  toolPerMinute: 100\n  tools:\n    fail: { perHour: 1 }\n');
+    policy.publish(
+      'rules:\n  - name: nobody-whoami\n    effect: deny\n    when: mcp.tool == "whoami"\nlimits:\n  toolPerMinute: 100\n  tools:\n    fail: { perHour: 1 }\n',
+    );
     await until(async () => (await reloads('failure')).every((n) => n === 1), 'both replicas refusing the version');
     expect(String(logs[0]!.lines().find((l) => l.level === 40)?.msg)).toContain('tools.fail: expected { perMinute: N }');
     expect([await call(a, 'whoami'), await call(b, 'whoami')]).toEqual(['ok', 'ok']);
@@ -187,41 +206,44 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
   it.each([
     { mode: 'allow', expected: 'ok' },
     { mode: 'deny', expected: 'limited' },
-  ])('with Redis stopped answers at once as RATE_LIMIT_ON_REDIS_ERROR=$mode says, counts the error, and shares counting again once Redis is back', async ({ mode, expected }) => {
-    await startTwo({ RATE_LIMIT_TOOL_PER_MINUTE: '3', RATE_LIMIT_ON_REDIS_ERROR: mode });
-    const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
-    expect(await call(a, 'whoami')).toBe('ok');
-    await redis.stop();
-    const started = Date.now();
-    const during = await call(a, 'whoami');
-    // Bounded: REDIS_TIMEOUT_MS is 200; a hung request would run into the test timeout instead.
-    expect(Date.now() - started).toBeLessThan(3000);
-    if (expected === 'ok') expect(during).toBe('ok');
-    else {
-      expect((during as McpError).code).toBe(RATE_LIMITED);
-      expect((during as McpError).message).toContain('rate limit unavailable');
-    }
-    expect(counter(await metrics(sidecars[0]!), 'mcp_auth_rate_limit_backend_errors_total')).toBeGreaterThanOrEqual(1);
-    // Not counted as a limit hit: it was the store that failed.
-    expect(counter(await metrics(sidecars[0]!), 'mcp_auth_rate_limited_total{scope="tool"}')).toBe(0);
-
-    // Back (empty): both replicas reconnect by themselves; wait (bounded) until a call is counted in Redis.
-    await redis.start();
-    const probe = new Redis(redis.url);
-    try {
-      const deadline = Date.now() + 10_000;
-      while ((await probe.dbsize()) === 0 && Date.now() < deadline) {
-        await call(a, 'count');
-        await call(b, 'count');
+  ])(
+    'with Redis stopped answers at once as RATE_LIMIT_ON_REDIS_ERROR=$mode says, counts the error, and shares counting again once Redis is back',
+    async ({ mode, expected }) => {
+      await startTwo({ RATE_LIMIT_TOOL_PER_MINUTE: '3', RATE_LIMIT_ON_REDIS_ERROR: mode });
+      const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
+      expect(await call(a, 'whoami')).toBe('ok');
+      await redis.stop();
+      const started = Date.now();
+      const during = await call(a, 'whoami');
+      // Bounded: REDIS_TIMEOUT_MS is 200; a hung request would run into the test timeout instead.
+      expect(Date.now() - started).toBeLessThan(3000);
+      if (expected === 'ok') expect(during).toBe('ok');
+      else {
+        expect((during as McpError).code).toBe(RATE_LIMITED);
+        expect((during as McpError).message).toContain('rate limit unavailable');
       }
-      await probe.flushall();
-    } finally {
-      probe.disconnect();
-    }
-    const results = [];
-    for (let i = 0; i < 3; i++) results.push(await call(a, 'whoami'), await call(b, 'whoami'));
-    expect(results.filter((r) => r === 'ok')).toHaveLength(3);
-  });
+      expect(counter(await metrics(sidecars[0]!), 'mcp_auth_rate_limit_backend_errors_total')).toBeGreaterThanOrEqual(1);
+      // Not counted as a limit hit: it was the store that failed.
+      expect(counter(await metrics(sidecars[0]!), 'mcp_auth_rate_limited_total{scope="tool"}')).toBe(0);
+
+      // Back (empty): both replicas reconnect by themselves; wait (bounded) until a call is counted in Redis.
+      await redis.start();
+      const probe = new Redis(redis.url);
+      try {
+        const deadline = Date.now() + 10_000;
+        while ((await probe.dbsize()) === 0 && Date.now() < deadline) {
+          await call(a, 'count');
+          await call(b, 'count');
+        }
+        await probe.flushall();
+      } finally {
+        probe.disconnect();
+      }
+      const results = [];
+      for (let i = 0; i < 3; i++) results.push(await call(a, 'whoami'), await call(b, 'whoami'));
+      expect(results.filter((r) => r === 'ok')).toHaveLength(3);
+    },
+  );
 });
 
 describe.skipIf(!redisServer)('Redis with a password and TLS', () => {
@@ -247,16 +269,29 @@ describe.skipIf(!redisServer)('Redis with a password and TLS', () => {
 
   it('counts in a rediss:// Redis that asks for a password, trusting REDIS_CA_FILE', async () => {
     expect(redis.url).toMatch(/^rediss:\/\/:pass%20word%2F%3A%40@localhost:\d+$/);
-    sidecar = await startSidecar(testEnv(issuer, mcp, { REDIS_URL: redis.url, REDIS_CA_FILE: redis.caFile!, RATE_LIMIT_TOOL_PER_MINUTE: '1', RATE_LIMIT_ON_REDIS_ERROR: 'deny' }));
+    sidecar = await startSidecar(
+      testEnv(issuer, mcp, {
+        REDIS_URL: redis.url,
+        REDIS_CA_FILE: redis.caFile!,
+        RATE_LIMIT_TOOL_PER_MINUTE: '1',
+        RATE_LIMIT_ON_REDIS_ERROR: 'deny',
+      }),
+    );
     const token = await issuer.mint(ALICE);
     client = new Client({ name: 'limits-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+    );
     // The first call may come before the TLS handshake is done (deny: refused): wait (bounded) for a counted one.
     const probe = new Redis(redis.url, { tls: { ca: (await import('node:fs')).readFileSync(redis.caFile!) } });
     try {
       const deadline = Date.now() + 10_000;
       let first: unknown;
-      do first = await client.callTool({ name: 'whoami', arguments: {} }).then(() => 'ok', (e: unknown) => e);
+      do
+        first = await client.callTool({ name: 'whoami', arguments: {} }).then(
+          () => 'ok',
+          (e: unknown) => e,
+        );
       while (first !== 'ok' && Date.now() < deadline);
       expect(first).toBe('ok');
       expect(await probe.keys('mcp-auth:tool-1:*')).toEqual(['mcp-auth:tool-1:s.alice-sub:whoami']);
@@ -290,14 +325,18 @@ describe('rate limits without Redis (per process) and from the policy file', () 
     await issuer?.close();
   });
 
-  it('applies the policy file\'s limits: section per tool, in memory when REDIS_URL is unset', async () => {
+  it("applies the policy file's limits: section per tool, in memory when REDIS_URL is unset", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'limits-'));
     const policyFile = join(dir, 'policy.yaml');
     // A file of limits only: no rules, so no tool policy, only the limit.
     writeFileSync(policyFile, 'limits:\n  tools:\n    whoami: { perMinute: 1 }\n');
     sidecar = await startSidecar(testEnv(issuer, mcp, { RATE_LIMIT_TOOL_PER_MINUTE: '100', POLICY_FILE: policyFile }));
     client = new Client({ name: 'limits-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } },
+      }),
+    );
     await client.callTool({ name: 'whoami', arguments: {} });
     const refused = await client.callTool({ name: 'whoami', arguments: {} }).catch((e: unknown) => e);
     expect((refused as McpError).code).toBe(RATE_LIMITED);
@@ -318,11 +357,15 @@ describe('rate limits without Redis (per process) and from the policy file', () 
     sidecar = await startSidecar(testEnv(issuer, mcp, { RATE_LIMIT_USER_PER_MINUTE: '0' }));
     const res = await request(`${sidecar.url}/mcp`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${await issuer.mint(ALICE)}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      headers: {
+        authorization: `Bearer ${await issuer.mint(ALICE)}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      },
       body: 'not json',
     });
     // The MCP server's own answer to a body it cannot parse (a JSON-RPC parse error), not the sidecar's refusal of guarded traffic.
-    const body = await res.body.json() as Record<string, unknown>;
+    const body = (await res.body.json()) as Record<string, unknown>;
     expect(body).not.toHaveProperty('error_description');
     expect(body).toMatchObject({ jsonrpc: '2.0', error: { code: -32700 } });
   });

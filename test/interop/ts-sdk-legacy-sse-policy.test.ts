@@ -25,7 +25,10 @@ describe('the tool policy and the legacy HTTP+SSE transport', () => {
     mcp = await startMcpServer();
     const dir = mkdtempSync(join(tmpdir(), 'policy-legacy-'));
     const policyFile = join(dir, 'policy.yaml');
-    writeFileSync(policyFile, 'rules:\n  - name: whoami-only\n    effect: allow\n    when: mcp.method == "tools/call" && mcp.tool == "whoami"\n');
+    writeFileSync(
+      policyFile,
+      'rules:\n  - name: whoami-only\n    effect: allow\n    when: mcp.method == "tools/call" && mcp.tool == "whoami"\n',
+    );
     sidecar = await startSidecar(testEnv(issuer, mcp, { POLICY_FILE: policyFile }));
     authorization = `Bearer ${await issuer.mint()}`;
   });
@@ -45,7 +48,9 @@ describe('the tool policy and the legacy HTTP+SSE transport', () => {
   it('legacy HTTP+SSE: results on the GET stream are errors, never the unfiltered list', async () => {
     const client = new Client({ name: 'legacy', version: '1' });
     const transport = new SSEClientTransport(new URL(`${sidecar.url}/sse`), {
-      eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }) },
+      eventSourceInit: {
+        fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }),
+      },
       requestInit: { headers: { authorization } },
     });
     // initialize's result arrives on the GET stream too: the session cannot start.

@@ -61,7 +61,9 @@ describe('MCP sessions', () => {
     it('forgets a session on DELETE', async () => {
       const token = await issuer.mint();
       const client = new Client({ name: 'deleting-client', version: '3.0' });
-      const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } });
+      const transport = new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${token}` } },
+      });
       await client.connect(transport);
       await client.ping();
       const sessionId = transport.sessionId!;
@@ -70,7 +72,12 @@ describe('MCP sessions', () => {
       await client.close();
       const res = await request(`${sidecar.url}/mcp`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sessionId },
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': sessionId,
+        },
         body: '{"jsonrpc":"2.0","id":"late","method":"ping"}',
       });
       await res.body.text();

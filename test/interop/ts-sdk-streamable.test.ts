@@ -46,7 +46,9 @@ describe.each([
 
   it('delivers progress notifications before the result (on an SSE response; a JSON response has none)', async () => {
     const progress: number[] = [];
-    const result = await client.callTool({ name: 'count', arguments: { n: 5 } }, undefined, { onprogress: (p) => progress.push(p.progress) });
+    const result = await client.callTool({ name: 'count', arguments: { n: 5 } }, undefined, {
+      onprogress: (p) => progress.push(p.progress),
+    });
     expect(progress).toEqual(jsonResponse ? [] : [1, 2, 3, 4, 5]);
     expect(result.content).toEqual([{ type: 'text', text: 'counted to 5' }]);
   });

@@ -53,19 +53,24 @@ describe('MCP transports and streams through the sidecar', () => {
   });
 
   const headers = (extra: Record<string, string> = {}) => ({
-    authorization: `Bearer ${token}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json', ...extra,
+    authorization: `Bearer ${token}`,
+    accept: 'application/json, text/event-stream',
+    'content-type': 'application/json',
+    ...extra,
   });
   const rpc = (id: number, method: string, params: unknown = {}) => JSON.stringify({ jsonrpc: '2.0', id, method, params });
 
   async function rawSession(): Promise<string> {
     const init = await fetch(`${base}/mcp`, {
-      method: 'POST', headers: headers(),
+      method: 'POST',
+      headers: headers(),
       body: rpc(1, 'initialize', { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'raw', version: '1' } }),
     });
     const sessionId = init.headers.get('mcp-session-id')!;
     await init.text();
     const initialized = await fetch(`${base}/mcp`, {
-      method: 'POST', headers: headers({ 'mcp-session-id': sessionId, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION }),
+      method: 'POST',
+      headers: headers({ 'mcp-session-id': sessionId, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION }),
       body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
     });
     expect(initialized.status).toBe(202);
@@ -74,7 +79,11 @@ describe('MCP transports and streams through the sidecar', () => {
 
   it('resumes a GET stream with Last-Event-ID, replaying what was missed', async () => {
     const sessionId = await rawSession();
-    const streamHeaders = headers({ 'mcp-session-id': sessionId, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION, accept: 'text/event-stream' });
+    const streamHeaders = headers({
+      'mcp-session-id': sessionId,
+      'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+      accept: 'text/event-stream',
+    });
     const first = new AbortController();
     const stream = await fetch(`${base}/mcp`, { headers: streamHeaders, signal: first.signal });
     expect(stream.headers.get('content-type')).toBe('text/event-stream');
@@ -96,8 +105,10 @@ describe('MCP transports and streams through the sidecar', () => {
     const sessionId = await rawSession();
     const controller = new AbortController();
     const call = fetch(`${base}/mcp`, {
-      method: 'POST', headers: headers({ 'mcp-session-id': sessionId, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION }),
-      body: rpc(2, 'tools/call', { name: 'wait', arguments: {} }), signal: controller.signal,
+      method: 'POST',
+      headers: headers({ 'mcp-session-id': sessionId, 'mcp-protocol-version': LATEST_PROTOCOL_VERSION }),
+      body: rpc(2, 'tools/call', { name: 'wait', arguments: {} }),
+      signal: controller.signal,
     }).catch(() => undefined);
     while (mcp.waiting.length === 0) await new Promise((resolve) => setImmediate(resolve));
     await mcp.waiting[0]!.started;
@@ -112,13 +123,16 @@ describe('MCP transports and streams through the sidecar', () => {
   it('keeps a stream open beyond UPSTREAM_TIMEOUT_SECONDS, and 200 open streams do not block a tools/call', async () => {
     const agent = new Agent({ connections: 256 });
     try {
-      const streams = await Promise.all(Array.from({ length: 200 }, () =>
-        request(`${base}/hold`, { dispatcher: agent, headers: { authorization: `Bearer ${token}` } })));
+      const streams = await Promise.all(
+        Array.from({ length: 200 }, () => request(`${base}/hold`, { dispatcher: agent, headers: { authorization: `Bearer ${token}` } })),
+      );
       for (const s of streams) expect(s.statusCode).toBe(200);
       expect(mcp.seen.filter((s) => s.path === '/hold')).toHaveLength(200);
 
       const client = new Client({ name: 'c', version: '1' });
-      await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+      );
       expect((await client.callTool({ name: 'whoami', arguments: {} })).content).toEqual([{ type: 'text', text: 'you are alice' }]);
       // Past the 1 s header timeout, the streams are still open and still deliver.
       const late = await new Promise<string>((resolve) => setTimeout(() => resolve('late'), 1500));
@@ -135,17 +149,21 @@ describe('MCP transports and streams through the sidecar', () => {
   it('works with the legacy HTTP+SSE transport', async () => {
     const authorization = `Bearer ${token}`;
     const client = new Client({ name: 'legacy', version: '1' });
-    await client.connect(new SSEClientTransport(new URL(`${base}/sse`), {
-      eventSourceInit: { fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }) },
-      requestInit: { headers: { authorization } },
-    }));
+    await client.connect(
+      new SSEClientTransport(new URL(`${base}/sse`), {
+        eventSourceInit: {
+          fetch: (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }),
+        },
+        requestInit: { headers: { authorization } },
+      }),
+    );
     expect((await client.callTool({ name: 'whoami', arguments: {} })).content).toEqual([{ type: 'text', text: 'you are alice' }]);
     await client.close();
     expect(mcp.seen.filter((s) => s.path === '/sse' || s.path === '/messages').every((s) => s.user === 'alice')).toBe(true);
     expect(mcp.seen.some((s) => s.path === '/messages')).toBe(true);
   });
 
-  it('is discoverable per the MCP authorization spec with the SDK\'s own helpers', async () => {
+  it("is discoverable per the MCP authorization spec with the SDK's own helpers", async () => {
     const unauthenticated = await fetch(`${base}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(unauthenticated.status).toBe(401);
     const metadataUrl = extractResourceMetadataUrl(unauthenticated);

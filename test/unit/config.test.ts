@@ -17,7 +17,7 @@ function problems(env: Record<string, string>): string[] {
 }
 
 describe('configuration from the environment', () => {
-  it('has SPEC\'s defaults', () => {
+  it("has SPEC's defaults", () => {
     expect(loadConfig(minimal)).toEqual({
       issuer: 'https://auth.example.com/realms/coder',
       jwksUri: undefined,
@@ -73,7 +73,13 @@ describe('configuration from the environment', () => {
   });
 
   it('parses lists, booleans and an explicitly empty token type', () => {
-    const config = loadConfig({ ...minimal, OIDC_AUDIENCES: ' a, b ,,c', FORWARD_AUTHORIZATION: 'TRUE', OIDC_TOKEN_TYPE: '', OIDC_ALGORITHMS: 'ES256,EdDSA' });
+    const config = loadConfig({
+      ...minimal,
+      OIDC_AUDIENCES: ' a, b ,,c',
+      FORWARD_AUTHORIZATION: 'TRUE',
+      OIDC_TOKEN_TYPE: '',
+      OIDC_ALGORITHMS: 'ES256,EdDSA',
+    });
     expect(config.audiences).toEqual(['a', 'b', 'c']);
     expect(config.forwardAuthorization).toBe(true);
     expect(config.tokenType).toBe('');
@@ -97,7 +103,10 @@ describe('configuration from the environment', () => {
     [{ PORT: '9000', ADMIN_PORT: '9000' }, 'PORT and ADMIN_PORT are both 9000'],
     [{ JWKS_REFRESH_SECONDS: '0' }, 'JWKS_REFRESH_SECONDS="0": expected a whole number from 1 to 86400'],
     [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose": expected one of fatal, error, warn, info, debug, trace, silent'],
-    [{ ALLOWED_ORIGINS: 'https://coder.example.com/' }, 'ALLOWED_ORIGINS entry "https://coder.example.com/": expected an origin as browsers send it'],
+    [
+      { ALLOWED_ORIGINS: 'https://coder.example.com/' },
+      'ALLOWED_ORIGINS entry "https://coder.example.com/": expected an origin as browsers send it',
+    ],
     [{ ALLOWED_ORIGINS: 'coder.example.com' }, 'ALLOWED_ORIGINS entry "coder.example.com": expected an origin'],
     [{ ALLOWED_ORIGINS: 'https://a.example,https://b.example/app' }, 'ALLOWED_ORIGINS entry "https://b.example/app"'],
     [{ MAX_CONNECTIONS: 'lots' }, 'MAX_CONNECTIONS="lots": expected auto or a whole number from 1 to 1000000'],
@@ -134,10 +143,16 @@ describe('the process', () => {
   const entry = ['--import', 'tsx', 'src/main.ts'];
 
   it('exits 1 with one message naming every bad variable', async () => {
-    const error = await run(process.execPath, entry, { env: { PATH: process.env.PATH, OIDC_ISSUER: 'x', PORT: 'abc', OIDC_ALGORITHMS: 'HS256' }, timeout: 20_000 })
-      .then(() => undefined, (e: { code: number; stderr: string }) => e);
+    const error = await run(process.execPath, entry, {
+      env: { PATH: process.env.PATH, OIDC_ISSUER: 'x', PORT: 'abc', OIDC_ALGORITHMS: 'HS256' },
+      timeout: 20_000,
+    }).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(error?.code).toBe(1);
-    for (const name of ['OIDC_ISSUER', 'PORT', 'OIDC_ALGORITHMS', 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP']) expect(error?.stderr).toContain(name);
+    for (const name of ['OIDC_ISSUER', 'PORT', 'OIDC_ALGORITHMS', 'OIDC_AUDIENCES and OIDC_ALLOWED_AZP'])
+      expect(error?.stderr).toContain(name);
   });
 
   it('--help prints the variables and exits 0', async () => {
@@ -149,7 +164,14 @@ describe('the process', () => {
 
 describe('MCP audit configuration', () => {
   it('reports a bad AUDIT, AUDIT_ARGUMENTS, MCP_MAX_BODY_BYTES and AUDIT_ARGUMENT_BYTES at once, naming each', () => {
-    const env = { OIDC_ISSUER: 'https://idp.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder', AUDIT: 'maybe', AUDIT_ARGUMENTS: 'all', MCP_MAX_BODY_BYTES: '10', AUDIT_ARGUMENT_BYTES: '-1' };
+    const env = {
+      OIDC_ISSUER: 'https://idp.example.com/realms/coder',
+      OIDC_ALLOWED_AZP: 'coder',
+      AUDIT: 'maybe',
+      AUDIT_ARGUMENTS: 'all',
+      MCP_MAX_BODY_BYTES: '10',
+      AUDIT_ARGUMENT_BYTES: '-1',
+    };
     let error: unknown;
     try {
       loadConfig(env);
@@ -158,11 +180,13 @@ describe('MCP audit configuration', () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     const { problems } = error as ConfigError;
-    expect(problems).toEqual(expect.arrayContaining([
-      'AUDIT="maybe": expected one of on, off',
-      'AUDIT_ARGUMENTS="all": expected one of names, values',
-      'MCP_MAX_BODY_BYTES="10": expected a whole number from 1024 to 67108864',
-      'AUDIT_ARGUMENT_BYTES="-1": expected a whole number from 1 to 65536',
-    ]));
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'AUDIT="maybe": expected one of on, off',
+        'AUDIT_ARGUMENTS="all": expected one of names, values',
+        'MCP_MAX_BODY_BYTES="10": expected a whole number from 1024 to 67108864',
+        'AUDIT_ARGUMENT_BYTES="-1": expected a whole number from 1 to 65536',
+      ]),
+    );
   });
 });

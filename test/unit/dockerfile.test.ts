@@ -21,7 +21,10 @@ describe('the Dockerfile keeps its promises', () => {
 
   it('exposes the default proxy and admin ports', () => {
     const defaults = loadConfig({ OIDC_ISSUER: 'https://x', OIDC_ALLOWED_AZP: 'coder' });
-    const exposed = instruction('EXPOSE').flatMap((l) => l.split(/\s+/).slice(1)).map(Number).sort();
+    const exposed = instruction('EXPOSE')
+      .flatMap((l) => l.split(/\s+/).slice(1))
+      .map(Number)
+      .sort();
     expect(exposed).toEqual([defaults.port, defaults.adminPort].sort());
   });
 
@@ -30,7 +33,9 @@ describe('the Dockerfile keeps its promises', () => {
     expect(command[0]).toBe('node');
     expect(command.at(-1)).toBe('dist/main.js');
     // dist/main.js is what tsconfig.build.json makes of src/main.ts.
-    const build = JSON.parse(readFileSync(new URL('../../tsconfig.build.json', import.meta.url), 'utf8')) as { compilerOptions: { rootDir: string; outDir: string } };
+    const build = JSON.parse(readFileSync(new URL('../../tsconfig.build.json', import.meta.url), 'utf8')) as {
+      compilerOptions: { rootDir: string; outDir: string };
+    };
     expect(build.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist' });
     // src/main.ts dispatches its argument; with none it serves (src/serve.ts builds the app).
     expect(readFileSync(new URL('../../src/main.ts', import.meta.url), 'utf8')).toContain('await serve(process.env)');
@@ -41,7 +46,11 @@ describe('the Dockerfile keeps its promises', () => {
     // 8 MB semi-spaces instead of V8's 16 (Node 20) or 64 (Node 24 on a large host), and glibc
     // kept from growing its mmap threshold: tens of MB less resident memory at no measurable
     // cost in throughput (bench/RESULTS.md).
-    expect(imageEnv(stages)).toEqual({ NODE_ENV: 'production', NODE_OPTIONS: '--max-semi-space-size=8', MALLOC_MMAP_THRESHOLD_: '2097152' });
+    expect(imageEnv(stages)).toEqual({
+      NODE_ENV: 'production',
+      NODE_OPTIONS: '--max-semi-space-size=8',
+      MALLOC_MMAP_THRESHOLD_: '2097152',
+    });
   });
 
   it('gives node only V8 heap flags, and ones this Node accepts', () => {

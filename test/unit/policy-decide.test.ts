@@ -16,26 +16,51 @@ import { startIssuer } from '../helpers/issuer.js';
 // How rules decide (decide.ts's header), on the real parser and CEL evaluator.
 
 const rules = (...list: [string, 'allow' | 'deny', string][]) =>
-  parsePolicy(`rules:\n${list.map(([name, effect, when]) => `  - name: ${name}\n    effect: ${effect}\n    when: ${JSON.stringify(when)}\n`).join('')}`).rules!;
+  parsePolicy(
+    `rules:\n${list.map(([name, effect, when]) => `  - name: ${name}\n    effect: ${effect}\n    when: ${JSON.stringify(when)}\n`).join('')}`,
+  ).rules!;
 const message = (method: string, tool?: string, args?: Record<string, unknown>): ClientMessage => ({
-  method, id: 1, params: undefined, tool, prompt: undefined, resource: undefined, arguments: args,
+  method,
+  id: 1,
+  params: undefined,
+  tool,
+  prompt: undefined,
+  resource: undefined,
+  arguments: args,
 });
-const ann: Identity = { user: 'ann', subject: 's-ann', email: undefined, groups: ['/alpha'], roles: ['auditor'], claims: { email_verified: true, azp: 'coder' } };
+const ann: Identity = {
+  user: 'ann',
+  subject: 's-ann',
+  email: undefined,
+  groups: ['/alpha'],
+  roles: ['auditor'],
+  claims: { email_verified: true, azp: 'coder' },
+};
 
 describe('policy decisions', () => {
   it('a deny rule that fails to evaluate denies a call (fail closed), but cannot block plumbing', () => {
-    const policy = rules(['everyone', 'allow', 'mcp.method == "tools/call"'], ['no-secrets', 'deny', 'mcp.arguments.table.startsWith("secret_")']);
+    const policy = rules(
+      ['everyone', 'allow', 'mcp.method == "tools/call"'],
+      ['no-secrets', 'deny', 'mcp.arguments.table.startsWith("secret_")'],
+    );
     expect(decide(policy, message('tools/call', 'query', { table: 'orders' }), ann)).toMatchObject({ allowed: true, rule: 'everyone' });
     expect(decide(policy, message('tools/call', 'query', {}), ann)).toMatchObject({ allowed: false, rule: 'no-secrets' });
     expect(decide(policy, message('initialize'), ann)).toMatchObject({ allowed: true, rule: undefined });
   });
 
   it('an allow rule that fails to evaluate does not allow; the first allow rule in file order decides', () => {
-    const policy = rules(['limit-small', 'allow', 'mcp.arguments.limit < 10'], ['auditors', 'allow', '"auditor" in roles'], ['verified', 'allow', 'jwt.email_verified == true']);
+    const policy = rules(
+      ['limit-small', 'allow', 'mcp.arguments.limit < 10'],
+      ['auditors', 'allow', '"auditor" in roles'],
+      ['verified', 'allow', 'jwt.email_verified == true'],
+    );
     expect(decide(policy, message('tools/call', 'query', { limit: 5 }), ann)).toMatchObject({ allowed: true, rule: 'limit-small' });
     expect(decide(policy, message('tools/call', 'query', {}), ann)).toMatchObject({ allowed: true, rule: 'auditors' });
     expect(decide(policy, message('tools/call', 'query', {}), { ...ann, roles: [] })).toMatchObject({ allowed: true, rule: 'verified' });
-    expect(decide(policy, message('tools/call', 'query', {}), { ...ann, roles: [], claims: {} })).toMatchObject({ allowed: false, rule: undefined });
+    expect(decide(policy, message('tools/call', 'query', {}), { ...ann, roles: [], claims: {} })).toMatchObject({
+      allowed: false,
+      rule: undefined,
+    });
   });
 
   it('lists a tool when a call could be allowed: argument conditions count as could-be-true, not as false', () => {
@@ -55,14 +80,32 @@ describe('policy decisions', () => {
   });
 
   it('denies a tool call without a string name, whatever the rules say', () => {
-    expect(decide(rules(['all', 'allow', 'true']), message('tools/call', undefined), ann))
-      .toEqual({ allowed: false, rule: undefined, reason: 'params.name of tools/call must be a string' });
+    expect(decide(rules(['all', 'allow', 'true']), message('tools/call', undefined), ann)).toEqual({
+      allowed: false,
+      rule: undefined,
+      reason: 'params.name of tools/call must be a string',
+    });
   });
 });
 
 describe('string tests on an argument, decided in JS', () => {
   it('give what the CEL evaluator gives, errors included, for every kind of argument value', () => {
-    const values: unknown[] = ['alpha_orders', 'alpha_', 'beta_alpha_', '', 'ALPHA_x', 7, 0, null, true, ['alpha_'], { alpha_: 1 }, '😀alpha_', 'alpha_😀', '\u00e9alpha_'];
+    const values: unknown[] = [
+      'alpha_orders',
+      'alpha_',
+      'beta_alpha_',
+      '',
+      'ALPHA_x',
+      7,
+      0,
+      null,
+      true,
+      ['alpha_'],
+      { alpha_: 1 },
+      '😀alpha_',
+      'alpha_😀',
+      '\u00e9alpha_',
+    ];
     for (const call of ['startsWith("alpha_")', 'endsWith("alpha_")', 'contains("alpha_")', 'startsWith("")', 'startsWith("😀")']) {
       const fast = compileExpression(`mcp.arguments.table.${call}`);
       // The same test the JS path does not recognise (the receiver is an index, not a field): CEL evaluates it.
@@ -81,7 +124,10 @@ describe('string tests on an argument, decided in JS', () => {
 describe('mcp_auth_policy_decisions_total', () => {
   it('labels a method as mcp_auth_mcp_messages_total does: every MCP method by name, any other as other', async () => {
     const metrics = createMetrics();
-    const guard = new PolicyGuard(rules(['calls', 'allow', 'mcp.method == "tools/call"']), { mode: 'enforce', decisions: metrics.policyDecisions });
+    const guard = new PolicyGuard(rules(['calls', 'allow', 'mcp.method == "tools/call"']), {
+      mode: 'enforce',
+      decisions: metrics.policyDecisions,
+    });
     for (const method of [...MCP_METHODS, 'tools/invented']) guard.judge(message(method), { identity: ann, sessionId: undefined });
     const counted = (await metrics.policyDecisions.get()).values.filter((v) => v.value > 0).map((v) => v.labels.method);
     expect(new Set(counted)).toEqual(new Set([...MCP_METHODS, 'other']));
@@ -89,10 +135,17 @@ describe('mcp_auth_policy_decisions_total', () => {
 });
 
 describe('the identity a policy sees', () => {
-  it('keeps roles and the claims less per-token ones only with a policy, shared across one user\'s tokens', async () => {
+  it("keeps roles and the claims less per-token ones only with a policy, shared across one user's tokens", async () => {
     const issuer = await startIssuer();
     await issuer.addKey();
-    const keys = new RemoteKeySet({ issuer: issuer.issuer, jwksUri: undefined, refreshMs: 3_600_000, cooldownMs: 30_000, maxStaleMs: 86_400_000, logger: createLogger('silent') });
+    const keys = new RemoteKeySet({
+      issuer: issuer.issuer,
+      jwksUri: undefined,
+      refreshMs: 3_600_000,
+      cooldownMs: 30_000,
+      maxStaleMs: 86_400_000,
+      logger: createLogger('silent'),
+    });
     await keys.start();
     try {
       const env = { OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' };

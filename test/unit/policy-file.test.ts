@@ -18,7 +18,10 @@ const file = (name: string, text: string) => {
   return path;
 };
 const alice = file('alice.json', JSON.stringify({ preferred_username: 'alice', sub: 'u-alice', groups: ['/alpha'] }));
-const bob = file('bob.json', JSON.stringify({ preferred_username: 'bob', sub: 'u-bob', groups: ['/bravo'], realm_access: { roles: ['reader'] } }));
+const bob = file(
+  'bob.json',
+  JSON.stringify({ preferred_username: 'bob', sub: 'u-bob', groups: ['/bravo'], realm_access: { roles: ['reader'] } }),
+);
 
 function run(...argv: string[]): { code: number; out: string; err: string } {
   let out = '';
@@ -27,14 +30,38 @@ function run(...argv: string[]): { code: number; out: string; err: string } {
   return { code, out, err };
 }
 
-describe('policy explain on the example (the seed\'s case)', () => {
+describe("policy explain on the example (the seed's case)", () => {
   it.each([
-    ['/alpha queries an alpha_ table', alice, ['--tool', 'query', '--arguments', '{"table":"alpha_orders"}'], 'allow', 'alpha-queries-alpha-tables'],
+    [
+      '/alpha queries an alpha_ table',
+      alice,
+      ['--tool', 'query', '--arguments', '{"table":"alpha_orders"}'],
+      'allow',
+      'alpha-queries-alpha-tables',
+    ],
     ['/alpha queries a bravo_ table', alice, ['--tool', 'query', '--arguments', '{"table":"bravo_orders"}'], 'deny', '(none)'],
     ['/alpha queries without a table', alice, ['--tool', 'query'], 'deny', '(none)'],
-    ['/bravo calls a read-only tool', bob, ['--tool', 'list_tables', '--annotations', '{"readOnlyHint":true}'], 'allow', 'bravo-read-only-tools'],
-    ['/bravo calls a tool not marked read-only', bob, ['--tool', 'update_row', '--annotations', '{"readOnlyHint":false}'], 'deny', '(none)'],
-    ['/bravo calls drop_table even if it were marked read-only', bob, ['--tool', 'drop_table', '--annotations', '{"readOnlyHint":true}'], 'deny', 'nobody-drops-tables'],
+    [
+      '/bravo calls a read-only tool',
+      bob,
+      ['--tool', 'list_tables', '--annotations', '{"readOnlyHint":true}'],
+      'allow',
+      'bravo-read-only-tools',
+    ],
+    [
+      '/bravo calls a tool not marked read-only',
+      bob,
+      ['--tool', 'update_row', '--annotations', '{"readOnlyHint":false}'],
+      'deny',
+      '(none)',
+    ],
+    [
+      '/bravo calls drop_table even if it were marked read-only',
+      bob,
+      ['--tool', 'drop_table', '--annotations', '{"readOnlyHint":true}'],
+      'deny',
+      'nobody-drops-tables',
+    ],
     ['/alpha calls drop_table', alice, ['--tool', 'drop_table', '--arguments', '{"table":"alpha_orders"}'], 'deny', 'nobody-drops-tables'],
   ])('%s', (_what, claims, extra, decision, rule) => {
     const { code, out } = run('explain', EXAMPLE, '--claims', claims, '--method', 'tools/call', ...extra);
@@ -44,10 +71,16 @@ describe('policy explain on the example (the seed\'s case)', () => {
   });
 
   it('says whether the tool is listed to the user: query is listed to /alpha (arguments judged at the call), drop_table to nobody', () => {
-    expect(run('explain', EXAMPLE, '--claims', alice, '--method', 'tools/call', '--tool', 'query').out).toContain('listed in tools/list: yes');
-    expect(run('explain', EXAMPLE, '--claims', alice, '--method', 'tools/call', '--tool', 'list_tables').out).toContain('listed in tools/list: no');
-    expect(run('explain', EXAMPLE, '--claims', bob, '--method', 'tools/call', '--tool', 'drop_table', '--annotations', '{"readOnlyHint":true}').out)
-      .toContain('listed in tools/list: no');
+    expect(run('explain', EXAMPLE, '--claims', alice, '--method', 'tools/call', '--tool', 'query').out).toContain(
+      'listed in tools/list: yes',
+    );
+    expect(run('explain', EXAMPLE, '--claims', alice, '--method', 'tools/call', '--tool', 'list_tables').out).toContain(
+      'listed in tools/list: no',
+    );
+    expect(
+      run('explain', EXAMPLE, '--claims', bob, '--method', 'tools/call', '--tool', 'drop_table', '--annotations', '{"readOnlyHint":true}')
+        .out,
+    ).toContain('listed in tools/list: no');
   });
 
   it('lets plumbing pass: initialize is allowed with no rule naming it', () => {
@@ -56,8 +89,22 @@ describe('policy explain on the example (the seed\'s case)', () => {
   });
 
   it('runs as mcp-auth-sidecar policy explain (main.ts dispatches it)', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/main.ts', 'policy', 'explain', EXAMPLE,
-      '--claims', alice, '--method', 'tools/call', '--tool', 'query', '--arguments', '{"table":"alpha_orders"}']);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      '--import',
+      'tsx',
+      'src/main.ts',
+      'policy',
+      'explain',
+      EXAMPLE,
+      '--claims',
+      alice,
+      '--method',
+      'tools/call',
+      '--tool',
+      'query',
+      '--arguments',
+      '{"table":"alpha_orders"}',
+    ]);
     expect(stdout).toContain('allow: allow rule "alpha-queries-alpha-tables" matches');
   });
 });
@@ -68,28 +115,31 @@ describe('policy check', () => {
   });
 
   it('names line and column of every problem, CEL errors inside a folded block included', () => {
-    const bad = file('bad.yaml', [
-      'rules:',
-      '  - name: a',
-      '    effect: allow',
-      '    when: >-',
-      '      "/alpha" in groups &&',
-      '      mcp.tol == "x"',
-      '  - name: a',
-      '    effect: permit',
-      '    when: mcp.tool == 1',
-      '  - name: c',
-      '    effect: deny',
-      '    when: "mcp.tool == \'x\' &&"',
-      '  - name: d',
-      '    effect: deny',
-      '    when: mcp.tool == "x" && nosuch(1) && user == "u"',
-      '  - name: e',
-      '    effect: deny',
-      '    when: undeclared == 1',
-      'limitz: {}',
-      '',
-    ].join('\n'));
+    const bad = file(
+      'bad.yaml',
+      [
+        'rules:',
+        '  - name: a',
+        '    effect: allow',
+        '    when: >-',
+        '      "/alpha" in groups &&',
+        '      mcp.tol == "x"',
+        '  - name: a',
+        '    effect: permit',
+        '    when: mcp.tool == 1',
+        '  - name: c',
+        '    effect: deny',
+        '    when: "mcp.tool == \'x\' &&"',
+        '  - name: d',
+        '    effect: deny',
+        '    when: mcp.tool == "x" && nosuch(1) && user == "u"',
+        '  - name: e',
+        '    effect: deny',
+        '    when: undeclared == 1',
+        'limitz: {}',
+        '',
+      ].join('\n'),
+    );
     const { code, err } = run('check', bad);
     expect(code).toBe(1);
     expect(err.trim().split('\n')).toEqual([

@@ -5,7 +5,7 @@ import { REJECTIONS } from '../../src/lib/errors.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
-describe('README, the users\' reference', () => {
+describe("README, the users' reference", () => {
   it('starts with the demo and test commands', () => {
     const firstBlock = readme.slice(readme.indexOf('```'), readme.indexOf('```', readme.indexOf('```') + 3));
     expect(firstBlock).toContain('npm ci && npm run demo');

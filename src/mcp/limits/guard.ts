@@ -50,7 +50,12 @@ class MemoryInFlight implements InFlight {
 }
 
 class RedisInFlight implements InFlight {
-  constructor(private readonly client: LimitsRedis, private readonly prefix: string, public limit: number, private readonly expirySeconds: number) {}
+  constructor(
+    private readonly client: LimitsRedis,
+    private readonly prefix: string,
+    public limit: number,
+    private readonly expirySeconds: number,
+  ) {}
   async acquire(user: string): Promise<boolean> {
     return (await this.client.inFlightAcquire(`${this.prefix}:inflight:${user}`, this.limit, this.expirySeconds)) <= this.limit;
   }
@@ -166,7 +171,12 @@ export class LimitsGuard implements Guard {
       if (!(error instanceof BackendError)) throw error;
       this.#backendFailed(error);
       if (this.config.rateLimitOnRedisError === 'deny') {
-        return { effect: 'limit', scope: 'user', retryAfterSeconds: 1, message: 'rate limit unavailable (the limit store does not answer): try again shortly' };
+        return {
+          effect: 'limit',
+          scope: 'user',
+          retryAfterSeconds: 1,
+          message: 'rate limit unavailable (the limit store does not answer): try again shortly',
+        };
       }
       return this.#check(this.#local, message, user);
     }
@@ -189,13 +199,20 @@ export class LimitsGuard implements Guard {
       new Promise<boolean>((resolve) => (timer = setTimeout(resolve, maxWaitMs, false))),
     ]);
     clearTimeout(timer);
-    if (!ready) this.logger.warn({ waitedMs: maxWaitMs }, 'rate limits: Redis not reachable at start-up; RATE_LIMIT_ON_REDIS_ERROR decides until it is');
+    if (!ready)
+      this.logger.warn(
+        { waitedMs: maxWaitMs },
+        'rate limits: Redis not reachable at start-up; RATE_LIMIT_ON_REDIS_ERROR decides until it is',
+      );
   }
 
   async close(): Promise<void> {
     if (this.#redis === undefined) return;
     // quit waits for pending replies; with Redis gone it would wait for a reconnect: disconnect then.
-    await Promise.race([this.#redis.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, this.config.redisTimeoutMs))]);
+    await Promise.race([
+      this.#redis.quit().catch(() => undefined),
+      new Promise((resolve) => setTimeout(resolve, this.config.redisTimeoutMs)),
+    ]);
     this.#redis.disconnect();
   }
 
@@ -204,15 +221,17 @@ export class LimitsGuard implements Guard {
     if (!this.#redisFailing) {
       this.#redisFailing = true;
       const reason = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
-      this.logger.warn({ reason, onRedisError: this.config.rateLimitOnRedisError }, 'rate limits: Redis does not answer; RATE_LIMIT_ON_REDIS_ERROR decides until it does');
+      this.logger.warn(
+        { reason, onRedisError: this.config.rateLimitOnRedisError },
+        'rate limits: Redis does not answer; RATE_LIMIT_ON_REDIS_ERROR decides until it does',
+      );
     }
   }
 
   async #check(store: Store, message: ClientMessage, user: string): Promise<Decision> {
     const call = message.method === 'tools/call';
-    const toolLimiter = call && message.tool !== undefined
-      ? (store.tools.has(message.tool) ? store.tools.get(message.tool) : store.toolDefault)
-      : undefined;
+    const toolLimiter =
+      call && message.tool !== undefined ? (store.tools.has(message.tool) ? store.tools.get(message.tool) : store.toolDefault) : undefined;
     // Started together: one round trip to Redis for all of them.
     const [byUser, byTool, slot] = await Promise.allSettled([
       store.user?.consume(user),
@@ -245,4 +264,3 @@ const MESSAGES: Record<Scope, (tool: string | undefined, seconds: number) => str
   tool: (tool, s) => `rate limit exceeded: too many calls of tool ${JSON.stringify(tool)} from this user; retry in ${s} s`,
   concurrency: () => 'rate limit exceeded: too many tool calls of this user in flight; retry when one has finished',
 };
-

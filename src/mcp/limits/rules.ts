@@ -41,7 +41,8 @@ export function rulesFromConfig(config: Config): LimitRules {
 export function withLimitsSection(base: LimitRules, section: unknown): LimitRules {
   if (section === undefined || section === null) return base;
   const problems: string[] = [];
-  if (typeof section !== 'object' || Array.isArray(section)) throw new LimitsFileError(['limits must be a mapping (userPerMinute, toolPerMinute, concurrentToolCalls, tools)']);
+  if (typeof section !== 'object' || Array.isArray(section))
+    throw new LimitsFileError(['limits must be a mapping (userPerMinute, toolPerMinute, concurrentToolCalls, tools)']);
   const given = section as Record<string, unknown>;
   for (const key of Object.keys(given)) {
     if (!(KEYS as readonly string[]).includes(key)) problems.push(`unknown key ${JSON.stringify(key)}: expected one of ${KEYS.join(', ')}`);
@@ -85,5 +86,7 @@ export function withLimitsSection(base: LimitRules, section: unknown): LimitRule
 
 /** Whether any limit is set: none means no guard at all (no cost). */
 export function anyLimit(rules: LimitRules): boolean {
-  return rules.userPerMinute > 0 || rules.toolPerMinute > 0 || rules.concurrentToolCalls > 0 || [...rules.tools.values()].some((n) => n > 0);
+  return (
+    rules.userPerMinute > 0 || rules.toolPerMinute > 0 || rules.concurrentToolCalls > 0 || [...rules.tools.values()].some((n) => n > 0)
+  );
 }

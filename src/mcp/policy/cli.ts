@@ -55,14 +55,20 @@ function explain(rules: readonly Rule[], values: Record<string, string | undefin
   const annotations = values.annotations === undefined ? undefined : jsonObject(values.annotations, '--annotations');
   const identity = identityOf(claims, process.env.OIDC_USER_CLAIM?.trim() || 'preferred_username');
   const message: ClientMessage = {
-    method: values.method, id: 1, params: undefined, arguments: args,
-    tool: values.tool, prompt: values.prompt, resource: values.resource,
+    method: values.method,
+    id: 1,
+    params: undefined,
+    arguments: args,
+    tool: values.tool,
+    prompt: values.prompt,
+    resource: values.resource,
   };
   const judgement = decide(rules, message, identity, annotations);
   io.out(`${judgement.allowed ? 'allow' : 'deny'}: ${judgement.reason}`);
   io.out(`rule: ${judgement.rule ?? '(none)'}`);
   io.out(`user: ${identity.user}  groups: ${JSON.stringify(identity.groups ?? [])}  roles: ${JSON.stringify(identity.roles)}`);
-  if (LIST_ITEMS[values.method] !== undefined) io.out('lists pass; their items are filtered: ask about the call an item stands for, e.g. --method tools/call --tool NAME');
+  if (LIST_ITEMS[values.method] !== undefined)
+    io.out('lists pass; their items are filtered: ask about the call an item stands for, e.g. --method tools/call --tool NAME');
   if (values.method === 'tools/call' && values.tool !== undefined) {
     const shown = visible(rules, { ...message, arguments: undefined }, identity, annotations);
     io.out(`listed in tools/list: ${shown.allowed ? 'yes' : 'no'} (${shown.reason})`);
@@ -79,10 +85,17 @@ export function runPolicyCommand(argv: readonly string[], io: Output = stdio): n
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...rest], allowPositionals: true, strict: true,
+      args: [...rest],
+      allowPositionals: true,
+      strict: true,
       options: {
-        claims: { type: 'string' }, method: { type: 'string' }, tool: { type: 'string' }, prompt: { type: 'string' },
-        resource: { type: 'string' }, arguments: { type: 'string' }, annotations: { type: 'string' },
+        claims: { type: 'string' },
+        method: { type: 'string' },
+        tool: { type: 'string' },
+        prompt: { type: 'string' },
+        resource: { type: 'string' },
+        arguments: { type: 'string' },
+        annotations: { type: 'string' },
       },
     });
   } catch (error) {
@@ -98,9 +111,11 @@ export function runPolicyCommand(argv: readonly string[], io: Output = stdio): n
     const policy = loadPolicyFile(file);
     const rules = policy.rules ?? [];
     if (command === 'check') {
-      io.out(policy.rules === undefined
-        ? `${file}: valid, no rules: key (no tool policy: everything is allowed)`
-        : `${file}: valid, ${rules.length} rule${rules.length === 1 ? '' : 's'} (${rules.filter((r) => r.effect === 'allow').length} allow, ${rules.filter((r) => r.effect === 'deny').length} deny)`);
+      io.out(
+        policy.rules === undefined
+          ? `${file}: valid, no rules: key (no tool policy: everything is allowed)`
+          : `${file}: valid, ${rules.length} rule${rules.length === 1 ? '' : 's'} (${rules.filter((r) => r.effect === 'allow').length} allow, ${rules.filter((r) => r.effect === 'deny').length} deny)`,
+      );
       return 0;
     }
     if (policy.rules === undefined) {

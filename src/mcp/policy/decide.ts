@@ -85,7 +85,7 @@ const candidateLists = new WeakMap<readonly Rule[], Map<string, readonly Rule[]>
 /** The rules that can be true for a tool name, in file order: those limited to other tools are skipped unread. */
 function candidates(rules: readonly Rule[], tool: string): readonly Rule[] {
   let byTool = candidateLists.get(rules);
-  if (byTool === undefined) candidateLists.set(rules, (byTool = new Map()));
+  if (byTool === undefined) candidateLists.set(rules, (byTool = new Map<string, readonly Rule[]>()));
   let list = byTool.get(tool);
   if (list === undefined) {
     list = rules.filter((rule) => rule.expression.tools === undefined || rule.expression.tools.has(tool));
@@ -102,14 +102,22 @@ function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf:
     const truth = truthOf(rule);
     if (truth === true) return { allowed: false, rule: rule.name, reason: `deny rule ${quote(rule.name)} matches` };
     if (truth === 'error' && needsAllow) {
-      return { allowed: false, rule: rule.name, reason: `deny rule ${quote(rule.name)} could not be evaluated (a deny rule that fails denies)` };
+      return {
+        allowed: false,
+        rule: rule.name,
+        reason: `deny rule ${quote(rule.name)} could not be evaluated (a deny rule that fails denies)`,
+      };
     }
   }
   for (const rule of rules) {
     if (rule.effect !== 'allow') continue;
     const truth = truthOf(rule);
     if (truth === true || (listing && truth === 'unknown')) {
-      return { allowed: true, rule: rule.name, reason: `allow rule ${quote(rule.name)} ${truth === true ? 'matches' : 'can match, depending on the arguments'}` };
+      return {
+        allowed: true,
+        rule: rule.name,
+        reason: `allow rule ${quote(rule.name)} ${truth === true ? 'matches' : 'can match, depending on the arguments'}`,
+      };
     }
   }
   if (!needsAllow) return { allowed: true, rule: undefined, reason: `${facts.mcp.method} passes unless a deny rule matches` };
@@ -117,7 +125,12 @@ function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf:
 }
 
 /** The decision for one client message. */
-export function decide(rules: readonly Rule[], message: ClientMessage, identity: Identity, annotations?: Readonly<Record<string, unknown>>): Judgement {
+export function decide(
+  rules: readonly Rule[],
+  message: ClientMessage,
+  identity: Identity,
+  annotations?: Readonly<Record<string, unknown>>,
+): Judgement {
   const missing = missingSubject(message);
   if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
   const facts = factsOf(message, identity, annotations);
@@ -126,7 +139,12 @@ export function decide(rules: readonly Rule[], message: ClientMessage, identity:
 }
 
 /** Whether a list item is shown: the call it stands for could be allowed for this identity. */
-export function visible(rules: readonly Rule[], call: ClientMessage, identity: Identity, annotations?: Readonly<Record<string, unknown>>): Judgement {
+export function visible(
+  rules: readonly Rule[],
+  call: ClientMessage,
+  identity: Identity,
+  annotations?: Readonly<Record<string, unknown>>,
+): Judgement {
   const facts = factsOf(call, identity, annotations);
   return judge(rules, facts, true, (rule) => rule.expression.evaluateWithoutArguments(facts), true);
 }

@@ -32,7 +32,10 @@ export type Truth = boolean | 'unknown' | 'error';
 
 /** A problem with an expression at an offset into its text. */
 export class ExpressionError extends Error {
-  constructor(message: string, readonly offset: number) {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
     super(message);
     this.name = 'ExpressionError';
   }
@@ -76,8 +79,13 @@ function constant(expr: Expr | undefined): { kind: string; value: unknown } | un
 }
 
 const CONSTANT_TYPE: Record<string, string> = {
-  stringValue: 'string', int64Value: 'int', uint64Value: 'uint', doubleValue: 'double', boolValue: 'bool',
-  nullValue: 'null', bytesValue: 'bytes',
+  stringValue: 'string',
+  int64Value: 'int',
+  uint64Value: 'uint',
+  doubleValue: 'double',
+  boolValue: 'bool',
+  nullValue: 'null',
+  bytesValue: 'bytes',
 };
 
 /**
@@ -95,9 +103,13 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
         const name = kind.value.name;
         if (bound.has(name)) return;
         if (name === 'mcp' || name === 'tool') {
-          throw new ExpressionError(`${name} is not a value on its own: use ${name === 'mcp' ? MCP_FIELDS.map((f) => `mcp.${f}`).join(', ') : 'tool.annotations'}`, at(expr));
+          throw new ExpressionError(
+            `${name} is not a value on its own: use ${name === 'mcp' ? MCP_FIELDS.map((f) => `mcp.${f}`).join(', ') : 'tool.annotations'}`,
+            at(expr),
+          );
         }
-        if (!TOP_LEVEL.has(name)) throw new ExpressionError(`undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations`, at(expr));
+        if (!TOP_LEVEL.has(name))
+          throw new ExpressionError(`undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations`, at(expr));
         return;
       }
       case 'selectExpr': {
@@ -108,7 +120,8 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
           if (base === 'mcp' && !(MCP_FIELDS as readonly string[]).includes(field)) {
             throw new ExpressionError(`mcp has no field ${field}: it has ${MCP_FIELDS.join(', ')}`, at(expr));
           }
-          if (base === 'tool' && field !== 'annotations') throw new ExpressionError(`tool has no field ${field}: it has annotations`, at(expr));
+          if (base === 'tool' && field !== 'annotations')
+            throw new ExpressionError(`tool has no field ${field}: it has annotations`, at(expr));
           if (base === 'mcp' || base === 'tool') return;
         }
         walk(operand, bound);
@@ -119,7 +132,10 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
         const name = call.function;
         if (!/^[_@!]/.test(name) && env.funcs.find(name) === undefined) throw new ExpressionError(`unknown function ${name}`, at(expr));
         if (name === '_==_' || name === '_!=_') {
-          for (const [fact, other] of [[call.args[0], call.args[1]], [call.args[1], call.args[0]]] as const) {
+          for (const [fact, other] of [
+            [call.args[0], call.args[1]],
+            [call.args[1], call.args[0]],
+          ] as const) {
             const c = constant(other);
             const f = factName(fact);
             if (f !== undefined && STRING_FACTS.has(f) && c !== undefined && c.kind !== 'stringValue') {
@@ -133,13 +149,17 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
           if (f !== undefined && STRING_FACTS.has(f) && list?.exprKind.case === 'listExpr') {
             for (const element of list.exprKind.value.elements) {
               const c = constant(element);
-              if (c !== undefined && c.kind !== 'stringValue') throw new ExpressionError(`${f} is a string, looked up among ${CONSTANT_TYPE[c.kind] ?? c.kind} values`, at(element));
+              if (c !== undefined && c.kind !== 'stringValue')
+                throw new ExpressionError(`${f} is a string, looked up among ${CONSTANT_TYPE[c.kind] ?? c.kind} values`, at(element));
             }
           }
           const container = factName(list);
           const c = constant(call.args[0]);
           if (container !== undefined && LIST_FACTS.has(container) && c !== undefined && c.kind !== 'stringValue') {
-            throw new ExpressionError(`${container} is a list of strings, looked up with ${CONSTANT_TYPE[c.kind] ?? c.kind} ${String(c.value)}`, at(expr));
+            throw new ExpressionError(
+              `${container} is a list of strings, looked up with ${CONSTANT_TYPE[c.kind] ?? c.kind} ${String(c.value)}`,
+              at(expr),
+            );
           }
         }
         walk(call.target, bound);
@@ -154,7 +174,8 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
           if (entry.keyKind.case === 'mapKey') walk(entry.keyKind.value, bound);
           walk(entry.value, bound);
         }
-        if (kind.value.messageName !== '') throw new ExpressionError(`message types are not available: ${kind.value.messageName}`, at(expr));
+        if (kind.value.messageName !== '')
+          throw new ExpressionError(`message types are not available: ${kind.value.messageName}`, at(expr));
         return;
       case 'comprehensionExpr': {
         const c = kind.value;
@@ -173,7 +194,8 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
   };
   walk(root, new Set());
   const c = constant(root);
-  if (c !== undefined && c.kind !== 'boolValue') throw new ExpressionError(`a rule must be true or false, not ${CONSTANT_TYPE[c.kind] ?? c.kind}`, 0);
+  if (c !== undefined && c.kind !== 'boolValue')
+    throw new ExpressionError(`a rule must be true or false, not ${CONSTANT_TYPE[c.kind] ?? c.kind}`, 0);
 }
 
 function readsArguments(expr: Expr | undefined): boolean {
@@ -209,10 +231,16 @@ function activationOf(facts: Facts): Record<string, unknown> {
   let activation = activations.get(facts);
   if (activation === undefined) {
     activation = {
-      jwt: facts.jwt, user: facts.user, groups: facts.groups, roles: facts.roles,
+      jwt: facts.jwt,
+      user: facts.user,
+      groups: facts.groups,
+      roles: facts.roles,
       mcp: new Map<string, unknown>([
-        ['method', facts.mcp.method], ['tool', facts.mcp.tool], ['arguments', new Map(Object.entries(facts.mcp.arguments))],
-        ['prompt', facts.mcp.prompt], ['resource', facts.mcp.resource],
+        ['method', facts.mcp.method],
+        ['tool', facts.mcp.tool],
+        ['arguments', new Map(Object.entries(facts.mcp.arguments))],
+        ['prompt', facts.mcp.prompt],
+        ['resource', facts.mcp.resource],
       ]),
       tool: new Map([['annotations', facts.tool.annotations]]),
     };
@@ -285,7 +313,10 @@ function prefilterOf(expr: Expr): Prefilter | undefined {
     return (f) => f.mcp[field];
   };
   if (name === '_==_' && args.length === 2) {
-    for (const [fact, other] of [[args[0], args[1]], [args[1], args[0]]] as const) {
+    for (const [fact, other] of [
+      [args[0], args[1]],
+      [args[1], args[0]],
+    ] as const) {
       const f = factName(fact);
       const c = constant(other);
       if (f !== undefined && STRING_FACTS.has(f) && c?.kind === 'stringValue') {
@@ -333,7 +364,12 @@ function argumentStringTest(expr: Expr): Evaluate | undefined {
   const test = Object.hasOwn(STRING_TESTS, name) ? STRING_TESTS[name]! : undefined;
   const operand = constant(args[0]);
   if (test === undefined || args.length !== 1 || operand?.kind !== 'stringValue') return undefined;
-  if (target?.exprKind.case !== 'selectExpr' || target.exprKind.value.testOnly || factName(target.exprKind.value.operand) !== 'mcp.arguments') return undefined;
+  if (
+    target?.exprKind.case !== 'selectExpr' ||
+    target.exprKind.value.testOnly ||
+    factName(target.exprKind.value.operand) !== 'mcp.arguments'
+  )
+    return undefined;
   const argument = target.exprKind.value.field;
   const text = operand.value as string;
   return (facts) => {
@@ -349,7 +385,10 @@ function toolsNamed(expr: Expr): ReadonlySet<string> | undefined {
   if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
   const { function: name, args } = expr.exprKind.value;
   if (name === '_==_' && args.length === 2) {
-    for (const [fact, other] of [[args[0], args[1]], [args[1], args[0]]] as const) {
+    for (const [fact, other] of [
+      [args[0], args[1]],
+      [args[1], args[0]],
+    ] as const) {
       const c = constant(other);
       if (factName(fact) === 'mcp.tool' && c?.kind === 'stringValue') return new Set([c.value as string]);
     }
@@ -383,7 +422,9 @@ export function compileExpression(source: string): CompiledExpression {
   // The conjuncts JS decides exactly are left out of CEL; the rest are planned one by one and
   // combined as CEL's && does (false wins over errors, errors over true).
   const parts = conjuncts(parsed.expr).map((expr) => ({ expr, prefilter: prefilterOf(expr) }));
-  const tools = conjuncts(parsed.expr).map(toolsNamed).find((t) => t !== undefined);
+  const tools = conjuncts(parsed.expr)
+    .map(toolsNamed)
+    .find((t) => t !== undefined);
   const prefilters = parts.flatMap((p) => (p.prefilter === undefined ? [] : [p.prefilter]));
   const rest = parts.filter((p) => p.prefilter === undefined).map((p) => p.expr);
   const residual = rest.map((expr) => argumentStringTest(expr) ?? planned(expr));

@@ -26,7 +26,10 @@ export interface Problem {
 }
 
 export class PolicyError extends Error {
-  constructor(readonly file: string, readonly problems: readonly Problem[]) {
+  constructor(
+    readonly file: string,
+    readonly problems: readonly Problem[],
+  ) {
     super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
     this.name = 'PolicyError';
   }
@@ -114,10 +117,12 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
       const whenNode = fields.get('when');
       const name = typeof nameNode?.value === 'string' ? nameNode.value : undefined;
       if (name === undefined || name === '') atNode(nameNode ?? item, 'a rule needs a name');
-      else if (names.has(name)) atNode(nameNode, `rule name ${JSON.stringify(name)} is used twice (first on line ${names.get(name)}): names must be unique`);
+      else if (names.has(name))
+        atNode(nameNode, `rule name ${JSON.stringify(name)} is used twice (first on line ${names.get(name)}): names must be unique`);
       else names.set(name, lines.linePos(nameNode!.range![0]).line);
       const effect = effectNode?.value;
-      if (effect !== 'allow' && effect !== 'deny') atNode(effectNode ?? item, `effect must be allow or deny${effectNode ? `, not ${JSON.stringify(effect)}` : ''}`);
+      if (effect !== 'allow' && effect !== 'deny')
+        atNode(effectNode ?? item, `effect must be allow or deny${effectNode ? `, not ${JSON.stringify(effect)}` : ''}`);
       if (whenNode === undefined || typeof whenNode.value !== 'string' || whenNode.value.trim() === '') {
         atNode(whenNode ?? item, 'a rule needs when: a CEL expression (when: "true" for always)');
         continue;

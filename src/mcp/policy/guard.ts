@@ -24,7 +24,10 @@ export class PolicyGuard implements Guard {
   private rules: readonly Rule[];
   private readonly annotations = new Map<string, Readonly<Record<string, unknown>>>();
 
-  constructor(rules: readonly Rule[], private readonly options: PolicyGuardOptions) {
+  constructor(
+    rules: readonly Rule[],
+    private readonly options: PolicyGuardOptions,
+  ) {
     this.rules = rules;
   }
 
@@ -39,7 +42,12 @@ export class PolicyGuard implements Guard {
   }
 
   judge(message: ClientMessage, caller: Caller): Decision {
-    const judgement = decide(this.rules, message, caller.identity, message.tool === undefined ? undefined : this.annotations.get(message.tool));
+    const judgement = decide(
+      this.rules,
+      message,
+      caller.identity,
+      message.tool === undefined ? undefined : this.annotations.get(message.tool),
+    );
     const method = methodLabel(message.method);
     if (judgement.allowed) {
       this.options.decisions?.inc({ decision: 'allow', method });
@@ -88,7 +96,9 @@ export class PolicyGuard implements Guard {
 /** A tool's annotations as listed, when they are an object. */
 function annotationsIn(item: unknown): Readonly<Record<string, unknown>> | undefined {
   const annotations = (item as { annotations?: unknown } | null)?.annotations;
-  return typeof annotations === 'object' && annotations !== null && !Array.isArray(annotations) ? annotations as Record<string, unknown> : undefined;
+  return typeof annotations === 'object' && annotations !== null && !Array.isArray(annotations)
+    ? (annotations as Record<string, unknown>)
+    : undefined;
 }
 
 function denialMessage(message: ClientMessage): string {

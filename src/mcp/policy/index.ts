@@ -36,7 +36,10 @@ export function readPolicyAtStart(config: Pick<Config, 'policyFile'>): PolicyAtS
   } catch (error) {
     if (!(error instanceof PolicyError)) throw error;
     const first = error.problems[0]!;
-    throw new StartupError('POLICY_FILE', file, `invalid policy: ${error.message}`, { cause: error, fields: { line: String(first.line), column: String(first.column) } });
+    throw new StartupError('POLICY_FILE', file, `invalid policy: ${error.message}`, {
+      cause: error,
+      fields: { line: String(first.line), column: String(first.column) },
+    });
   }
 }
 
@@ -58,9 +61,18 @@ export function createPolicyGuard(
   return new PolicyGuard(document.rules, {
     mode: config.policyMode,
     decisions: metrics.policyDecisions,
-    onWouldDeny: (message, caller, judgement) => log.info({
-      user: caller.identity.user, method: message.method, tool: message.tool, prompt: message.prompt, resource: message.resource,
-      policyRule: judgement.rule, reason: judgement.reason,
-    }, 'policy would deny (POLICY_MODE=audit)'),
+    onWouldDeny: (message, caller, judgement) =>
+      log.info(
+        {
+          user: caller.identity.user,
+          method: message.method,
+          tool: message.tool,
+          prompt: message.prompt,
+          resource: message.resource,
+          policyRule: judgement.rule,
+          reason: judgement.reason,
+        },
+        'policy would deny (POLICY_MODE=audit)',
+      ),
   });
 }

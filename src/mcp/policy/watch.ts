@@ -41,9 +41,11 @@ class NeedsRestart extends Error {}
 function apply(text: string, file: string, guards: PolicyFileGuards): { rules: number | undefined; limits: LimitRules } {
   const { rules, limits: section } = parsePolicy(text, file);
   const limits = withLimitsSection(guards.limitsBase, section);
-  if (rules !== undefined && guards.policy === undefined) throw new NeedsRestart('rules: added, but the sidecar started without a tool policy: restart to apply it');
+  if (rules !== undefined && guards.policy === undefined)
+    throw new NeedsRestart('rules: added, but the sidecar started without a tool policy: restart to apply it');
   if (rules === undefined && guards.policy !== undefined) throw new NeedsRestart('rules: removed: restart to run without a tool policy');
-  if (guards.limits === undefined && anyLimit(limits)) throw new NeedsRestart('limits set, but the sidecar started without any: restart to apply them');
+  if (guards.limits === undefined && anyLimit(limits))
+    throw new NeedsRestart('limits set, but the sidecar started without any: restart to apply them');
   if (rules !== undefined) guards.policy?.replace(rules);
   guards.limits?.replace(limits);
   return { rules: rules?.length, limits };
@@ -90,7 +92,10 @@ export function watchPolicyFile(
       metrics.policyReloads.inc({ result: 'failure' });
       if (error instanceof PolicyError || error instanceof LimitsFileError || error instanceof NeedsRestart) {
         const problems = error instanceof NeedsRestart ? undefined : error.problems;
-        log.warn({ problems }, `policy file ${error instanceof NeedsRestart ? 'not applied' : 'invalid'}, the last good version stays: ${error.message}`);
+        log.warn(
+          { problems },
+          `policy file ${error instanceof NeedsRestart ? 'not applied' : 'invalid'}, the last good version stays: ${error.message}`,
+        );
       } else {
         // A bug of ours, not the file's: the sidecar goes on with the last good version, and
         // later versions are still read (a rejected promise here would stop the reloads).
