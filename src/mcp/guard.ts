@@ -23,6 +23,22 @@ export interface ClientMessage {
   readonly arguments: Readonly<Record<string, unknown>> | undefined;
   /** `arguments` as written in the body (for the audit's hash), when the body was read for the audit. */
   readonly argumentsText?: string;
+  /** What `params._meta` says, when it is an object (every request of the 2026-07-28 revision has one). */
+  readonly meta?: MessageMeta;
+  /** A retry of a multi round-trip request: `params.inputResponses` is there. */
+  readonly inputResponses?: boolean;
+}
+
+/** The `_meta` keys the sidecar reads (MCP 2026-07-28 per-request fields, W3C trace context). */
+export interface MessageMeta {
+  /** `io.modelcontextprotocol/protocolVersion` when a string. */
+  readonly protocolVersion: string | undefined;
+  /** Whether `io.modelcontextprotocol/clientCapabilities` is an object. */
+  readonly capabilities: boolean;
+  /** `io.modelcontextprotocol/clientInfo` as `name/version`, bounded. */
+  readonly client: string | undefined;
+  /** The trace id of a well-formed `traceparent`. */
+  readonly traceId: string | undefined;
 }
 
 /** Who sent it: the verified identity of the HTTP request, and its MCP session. */
