@@ -17,7 +17,8 @@ import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.j
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
-import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
+import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
+import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
@@ -164,7 +165,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     clientErrorHandler: createClientErrorHandler(logger, metrics),
     frameworkErrors: createFrameworkErrorHandler(logger, metrics),
     loggerInstance: logger as FastifyBaseLogger,
-    // One line per request is written by our own hook below, with the fields SPEC lists.
+    // One line per request is written by our own hook below, with the documented fields.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     genReqId: requestId,

@@ -67,7 +67,7 @@ export function createLogger(level: string, destination: DestinationStream = new
   return pino({ level, base: { service: 'mcp-auth-sidecar' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination);
 }
 
-/** The one line every request logs when it ends (SPEC, Logs). */
+/** The one line every request logs when it ends (its fields are documented). */
 export interface RequestLine {
   reqId: string;
   method: string;

@@ -36,7 +36,6 @@ function lookup(name: string): string | undefined {
 
 /** The test files of this run that import a helper: all when the command line names none. */
 function needed(helper: string): boolean {
-  // Test files live in folders under test/ (unit, integration, interop) and import ../helpers/.
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
     .map((f) => join('test', f));

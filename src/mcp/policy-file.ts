@@ -11,11 +11,11 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { Metrics } from '../../observability/metrics.js';
-import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from '../limits/index.js';
-import { PolicyError, parsePolicy } from './file.js';
-import type { PolicyGuard } from './guard.js';
-import type { PolicyAtStart } from './index.js';
+import type { Metrics } from '../observability/metrics.js';
+import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from './limits/index.js';
+import { PolicyError, parsePolicy } from './policy/file.js';
+import type { PolicyGuard } from './policy/guard.js';
+import type { PolicyAtStart } from './policy/index.js';
 
 /** Changes in the directory within this time are read once (a ConfigMap swap is several renames). */
 const RELOAD_DEBOUNCE_MS = 100;
