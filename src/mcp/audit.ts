@@ -8,7 +8,25 @@ import { hash } from 'node:crypto';
 import { symbols, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config/config.js';
 
-export type Outcome = 'result' | 'tool_error' | 'rpc_error' | 'denied' | 'limited' | 'upstream_error' | 'cancelled' | 'unknown';
+export type Outcome =
+  | 'result'
+  | 'tool_error'
+  | 'rpc_error'
+  | 'denied'
+  | 'limited'
+  | 'upstream_error'
+  | 'cancelled'
+  | 'unknown'
+  | 'header_mismatch'
+  | 'input_required'
+  | 'subscribed';
+/**
+ * Every outcome, as the audit line and mcp_auth_mcp_messages_total write it: `header_mismatch`, a
+ * 2026-07-28 request whose headers disagree with its body (refused, nothing forwarded);
+ * `input_required`, a multi round-trip result asking the client for input (the retry is a
+ * message of its own); `subscribed`, a subscriptions/listen stream that has opened (its line at
+ * the end has the outcome of the stream).
+ */
 export const OUTCOMES: readonly Outcome[] = [
   'result',
   'tool_error',
@@ -18,6 +36,9 @@ export const OUTCOMES: readonly Outcome[] = [
   'upstream_error',
   'cancelled',
   'unknown',
+  'header_mismatch',
+  'input_required',
+  'subscribed',
 ];
 
 export interface AuditLine {
@@ -35,6 +56,14 @@ export interface AuditLine {
   /** The arguments as written in the request body; hashed instead of re-serialising `arguments`. */
   argumentsText?: string | undefined;
   rpcId: string | number | undefined;
+  /** The trace id of the request's `_meta` `traceparent`. */
+  traceId?: string | undefined;
+  /** A retry of a multi round-trip request (it carries `inputResponses`). */
+  inputResponses?: boolean | undefined;
+  /** Outcome input_required: the methods of the input requested (elicitation/create, sampling/createMessage, roots/list). */
+  inputRequests?: readonly string[] | undefined;
+  /** The end of a subscriptions/listen stream: the notifications it carried. */
+  notifications?: number | undefined;
   outcome: Outcome;
   rpcErrorCode: number | undefined;
   policyRule: string | undefined;
@@ -122,7 +151,11 @@ export function createAuditWriter(
       if (values) json += `,"arguments":${text(argumentValues(args, valueBytes))}`;
     }
     if (line.rpcId !== undefined) json += `,"rpcId":${typeof line.rpcId === 'string' ? quote(line.rpcId) : text(line.rpcId)}`;
+    if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}"`;
+    if (line.inputResponses === true) json += ',"inputResponses":true';
     json += `,"outcome":"${line.outcome}"`;
+    if (line.inputRequests !== undefined) json += `,"inputRequests":[${line.inputRequests.map(quote).join(',')}]`;
+    if (line.notifications !== undefined) json += `,"notifications":${line.notifications}`;
     if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
     if (line.policyRule !== undefined) json += `,"policyRule":${quote(line.policyRule)}`;
     destination.write(`${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut},"msg":"mcp"}\n`);

@@ -7,12 +7,10 @@
 
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientMessage } from './guard.js';
+import { RPC_CODES } from '../lib/errors.js';
 import type { ParamBinding } from './param-headers.js';
 
-/** JSON-RPC code MCP defines for a header that disagrees with the body. */
-export const HEADER_MISMATCH = -32020;
-/** JSON-RPC "Invalid params": what MCP answers a request lacking a required `_meta` field. */
-export const INVALID_PARAMS = -32602;
+const HEADER_MISMATCH: number = RPC_CODES.headerMismatch;
 
 /** The header a refusal names: the label of mcp_auth_mcp_header_mismatches_total. */
 export type MismatchedHeader = 'mcp-protocol-version' | 'mcp-method' | 'mcp-name' | 'mcp-param';
@@ -138,7 +136,7 @@ export function checkRequestMetadata(
       return mismatch(
         'mcp-protocol-version',
         'params._meta["io.modelcontextprotocol/protocolVersion"] is missing: every request of this protocol version carries it',
-        INVALID_PARAMS,
+        RPC_CODES.invalidParams,
       );
     }
     if (version !== metaVersion) {

@@ -3,7 +3,10 @@ import fc from 'fast-check';
 import type { IncomingHttpHeaders } from 'node:http';
 import { clientMessage } from '../../src/mcp/messages.js';
 import { ParamHeaders, paramBindings } from '../../src/mcp/param-headers.js';
-import { checkRequestMetadata, decodeHeaderValue, HEADER_MISMATCH, INVALID_PARAMS } from '../../src/mcp/request-metadata.js';
+import { checkRequestMetadata, decodeHeaderValue } from '../../src/mcp/request-metadata.js';
+import { RPC_CODES } from '../../src/lib/errors.js';
+
+const { headerMismatch: HEADER_MISMATCH, invalidParams: INVALID_PARAMS } = RPC_CODES;
 import { eraOf, isStatelessVersion } from '../../src/mcp/protocol-version.js';
 
 // The 2026-07-28 headers against the body, as the sidecar reads them: header values as Node hands

@@ -2,14 +2,15 @@
 // list results, and learns tool annotations from the tools/list results passing by.
 
 import type { Counter } from 'prom-client';
+import { RPC_CODES } from '../../lib/errors.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 // The audit's method label: mcp_auth_policy_decisions_total and mcp_auth_mcp_messages_total take the same values.
 import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
 
-/** JSON-RPC code of a denial: in the range JSON-RPC leaves to servers, unused by MCP and its SDKs (README: Tool policy). */
-export const POLICY_DENIED_CODE = -32003;
+/** JSON-RPC code of a denial (lib/errors.ts RPC_CODES; README: Error codes). */
+export const POLICY_DENIED_CODE = RPC_CODES.policyDenied;
 /** Tool names whose annotations are remembered (then the oldest is forgotten). */
 const MAX_KNOWN_TOOLS = 10_000;
 
@@ -59,7 +60,7 @@ export class PolicyGuard implements Guard {
       return { effect: 'allow', rule: judgement.rule };
     }
     this.options.decisions?.inc({ decision: 'deny', method });
-    return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message) };
+    return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message, judgement.subject) };
   }
 
   rewrites(method: string): boolean {
@@ -101,7 +102,8 @@ function annotationsIn(item: unknown): Readonly<Record<string, unknown>> | undef
     : undefined;
 }
 
-function denialMessage(message: ClientMessage): string {
+function denialMessage(message: ClientMessage, named?: string): string {
+  if (named !== undefined) return `Forbidden: ${message.method} of resource ${JSON.stringify(named)} is not allowed by the tool policy`;
   const subject = message.tool ?? message.prompt ?? message.resource;
   return subject === undefined
     ? `Forbidden: ${message.method} is not allowed by the tool policy`
