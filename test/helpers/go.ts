@@ -10,10 +10,12 @@ import { inject } from 'vitest';
 import { skipMissing } from './tools.js';
 
 export interface GoPrograms {
-  /** The go-sdk server: `server [address]`, prints `listening http://HOST:PORT/mcp`. */
+  /** The go-sdk server: `server [address] [stateless]`, prints `listening http://HOST:PORT/mcp`. */
   server: string;
   gosdkClient: string;
   mcpgoClient: string;
+  /** go-sdk's conformance/everything-server: `everything-server -http ADDRESS` (stateless, every path). */
+  everythingServer: string;
 }
 
 const info = inject('go');
@@ -37,10 +39,13 @@ export interface GoServer {
   close(): Promise<void>;
 }
 
-/** Starts the go-sdk MCP server on a free loopback port (bounded wait for its listening line). */
-export async function startGoServer(address = '127.0.0.1:0'): Promise<GoServer> {
+/**
+ * Starts the go-sdk MCP server on a free loopback port (bounded wait for its listening line);
+ * `stateless`: the SDK's stateless mode (MCP 2026-07-28 too) with the tools that revision's tests use.
+ */
+export async function startGoServer(address = '127.0.0.1:0', { stateless = false } = {}): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
-  const child = spawn(info.server, [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(info.server, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -80,16 +85,32 @@ export interface ClientRun {
   stderr: string;
   /** Wall time from start to exit. */
   ms: number;
-  /** Parsed stdout on success: { tools: string[], whoami: { user, subject, email, groups, authorization } }. */
-  result?: { tools: string[]; whoami: Record<string, unknown> };
+  /**
+   * Parsed stdout on success: { protocol, tools: string[], whoami: { user, subject, email, groups,
+   * authorization } }, or with MCP_STEPS { protocol, tools, steps: { step: { text } | { error } } }.
+   */
+  result?: {
+    protocol: string;
+    tools: string[];
+    whoami: Record<string, unknown>;
+    steps?: Record<string, { text?: string; error?: string }>;
+  };
 }
 
-/** Runs one Go client against `url` with `token` as Bearer (none when undefined); it gives up after 10 s. */
-export async function runGoClient(kind: 'gosdk' | 'mcpgo', url: string, token?: string): Promise<ClientRun> {
+/**
+ * Runs one Go client against `url` with `token` as Bearer (none when undefined); it gives up after
+ * 10 s. `env`: MCP_PROTOCOL, MCP_STEPS, MCP_ARGS_<TOOL> (see the programs' comments).
+ */
+export async function runGoClient(
+  kind: 'gosdk' | 'mcpgo',
+  url: string,
+  token?: string,
+  extra: Record<string, string> = {},
+): Promise<ClientRun> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
   const binary = kind === 'gosdk' ? info.gosdkClient : info.mcpgoClient;
   const started = performance.now();
-  const env = { ...process.env, MCP_TOKEN: token ?? '' };
+  const env = { ...process.env, MCP_TOKEN: token ?? '', ...extra };
   const child = spawn(binary, [url], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';

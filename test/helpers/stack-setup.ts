@@ -15,7 +15,7 @@ export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin-password' };
 
 export type KeycloakInfo = { url: string; managementUrl: string; pid: number; log: string } | { missing: string };
-export type GoInfo = { server: string; gosdkClient: string; mcpgoClient: string } | { missing: string };
+export type GoInfo = { server: string; gosdkClient: string; mcpgoClient: string; everythingServer: string } | { missing: string };
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -81,11 +81,21 @@ function buildGo(go: string): GoInfo {
   const hash = createHash('sha256');
   for (const file of sources) hash.update(`${file}\0`).update(readFileSync(join(root, file)));
   const dir = join(cache, `go-test-${hash.digest('hex').slice(0, 16)}`);
-  const programs = { server: join(dir, 'server'), gosdkClient: join(dir, 'gosdk-client'), mcpgoClient: join(dir, 'mcpgo-client') };
+  const programs = {
+    server: join(dir, 'server'),
+    gosdkClient: join(dir, 'gosdk-client'),
+    mcpgoClient: join(dir, 'mcpgo-client'),
+    everythingServer: join(dir, 'everything-server'),
+  };
   if (!Object.values(programs).every((p) => existsSync(p))) {
     mkdirSync(cache, { recursive: true });
     const tmp = mkdtempSync(join(cache, '.go-build-'));
     execFileSync(go, ['build', '-o', `${tmp}/`, './cmd/...'], { cwd: root, stdio: 'inherit' });
+    // The go-sdk's conformance server, from the module go.mod pins (the official conformance suite's target).
+    execFileSync(go, ['build', '-o', `${tmp}/`, 'github.com/modelcontextprotocol/go-sdk/conformance/everything-server'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
   }
