@@ -7,7 +7,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
-import { skipMissing } from './tools.js';
+import { freePort, skipMissing } from './tools.js';
 
 export interface GoPrograms {
   /** The go-sdk server: `server [address] [stateless]`, prints `listening http://HOST:PORT/mcp`. */
@@ -124,4 +124,37 @@ export async function runGoClient(
   const run: ClientRun = { code, stdout, stderr, ms: performance.now() - started };
   if (code === 0) run.result = JSON.parse(stdout);
   return run;
+}
+
+/** go-sdk's conformance/everything-server (stateless) on a free loopback port; `url` is its MCP endpoint. */
+export async function startEverythingServer(): Promise<GoServer> {
+  if (!info || 'missing' in info) throw new Error('Go programs are not built');
+  const port = await freePort();
+  const child = spawn(info.everythingServer, ['-http', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`everything-server did not start in 10 s: ${stderr}`)), 10_000);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('listening at')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`everything-server exited (${code}): ${stderr}`));
+    });
+  });
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    origin: `http://127.0.0.1:${port}`,
+    process: child,
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

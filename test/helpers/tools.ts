@@ -18,6 +18,8 @@ export const INSTALL: Record<string, string> = {
   mvn: 'apt-get install maven',
   openssl: 'apt-get install openssl',
   keycloak: 'scripts/fetch-keycloak.sh (needs mvn and java)',
+  conformance:
+    'the MCP conformance suite on Node >= 22, as .ci/run installs them: Node 24 in .ci/node24, @modelcontextprotocol/conformance in .ci/conformance',
 };
 
 /** Set by test/helpers/skip-reporter.ts: the file each skip is appended to, for the run's one summary line. */
