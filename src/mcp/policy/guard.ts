@@ -9,7 +9,7 @@ import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
 
-/** JSON-RPC code of a denial (lib/errors.ts RPC_CODES; README: Error codes). */
+/** JSON-RPC code of a denial (lib/errors.ts RPC_CODES; docs/mcp.md: Error codes). */
 export const POLICY_DENIED_CODE = RPC_CODES.policyDenied;
 /** Tool names whose annotations are remembered (then the oldest is forgotten). */
 const MAX_KNOWN_TOOLS = 10_000;
