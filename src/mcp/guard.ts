@@ -64,8 +64,8 @@ export interface Guard {
   judge(message: ClientMessage, caller: Caller): Decision | Promise<Decision>;
   /** Called once for every message this guard allowed, when it has ended (result, error, upstream failure, client gone, or a batch refused by another guard). */
   settle?(message: ClientMessage, caller: Caller): void;
-  /** Whether results of this method are to be offered to rewriteResult (only those responses are held). */
-  rewrites?(method: string): boolean;
+  /** Whether results of this message are to be offered to rewriteResult (only those responses are held). */
+  rewrites?(method: string, message?: ClientMessage): boolean;
   /** A result the upstream sent for `message`; returns the replacement, or undefined to pass it unchanged. */
   rewriteResult?(message: ClientMessage, result: unknown, caller: Caller): unknown;
 }

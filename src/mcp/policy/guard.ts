@@ -8,6 +8,11 @@ import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
+import { isStatelessVersion } from '../protocol-version.js';
+import { CACHEABLE, privateScope } from '../results.js';
+
+/** A message of the 2026-07-28 revision (its headers were checked against this `_meta` version). */
+const stateless = (message: ClientMessage) => isStatelessVersion(message.meta?.protocolVersion);
 
 /** JSON-RPC code of a denial (lib/errors.ts RPC_CODES; docs/mcp.md: Error codes). */
 export const POLICY_DENIED_CODE = RPC_CODES.policyDenied;
@@ -63,11 +68,20 @@ export class PolicyGuard implements Guard {
     return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message, judgement.subject) };
   }
 
-  rewrites(method: string): boolean {
-    return LIST_ITEMS[method] !== undefined;
+  /** The four lists (filtered), and under 2026-07-28 resources/read too (its cacheScope). */
+  rewrites(method: string, message?: ClientMessage): boolean {
+    return LIST_ITEMS[method] !== undefined || (method === 'resources/read' && message !== undefined && stateless(message));
   }
 
   rewriteResult(message: ClientMessage, result: unknown, caller: Caller): unknown {
+    const filtered = this.filtered(message, result, caller);
+    // A result the policy filtered, or could have: for this caller only. A shared cache that kept
+    // one user's list (or a read the policy allows them) would hand it to users it does not allow.
+    if (!stateless(message) || !CACHEABLE.has(message.method)) return filtered;
+    return privateScope(filtered ?? result) ?? filtered;
+  }
+
+  private filtered(message: ClientMessage, result: unknown, caller: Caller): unknown {
     const member = LIST_ITEMS[message.method];
     if (member === undefined || typeof result !== 'object' || result === null) return undefined;
     const items = (result as Record<string, unknown>)[member];
