@@ -15,8 +15,8 @@
 //       └──start──> unreadable (a body that cannot be read)
 //   every state ──response over──> done
 //
-// Requests still unanswered in `done` end `unknown` when something could not be read
-// (unreadable, failed-closed), else `upstream_error`.
+// Requests still unanswered at `done` end `unknown` when something could not be read
+// (unreadable, failed-closed) and the HTTP status is below 400, else `upstream_error`.
 
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Caller, ClientMessage } from './guard.js';
