@@ -235,8 +235,7 @@ export class McpExchange implements UnitHandler {
     if (requested === 'tools/list') {
       this.context.learnTools(result);
       this.context.paramHeaders.learn(result);
-    }
-    else if (requested === 'initialize' && this.responseSession !== undefined) {
+    } else if (requested === 'initialize' && this.responseSession !== undefined) {
       const info = pending.message.params?.clientInfo;
       const client =
         isObject(info) && typeof info.name === 'string'
