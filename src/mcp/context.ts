@@ -146,7 +146,7 @@ export class McpContext {
       subject: caller.identity.subject,
       sessionId,
       client: session?.client ?? meta?.client,
-      protocolVersion: session?.protocolVersion ?? meta?.protocolVersion,
+      protocolVersion: session?.protocolVersion ?? meta?.protocolVersion ?? caller.protocolVersion,
       method: message.method,
       tool: message.tool,
       prompt: message.prompt,

@@ -45,6 +45,8 @@ export interface MessageMeta {
 export interface Caller {
   readonly identity: Identity;
   readonly sessionId: string | undefined;
+  /** The request's MCP-Protocol-Version header, for the audit where no session or `_meta` says the version. */
+  readonly protocolVersion?: string;
 }
 
 export type Decision =

@@ -363,7 +363,13 @@ export function createInterceptor(context: McpContext): Interceptor {
         if (guarded && hasBody) return Promise.resolve(refuseBody(res, request, 400, 'request body must be application/json'));
         return undefined;
       }
-      return post(request, res, { identity: request.auth.identity!, sessionId }, performance.now());
+      const version = request.headers['mcp-protocol-version'];
+      const caller: Caller = {
+        identity: request.auth.identity!,
+        sessionId,
+        protocolVersion: typeof version === 'string' ? version : undefined,
+      };
+      return post(request, res, caller, performance.now());
     }
     if (method === 'DELETE') {
       if (sessionId !== undefined) context.sessions.end(sessionId);

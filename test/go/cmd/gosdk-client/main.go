@@ -7,7 +7,8 @@
 // each step's outcome recorded, and prints {"protocol", "tools", "steps": {step: {text | error}}}:
 //
 //	list            tools/list
-//	call:NAME       tools/call of NAME (arguments from MCP_ARGS_NAME as JSON, default {})
+//	call:NAME       tools/call of NAME (arguments from MCP_ARGS_NAME as JSON, default {});
+//	                call:NAME#2 calls it again
 //	ask             tools/call of ask_name, answering its elicitation with the name "alice"
 //	listen          wait for a tools list change announced on the subscriptions/listen stream
 //	                (the SDK opens it at connect), after calling add_tool
@@ -122,7 +123,9 @@ func run(ctx context.Context, url string) (map[string]any, error) {
 			}
 			out["whoami"] = result.StructuredContent
 		case strings.HasPrefix(step, "call:"):
-			results[step] = outcome(call(ctx, session, strings.TrimPrefix(step, "call:")))
+			// "call:NAME#2" calls NAME again, its outcome kept apart.
+			name, _, _ := strings.Cut(strings.TrimPrefix(step, "call:"), "#")
+			results[step] = outcome(call(ctx, session, name))
 		case step == "ask":
 			results[step] = outcome(call(ctx, session, "ask_name"))
 		case step == "listen":

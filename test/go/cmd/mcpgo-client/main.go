@@ -9,7 +9,8 @@
 // and prints {"protocol", "tools", "steps": {step: {text | error}}}:
 //
 //	list            tools/list
-//	call:NAME       tools/call of NAME (arguments from MCP_ARGS_NAME as JSON, default {})
+//	call:NAME       tools/call of NAME (arguments from MCP_ARGS_NAME as JSON, default {});
+//	                call:NAME#2 calls it again
 //	ask             tools/call of ask_name, answering its elicitation with the name "alice"
 //	listen          subscriptions/listen for tool list changes, then add_tool, then wait for the change
 //
@@ -144,7 +145,9 @@ func run(ctx context.Context, url string) (map[string]any, error) {
 			}
 			out["whoami"] = result.StructuredContent
 		case strings.HasPrefix(step, "call:"):
-			results[step] = outcome(call(ctx, c, strings.TrimPrefix(step, "call:")))
+			// "call:NAME#2" calls NAME again, its outcome kept apart.
+			name, _, _ := strings.Cut(strings.TrimPrefix(step, "call:"), "#")
+			results[step] = outcome(call(ctx, c, name))
 		case step == "ask":
 			results[step] = outcome(call(ctx, c, "ask_name"))
 		case step == "listen":
