@@ -48,6 +48,7 @@ const configurations: Record<string, Record<string, string>> = {
   '2026-07-28: AUDIT=on + policy': { AUDIT: 'on', POLICY_FILE: POLICY },
   // No guard: a body that is not JSON is forwarded as it comes, not read.
   '2026-07-28: unread': { AUDIT: 'on' },
+  '2026-07-28: AUDIT=off': { AUDIT: 'off' },
 };
 const paths = [
   { name: 'JSON', path: '/mcp' },
@@ -61,6 +62,8 @@ interface Pair {
   /** The wrk script, and the Content-Type each side sends (text/plain: a body the sidecar forwards unread). */
   script?: string;
   contentTypes?: [string, string];
+  /** A script for each side, where they differ. */
+  scripts?: [string, string];
 }
 const allPairs: Pair[] = [
   { measured: 'AUDIT=off (twin)', against: 'AUDIT=off', goal: undefined, what: 'control: the same sidecar twice' },
@@ -74,10 +77,32 @@ const allPairs: Pair[] = [
     script: 'bench/mcp-2026-call.lua',
     contentTypes: ['application/json', 'text/plain'],
   },
+  // Where the difference to unread goes: reading alone (the metrics need every outcome), and what
+  // the 2026-07-28 checks add to the same calls sent the 2025 way.
+  {
+    measured: '2026-07-28: AUDIT=off',
+    against: '2026-07-28: unread',
+    goal: undefined,
+    what: 'MCP 2026-07-28 calls read (headers checked, outcomes counted), against the same calls forwarded unread',
+    script: 'bench/mcp-2026-call.lua',
+    contentTypes: ['application/json', 'text/plain'],
+  },
+  {
+    measured: '2026-07-28: AUDIT=on + policy',
+    against: 'AUDIT=on + policy',
+    goal: undefined,
+    what: 'MCP 2026-07-28 calls against the same calls as 2025-11-25 sends them, both audited and judged',
+    script: 'bench/mcp-2026-call.lua',
+    contentTypes: ['application/json', 'application/json'],
+    scripts: ['bench/mcp-2026-call.lua', 'bench/mcp-call.lua'],
+  },
 ];
 // BENCH_PAIRS: the measured sides to run (comma-separated); default all.
 const only = process.env.BENCH_PAIRS?.split(',');
-const pairs = only === undefined ? allPairs : allPairs.filter((pair) => only.includes(pair.measured));
+const pairs =
+  only === undefined
+    ? allPairs
+    : allPairs.filter((pair) => only.includes(pair.measured) || only.includes(`${pair.measured} against ${pair.against}`));
 const body = (id: number) =>
   JSON.stringify({
     jsonrpc: '2.0',
@@ -122,8 +147,8 @@ for (const pair of pairs) {
   });
   await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
   // Every sidecar must answer the call with its result: a denial (HTTP 200 too) would measure nothing.
-  const modern = pair.script === 'bench/mcp-2026-call.lua';
   for (const [i, { name, port }] of sidecars.entries()) {
+    const modern = (pair.scripts?.[i] ?? pair.script) === 'bench/mcp-2026-call.lua';
     const sent = modern ? { ...headers2026, 'content-type': pair.contentTypes![i]! } : headers;
     const response = await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: sent, body: modern ? body2026(1) : body(1) });
     const answer = (await response.json()) as { result?: unknown };
@@ -136,7 +161,7 @@ for (const pair of pairs) {
     pid: sidecars[i]!.child.pid!,
     options: {
       headers: [`Authorization: Bearer ${token}`],
-      script: pair.script ?? 'bench/mcp-call.lua',
+      script: pair.scripts?.[i] ?? pair.script ?? 'bench/mcp-call.lua',
       scriptArg: pair.contentTypes?.[i] ?? 'application/json',
     },
   });
@@ -151,7 +176,7 @@ for (const pair of pairs) {
       ] as const) {
         if (result.non2xx > 0) throw new Error(`${name} ${pathName}: ${result.non2xx} responses not 2xx`);
       }
-      const key = `${pathName}: ${pair.measured}`;
+      const key = `${pathName}: ${pair.measured} against ${pair.against}`;
       const entry = results.get(key) ?? { ratios: [], rps: [[], []], micros: [[], []] };
       entry.ratios.push(measured!.rps / against!.rps);
       entry.rps[0].push(measured!.rps);
@@ -160,7 +185,7 @@ for (const pair of pairs) {
       entry.micros[1].push(against!.micros);
       results.set(key, entry);
       process.stderr.write(
-        `${key} against ${pair.against}: ${measured!.rps.toFixed(0)} / ${against!.rps.toFixed(0)} req/s = ${(measured!.rps / against!.rps).toFixed(3)}\n`,
+        `${key}: ${measured!.rps.toFixed(0)} / ${against!.rps.toFixed(0)} req/s = ${(measured!.rps / against!.rps).toFixed(3)}\n`,
       );
     }
   }
@@ -174,7 +199,7 @@ const lines = [
   '|---|---:|---:|---:|---|---:|',
   ...paths.flatMap(({ name: pathName }) =>
     pairs.map((pair) => {
-      const entry = results.get(`${pathName}: ${pair.measured}`)!;
+      const entry = results.get(`${pathName}: ${pair.measured} against ${pair.against}`)!;
       const ratio = median(entry.ratios);
       const goal = pair.goal === undefined ? '' : `${pair.goal} ${ratio >= pair.goal ? 'met' : '**not met**'}`;
       return `| ${pathName}: ${pair.measured} against ${pair.against} (${pair.what}) | ${median(entry.rps[0]).toFixed(0)} / ${median(entry.rps[1]).toFixed(0)} | ${ratio.toFixed(3)} | ${goal} | ${entry.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(entry.micros[0]).toFixed(0)} / ${median(entry.micros[1]).toFixed(0)} |`;

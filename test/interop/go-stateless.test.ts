@@ -148,6 +148,100 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
   );
 });
 
+describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-sdk stateless server', () => {
+  let issuer: TestIssuer;
+  let server: GoServer;
+  let sidecar: RunningSidecar;
+  let log: CapturedLog;
+  let token: string;
+  const dir = mkdtempSync(join(tmpdir(), 'go-stateless-wire-'));
+  const META = {
+    'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+    'io.modelcontextprotocol/clientCapabilities': {},
+    'io.modelcontextprotocol/clientInfo': { name: 'wire-test', version: '1.0.0' },
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+  };
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey();
+    token = await issuer.mint();
+    server = await startGoServer(undefined, { stateless: true });
+    writeFileSync(join(dir, 'policy.yaml'), POLICY);
+    log = captureLog();
+    sidecar = await startSidecar(testEnv(issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
+      logger: log.logger,
+    });
+  });
+  afterAll(async () => {
+    await sidecar?.close();
+    await server?.close();
+    await issuer?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function post(method: string, params: Record<string, unknown>, id: number, extra: Record<string, string> = {}, raw?: string) {
+    const name = (params.name ?? params.uri) as string | undefined;
+    const res = await fetch(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2026-07-28',
+        'mcp-method': method,
+        ...(name === undefined ? {} : { 'mcp-name': name }),
+        ...extra,
+      },
+      body: raw ?? JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: META } }),
+    });
+    const text = await res.text();
+    // One JSON body, or the JSON-RPC response among the events of a stream.
+    const data = res.headers.get('content-type')?.startsWith('text/event-stream')
+      ? text
+          .split('\n')
+          .filter((line) => line.startsWith('data: '))
+          .map((line) => JSON.parse(line.slice(6)) as Record<string, unknown>)
+          .find((message) => message.id === id)
+      : (JSON.parse(text) as Record<string, unknown>);
+    return { res, data: data as { result?: Record<string, unknown>; error?: { code: number; message: string } } };
+  }
+
+  it('lists and reads for this user only: cacheScope private (ttlMs kept), Cache-Control private, X-Accel-Buffering on streams', async () => {
+    const listed = await post('resources/list', {}, 1);
+    expect(listed.res.headers.get('cache-control')).toMatch(/^private/);
+    expect(listed.data.result).toMatchObject({ cacheScope: 'private' });
+    expect(listed.data.result).toHaveProperty('ttlMs');
+    expect((listed.data.result!.resources as { uri: string }[]).map((r) => r.uri)).toEqual(['docs://alpha/readme']);
+    const read = await post('resources/read', { uri: 'docs://alpha/readme' }, 2);
+    expect(read.data.result).toMatchObject({ cacheScope: 'private', contents: [{ text: "alpha's readme" }] });
+    if (read.res.headers.get('content-type')?.startsWith('text/event-stream')) expect(read.res.headers.get('x-accel-buffering')).toBe('no');
+    const denied = await post('resources/read', { uri: 'docs://bravo/plan' }, 3);
+    expect(denied.data.error!.code).toBe(RPC_CODES.policyDenied);
+    const line = (await log.waitForAudit((l) => l.rpcId === 2 && l.method === 'resources/read'))[0]!;
+    expect(line).toMatchObject({ client: 'wire-test/1.0.0', protocolVersion: '2026-07-28', traceId: '0af7651916cd43dd8448eb211c80319c' });
+  });
+
+  it('refuses a subscription to a resource the user may not read, by the resources/read rule', async () => {
+    const refused = await post('subscriptions/listen', { notifications: { resourceSubscriptions: ['docs://bravo/plan'] } }, 4);
+    expect(refused.data.error).toMatchObject({ code: RPC_CODES.policyDenied });
+    expect(refused.data.error!.message).toContain('docs://bravo/plan');
+    expect((await log.waitForAudit((l) => l.rpcId === 4))[0]).toMatchObject({ outcome: 'denied', method: 'subscriptions/listen' });
+  });
+
+  it('answers a 2026-07-28 request with JSON-RPC errors: a body it cannot read, a method the revision does not define', async () => {
+    const notJson = await post('tools/list', {}, 5, {}, '{"jsonrpc":');
+    expect(notJson.res.status).toBe(400);
+    expect(notJson.data).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32700 } });
+    const removed = await post('logging/setLevel', { level: 'info' }, 6);
+    expect(removed.res.status).toBe(404);
+    expect(removed.data).toMatchObject({ id: 6, error: { code: RPC_CODES.methodNotFound } });
+    expect((await log.waitForAudit((l) => l.rpcId === 6))[0]).toMatchObject({ outcome: 'denied', rpcErrorCode: RPC_CODES.methodNotFound });
+    const discover = await post('server/discover', {}, 7);
+    expect(discover.data.result).toHaveProperty('supportedVersions');
+  });
+});
+
 describe.skipIf(!go)('where a client and the server disagree without the sidecar, the sidecar changes nothing', () => {
   let issuer: TestIssuer;
   let stateful: GoServer;
