@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -129,6 +129,13 @@ describe.skipIf(!helm)('the Helm library chart', () => {
       metadata: { ...shipped.metadata, namespace: undefined },
     });
     expect(template('datastore-mcp', 'monitoring').some((o) => o.kind === 'PrometheusRule')).toBe(false);
+  });
+
+  it('writes numbers in config as the sidecar reads them (YAML numbers reach templates as floats)', () => {
+    const values = join(home, 'numbers.yaml');
+    writeFileSync(values, 'mcpAuthSidecar:\n  config:\n    RATE_LIMIT_USER_PER_MINUTE: 1000000\n    FORWARD_AUTHORIZATION: true\n');
+    const config = template('datastore-mcp', 'coder-demo-mcp', '-f', values).find((o) => o.kind === 'ConfigMap')!;
+    expect(config.data).toMatchObject({ RATE_LIMIT_USER_PER_MINUTE: '1000000', FORWARD_AUTHORIZATION: 'true' });
   });
 
   it('fails rendering, naming the value, rather than render a sidecar that cannot work', () => {

@@ -2,7 +2,11 @@
 {{- define "mcp-auth-sidecar.configData" -}}
 {{- $v := include "mcp-auth-sidecar.checked" . | fromYaml -}}
 {{- $data := dict "PORT" (toString (int $v.port)) "ADMIN_PORT" (toString (int $v.adminPort)) -}}
-{{- range $name, $value := $v.config }}{{ $_ := set $data $name (toString $value) }}{{ end -}}
+{{- range $name, $value := $v.config -}}
+{{- /* YAML numbers arrive as floats: 1000000 would print as 1e+06. */ -}}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}{{ $value = int64 $value }}{{ end -}}
+{{- $_ := set $data $name (toString $value) -}}
+{{- end -}}
 {{- toYaml $data -}}
 {{- end -}}
 
