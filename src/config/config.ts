@@ -217,8 +217,9 @@ export const VARIABLES: readonly Variable[] = [
   },
   {
     name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS',
-    default: '900',
-    meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)',
+    default: '10',
+    meaning:
+      "lease of a tool call's in-flight slot in Redis, renewed every third of it while the call runs: a slot not renewed (a replica gone, a slot Redis took after its answer timed out) is dropped after this long",
   },
   {
     name: 'REDIS_URL',
@@ -490,7 +491,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     rateLimitToolPerMinute: integer('RATE_LIMIT_TOOL_PER_MINUTE', 0, 0, 1_000_000),
     rateLimitConcurrentToolCalls: integer('RATE_LIMIT_CONCURRENT_TOOL_CALLS', 0, 0, 100_000),
     rateLimitOnRedisError: choice('RATE_LIMIT_ON_REDIS_ERROR', 'allow', ['allow', 'deny'] as const),
-    rateLimitInFlightExpirySeconds: integer('RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS', 900, 10, 86400),
+    rateLimitInFlightExpirySeconds: integer('RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS', 10, 3, 900),
     redisUrl: redisUrl(),
     redisTimeoutMs: integer('REDIS_TIMEOUT_MS', 250, 10, 60_000),
     redisKeyPrefix: raw('REDIS_KEY_PREFIX') ?? 'mcp-auth',
