@@ -18,6 +18,7 @@ import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
+import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 import { connectRedis, type LimitsRedis } from './redis.js';
 
 type Scope = 'user' | 'tool' | 'concurrency';
@@ -329,6 +330,7 @@ export class LimitsGuard implements Guard {
 
 const MESSAGES: Record<Scope, (tool: string | undefined, seconds: number) => string> = {
   user: (_tool, s) => `rate limit exceeded: too many requests from this user; retry in ${s} s`,
-  tool: (tool, s) => `rate limit exceeded: too many calls of tool ${JSON.stringify(tool)} from this user; retry in ${s} s`,
+  tool: (tool, s) =>
+    `rate limit exceeded: too many calls of tool ${JSON.stringify(cutUtf8(tool ?? '', AUDIT_BOUNDS.name))} from this user; retry in ${s} s`,
   concurrency: () => 'rate limit exceeded: too many tool calls of this user in flight; retry when one has finished',
 };
