@@ -21,6 +21,7 @@ import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtSta
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
+import { cutUtf8 } from './lib/utf8.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -54,11 +55,14 @@ export interface App {
   close(): Promise<void>;
 }
 
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** Bytes of the client's X-Request-Id kept in log lines (its own correlation id; never taken for ours). */
+export const CLIENT_REQUEST_ID_BYTES = 128;
 
-function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
-  const inbound = request.headers['x-request-id'];
-  return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
+/** The client's X-Request-Id, as its log lines carry it: cut to CLIENT_REQUEST_ID_BYTES. */
+export function clientRequestId(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const inbound = headers['x-request-id'];
+  if (typeof inbound !== 'string') return undefined;
+  return inbound.length * 3 <= CLIENT_REQUEST_ID_BYTES ? inbound : cutUtf8(inbound, CLIENT_REQUEST_ID_BYTES);
 }
 
 function pathOf(request: FastifyRequest): string {
@@ -167,7 +171,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // One line per request is written by our own hook below, with the fields SPEC lists.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
-    genReqId: requestId,
+    // Always our own: a client choosing the id that audit and request lines carry could make two
+    // requests look like one. Theirs is logged beside it (clientRequestId).
+    genReqId: () => randomUUID(),
     childLoggerFactory: (parent, bindings, options) =>
       new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
@@ -191,6 +197,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const { decision, reason, identity } = request.auth;
       logRequest({
         reqId: request.id,
+        clientRequestId: clientRequestId(request.headers),
         method: request.method,
         path: pathOf(request),
         status: reply.raw.statusCode,

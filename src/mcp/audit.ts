@@ -7,6 +7,9 @@
 import { hash } from 'node:crypto';
 import { symbols, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config/config.js';
+import { cutUtf8 } from '../lib/utf8.js';
+
+export { cutUtf8 } from '../lib/utf8.js';
 
 export type Outcome =
   | 'result'
@@ -73,16 +76,6 @@ export const AUDIT_BOUNDS = {
 } as const;
 /** Nesting kept of an argument value with AUDIT_ARGUMENTS=values: deeper is cut like a long value. */
 export const MAX_VALUE_DEPTH = 16;
-
-/** A string of at most `bytes` UTF-8 bytes, cut at a character boundary, `…` marking a cut. */
-export function cutUtf8(text: string, bytes: number): string {
-  if (text.length * 3 <= bytes || Buffer.byteLength(text) <= bytes) return text;
-  const buffer = Buffer.from(text);
-  let end = bytes;
-  // Back off continuation bytes (10xxxxxx) so no character is split.
-  while (end > 0 && (buffer[end]! & 0xc0) === 0x80) end--;
-  return `${buffer.toString('utf8', 0, end)}…`;
-}
 
 // Ids, user names, tool names and versions are nearly always characters JSON writes as they
 // are: those are quoted directly, a third of JSON.stringify's time on a short string (most of an

@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import type { Identity } from '../auth/verify.js';
-import { cutUtf8 } from './audit.js';
+import { cutUtf8 } from '../lib/utf8.js';
 import { Lru } from '../lib/lru.js';
 
 export const MAX_SESSIONS = 10_000;
