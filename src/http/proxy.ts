@@ -13,7 +13,8 @@ import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
-import { Pool } from './undici.js';
+import { Pool } from '../lib/undici.js';
+import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1), credentials meant for this proxy, and `expect`
@@ -116,8 +117,7 @@ export function forwardedHeaders(
 /** Whether a request target is an absolute path without `.` or `..` segments, also percent-encoded. */
 export function isPlainPath(url: string): boolean {
   if (url.charCodeAt(0) !== 0x2f /* / */) return false;
-  const query = url.indexOf('?');
-  const path = query === -1 ? url : url.slice(0, query);
+  const path = pathOf(url);
   if (!path.includes('.') && !/%2e/i.test(path)) return true;
   let decoded: string;
   try {
@@ -129,7 +129,7 @@ export function isPlainPath(url: string): boolean {
   return !decoded.split(/[/\\]/).some((segment) => segment === '.' || segment === '..');
 }
 
-/** undici error codes → SPEC's failure kinds: the one place that translates them. */
+/** undici error codes → the documented failure kinds: the one place that translates them. */
 export function upstreamFailureKind(error: { code?: string; cause?: unknown }): UpstreamFailureKind {
   const code = (error.cause as { code?: string } | undefined)?.code ?? error.code;
   switch (code) {
@@ -154,7 +154,7 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
 }
 
 /**
- * Reads a response as it passes (src/mcp/ implements it); the proxy writes what it returns.
+ * Reads a response as it passes (mcp/framing.ts implements it); the proxy writes what it returns.
  * Everything here is synchronous and on the response's path: keep it cheap.
  */
 export interface ResponseReader {
@@ -201,8 +201,8 @@ function forwardedBody(raw: FastifyRequest['raw'], forwarding: Forwarding): Buff
 
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
-/** One forwarded request: the upstream's answer is written to the client as it arrives. */
-class Exchange implements Dispatcher.DispatchHandler {
+/** A Forward: one request sent to the upstream, its answer written to the client as it arrives. */
+class Forward implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
   private clientGone = false;
@@ -217,7 +217,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly onFailure: FailureListener,
     private readonly reader: ResponseReader | undefined,
   ) {
-    // 'close' also follows a normal end; only an unfinished exchange is aborted.
+    // 'close' also follows a normal end; only an unfinished forward is aborted.
     res.once('close', () => {
       if (this.finished) return;
       this.clientGone = true;
@@ -389,7 +389,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
         headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
         body,
       },
-      new Exchange(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, forwarding?.reader),
     );
   };
 

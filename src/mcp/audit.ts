@@ -5,7 +5,8 @@
 // characters of the body (arguments-text.ts), not a re-serialisation.
 
 import { hash } from 'node:crypto';
-import { symbols, type DestinationStream, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createInfoLine } from '../observability/log.js';
 import type { Config } from '../config/config.js';
 import { cutUtf8 } from '../lib/utf8.js';
 
@@ -179,17 +180,14 @@ export function createAuditWriter(
   onFailure: () => void = () => {},
 ): AuditWriter | undefined {
   if (!config.audit) return undefined;
-  const internals = logger as unknown as Record<symbol, unknown>;
-  const destination = internals[symbols.streamSym] as DestinationStream;
-  const bindings = internals[symbols.chindingsSym] as string;
-  const time = internals[symbols.timeSym] as () => string;
+  const info = createInfoLine(logger, 'mcp');
   const text = JSON.stringify;
   const values = config.auditArguments === 'values';
   const valueBytes = config.auditArgumentBytes;
   const B = AUDIT_BOUNDS;
 
   function lineText(line: AuditLine, withArguments: boolean): string {
-    let json = `{"level":30${time()}${bindings},"reqId":${quote(line.reqId)}`;
+    let json = `${info.start()},"reqId":${quote(line.reqId)}`;
     if (line.clientRequestId !== undefined) json += `,"clientRequestId":${quoteCut(line.clientRequestId, B.clientRequestId)}`;
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
@@ -210,17 +208,17 @@ export function createAuditWriter(
     if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
     if (line.policyRule !== undefined) json += `,"policyRule":${quote(line.policyRule)}`;
     if (!withArguments) json += ',"auditError":true';
-    return `${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut},"msg":"mcp"}\n`;
+    return `${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut}`;
   }
 
   return function writeAudit(line: AuditLine): void {
     try {
       if (!logger.isLevelEnabled('info')) return;
-      destination.write(lineText(line, true));
+      info.end(lineText(line, true));
     } catch {
       try {
         onFailure();
-        destination.write(lineText(line, false));
+        info.end(lineText(line, false));
       } catch {
         // Even the plain line failed (the destination itself): counted above, nothing more to do.
       }

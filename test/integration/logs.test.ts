@@ -107,7 +107,7 @@ describe('logs', () => {
     expect(lines().some((l) => l.msg === 'key set refresh failed')).toBe(true);
   });
 
-  it("write one line per request with SPEC's fields and the sidecar's own request id, the client's beside it", async () => {
+  it("write one line per request with the documented fields and the sidecar's own request id, the client's beside it", async () => {
     output.length = 0;
     upstream.seen.length = 0;
     const token = await issuer.mint();
