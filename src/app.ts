@@ -22,8 +22,7 @@ import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
-import { cutUtf8 } from './lib/utf8.js';
-import { pathOf } from './lib/request-target.js';
+import { clientRequestId, pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -55,16 +54,6 @@ export interface App {
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
-}
-
-/** Bytes of the client's X-Request-Id kept in log lines (its own correlation id; never taken for ours). */
-export const CLIENT_REQUEST_ID_BYTES = 128;
-
-/** The client's X-Request-Id, as its log lines carry it: cut to CLIENT_REQUEST_ID_BYTES. */
-export function clientRequestId(headers: Record<string, string | string[] | undefined>): string | undefined {
-  const inbound = headers['x-request-id'];
-  if (typeof inbound !== 'string') return undefined;
-  return inbound.length * 3 <= CLIENT_REQUEST_ID_BYTES ? inbound : cutUtf8(inbound, CLIENT_REQUEST_ID_BYTES);
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */

@@ -300,6 +300,26 @@ export function readMessages(body: Buffer, protocolVersion: string, withArgument
   return { kind: 'read', messages, responses, batch };
 }
 
+/**
+ * A tools/call argument that a Go server would bind to another property of the tool's input
+ * schema (as the upstream listed it): `SQL` for `sql`. Undefined when none, or when the tool was
+ * never listed (nothing is known of its properties then).
+ */
+export function argumentProblem(message: ClientMessage, schema: ReadonlyMap<string, string> | undefined): Refusal | undefined {
+  const args = message.arguments;
+  if (schema === undefined || schema.size === 0 || args === undefined) return undefined;
+  for (const name in args) {
+    const property = schema.get(goFoldKey(name));
+    if (property !== undefined && property !== name) {
+      return refusal(
+        `argument${/^[\x20-\x7e]{1,32}$/.test(name) ? ` ${JSON.stringify(name)}` : ''} differs only in letter case (or Unicode folding) from the tool's input property ${JSON.stringify(property.length <= 64 ? property : `${property.slice(0, 64)}…`)}; Go servers read it as that one`,
+        message.id ?? null,
+      );
+    }
+  }
+  return undefined;
+}
+
 /** A protocol version as the client wrote it, repeated in a message only when short and plain. */
 function shortVersion(version: string): string {
   return version.length <= 16 && /^[\w.-]+$/.test(version) ? version : '(as sent)';
