@@ -4,6 +4,7 @@
 import { hasDuplicateKeys } from '../lib/json-text.js';
 import { argumentsTexts } from './arguments-text.js';
 import type { ClientMessage, MessageMeta } from './guard.js';
+import { clientOf } from './sessions.js';
 
 /** Every method MCP defines (2024-11-05 to 2026-07-28), client's and server's: the `method` label's values. */
 export const MCP_METHODS: ReadonlySet<string> = new Set([
@@ -85,17 +86,6 @@ function isId(value: unknown): value is string | number {
   return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
 }
 
-/** Client names and versions are the client's choice: each part at most this many characters. */
-export const MAX_CLIENT_PART = 64;
-
-/** `clientInfo` (of initialize, or of `_meta`) as `name/version`, each part bounded; undefined without a string name. */
-export function clientLabel(info: unknown): string | undefined {
-  if (!isObject(info) || typeof info.name !== 'string') return undefined;
-  const version = typeof info.version === 'string' ? info.version : '';
-  const cut = (part: string) => (part.length > MAX_CLIENT_PART ? `${part.slice(0, MAX_CLIENT_PART)}…` : part);
-  return `${cut(info.name)}/${cut(version)}`;
-}
-
 // W3C Trace Context: version, a trace id of 32 lower-case hex digits, a parent id, flags;
 // versions after 00 may append fields.
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(-[^]*)?$/;
@@ -117,7 +107,7 @@ function metaOf(raw: unknown): MessageMeta | undefined {
   return {
     protocolVersion: typeof version === 'string' ? version : undefined,
     capabilities: isObject(raw['io.modelcontextprotocol/clientCapabilities']),
-    client: clientLabel(raw['io.modelcontextprotocol/clientInfo']),
+    client: clientOf(raw['io.modelcontextprotocol/clientInfo']),
     traceId: traceIdOf(raw.traceparent),
   };
 }
