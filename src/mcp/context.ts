@@ -11,6 +11,7 @@ import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
 import { goFoldKey } from '../lib/go-fold.js';
+import { READ_BUDGET_BYTES, ReadBudget } from './read-budget.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
@@ -45,6 +46,8 @@ export function idKey(id: string | number): string {
 
 export class McpContext {
   readonly sessions = new Sessions();
+  /** Bytes of request bodies read at once, across every request (read-budget.ts). */
+  readonly readBudget: ReadBudget;
   private readonly tools = new Set<string>();
   /** Per tool listed, its input schema's property names by Go fold key (read-request.ts: argumentProblem). */
   private readonly schemas = new Map<string, ReadonlyMap<string, string>>();
@@ -58,6 +61,7 @@ export class McpContext {
     readonly audit: AuditWriter | undefined,
   ) {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
+    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes));
   }
 
   /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS; and their input schemas' property names. */

@@ -12,6 +12,7 @@ import type { Forwarding, Interceptor } from '../http/proxy.js';
 import type { Caller, ClientMessage, Decision, Guard } from './guard.js';
 import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
+import type { ReadBudget } from './read-budget.js';
 import { McpExchange } from './exchange.js';
 import { isJsonContentType } from './messages.js';
 import { clientRequestId } from '../lib/request-target.js';
@@ -31,37 +32,53 @@ import { ownerOf } from './sessions.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
-/** Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. */
-export function readBody(raw: IncomingMessage, maxBytes: number): Promise<Body> {
+/**
+ * Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. The
+ * read waits for its place in the shared budget first (read-budget.ts), and gives it back once
+ * the body is read: the caller parses it and lets it go (forwarded or refused).
+ */
+export async function readBody(raw: IncomingMessage, maxBytes: number, budget: ReadBudget): Promise<Body> {
   const declared = raw.headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes) return Promise.resolve({ kind: 'over', head: undefined });
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const stop = (result: Body) => {
-      raw.off('data', onData);
-      raw.off('end', onEnd);
-      raw.off('close', onClose);
-      raw.off('error', onClose);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      bytes += chunk.length;
-      if (bytes > maxBytes) {
-        raw.pause();
-        stop({ kind: 'over', head: Buffer.concat(chunks) });
-      }
-    };
-    const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
-    const onClose = () => {
-      if (!raw.complete) stop({ kind: 'gone' });
-    };
-    raw.on('data', onData);
-    raw.on('end', onEnd);
-    raw.on('close', onClose);
-    raw.on('error', onClose);
+  if (declared !== undefined && Number(declared) > maxBytes) return { kind: 'over', head: undefined };
+  const bytes = declared !== undefined ? Number(declared) : maxBytes;
+  const admitted = await budget.admit(bytes, {
+    onCancel: (cancel) => raw.once('close', () => (raw.complete ? undefined : cancel())),
   });
+  if (!admitted) return { kind: 'gone' };
+  try {
+    return await new Promise<Body>((resolve) => {
+      const chunks: Buffer[] = [];
+      let read = 0;
+      const stop = (result: Body) => {
+        raw.off('data', onData);
+        raw.off('end', onEnd);
+        raw.off('close', onClose);
+        raw.off('error', onClose);
+        resolve(result);
+      };
+      const onData = (chunk: Buffer) => {
+        chunks.push(chunk);
+        read += chunk.length;
+        if (read > maxBytes) {
+          raw.pause();
+          stop({ kind: 'over', head: Buffer.concat(chunks) });
+        }
+      };
+      const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+      const onClose = () => {
+        if (!raw.complete) stop({ kind: 'gone' });
+      };
+      // Gone while waiting for its place: nothing more will come.
+      if (raw.destroyed && !raw.complete) return stop({ kind: 'gone' });
+      raw.on('data', onData);
+      raw.on('end', onEnd);
+      raw.on('close', onClose);
+      raw.on('error', onClose);
+    });
+  } finally {
+    // The bytes are the caller's now: parsed at once, then forwarded or refused.
+    budget.release(bytes);
+  }
 }
 
 const PROBLEMS = {
@@ -280,7 +297,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       streamRest,
       reader: new McpExchange(context, { ...origin, bytesIn, pending: [], responses: [], unparsed: true }).reader,
     });
-    const read = await readBody(request.raw, maxBytes);
+    const read = await readBody(request.raw, maxBytes, context.readBudget);
     if (read.kind === 'gone') {
       res.destroy();
       return 'answered';
