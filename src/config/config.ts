@@ -1,3 +1,5 @@
+import { readTracingSettings, type TracingSettings } from './otel.js';
+
 // Environment → typed, frozen Config. Every problem is collected and reported at once,
 // naming the variable, the value seen and what is expected.
 
@@ -63,6 +65,8 @@ export interface Config {
   redisTimeoutMs: number;
   redisKeyPrefix: string;
   redisCaFile: string | undefined;
+  /** Undefined: no OTLP endpoint (or OTEL_SDK_DISABLED=true): no tracing, nothing of OpenTelemetry loaded. */
+  tracing: TracingSettings | undefined;
 }
 
 /** REDIS_URL holding its password: logged (JSON) and printed with the password as "***". */
@@ -495,6 +499,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     redisTimeoutMs: integer('REDIS_TIMEOUT_MS', 250, 10, 60_000),
     redisKeyPrefix: raw('REDIS_KEY_PREFIX') ?? 'mcp-auth',
     redisCaFile: raw('REDIS_CA_FILE'),
+    tracing: readTracingSettings(env, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -1,0 +1,145 @@
+// OpenTelemetry traces: the hooks app.ts wires into the request path when tracing is configured.
+// app.ts imports this module (and through it OpenTelemetry's API and SDK) only then: without an
+// OTLP endpoint nothing of it is loaded and the request path does no tracing work.
+//
+// Contexts are passed by hand (the request's span lives on `request.trace`), not through a
+// context manager: no async hooks, no cost outside the spans themselves. Token verification is
+// synchronous until it waits for the issuer's key set, so the verification span in progress is
+// found by the cache lookup and the key set for that synchronous part.
+
+import { ROOT_CONTEXT, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import type { Logger } from 'pino';
+import type { TracingSettings } from '../config/otel.js';
+import type { KeySource } from '../auth/keyset.js';
+import type { Verdict, Verify } from '../auth/verify.js';
+import { Rejection } from '../lib/errors.js';
+import type { Metrics } from './metrics.js';
+import { createSpansDropped } from './metrics.js';
+import { RequestTrace, upstreamTarget, type UpstreamTarget } from './request-trace.js';
+import { startPipeline, type TracingPipeline } from './trace-export.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+
+export { RequestTrace } from './request-trace.js';
+
+/** Verification as the authenticate hook calls it: with the request, whose span it is a child of. */
+export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Promise<Verdict>;
+
+export interface TracingOptions {
+  readonly logger: Logger;
+  readonly metrics: Pick<Metrics, 'registry'>;
+  readonly upstreamUrl: string;
+  /** Instead of the OTLP exporter (tests: the SDK's in-memory exporter). */
+  readonly exporter?: SpanExporter;
+}
+
+function endVerification(span: Span, error?: unknown): void {
+  if (error !== undefined) {
+    span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
+    span.setStatus({ code: SpanStatusCode.ERROR });
+  }
+  span.end();
+}
+
+export class Tracing {
+  /** The verification span of the synchronous part of a verification under way. */
+  private verifying: Span | undefined;
+  private readonly target: UpstreamTarget;
+
+  constructor(
+    private readonly pipeline: TracingPipeline,
+    upstreamUrl: string,
+  ) {
+    this.target = upstreamTarget(upstreamUrl);
+  }
+
+  /** The first onRequest hook: the request's SERVER span, ended when its response closes. */
+  readonly onRequest = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const requestTrace = new RequestTrace(this.pipeline.tracer, this.target, request);
+    request.trace = requestTrace;
+    reply.raw.on('close', () => requestTrace.end(reply.raw, request.auth));
+    done();
+  };
+
+  /** Verification with a span of its own (the cache lookup and a key set fetch mark it). */
+  verifier(verify: Verify): RequestVerify {
+    return (token, request) => {
+      const parent = request.trace;
+      if (parent === undefined) return verify(token);
+      const span = parent.child('verify token');
+      this.verifying = span;
+      let result: Verdict | Promise<Verdict>;
+      try {
+        result = verify(token);
+      } catch (error) {
+        this.verifying = undefined;
+        endVerification(span, error);
+        throw error;
+      }
+      this.verifying = undefined;
+      if (!(result instanceof Promise)) {
+        endVerification(span);
+        return result;
+      }
+      return result.then(
+        (verdict) => {
+          endVerification(span);
+          return verdict;
+        },
+        (error: unknown) => {
+          endVerification(span, error);
+          return Promise.reject(error as Error);
+        },
+      );
+    };
+  }
+
+  /** The verdict cache looked the token up (its onLookup). */
+  cacheLookup(hit: boolean): void {
+    this.verifying?.setAttribute('mcp_auth.verdict_cache', hit ? 'hit' : 'miss');
+  }
+
+  /** The key set, with a span for a verification that waits on a fetch (an unknown kid). */
+  keySource(keys: KeySource): KeySource {
+    const resolve = (kid: string | undefined, alg: string) => {
+      const result = keys.resolve(kid, alg);
+      const verifying = this.verifying;
+      if (!(result instanceof Promise) || verifying === undefined) return result;
+      const span = this.pipeline.tracer.startSpan('key set fetch', undefined, trace.setSpan(ROOT_CONTEXT, verifying));
+      const before = keys.status().lastSuccessMs;
+      const end = () => {
+        const fetched = keys.status().lastSuccessMs !== before;
+        span.setAttribute('mcp_auth.jwks.result', fetched ? 'success' : 'failure');
+        if (!fetched) span.setStatus({ code: SpanStatusCode.ERROR });
+        span.end();
+      };
+      return result.then(
+        (key) => {
+          end();
+          return key;
+        },
+        (error: unknown) => {
+          end();
+          return Promise.reject(error as Error);
+        },
+      );
+    };
+    return {
+      resolve,
+      has: (key) => keys.has(key),
+      status: () => keys.status(),
+      start: () => keys.start(),
+      close: () => keys.close(),
+    };
+  }
+
+  /** Exports what is left, within `timeoutMs`. */
+  shutdown(timeoutMs: number): Promise<void> {
+    return this.pipeline.shutdown(timeoutMs);
+  }
+}
+
+export function startTracing(settings: TracingSettings, options: TracingOptions): Tracing {
+  const pipeline = startPipeline(settings, createSpansDropped(options.metrics.registry), options.logger, options.exporter);
+  return new Tracing(pipeline, options.upstreamUrl);
+}
