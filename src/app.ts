@@ -1,7 +1,7 @@
 // The one wiring file: request → authenticate → inject identity → forward → record,
 // on the proxy port; metrics and health on the admin port.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
@@ -18,10 +18,12 @@ import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.j
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
-import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
+import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
+import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
+import { pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -64,11 +66,6 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
 function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
   const inbound = request.headers['x-request-id'];
   return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
-}
-
-function pathOf(request: FastifyRequest): string {
-  const query = request.url.indexOf('?');
-  return query === -1 ? request.url : request.url.slice(0, query);
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
@@ -185,7 +182,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     clientErrorHandler: createClientErrorHandler(logger, metrics),
     frameworkErrors: createFrameworkErrorHandler(logger, metrics),
     loggerInstance: logger as FastifyBaseLogger,
-    // One line per request is written by our own hook below, with the fields SPEC lists.
+    // One line per request is written by our own hook below, with the documented fields.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     genReqId: requestId,
@@ -217,7 +214,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       logRequest({
         reqId: request.id,
         method: request.method,
-        path: pathOf(request),
+        path: pathOf(request.url),
         status: reply.raw.statusCode,
         durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
         decision,

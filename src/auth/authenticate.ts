@@ -58,7 +58,7 @@ export interface RejectionResponse {
   body: string;
 }
 
-/** The whole answer to a rejection (also the answer of bench:floor's SPEC-work measuring stick). */
+/** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
 export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
   const error = rejection.challengeError;

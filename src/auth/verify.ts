@@ -1,4 +1,4 @@
-// Token verification: SPEC's checks in SPEC's order, each failure a Rejection with its reason.
+// Token verification: the documented checks in the documented order, each failure a Rejection with its reason.
 // The payload is parsed only after the signature verifies.
 // The signature is checked with node:crypto on a key imported once (see keyset.ts): the
 // whole check is synchronous unless an unknown kid sends us to the issuer.
@@ -268,7 +268,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
   }
 
-  /** The header's parameters, or why they are refused (SPEC's order: structure and alg, key, signature, then claims). */
+  /** The header's parameters, or why they are refused (the documented order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');

@@ -13,7 +13,8 @@ import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
-import { Pool } from './undici.js';
+import { Pool } from '../lib/undici.js';
+import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1), credentials meant for this proxy, and `expect`
@@ -116,8 +117,7 @@ export function forwardedHeaders(
 /** Whether a request target is an absolute path without `.` or `..` segments, also percent-encoded. */
 export function isPlainPath(url: string): boolean {
   if (url.charCodeAt(0) !== 0x2f /* / */) return false;
-  const query = url.indexOf('?');
-  const path = query === -1 ? url : url.slice(0, query);
+  const path = pathOf(url);
   if (!path.includes('.') && !/%2e/i.test(path)) return true;
   let decoded: string;
   try {
@@ -129,7 +129,7 @@ export function isPlainPath(url: string): boolean {
   return !decoded.split(/[/\\]/).some((segment) => segment === '.' || segment === '..');
 }
 
-/** undici error codes → SPEC's failure kinds: the one place that translates them. */
+/** undici error codes → the documented failure kinds: the one place that translates them. */
 export function upstreamFailureKind(error: { code?: string; cause?: unknown }): UpstreamFailureKind {
   const code = (error.cause as { code?: string } | undefined)?.code ?? error.code;
   switch (code) {

@@ -5,7 +5,8 @@
 // characters of the body (arguments-text.ts), not a re-serialisation.
 
 import { hash } from 'node:crypto';
-import { symbols, type DestinationStream, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createInfoLine } from '../observability/log.js';
 import type { Config } from '../config/config.js';
 
 export type Outcome = 'result' | 'tool_error' | 'rpc_error' | 'denied' | 'limited' | 'upstream_error' | 'cancelled' | 'unknown';
@@ -97,16 +98,13 @@ export function createAuditWriter(
   config: Pick<Config, 'audit' | 'auditArguments' | 'auditArgumentBytes'>,
 ): AuditWriter | undefined {
   if (!config.audit) return undefined;
-  const internals = logger as unknown as Record<symbol, unknown>;
-  const destination = internals[symbols.streamSym] as DestinationStream;
-  const bindings = internals[symbols.chindingsSym] as string;
-  const time = internals[symbols.timeSym] as () => string;
+  const info = createInfoLine(logger, 'mcp');
   const text = JSON.stringify;
   const values = config.auditArguments === 'values';
   const valueBytes = config.auditArgumentBytes;
   return function writeAudit(line: AuditLine): void {
     if (!logger.isLevelEnabled('info')) return;
-    let json = `{"level":30${time()}${bindings},"reqId":${quote(line.reqId)}`;
+    let json = `${info.start()},"reqId":${quote(line.reqId)}`;
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
     if (line.sessionId !== undefined) json += `,"sessionId":${quote(line.sessionId)}`;
@@ -125,6 +123,6 @@ export function createAuditWriter(
     json += `,"outcome":"${line.outcome}"`;
     if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
     if (line.policyRule !== undefined) json += `,"policyRule":${quote(line.policyRule)}`;
-    destination.write(`${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut},"msg":"mcp"}\n`);
+    info.end(`${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut}`);
   };
 }

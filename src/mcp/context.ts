@@ -11,7 +11,7 @@ import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
 
-/** At most this many tool names become label values (SPEC). */
+/** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
 
 /** One client request or notification, from the moment it was read until its outcome. */

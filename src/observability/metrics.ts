@@ -1,4 +1,4 @@
-// The registry and every metric SPEC names. One registry per app, so tests can build many.
+// The registry and every metric the docs name (the names are an interface). One registry per app, so tests can build many.
 
 import {
   Counter,

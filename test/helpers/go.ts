@@ -20,7 +20,7 @@ const info = inject('go');
 
 /** The built programs, or undefined when Go is absent (recorded as a skip; CI=true throws). */
 export function useGo(): GoPrograms | undefined {
-  if (info === null) throw new Error('stack-setup did not build the Go programs for this file: does it import ./helpers/go.js?');
+  if (info === null) throw new Error('stack-setup did not build the Go programs for this file: does it import ../helpers/go.js?');
   if ('missing' in info) {
     skipMissing(info.missing);
     return undefined;

@@ -68,7 +68,7 @@ const info = inject('keycloak');
 
 /** The run's Keycloak, or undefined when it is absent (recorded as a skip; CI=true throws). */
 export function useKeycloak(): KeycloakServer | undefined {
-  if (info === null) throw new Error('stack-setup did not start Keycloak for this file: does it import ./helpers/keycloak.js?');
+  if (info === null) throw new Error('stack-setup did not start Keycloak for this file: does it import ../helpers/keycloak.js?');
   if ('missing' in info) {
     skipMissing(info.missing);
     return undefined;

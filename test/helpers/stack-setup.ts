@@ -36,10 +36,10 @@ function lookup(name: string): string | undefined {
 
 /** The test files of this run that import a helper: all when the command line names none. */
 function needed(helper: string): boolean {
-  const files = readdirSync('test')
+  const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
     .map((f) => join('test', f));
-  const users = files.filter((f) => readFileSync(f, 'utf8').includes(`./helpers/${helper}.js'`));
+  const users = files.filter((f) => readFileSync(f, 'utf8').includes(`/helpers/${helper}.js'`));
   const commands = new Set(['run', 'watch', 'dev', 'related']);
   const filters = process.argv.slice(2).filter((a) => !a.startsWith('-') && !commands.has(a) && files.some((f) => f.includes(a)));
   if (filters.length === 0) return users.length > 0;

@@ -107,7 +107,7 @@ describe('logs', () => {
     expect(lines().some((l) => l.msg === 'key set refresh failed')).toBe(true);
   });
 
-  it("write one line per request with SPEC's fields, and carry the request id both ways", async () => {
+  it('write one line per request with the documented fields, and carry the request id both ways', async () => {
     output.length = 0;
     upstream.seen.length = 0;
     const token = await issuer.mint();

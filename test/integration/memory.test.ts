@@ -21,8 +21,8 @@ const REPORT_UNDICI_LOADED = `
   // Required, not imported: on Node 24 an import of node:http reads its lazy WebSocket export, and
   // that loads Node's undici. The sidecar imports no value from node:http (Fastify requires it).
   const { get } = require('node:http');
-  const { loadConfig } = await import('../../src/config/config.ts');
-  const { buildApp } = await import('../../src/app.ts');
+  const { loadConfig } = await import('./src/config/config.ts');
+  const { buildApp } = await import('./src/app.ts');
   const app = await buildApp(loadConfig(process.env));
   const { proxyUrl } = await app.listen();
   const res = await new Promise((resolve) => get(proxyUrl + '/mcp', { headers: { authorization: process.env.TEST_AUTHORIZATION } }, resolve));

@@ -43,7 +43,7 @@ describe('metrics on the admin port', () => {
     await issuer.close();
   });
 
-  it('exports every SPEC metric with its type, and every reason at 0 from the start', async () => {
+  it('exports every documented metric with its type, and every reason at 0 from the start', async () => {
     const text = await scrape();
     for (const [name, type] of SPEC_METRICS) expect(text).toContain(`# TYPE ${name} ${type}`);
     for (const reason of REJECTION_REASONS) expect(value(text, `mcp_auth_rejected_total{reason="${reason}"}`)).toBe(0);

@@ -17,7 +17,7 @@ function problems(env: Record<string, string>): string[] {
 }
 
 describe('configuration from the environment', () => {
-  it("has SPEC's defaults", () => {
+  it('has the documented defaults', () => {
     expect(loadConfig(minimal)).toEqual({
       issuer: 'https://auth.example.com/realms/coder',
       jwksUri: undefined,

@@ -7,15 +7,14 @@
 // were none) is refused the same way, its warning saying that a restart applies it.
 // mcp_auth_policy_last_reload_successful{file} says whether the file as it is now is in force.
 
-import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { Metrics } from '../../observability/metrics.js';
-import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from '../limits/index.js';
-import { PolicyError, parsePolicy } from './file.js';
-import type { PolicyGuard } from './guard.js';
-import type { PolicyAtStart } from './index.js';
+import { watchMountedFiles } from '../lib/mounted-files.js';
+import type { Metrics } from '../observability/metrics.js';
+import { LimitsFileError, anyLimit, withLimitsSection, type LimitRules, type LimitsGuard } from './limits/index.js';
+import { PolicyError, parsePolicy } from './policy/file.js';
+import type { PolicyGuard } from './policy/guard.js';
+import type { PolicyAtStart } from './policy/index.js';
 
 /** Changes in the directory within this time are read once (a ConfigMap swap is several renames). */
 const RELOAD_DEBOUNCE_MS = 100;
@@ -64,8 +63,6 @@ export function watchPolicyFile(
   let textApplied = true;
   const inForce = (yes: boolean) => metrics.policyLastReloadSuccessful.set({ file }, yes ? 1 : 0);
   inForce(true);
-  let timer: NodeJS.Timeout | undefined;
-  let reading: Promise<void> = Promise.resolve();
   const reload = async () => {
     let next: string;
     try {
@@ -104,28 +101,9 @@ export function watchPolicyFile(
     }
     inForce(textApplied);
   };
-  let watcher: FSWatcher | undefined;
-  try {
-    watcher = watch(dirname(file), { persistent: false }, () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        timer = undefined;
-        reading = reading.then(reload);
-      }, RELOAD_DEBOUNCE_MS);
-      timer.unref();
-    });
-    watcher.on('error', (error) => log.warn({ err: error.message }, 'policy file watch failed: changes are no longer picked up'));
-  } catch (error) {
-    log.warn({ err: (error as Error).message }, 'cannot watch the policy file: changes need a restart');
-  }
-  return {
-    settled: async () => {
-      while (timer !== undefined) await new Promise((resolve) => setTimeout(resolve, RELOAD_DEBOUNCE_MS));
-      await reading;
-    },
-    close() {
-      clearTimeout(timer);
-      watcher?.close();
-    },
-  };
+  return watchMountedFiles([file], reload, {
+    settleMs: RELOAD_DEBOUNCE_MS,
+    onWatchError: (directory, error) =>
+      log.warn({ directory, err: error.message }, "cannot watch the policy file's directory: changes need a restart"),
+  });
 }
