@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
 import { createMetrics, createScrape, type Metrics } from './observability/metrics.js';
-import type { Tracing } from './observability/tracing.js';
+import type { Tracing } from './tracing/tracing.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
@@ -41,7 +42,7 @@ export interface AppOptions {
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
   /** Where spans go instead of the OTLP endpoint (tests: the SDK's in-memory exporter); tracing still needs config.tracing. */
-  spanExporter?: import('@opentelemetry/sdk-trace-base').SpanExporter;
+  spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -114,11 +115,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
   const metrics = createMetrics(() => active, { exemplars: config.tracing !== undefined });
-  // OpenTelemetry is loaded only when an endpoint is configured (observability/tracing.ts).
+  // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
   const tracing =
     config.tracing === undefined
       ? undefined
-      : (await import('./observability/tracing.js')).startTracing(config.tracing, {
+      : (await import('./tracing/tracing.js')).startTracing(config.tracing, {
           logger,
           metrics,
           upstreamUrl: config.upstreamUrl,

@@ -6,7 +6,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
 import type { Identity, Verdict } from './verify.js';
 
-/** Verification as this hook calls it; the request is for a tracing wrapper (observability/tracing.ts). */
+/** Verification as this hook calls it; the request is for a tracing wrapper (tracing/tracing.ts). */
 export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Promise<Verdict>;
 
 export interface AuthState {

@@ -1,5 +1,5 @@
 import type { AuthState } from '../auth/authenticate.js';
-import type { RequestTrace } from '../observability/request-trace.js';
+import type { RequestTrace } from '../tracing/request-trace.js';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -194,7 +194,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
   return metrics;
 }
 
-/** Tracing's own counter, registered when tracing is on (observability/trace-export.ts). */
+/** Tracing's own counter, registered when tracing is on (tracing/export.ts). */
 export function createSpansDropped(registry: Registry): Counter<'reason'> {
   const counter = new Counter({
     name: 'mcp_auth_trace_spans_dropped_total',

@@ -11,19 +11,17 @@ import { ROOT_CONTEXT, SpanStatusCode, trace, type Span } from '@opentelemetry/a
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { Logger } from 'pino';
 import type { TracingSettings } from '../config/otel.js';
+import type { RequestVerify } from '../auth/authenticate.js';
 import type { KeySource } from '../auth/keyset.js';
 import type { Verdict, Verify } from '../auth/verify.js';
 import { Rejection } from '../lib/errors.js';
-import type { Metrics } from './metrics.js';
-import { createSpansDropped } from './metrics.js';
+import type { Metrics } from '../observability/metrics.js';
+import { createSpansDropped } from '../observability/metrics.js';
 import { RequestTrace, upstreamTarget, type UpstreamTarget } from './request-trace.js';
-import { startPipeline, type TracingPipeline } from './trace-export.js';
+import { startPipeline, type TracingPipeline } from './export.js';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 
 export { RequestTrace } from './request-trace.js';
-
-/** Verification as the authenticate hook calls it: with the request, whose span it is a child of. */
-export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Promise<Verdict>;
 
 export interface TracingOptions {
   readonly logger: Logger;
