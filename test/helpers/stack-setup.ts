@@ -26,7 +26,7 @@ declare module 'vitest' {
 
 const cache = process.env.KEYCLOAK_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'mcp-auth-sidecar');
 
-function lookup(name: string): string | undefined {
+export function lookup(name: string): string | undefined {
   try {
     return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined;
   } catch {
@@ -35,7 +35,7 @@ function lookup(name: string): string | undefined {
 }
 
 /** The test files of this run that import a helper: all when the command line names none. */
-function needed(helper: string): boolean {
+export function needed(helper: string): boolean {
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
     .map((f) => join('test', f));
