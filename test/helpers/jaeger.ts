@@ -73,7 +73,9 @@ function toStored(trace: JaegerJsonTrace): StoredSpan[] {
       traceId: span.traceID.padStart(32, '0'),
       spanId: span.spanID.padStart(16, '0'),
       parentId: parent?.spanID.padStart(16, '0'),
-      links: references.filter((r) => r !== parent).map((r) => ({ traceId: r.traceID.padStart(32, '0'), spanId: r.spanID.padStart(16, '0') })),
+      links: references
+        .filter((r) => r !== parent)
+        .map((r) => ({ traceId: r.traceID.padStart(32, '0'), spanId: r.spanID.padStart(16, '0') })),
       name: span.operationName,
       kind: typeof kind === 'string' ? kind : undefined,
       service: trace.processes[span.processID]?.serviceName ?? '',
@@ -83,7 +85,7 @@ function toStored(trace: JaegerJsonTrace): StoredSpan[] {
   });
 }
 
-const info = inject('jaeger');
+const info: JaegerInfo | null = inject('jaeger');
 
 /** The run's Jaeger, or undefined when its binary is absent (recorded as a skip; CI=true throws). */
 export function useJaeger(): Jaeger | undefined {
