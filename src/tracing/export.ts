@@ -1,22 +1,22 @@
-// Where spans go: OpenTelemetry's SDK provider, its sampler and resource, and the export over
-// OTLP/HTTP (protobuf). The provider is this app's own, never registered globally.
+// Where spans go: the SDK's sampler and id generator (span.ts starts spans with them), the
+// resource, and the export over OTLP/HTTP (protobuf). Nothing is registered globally.
 //
 // Export never touches a request: ended spans wait in a bounded queue (OTEL_BSP_MAX_QUEUE_SIZE)
 // for the SDK's BatchSpanProcessor; a span that does not fit, or whose export fails (collector
 // down, slow past OTEL_EXPORTER_OTLP_TIMEOUT, refusing), is counted in
 // mcp_auth_trace_spans_dropped_total{reason} and told in one warning line a minute at most.
-// The spans themselves are made in request-trace.ts, the hooks that start them in tracing.ts.
+// The spans are made in span.ts, named and attributed in request-trace.ts, started from tracing.ts.
 
-import { TraceFlags, type Span, type Tracer } from '@opentelemetry/api';
+import { TraceFlags } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
   AlwaysOnSampler,
-  BasicTracerProvider,
   BatchSpanProcessor,
   ParentBasedSampler,
+  RandomIdGenerator,
   TraceIdRatioBasedSampler,
   type ReadableSpan,
   type Sampler,
@@ -27,13 +27,12 @@ import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import type { TracingSettings } from '../config/otel.js';
 import { VERSION } from '../lib/version.js';
+import { Spans } from './span.js';
 
 /** At most one warning line about dropped spans in this time. */
 const WARN_INTERVAL_MS = 60_000;
 /** Spans sent to the collector in one request at most. */
 const MAX_EXPORT_BATCH = 512;
-/** Attribute values are cut to this many characters (a path, a user agent, a tool name). */
-const MAX_ATTRIBUTE_LENGTH = 1024;
 
 export type DropReason = 'queue_full' | 'export_failed';
 
@@ -139,12 +138,12 @@ export function samplerOf(settings: Pick<TracingSettings, 'sampler' | 'samplerRa
 }
 
 export interface TracingPipeline {
-  readonly tracer: Tracer;
+  readonly spans: Spans;
   /** Exports what is queued, waiting `timeoutMs` at most; never rejects. */
   shutdown(timeoutMs: number): Promise<void>;
 }
 
-/** The provider, its sampler and resource, and the export pipeline of one app. */
+/** The sampler, the resource and the export pipeline of one app. */
 export function startPipeline(
   settings: TracingSettings,
   dropped: Counter<'reason'>,
@@ -168,31 +167,23 @@ export function startPipeline(
   });
   const processor = new BoundedProcessor(batch, settings.maxQueueSize, report);
   reporting.processor = processor;
-  const provider = new BasicTracerProvider({
-    resource: defaultResource().merge(
-      resourceFromAttributes({ 'service.version': VERSION, ...settings.resourceAttributes, 'service.name': settings.serviceName }),
-    ),
-    sampler: samplerOf(settings),
-    spanLimits: { attributeValueLengthLimit: MAX_ATTRIBUTE_LENGTH },
-    spanProcessors: [processor],
+  const resource = defaultResource().merge(
+    resourceFromAttributes({ 'service.version': VERSION, ...settings.resourceAttributes, 'service.name': settings.serviceName }),
+  );
+  const spans = new Spans(samplerOf(settings), new RandomIdGenerator(), processor, resource, {
+    name: 'mcp-auth-sidecar',
+    version: VERSION,
   });
   return {
-    tracer: provider.getTracer('mcp-auth-sidecar', VERSION),
+    spans,
     async shutdown(timeoutMs) {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, Math.max(0, timeoutMs));
         timer.unref();
       });
-      await Promise.race([provider.shutdown().catch(() => undefined), late]);
+      await Promise.race([processor.shutdown().catch(() => undefined), late]);
       clearTimeout(timer);
     },
   };
-}
-
-/** A span's ids for log lines and exemplars, when it is recorded (a span sampled out is exported nowhere). */
-export function idsOf(span: Span): { traceId: string; spanId: string } | undefined {
-  if (!span.isRecording()) return undefined;
-  const { traceId, spanId } = span.spanContext();
-  return { traceId, spanId };
 }

@@ -3,13 +3,14 @@
 // audit line and the metrics under `mcp_auth.`. Never a token, an Authorization header, a query
 // string or an argument value: only the attributes written below.
 
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { FastifyRequest } from 'fastify';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { AuthState } from '../auth/authenticate.js';
 import type { ResponseReader } from '../http/proxy.js';
 import type { UpstreamFailureKind } from '../lib/errors.js';
+import { cut, type Spans } from './span.js';
 
 // HTTP's methods as the conventions know them; any other is `_OTHER`.
 const KNOWN_METHODS = new Set(['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE']);
@@ -65,7 +66,7 @@ export class RequestTrace {
   upstreamParent: Context;
 
   constructor(
-    private readonly tracer: Tracer,
+    private readonly spans: Spans,
     private readonly target: UpstreamTarget,
     request: FastifyRequest,
   ) {
@@ -74,18 +75,17 @@ export class RequestTrace {
     const attributes: Attributes = {
       'http.request.method': method,
       'url.scheme': request.protocol,
-      'url.path': pathOf(request.url),
-      'network.protocol.version': request.raw.httpVersion,
-      'client.address': request.raw.socket.remoteAddress,
+      'url.path': cut(pathOf(request.url)),
     };
     if (route !== undefined) attributes['http.route'] = route;
     if (method === '_OTHER') attributes['http.request.method_original'] = request.method;
     const agent = request.headers['user-agent'];
-    if (agent !== undefined) attributes['user_agent.original'] = agent;
-    this.span = tracer.startSpan(
+    if (agent !== undefined) attributes['user_agent.original'] = cut(agent);
+    this.span = spans.start(
       route === undefined ? method : `${method} ${route}`,
-      { kind: SpanKind.SERVER, attributes },
+      SpanKind.SERVER,
       parentFromHeaders(request.headers),
+      attributes,
     );
     this.context = trace.setSpan(ROOT_CONTEXT, this.span);
     this.upstreamParent = this.context;
@@ -97,30 +97,33 @@ export class RequestTrace {
     }
   }
 
-  /** The response closed: status, the decision and its reason (`error.type`), who was accepted. */
-  end(res: ServerResponse, auth: AuthState): void {
+  /** The response closed: status, a rejection's reason (`error.type`), who was accepted. */
+  end(request: FastifyRequest, res: ServerResponse, auth: AuthState): void {
     const span = this.span;
     if (span.isRecording()) {
       const status = res.statusCode;
-      span.setAttribute('mcp_auth.decision', auth.decision);
-      if (res.headersSent) span.setAttribute('http.response.status_code', status);
-      // A rejection's reason is its class of error; 4xx leave the status unset (the HTTP conventions).
-      if (auth.reason !== undefined) span.setAttribute('error.type', auth.reason);
-      else if (!res.headersSent) span.setAttribute('error.type', 'aborted');
-      else if (status >= 500) span.setAttribute('error.type', String(status));
-      if (status >= 500 || !res.headersSent) span.setStatus({ code: SpanStatusCode.ERROR });
+      const attributes: Attributes = {};
+      if (res.headersSent) attributes['http.response.status_code'] = status;
+      // A rejection's or refusal's reason is its class of error; 4xx leave the status unset (the HTTP conventions).
+      if (auth.reason !== undefined) attributes['error.type'] = auth.reason;
+      else if (!res.headersSent) attributes['error.type'] = 'aborted';
+      else if (status >= 500) attributes['error.type'] = String(status);
       const identity = auth.identity;
       if (identity !== undefined) {
-        span.setAttribute('user.name', identity.user);
-        if (identity.subject !== undefined) span.setAttribute('user.id', identity.subject);
+        // Read for X-Forwarded-For already; for a rejection it would cost a system call a connection.
+        attributes['client.address'] = request.ip;
+        attributes['user.name'] = identity.user;
+        if (identity.subject !== undefined) attributes['user.id'] = identity.subject;
       }
+      span.setAttributes(attributes);
+      if (status >= 500 || !res.headersSent) span.setStatus({ code: SpanStatusCode.ERROR });
     }
     span.end();
   }
 
-  /** A child of this request's span (verification, a guard's decision). */
-  child(name: string, parent: Context = this.context): Span {
-    return this.tracer.startSpan(name, { kind: SpanKind.INTERNAL }, parent);
+  /** A child of this request's span (verification, a guard's decision); `startTime` from performance.now(). */
+  child(name: string, parent: Context = this.context, startTime?: number): Span {
+    return this.spans.start(name, SpanKind.INTERNAL, parent, {}, startTime);
   }
 
   /**
@@ -140,20 +143,13 @@ export class RequestTrace {
       return reader;
     }
     const target = this.target;
-    const span = this.tracer.startSpan(
-      KNOWN_METHODS.has(method) ? method : 'HTTP',
-      {
-        kind: SpanKind.CLIENT,
-        attributes: {
-          'http.request.method': KNOWN_METHODS.has(method) ? method : '_OTHER',
-          'server.address': target.address,
-          'server.port': target.port,
-          'url.full': `${target.origin}${pathOf(url)}`,
-          'network.protocol.version': '1.1',
-        },
-      },
-      this.upstreamParent,
-    );
+    const known = KNOWN_METHODS.has(method);
+    const span = this.spans.start(known ? method : 'HTTP', SpanKind.CLIENT, this.upstreamParent, {
+      'http.request.method': known ? method : '_OTHER',
+      'server.address': target.address,
+      'server.port': target.port,
+      'url.full': `${target.origin}${cut(pathOf(url))}`,
+    });
     headers.traceparent = traceparentOf(span);
     // The client's tracestate passes unchanged; a context from elsewhere (_meta) brings its own.
     const state = span.spanContext().traceState;

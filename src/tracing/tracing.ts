@@ -31,17 +31,32 @@ export interface TracingOptions {
   readonly exporter?: SpanExporter;
 }
 
-function endVerification(span: Span, error?: unknown): void {
+/** A verification under way: its span exists once the work is more than a cache hit. */
+interface Verification {
+  readonly request: RequestTrace;
+  readonly startedAt: number;
+  span: Span | undefined;
+  hit: boolean;
+}
+
+/** The verification's span, started when the verification was (made late: only a cache miss has one). */
+function spanOf(verification: Verification): Span {
+  return (verification.span ??= verification.request.child('verify token', undefined, verification.startedAt));
+}
+
+function endVerification(verification: Verification, error?: unknown): void {
+  if (verification.hit) return;
+  const span = spanOf(verification);
   if (error !== undefined) {
     span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
     span.setStatus({ code: SpanStatusCode.ERROR });
   }
-  span.end();
+  span.end(performance.now());
 }
 
 export class Tracing {
-  /** The verification span of the synchronous part of a verification under way. */
-  private verifying: Span | undefined;
+  /** The synchronous part of a verification under way (the cache lookup and the key set are called from it). */
+  private verifying: Verification | undefined;
   private readonly target: UpstreamTarget;
 
   constructor(
@@ -53,39 +68,43 @@ export class Tracing {
 
   /** The first onRequest hook: the request's SERVER span, ended when its response closes. */
   readonly onRequest = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-    const requestTrace = new RequestTrace(this.pipeline.tracer, this.target, request);
+    const requestTrace = new RequestTrace(this.pipeline.spans, this.target, request);
     request.trace = requestTrace;
-    reply.raw.on('close', () => requestTrace.end(reply.raw, request.auth));
+    reply.raw.on('close', () => requestTrace.end(request, reply.raw, request.auth));
     done();
   };
 
-  /** Verification with a span of its own (the cache lookup and a key set fetch mark it). */
+  /**
+   * Verification with a span of its own, a child of the request's. A verdict the cache already
+   * holds is an attribute of the request's span instead (a lookup of about a microsecond, less
+   * than a span costs); a key set fetch the verification waits for is a child of its span.
+   */
   verifier(verify: Verify): RequestVerify {
     return (token, request) => {
-      const parent = request.trace;
-      if (parent === undefined) return verify(token);
-      const span = parent.child('verify token');
-      this.verifying = span;
+      const requestTrace = request.trace;
+      if (requestTrace === undefined || !requestTrace.span.isRecording()) return verify(token);
+      const verification: Verification = { request: requestTrace, startedAt: performance.now(), span: undefined, hit: false };
+      this.verifying = verification;
       let result: Verdict | Promise<Verdict>;
       try {
         result = verify(token);
       } catch (error) {
         this.verifying = undefined;
-        endVerification(span, error);
+        endVerification(verification, error);
         throw error;
       }
       this.verifying = undefined;
       if (!(result instanceof Promise)) {
-        endVerification(span);
+        endVerification(verification);
         return result;
       }
       return result.then(
         (verdict) => {
-          endVerification(span);
+          endVerification(verification);
           return verdict;
         },
         (error: unknown) => {
-          endVerification(span, error);
+          endVerification(verification, error);
           return Promise.reject(error as Error);
         },
       );
@@ -94,16 +113,21 @@ export class Tracing {
 
   /** The verdict cache looked the token up (its onLookup). */
   cacheLookup(hit: boolean): void {
-    this.verifying?.setAttribute('mcp_auth.verdict_cache', hit ? 'hit' : 'miss');
+    const verification = this.verifying;
+    if (verification === undefined) return;
+    if (hit) {
+      verification.hit = true;
+      verification.request.span.setAttribute('mcp_auth.verdict_cache', 'hit');
+    } else spanOf(verification).setAttribute('mcp_auth.verdict_cache', 'miss');
   }
 
   /** The key set, with a span for a verification that waits on a fetch (an unknown kid). */
   keySource(keys: KeySource): KeySource {
     const resolve = (kid: string | undefined, alg: string) => {
       const result = keys.resolve(kid, alg);
-      const verifying = this.verifying;
-      if (!(result instanceof Promise) || verifying === undefined) return result;
-      const span = this.pipeline.tracer.startSpan('key set fetch', undefined, trace.setSpan(ROOT_CONTEXT, verifying));
+      const verification = this.verifying;
+      if (!(result instanceof Promise) || verification === undefined) return result;
+      const span = verification.request.child('key set fetch', trace.setSpan(ROOT_CONTEXT, spanOf(verification)));
       const before = keys.status().lastSuccessMs;
       const end = () => {
         const fetched = keys.status().lastSuccessMs !== before;
