@@ -7,6 +7,7 @@ import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
+import { tracingSettings } from './config/otel.js';
 import { createMetrics, createScrape, type Metrics } from './observability/metrics.js';
 import type { Tracing } from './tracing/tracing.js';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -114,12 +115,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
-  const metrics = createMetrics(() => active, { exemplars: config.tracing !== undefined });
+  const traced = tracingSettings(config);
+  const metrics = createMetrics(() => active, { exemplars: traced !== undefined });
   // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
   const tracing =
-    config.tracing === undefined
+    traced === undefined
       ? undefined
-      : (await import('./tracing/tracing.js')).startTracing(config.tracing, {
+      : (await import('./tracing/tracing.js')).startTracing(traced, {
           logger,
           metrics,
           upstreamUrl: config.upstreamUrl,

@@ -150,7 +150,7 @@ export function startPipeline(
   logger: Logger,
   exporter: SpanExporter = new OTLPTraceExporter({
     url: settings.tracesUrl,
-    headers: { ...settings.headers },
+    headers: { ...settings.headers.values },
     timeoutMillis: settings.timeoutMs,
     // One export at a time is what the batch processor asks for; a second is a forced flush.
     concurrencyLimit: 2,

@@ -123,7 +123,7 @@ export async function admin(method: string, path: string, body?: unknown): Promi
   return text ? JSON.parse(text) : undefined;
 }
 
-/** The realm file as the README's Keycloak set-up gives it. */
+/** The realm file as docs/kubernetes.md's Keycloak set-up gives it. */
 export function realmFile(): Record<string, any> {
   return JSON.parse(readFileSync(new URL('../../examples/keycloak/realm-coder.json', import.meta.url), 'utf8'));
 }

@@ -8,7 +8,7 @@ import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
 
-/** JSON-RPC code of a denial: in the range JSON-RPC leaves to servers, unused by MCP and its SDKs (README: Tool policy). */
+/** JSON-RPC code of a denial: in the range JSON-RPC leaves to servers, unused by MCP and its SDKs (docs/tool-policy.md). */
 export const POLICY_DENIED_CODE = -32003;
 /** Tool names whose annotations are remembered (then the oldest is forgotten). */
 const MAX_KNOWN_TOOLS = 10_000;
