@@ -27,7 +27,7 @@ declare module 'vitest' {
 
 const cache = process.env.KEYCLOAK_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'mcp-auth-sidecar');
 
-function lookup(name: string): string | undefined {
+export function lookup(name: string): string | undefined {
   try {
     return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined;
   } catch {
@@ -36,7 +36,7 @@ function lookup(name: string): string | undefined {
 }
 
 /** The test files of this run that import a helper: all when the command line names none. */
-function needed(helper: string): boolean {
+export function needed(helper: string): boolean {
   // Test files sit in folders by kind (test/unit, test/integration, test/interop).
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decide, factsOf, visible } from '../../src/mcp/policy/decide.js';
-import { compileExpression } from '../../src/mcp/policy/expression.js';
+import { compileExpression } from '../../src/mcp/policy/compile.js';
 import { PolicyGuard } from '../../src/mcp/policy/guard.js';
 import { MCP_METHODS } from '../../src/mcp/messages.js';
 import { createMetrics } from '../../src/observability/metrics.js';

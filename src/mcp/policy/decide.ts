@@ -13,9 +13,10 @@
 
 import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
-import type { Facts, Truth } from './expression.js';
+import type { Facts, Truth } from './cel.js';
 import type { Rule } from './file.js';
 import { resolvesElsewhere } from '../read-request.js';
+import { candidates } from './tool-index.js';
 
 export interface Judgement {
   readonly allowed: boolean;
@@ -80,21 +81,6 @@ function missingSubject(message: ClientMessage): string | undefined {
 }
 
 const quote = JSON.stringify;
-const MAX_CANDIDATE_LISTS = 1000;
-const candidateLists = new WeakMap<readonly Rule[], Map<string, readonly Rule[]>>();
-
-/** The rules that can be true for a tool name, in file order: those limited to other tools are skipped unread. */
-function candidates(rules: readonly Rule[], tool: string): readonly Rule[] {
-  let byTool = candidateLists.get(rules);
-  if (byTool === undefined) candidateLists.set(rules, (byTool = new Map<string, readonly Rule[]>()));
-  let list = byTool.get(tool);
-  if (list === undefined) {
-    list = rules.filter((rule) => rule.expression.tools === undefined || rule.expression.tools.has(tool));
-    if (byTool.size >= MAX_CANDIDATE_LISTS) byTool.clear(); // tool names are the client's choice: bounded
-    byTool.set(tool, list);
-  }
-  return list;
-}
 
 function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
   const rules = candidates(all, facts.mcp.tool);
