@@ -26,6 +26,7 @@ export interface Metrics {
   readonly headerMismatches: Counter<'header'>;
   readonly subscriptionsOpen: Gauge;
   readonly subscriptionNotifications: Counter<'method'>;
+  readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
 }
@@ -43,6 +44,8 @@ const MCP_OUTCOMES = [
   'header_mismatch',
   'input_required',
   'subscribed',
+  'invalid_request',
+  'forbidden_session',
 ];
 // The headers a 2026-07-28 request's headers are checked by (src/mcp/request-metadata.ts).
 const MISMATCHED_HEADERS = ['mcp-protocol-version', 'mcp-method', 'mcp-name', 'mcp-param'];
@@ -170,6 +173,11 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       name: 'mcp_auth_mcp_subscription_notifications_total',
       help: 'Notifications the upstream sent on subscriptions/listen streams, by method.',
       labelNames: ['method'],
+      registers,
+    }),
+    auditFailures: new Counter({
+      name: 'mcp_auth_audit_failures_total',
+      help: 'Audit lines that could not be written whole (written without their arguments, marked auditError).',
       registers,
     }),
     httpRefused: new Counter({

@@ -1,8 +1,9 @@
-// The Go test programs (test/go, built once per run by stack-setup.ts): the go-sdk MCP server and
-// the go-sdk and mcp-go clients.
+// The Go test programs (test/go, built once per run by stack-setup.ts): the go-sdk and mcp-go MCP
+// servers, the go-sdk and mcp-go clients, and gofold (encoding/json's folding table).
 //
 //   const go = useGo();                              // undefined: skipped (one line; CI=true fails)
 //   const server = await startGoServer();            // server.url = http://127.0.0.1:PORT/mcp
+//   const mcpgo = await startGoServer(undefined, 'mcpgo');
 //   const run = await runGoClient('mcpgo', sidecarUrl + '/mcp', token);
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,10 +13,27 @@ import { freePort, skipMissing } from './tools.js';
 export interface GoPrograms {
   /** The go-sdk server: `server [address] [stateless]`, prints `listening http://HOST:PORT/mcp`. */
   server: string;
+  /** The mcp-go server, the same way. */
+  mcpgoServer: string;
   gosdkClient: string;
   mcpgoClient: string;
   /** go-sdk's conformance/everything-server: `everything-server -http ADDRESS` (stateless, every path). */
   everythingServer: string;
+  /** Prints encoding/json's member-name folding table (src/lib/go-fold.ts carries it). */
+  gofold: string;
+}
+
+/** A call a Go server ran, as it printed it (`ran {json}`): what its handler received. */
+export interface RanCall {
+  server: 'go-sdk' | 'mcp-go';
+  method: string;
+  tool?: string;
+  prompt?: string;
+  uri?: string;
+  /** The resource a file server would open for `uri` (dot segments resolved). */
+  resolved?: string;
+  arguments?: Record<string, unknown>;
+  user?: string;
 }
 
 const info = inject('go');
@@ -36,16 +54,47 @@ export interface GoServer {
   /** http://127.0.0.1:PORT, for UPSTREAM_URL. */
   origin: string;
   process: ChildProcess;
+  /** Every call the server ran so far, in order. */
+  ran: RanCall[];
+  /** Resolves once `count` calls matching `where` have run (bounded by the test's timeout). */
+  waitForRan(where: (call: RanCall) => boolean, count?: number): Promise<RanCall[]>;
   close(): Promise<void>;
 }
 
 /**
- * Starts the go-sdk MCP server on a free loopback port (bounded wait for its listening line);
- * `stateless`: the SDK's stateless mode (MCP 2026-07-28 too) with the tools that revision's tests use.
+ * Starts the go-sdk (or, `kind: 'mcpgo'`, the mcp-go) MCP server on a free loopback port (bounded
+ * wait for its listening line); `stateless`: the go-sdk's stateless mode (MCP 2026-07-28 too) with
+ * the tools that revision's tests use.
  */
-export async function startGoServer(address = '127.0.0.1:0', { stateless = false } = {}): Promise<GoServer> {
+export async function startGoServer(
+  address = '127.0.0.1:0',
+  { kind = 'gosdk', stateless = false }: { kind?: 'gosdk' | 'mcpgo'; stateless?: boolean } = {},
+): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
-  const child = spawn(info.server, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (stateless && kind !== 'gosdk') throw new Error('only the go-sdk server has a stateless mode');
+  const program = kind === 'gosdk' ? info.server : info.mcpgoServer;
+  const child = spawn(program, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const ran: RanCall[] = [];
+  const waiters = new Set<() => void>();
+  let pending = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    pending += chunk.toString();
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) if (line.startsWith('ran ')) ran.push(JSON.parse(line.slice(4)) as RanCall);
+    for (const wake of waiters) wake();
+  });
+  const waitForRan = (where: (call: RanCall) => boolean, count = 1) =>
+    new Promise<RanCall[]>((resolve) => {
+      const check = () => {
+        const found = ran.filter(where);
+        if (found.length < count) return;
+        waiters.delete(check);
+        resolve(found);
+      };
+      waiters.add(check);
+      check();
+    });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -70,6 +119,8 @@ export async function startGoServer(address = '127.0.0.1:0', { stateless = false
     url,
     origin: new URL(url).origin,
     process: child,
+    ran,
+    waitForRan,
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -150,6 +201,9 @@ export async function startEverythingServer(): Promise<GoServer> {
     url: `http://127.0.0.1:${port}/mcp`,
     origin: `http://127.0.0.1:${port}`,
     process: child,
+    // It prints no `ran` lines: nothing to wait for.
+    ran: [],
+    waitForRan: () => Promise.reject(new Error('everything-server does not report the calls it runs')),
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -15,6 +15,7 @@ import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
 import type { Facts, Truth } from './cel.js';
 import type { Rule } from './file.js';
+import { resolvesElsewhere } from '../read-request.js';
 import { candidates } from './tool-index.js';
 
 export interface Judgement {
@@ -178,7 +179,11 @@ function call(method: string, tool: string | undefined, prompt: string | undefin
   return { method, id: undefined, params: undefined, tool, prompt, resource, arguments: undefined };
 }
 
-/** The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read of a resource or template. */
+/**
+ * The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read
+ * of a resource or template. None (the item is not shown) for a resource or template whose URI
+ * a read would be refused for (dot segments: read-request.ts).
+ */
 export function callOf(listMethod: string, item: unknown): ClientMessage | undefined {
   if (typeof item !== 'object' || item === null) return undefined;
   const { name, uri, uriTemplate } = item as { name?: unknown; uri?: unknown; uriTemplate?: unknown };
@@ -188,9 +193,11 @@ export function callOf(listMethod: string, item: unknown): ClientMessage | undef
     case 'prompts/list':
       return typeof name === 'string' ? call('prompts/get', undefined, name, undefined) : undefined;
     case 'resources/list':
-      return typeof uri === 'string' ? call('resources/read', undefined, undefined, uri) : undefined;
+      return typeof uri === 'string' && !resolvesElsewhere(uri) ? call('resources/read', undefined, undefined, uri) : undefined;
     case 'resources/templates/list':
-      return typeof uriTemplate === 'string' ? call('resources/read', undefined, undefined, uriTemplate) : undefined;
+      return typeof uriTemplate === 'string' && !resolvesElsewhere(uriTemplate)
+        ? call('resources/read', undefined, undefined, uriTemplate)
+        : undefined;
     default:
       return undefined;
   }

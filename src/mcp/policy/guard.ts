@@ -10,6 +10,7 @@ import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js
 import type { Rule } from './file.js';
 import { isStatelessVersion } from '../protocol-version.js';
 import { CACHEABLE, privateScope } from '../results.js';
+import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 
 /** A message of the 2026-07-28 revision (its headers were checked against this `_meta` version). */
 const stateless = (message: ClientMessage) => isStatelessVersion(message.meta?.protocolVersion);
@@ -119,7 +120,9 @@ function annotationsIn(item: unknown): Readonly<Record<string, unknown>> | undef
 function denialMessage(message: ClientMessage, named?: string): string {
   if (named !== undefined) return `Forbidden: ${message.method} of resource ${JSON.stringify(named)} is not allowed by the tool policy`;
   const subject = message.tool ?? message.prompt ?? message.resource;
+  // The names are the client's: cut as in the audit line, so an answer never echoes megabytes.
+  const method = cutUtf8(message.method, AUDIT_BOUNDS.method);
   return subject === undefined
-    ? `Forbidden: ${message.method} is not allowed by the tool policy`
-    : `Forbidden: ${message.method} of ${JSON.stringify(subject)} is not allowed by the tool policy`;
+    ? `Forbidden: ${method} is not allowed by the tool policy`
+    : `Forbidden: ${method} of ${JSON.stringify(cutUtf8(subject, message.resource !== undefined ? AUDIT_BOUNDS.resource : AUDIT_BOUNDS.name))} is not allowed by the tool policy`;
 }
