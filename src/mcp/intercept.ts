@@ -4,7 +4,9 @@
 // exactly once (McpContext.end): refused here, or by the McpExchange that follows its response.
 // Everything that is not a POST with a JSON body (or an MCP session's GET stream) goes back to
 // the proxy untouched: no body read, nothing parsed; with a guard, a body on another method is
-// refused, as nothing reads it.
+// refused, as nothing reads it. The one reading runs for both eras (2025 sessions, 2026-07-28
+// stateless); a 2026-07-28 request's Mcp-* headers are then checked against the messages it read
+// (request-metadata.ts), still before any guard.
 
 import type { FastifyRequest } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -16,11 +18,12 @@ import type { ReadBudget } from './read-budget.js';
 import { McpExchange } from './exchange.js';
 import { isJsonContentType } from './messages.js';
 import { clientRequestId } from '../lib/request-target.js';
-import { requestProtocolVersion } from './protocol-version.js';
+import { RPC_CODES } from '../lib/errors.js';
+import { STATELESS_METHODS, eraOf, isStatelessVersion, requestProtocolVersion } from './protocol-version.js';
+import { checkRequestMetadata, type HeaderRefusal } from './request-metadata.js';
 import {
   BAD_SESSION_ID,
   BODY_ON_METHOD,
-  INVALID_REQUEST_CODE,
   SESSION_FORBIDDEN,
   argumentProblem,
   isRefusal,
@@ -85,11 +88,22 @@ const PROBLEMS = {
   not_json: 'request body is not UTF-8 JSON',
   not_json_rpc: 'request body is not a JSON-RPC 2.0 message or batch',
 } as const;
+/** The JSON-RPC code of each, for a 2026-07-28 request's answer. */
+const PROBLEM_CODES: Record<keyof typeof PROBLEMS, number> = {
+  not_json: RPC_CODES.parseError,
+  not_json_rpc: RPC_CODES.invalidRequest,
+};
+
+/** A POST that names MCP 2026-07-28 or later in MCP-Protocol-Version: its errors are JSON-RPC errors. */
+function statelessByHeader(request: FastifyRequest): boolean {
+  const version = request.headers['mcp-protocol-version'];
+  return typeof version === 'string' && isStatelessVersion(version);
+}
 
 /** A second request with an id still in flight in its session. */
 const ID_IN_FLIGHT: Refusal = {
   status: 400,
-  rpcCode: INVALID_REQUEST_CODE,
+  rpcCode: RPC_CODES.requestRefused,
   message: 'a request with this id is still in flight in this session: use a new id for each request',
   outcome: 'invalid_request',
   id: null,
@@ -111,11 +125,21 @@ function answer(res: ServerResponse, status: number, body: unknown, headers: Rec
   res.end(text);
 }
 
-function refuseBody(res: ServerResponse, request: FastifyRequest, status: 400 | 413, description: string): number {
+function refuseBody(
+  res: ServerResponse,
+  request: FastifyRequest,
+  status: 400 | 413,
+  description: string,
+  rpcCode: number = RPC_CODES.invalidRequest,
+): number {
   // A body left unread would be read by Node to reuse the connection: close it instead.
   const headers: Record<string, string> = { 'x-request-id': request.id };
   if (status === 413 || !request.raw.complete) headers.connection = 'close';
-  const body = { error: status === 413 ? 'payload_too_large' : 'invalid_request', error_description: description };
+  // A 2026-07-28 client takes a 400 without a JSON-RPC error for an older server's, and would fall
+  // back to initialize: its requests get JSON-RPC errors.
+  const body = statelessByHeader(request)
+    ? { jsonrpc: '2.0', id: null, error: { code: rpcCode, message: description } }
+    : { error: status === 413 ? 'payload_too_large' : 'invalid_request', error_description: description };
   answer(res, status, body, headers);
   return Buffer.byteLength(JSON.stringify(body));
 }
@@ -135,10 +159,10 @@ interface Verdict {
   refusal: Exclude<Decision, { effect: 'allow' }> | undefined;
 }
 
-const GUARD_FAILED_CODE = -32603;
+const GUARD_FAILED_CODE = RPC_CODES.notJudged;
 const GUARD_FAILED: Decision = { effect: 'deny', rpcCode: GUARD_FAILED_CODE, message: 'the request could not be judged' };
-/** The JSON-RPC error a rate-limited tool call gets: implementation-defined server error range. */
-export const RATE_LIMITED_CODE = -32029;
+/** The JSON-RPC error a rate-limited tool call gets (lib/errors.ts RPC_CODES). */
+export const RATE_LIMITED_CODE = RPC_CODES.rateLimited;
 
 async function judge(guards: readonly Guard[], pending: Pending): Promise<Verdict> {
   const verdict: Verdict = { pending, refusal: undefined };
@@ -170,8 +194,26 @@ function refusalError(verdict: Verdict, sunk: Exclude<Decision, { effect: 'allow
   return { code: RATE_LIMITED_CODE, message: `${prefix}${refusal.message}`, data: { retryAfterSeconds: refusal.retryAfterSeconds } };
 }
 
+/**
+ * A 2026-07-28 request the tool policy refused, for a method that revision does not define (removed
+ * ones such as logging/setLevel, or any other): a server of that revision answers such a method 404
+ * and -32601, and so does the sidecar, the method not being served to this caller. (Its clients
+ * take any other answer for a server that does not speak the revision.)
+ */
+function notServed(verdict: Verdict, stateless: boolean): boolean {
+  const { message } = verdict.pending;
+  return stateless && verdict.refusal?.effect === 'deny' && message.id !== undefined && !STATELESS_METHODS.has(message.method);
+}
+
 /** Nothing of the request is forwarded: the sidecar answers every message itself. */
-function refuse(context: McpContext, res: ServerResponse, request: FastifyRequest, verdicts: Verdict[], batch: boolean): void {
+function refuse(
+  context: McpContext,
+  res: ServerResponse,
+  request: FastifyRequest,
+  verdicts: Verdict[],
+  batch: boolean,
+  stateless: boolean,
+): void {
   const sunk = verdicts.find((v) => v.refusal !== undefined)!.refusal!;
   const limits = verdicts.map((v) => v.refusal).filter((r): r is Extract<Decision, { effect: 'limit' }> => r?.effect === 'limit');
   const headers: Record<string, string | number> = { 'x-request-id': request.id };
@@ -181,12 +223,26 @@ function refuse(context: McpContext, res: ServerResponse, request: FastifyReques
     .map((v) => ({ jsonrpc: '2.0', id: v.pending.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
   let body: unknown;
-  if (batch && errors.length > 0) {
+  let codes: ((verdict: Verdict) => number | undefined) | undefined;
+  if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
+    const { message } = verdicts[0]!.pending;
+    const error = {
+      code: RPC_CODES.methodNotFound,
+      message: `Method not found: ${message.method} is not served to this caller (tool policy)`,
+    };
+    body = { jsonrpc: '2.0', id: message.id, error };
+    codes = () => error.code;
+    answer(res, 404, body, headers);
+  } else if (batch && errors.length > 0) {
     body = errors;
     answer(res, 200, body, headers);
   } else if (!batch && errors.length === 1 && !(sunk.effect === 'limit' && verdicts[0]!.pending.message.method !== 'tools/call')) {
     body = errors[0];
     answer(res, 200, body, headers);
+  } else if (sunk.effect === 'limit' && stateless && errors.length === 1) {
+    // 429 as for any request that is not a tool call, with the JSON-RPC error a 2026-07-28 client reads.
+    body = errors[0];
+    answer(res, 429, body, headers);
   } else if (sunk.effect === 'limit') {
     body = { error: 'rate_limited', error_description: sunk.message };
     answer(res, 429, body, headers);
@@ -198,9 +254,15 @@ function refuse(context: McpContext, res: ServerResponse, request: FastifyReques
   const written = bytesOut(body);
   for (const verdict of verdicts) {
     const outcome: Outcome = (verdict.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
-    const code = verdict.pending.message.id === undefined ? undefined : refusalError(verdict, sunk).code;
+    const code = verdict.pending.message.id === undefined ? undefined : (codes?.(verdict) ?? refusalError(verdict, sunk).code);
     context.end(verdict.pending, outcome, code, written);
   }
+}
+
+/** A message of a 2026-07-28 POST whose headers disagree with it, and how. */
+interface Mismatch {
+  readonly message: ClientMessage;
+  readonly refusal: HeaderRefusal;
 }
 
 /** What every message of one HTTP request shares. */
@@ -248,7 +310,7 @@ export function createInterceptor(context: McpContext): Interceptor {
 
   function rewritersOf(message: ClientMessage): readonly Guard[] | undefined {
     if (message.id === undefined) return undefined;
-    const rewriters = guards.filter((g) => g.rewrites?.(message.method) === true);
+    const rewriters = guards.filter((g) => g.rewrites?.(message.method, message) === true);
     return rewriters.length > 0 ? rewriters : undefined;
   }
 
@@ -259,8 +321,9 @@ export function createInterceptor(context: McpContext): Interceptor {
     origin: Origin,
     status: 400 | 413,
     description: string,
+    rpcCode?: number,
   ): 'answered' {
-    const written = refuseBody(res, request, status, description);
+    const written = refuseBody(res, request, status, description, rpcCode);
     context.end(pendingOf(UNPARSED, origin), 'invalid_request', undefined, written);
     return 'answered';
   }
@@ -284,6 +347,30 @@ export function createInterceptor(context: McpContext): Interceptor {
     const written = refuseReading(res, request, refusal, only ?? null);
     for (const pending of pendings)
       context.end(pending, refusal.outcome, pending.message.id === undefined ? undefined : refusal.rpcCode, written);
+    return 'answered';
+  }
+
+  /** The first message its headers disagree with (Mcp-Param-* checked where a listing marked the tool's arguments). */
+  function headerMismatchIn(request: FastifyRequest, pendings: readonly Pending[]): Mismatch | undefined {
+    for (const { message } of pendings) {
+      const bindings = message.method === 'tools/call' ? context.paramHeaders.of(message.tool) : undefined;
+      const refusal = checkRequestMetadata(request.headers, message, bindings);
+      if (refusal !== undefined) return { message, refusal };
+    }
+    return undefined;
+  }
+
+  /** 400 with HeaderMismatch (or Invalid params for a missing _meta version) naming the header; nothing forwarded. */
+  function refuseMismatch(request: FastifyRequest, res: ServerResponse, pendings: readonly Pending[], mismatch: Mismatch): 'answered' {
+    const { message, refusal } = mismatch;
+    const body = { jsonrpc: '2.0', id: message.id ?? null, error: { code: refusal.rpcCode, message: refusal.message } };
+    const headers: Record<string, string> = { 'x-request-id': request.id };
+    if (!request.raw.complete) headers.connection = 'close';
+    answer(res, 400, body, headers);
+    context.metrics.headerMismatches.inc({ header: refusal.header });
+    const written = Buffer.byteLength(JSON.stringify(body));
+    for (const pending of pendings)
+      context.end(pending, 'header_mismatch', pending.message.id === undefined ? undefined : refusal.rpcCode, written);
     return 'answered';
   }
 
@@ -313,10 +400,22 @@ export function createInterceptor(context: McpContext): Interceptor {
     const bodyOrigin = { ...origin, bytesIn: body.length };
     if (isRefusal(result)) return refuseUnread(request, res, bodyOrigin, result);
     if (result.kind === 'unreadable') {
-      if (guarded) return refuseUnjudged(request, res, bodyOrigin, 400, PROBLEMS[result.problem]);
+      if (guarded) return refuseUnjudged(request, res, bodyOrigin, 400, PROBLEMS[result.problem], PROBLEM_CODES[result.problem]);
       return unparsed(body, false, body.length);
     }
     const pendings = result.messages.map((message) => pendingOf(message, bodyOrigin, rewritersOf(message)));
+    const header = request.headers['mcp-protocol-version'];
+    const stateless =
+      eraOf(
+        typeof header === 'string' ? header : undefined,
+        result.messages.some((m) => m.meta?.protocolVersion !== undefined),
+      ) === 'stateless';
+    if (stateless) {
+      // The headers a 2026-07-28 request mirrors its body into must say what the messages read
+      // from it say, before anything is judged by them.
+      const mismatch = headerMismatchIn(request, pendings);
+      if (mismatch !== undefined) return refuseMismatch(request, res, pendings, mismatch);
+    }
     // The session is its creator's: another subject's messages never reach the upstream.
     if (caller.sessionId !== undefined && !context.sessions.claim(caller.sessionId, ownerOf(caller.identity))) {
       return refuseRead(request, res, pendings, SESSION_FORBIDDEN, result.batch);
@@ -331,7 +430,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       const verdicts: Verdict[] = [];
       for (const pending of pendings) verdicts.push(guarded ? await judge(guards, pending) : { pending, refusal: undefined });
       if (verdicts.some((v) => v.refusal !== undefined)) {
-        refuse(context, res, request, verdicts, result.batch);
+        refuse(context, res, request, verdicts, result.batch, stateless);
         return 'answered';
       }
       if (gone) {
@@ -357,8 +456,9 @@ export function createInterceptor(context: McpContext): Interceptor {
     const method = request.method;
     const session = request.headers['mcp-session-id'];
     const sessionId = typeof session === 'string' ? session : undefined;
+    const version = request.headers['mcp-protocol-version'];
     const origin = (): Origin => ({
-      caller: { identity: request.auth.identity!, sessionId },
+      caller: { identity: request.auth.identity!, sessionId, protocolVersion: typeof version === 'string' ? version : undefined },
       reqId: request.id,
       clientRequestId: clientRequestId(request.headers),
       startedAt: performance.now(),

@@ -16,6 +16,7 @@
 // Pure functions over bytes and parsed values: no HTTP here.
 
 import { countMemberNames } from '../lib/json-text.js';
+import { RPC_CODES } from '../lib/errors.js';
 import { goFoldKey, mayFold } from '../lib/go-fold.js';
 import { argumentsTexts } from './arguments-text.js';
 import type { Outcome } from './audit.js';
@@ -25,10 +26,10 @@ import { allowsBatches } from './protocol-version.js';
 import { CLIENT_NAME_BYTES, CLIENT_VERSION_BYTES } from './sessions.js';
 import { cutUtf8 } from '../lib/utf8.js';
 
-/** JSON-RPC's own code for a body that is not a valid request. */
-export const INVALID_REQUEST_CODE = -32600;
+/** The code of a refusal of the one reading (lib/errors.ts RPC_CODES; docs/mcp.md: Error codes). */
+export const INVALID_REQUEST_CODE = RPC_CODES.requestRefused;
 /** A session another subject created (README: Sessions). */
-export const SESSION_FORBIDDEN_CODE = -32004;
+export const SESSION_FORBIDDEN_CODE = RPC_CODES.sessionForbidden;
 
 /** Why the sidecar answers a request itself, before any guard: the HTTP status, the JSON-RPC error, the audit outcome. */
 export interface Refusal {
