@@ -1,6 +1,6 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
 // scenario (reused, fresh, none, bad, unknown, sse; mcp and mcp-sse: bench:mcp's tools/call POSTs
-// answered as JSON or as an event stream, with AUDIT and POLICY_FILE passed on to the sidecar;
+// answered as JSON or as an event stream, with AUDIT, POLICY_FILE and OTEL_* passed on to the sidecar;
 // mcp-2026: the same calls as MCP 2026-07-28 sends them, answered as JSON)
 // for PROFILE_SECONDS (default 6); prints the functions with the most self time. The
 // .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
@@ -38,6 +38,8 @@ const sidecar = spawnPinned(
     }),
     ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
     ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
+    // Tracing: OTEL_EXPORTER_OTLP_ENDPOINT and the rest (e.g. bench/targets/otlp-sink.mjs's address).
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('OTEL_'))),
   },
   'inherit',
 );

@@ -7,7 +7,10 @@ import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { tracingSettings } from './config/otel.js';
+import { createMetrics, createScrape, type Metrics } from './observability/metrics.js';
+import type { Tracing } from './tracing/tracing.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
@@ -39,6 +42,8 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** Where spans go instead of the OTLP endpoint (tests: the SDK's in-memory exporter); tracing still needs config.tracing. */
+  spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -48,6 +53,8 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Undefined without an OTLP endpoint. */
+  readonly tracing: Tracing | undefined;
   /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
   readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
@@ -101,7 +108,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
-  const metrics = createMetrics(() => active);
+  const traced = tracingSettings(config);
+  const metrics = createMetrics(() => active, { exemplars: traced !== undefined });
+  // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
+  const tracing =
+    traced === undefined
+      ? undefined
+      : (await import('./tracing/tracing.js')).startTracing(traced, {
+          logger,
+          metrics,
+          upstreamUrl: config.upstreamUrl,
+          exporter: options.spanExporter,
+        });
   const keys =
     options.keys ??
     new RemoteKeySet({
@@ -120,11 +138,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     });
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const verify = withVerdictCache(createVerifier(config, keys, now), {
+  const verify = withVerdictCache(createVerifier(config, tracing === undefined ? keys : tracing.keySource(keys), now), {
     maxEntries: config.verdictCacheSize,
     keys,
     now,
-    onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
+    onLookup:
+      tracing === undefined
+        ? (hit) => (hit ? cacheHits : cacheMisses).inc()
+        : (hit) => {
+            (hit ? cacheHits : cacheMisses).inc();
+            tracing.cacheLookup(hit);
+          },
   });
   let draining = false;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
@@ -169,6 +193,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
+  if (tracing !== undefined) {
+    proxy.decorateRequest('trace', undefined);
+    proxy.addHook('onRequest', tracing.onRequest);
+  }
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.
   proxy.addHook('onRequest', (request, reply, done) => {
@@ -193,6 +221,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         user: identity?.user,
         subject: identity?.subject,
         aborted: !reply.raw.writableFinished,
+        traceId: request.trace?.traceId,
+        spanId: request.trace?.spanId,
       });
     });
     // Before anything else, the metadata path included: an Origin not allowed, a coding not forwarded.
@@ -203,7 +233,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  proxy.addHook(
+    'onRequest',
+    createAuthenticateHook(
+      tracing === undefined ? verify : tracing.verifier(verify),
+      metrics,
+      resourceMetadataUrl(config.resourceUrl),
+      connections,
+    ),
+  );
   // Fastify's default error answer carries the error's message, which may quote the request.
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
@@ -231,9 +269,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
-  admin.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
-  );
+  if (tracing === undefined) {
+    admin.get('/metrics', async (_request, reply) =>
+      reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+    );
+  } else {
+    // Exemplars exist only in OpenMetrics, which Prometheus asks for.
+    const scrape = createScrape(metrics.registry);
+    admin.get('/metrics', async (request, reply) => {
+      const { contentType, body } = await scrape(request.headers.accept);
+      return reply.header('content-type', contentType).send(body);
+    });
+  }
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
@@ -243,6 +290,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     keys,
     metrics,
     logger,
+    tracing,
     clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
@@ -256,6 +304,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     async close() {
       draining = true;
+      const deadline = performance.now() + config.shutdownGraceSeconds * 1000;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
       force.unref();
       const closed = proxy.close();
@@ -266,6 +315,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       certificates?.close();
       watchedPolicy?.close();
       await rateLimits?.close();
+      // The spans of the last requests go out within what is left of the grace time.
+      await tracing?.shutdown(deadline - performance.now());
       await admin.close();
     },
   };

@@ -5,6 +5,7 @@
 
 import { boolean, choice, httpUrl, integer, INVALID, list, optional, show, splitList, text, type Kind } from './kinds.js';
 import { redisUrl } from './redis-url.js';
+import { OTEL_VARIABLES } from './otel.js';
 
 export const SUPPORTED_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number];
@@ -402,4 +403,5 @@ export const VARIABLES = [
     kind: optional(text()),
     meaning: 'PEM file of the CA(s) that signed the Redis server certificate (`rediss://`); empty: the system CAs',
   }),
+  ...OTEL_VARIABLES,
 ] as const;

@@ -401,15 +401,19 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
+    const outgoing = forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes);
+    // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
+    const reader =
+      request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);
     pool.dispatch(
       {
         method: request.method,
         // The target exactly as the client sent it: Coder may sign it.
         path: request.url,
-        headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
+        headers: outgoing,
         body,
       },
-      new Forward(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, reader),
     );
   };
 

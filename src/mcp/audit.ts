@@ -31,7 +31,9 @@ export type Outcome =
  * 2026-07-28 request whose headers disagree with its body (refused, nothing forwarded);
  * `input_required`, a multi round-trip result asking the client for input (the retry is a
  * message of its own); `subscribed`, a subscriptions/listen stream that has opened (its line at
- * the end has the outcome of the stream).
+ * the end has the outcome of the stream); `invalid_request`, a request the one reading refused
+ * (read-request.ts: nothing forwarded); `forbidden_session`, a request naming a session another
+ * subject started (refused, nothing forwarded).
  */
 export const OUTCOMES: readonly Outcome[] = [
   'result',

@@ -12,6 +12,7 @@ import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
 import { ParamHeaders } from './param-headers.js';
 import { goFoldKey } from '../lib/go-fold.js';
+import { READ_BUDGET_BYTES, ReadBudget } from './read-budget.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
@@ -50,6 +51,8 @@ export function idKey(id: string | number): string {
 
 export class McpContext {
   readonly sessions = new Sessions();
+  /** Bytes of request bodies read at once, across every request (read-budget.ts). */
+  readonly readBudget: ReadBudget;
   /** The Mcp-Param-* marks of the tools the upstream listed (MCP 2026-07-28). */
   readonly paramHeaders = new ParamHeaders();
   private readonly tools = new Set<string>();
@@ -65,6 +68,7 @@ export class McpContext {
     readonly audit: AuditWriter | undefined,
   ) {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
+    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes));
   }
 
   /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS; and their input schemas' property names. */

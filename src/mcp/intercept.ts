@@ -4,7 +4,9 @@
 // exactly once (McpContext.end): refused here, or by the McpExchange that follows its response.
 // Everything that is not a POST with a JSON body (or an MCP session's GET stream) goes back to
 // the proxy untouched: no body read, nothing parsed; with a guard, a body on another method is
-// refused, as nothing reads it.
+// refused, as nothing reads it. The one reading runs for both eras (2025 sessions, 2026-07-28
+// stateless); a 2026-07-28 request's Mcp-* headers are then checked against the messages it read
+// (request-metadata.ts), still before any guard.
 
 import type { FastifyRequest } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -12,16 +14,16 @@ import type { Forwarding, Interceptor } from '../http/proxy.js';
 import type { Caller, ClientMessage, Decision, Guard } from './guard.js';
 import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
+import type { ReadBudget } from './read-budget.js';
 import { McpExchange } from './exchange.js';
 import { isJsonContentType } from './messages.js';
 import { clientRequestId } from '../lib/request-target.js';
+import { RPC_CODES } from '../lib/errors.js';
 import { STATELESS_METHODS, eraOf, isStatelessVersion, requestProtocolVersion } from './protocol-version.js';
 import { checkRequestMetadata, type HeaderRefusal } from './request-metadata.js';
-import { RPC_CODES } from '../lib/errors.js';
 import {
   BAD_SESSION_ID,
   BODY_ON_METHOD,
-  INVALID_REQUEST_CODE,
   SESSION_FORBIDDEN,
   argumentProblem,
   isRefusal,
@@ -33,37 +35,53 @@ import { ownerOf } from './sessions.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
-/** Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. */
-export function readBody(raw: IncomingMessage, maxBytes: number): Promise<Body> {
+/**
+ * Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. The
+ * read waits for its place in the shared budget first (read-budget.ts), and gives it back once
+ * the body is read: the caller parses it and lets it go (forwarded or refused).
+ */
+export async function readBody(raw: IncomingMessage, maxBytes: number, budget: ReadBudget): Promise<Body> {
   const declared = raw.headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes) return Promise.resolve({ kind: 'over', head: undefined });
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const stop = (result: Body) => {
-      raw.off('data', onData);
-      raw.off('end', onEnd);
-      raw.off('close', onClose);
-      raw.off('error', onClose);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      bytes += chunk.length;
-      if (bytes > maxBytes) {
-        raw.pause();
-        stop({ kind: 'over', head: Buffer.concat(chunks) });
-      }
-    };
-    const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
-    const onClose = () => {
-      if (!raw.complete) stop({ kind: 'gone' });
-    };
-    raw.on('data', onData);
-    raw.on('end', onEnd);
-    raw.on('close', onClose);
-    raw.on('error', onClose);
+  if (declared !== undefined && Number(declared) > maxBytes) return { kind: 'over', head: undefined };
+  const bytes = declared !== undefined ? Number(declared) : maxBytes;
+  const admitted = await budget.admit(bytes, {
+    onCancel: (cancel) => raw.once('close', () => (raw.complete ? undefined : cancel())),
   });
+  if (!admitted) return { kind: 'gone' };
+  try {
+    return await new Promise<Body>((resolve) => {
+      const chunks: Buffer[] = [];
+      let read = 0;
+      const stop = (result: Body) => {
+        raw.off('data', onData);
+        raw.off('end', onEnd);
+        raw.off('close', onClose);
+        raw.off('error', onClose);
+        resolve(result);
+      };
+      const onData = (chunk: Buffer) => {
+        chunks.push(chunk);
+        read += chunk.length;
+        if (read > maxBytes) {
+          raw.pause();
+          stop({ kind: 'over', head: Buffer.concat(chunks) });
+        }
+      };
+      const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+      const onClose = () => {
+        if (!raw.complete) stop({ kind: 'gone' });
+      };
+      // Gone while waiting for its place: nothing more will come.
+      if (raw.destroyed && !raw.complete) return stop({ kind: 'gone' });
+      raw.on('data', onData);
+      raw.on('end', onEnd);
+      raw.on('close', onClose);
+      raw.on('error', onClose);
+    });
+  } finally {
+    // The bytes are the caller's now: parsed at once, then forwarded or refused.
+    budget.release(bytes);
+  }
 }
 
 const PROBLEMS = {
@@ -71,7 +89,10 @@ const PROBLEMS = {
   not_json_rpc: 'request body is not a JSON-RPC 2.0 message or batch',
 } as const;
 /** The JSON-RPC code of each, for a 2026-07-28 request's answer. */
-const PROBLEM_CODES: Record<keyof typeof PROBLEMS, number> = { not_json: -32700, not_json_rpc: RPC_CODES.invalidRequest };
+const PROBLEM_CODES: Record<keyof typeof PROBLEMS, number> = {
+  not_json: RPC_CODES.parseError,
+  not_json_rpc: RPC_CODES.invalidRequest,
+};
 
 /** A POST that names MCP 2026-07-28 or later in MCP-Protocol-Version: its errors are JSON-RPC errors. */
 function statelessByHeader(request: FastifyRequest): boolean {
@@ -82,7 +103,7 @@ function statelessByHeader(request: FastifyRequest): boolean {
 /** A second request with an id still in flight in its session. */
 const ID_IN_FLIGHT: Refusal = {
   status: 400,
-  rpcCode: INVALID_REQUEST_CODE,
+  rpcCode: RPC_CODES.requestRefused,
   message: 'a request with this id is still in flight in this session: use a new id for each request',
   outcome: 'invalid_request',
   id: null,
@@ -202,15 +223,15 @@ function refuse(
     .map((v) => ({ jsonrpc: '2.0', id: v.pending.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
   let body: unknown;
-  let notFound = false;
+  let codes: ((verdict: Verdict) => number | undefined) | undefined;
   if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
     const { message } = verdicts[0]!.pending;
-    body = {
-      jsonrpc: '2.0',
-      id: message.id,
-      error: { code: RPC_CODES.methodNotFound, message: `Method not found: ${message.method} is not served to this caller (tool policy)` },
+    const error = {
+      code: RPC_CODES.methodNotFound,
+      message: `Method not found: ${message.method} is not served to this caller (tool policy)`,
     };
-    notFound = true;
+    body = { jsonrpc: '2.0', id: message.id, error };
+    codes = () => error.code;
     answer(res, 404, body, headers);
   } else if (batch && errors.length > 0) {
     body = errors;
@@ -233,10 +254,15 @@ function refuse(
   const written = bytesOut(body);
   for (const verdict of verdicts) {
     const outcome: Outcome = (verdict.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
-    const code =
-      verdict.pending.message.id === undefined ? undefined : notFound ? RPC_CODES.methodNotFound : refusalError(verdict, sunk).code;
+    const code = verdict.pending.message.id === undefined ? undefined : (codes?.(verdict) ?? refusalError(verdict, sunk).code);
     context.end(verdict.pending, outcome, code, written);
   }
+}
+
+/** A message of a 2026-07-28 POST whose headers disagree with it, and how. */
+interface Mismatch {
+  readonly message: ClientMessage;
+  readonly refusal: HeaderRefusal;
 }
 
 /** What every message of one HTTP request shares. */
@@ -309,38 +335,6 @@ export function createInterceptor(context: McpContext): Interceptor {
     return 'answered';
   }
 
-  /** The first message whose 2026-07-28 headers disagree with it (Mcp-Param-* where a listing marked the tool's arguments). */
-  function headerMismatch(
-    request: FastifyRequest,
-    pendings: readonly Pending[],
-  ): { id: string | number | null; refusal: HeaderRefusal } | undefined {
-    for (const { message } of pendings) {
-      const bindings = message.method === 'tools/call' ? context.paramHeaders.of(message.tool) : undefined;
-      const refusal = checkRequestMetadata(request.headers, message, bindings);
-      if (refusal !== undefined) return { id: message.id ?? null, refusal };
-    }
-    return undefined;
-  }
-
-  /** 400 with HeaderMismatch (Invalid params for a missing _meta version) naming the header; nothing forwarded. */
-  function refuseMismatch(
-    request: FastifyRequest,
-    res: ServerResponse,
-    pendings: readonly Pending[],
-    { id, refusal }: { id: string | number | null; refusal: HeaderRefusal },
-  ): 'answered' {
-    const written = refuseReading(
-      res,
-      request,
-      { status: 400, rpcCode: refusal.rpcCode, message: refusal.message, outcome: 'header_mismatch', id },
-      id,
-    );
-    context.metrics.headerMismatches.inc({ header: refusal.header });
-    for (const pending of pendings)
-      context.end(pending, 'header_mismatch', pending.message.id === undefined ? undefined : refusal.rpcCode, written);
-    return 'answered';
-  }
-
   /** Answers a body read as messages, refused whole before any guard: each message ends with the refusal. */
   function refuseRead(
     request: FastifyRequest,
@@ -356,6 +350,30 @@ export function createInterceptor(context: McpContext): Interceptor {
     return 'answered';
   }
 
+  /** The first message its headers disagree with (Mcp-Param-* checked where a listing marked the tool's arguments). */
+  function headerMismatchIn(request: FastifyRequest, pendings: readonly Pending[]): Mismatch | undefined {
+    for (const { message } of pendings) {
+      const bindings = message.method === 'tools/call' ? context.paramHeaders.of(message.tool) : undefined;
+      const refusal = checkRequestMetadata(request.headers, message, bindings);
+      if (refusal !== undefined) return { message, refusal };
+    }
+    return undefined;
+  }
+
+  /** 400 with HeaderMismatch (or Invalid params for a missing _meta version) naming the header; nothing forwarded. */
+  function refuseMismatch(request: FastifyRequest, res: ServerResponse, pendings: readonly Pending[], mismatch: Mismatch): 'answered' {
+    const { message, refusal } = mismatch;
+    const body = { jsonrpc: '2.0', id: message.id ?? null, error: { code: refusal.rpcCode, message: refusal.message } };
+    const headers: Record<string, string> = { 'x-request-id': request.id };
+    if (!request.raw.complete) headers.connection = 'close';
+    answer(res, 400, body, headers);
+    context.metrics.headerMismatches.inc({ header: refusal.header });
+    const written = Buffer.byteLength(JSON.stringify(body));
+    for (const pending of pendings)
+      context.end(pending, 'header_mismatch', pending.message.id === undefined ? undefined : refusal.rpcCode, written);
+    return 'answered';
+  }
+
   async function post(request: FastifyRequest, res: ServerResponse, origin: Origin): Promise<Forwarding | 'answered'> {
     // The client may go while the guards judge (Redis is a round trip): then nothing is forwarded.
     let gone = false;
@@ -366,7 +384,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       streamRest,
       reader: new McpExchange(context, { ...origin, bytesIn, pending: [], responses: [], unparsed: true }).reader,
     });
-    const read = await readBody(request.raw, maxBytes);
+    const read = await readBody(request.raw, maxBytes, context.readBudget);
     if (read.kind === 'gone') {
       res.destroy();
       return 'answered';
@@ -393,9 +411,9 @@ export function createInterceptor(context: McpContext): Interceptor {
         result.messages.some((m) => m.meta?.protocolVersion !== undefined),
       ) === 'stateless';
     if (stateless) {
-      // The headers a 2026-07-28 request mirrors its body into say what the body says, before
-      // anything is judged by the body.
-      const mismatch = headerMismatch(request, pendings);
+      // The headers a 2026-07-28 request mirrors its body into must say what the messages read
+      // from it say, before anything is judged by them.
+      const mismatch = headerMismatchIn(request, pendings);
       if (mismatch !== undefined) return refuseMismatch(request, res, pendings, mismatch);
     }
     // The session is its creator's: another subject's messages never reach the upstream.

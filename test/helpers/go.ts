@@ -62,18 +62,18 @@ export interface GoServer {
 }
 
 /**
- * Starts the go-sdk (or mcp-go) MCP server on a free loopback port (bounded wait for its listening
- * line); `stateless`: the go-sdk server in the SDK's stateless mode (MCP 2026-07-28 too), with the
- * tools that revision's tests use.
+ * Starts the go-sdk (or, `kind: 'mcpgo'`, the mcp-go) MCP server on a free loopback port (bounded
+ * wait for its listening line); `stateless`: the go-sdk's stateless mode (MCP 2026-07-28 too) with
+ * the tools that revision's tests use.
  */
 export async function startGoServer(
   address = '127.0.0.1:0',
-  kind: 'gosdk' | 'mcpgo' = 'gosdk',
-  { stateless = false } = {},
+  { kind = 'gosdk', stateless = false }: { kind?: 'gosdk' | 'mcpgo'; stateless?: boolean } = {},
 ): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
-  const args = stateless ? [address, 'stateless'] : [address];
-  const child = spawn(kind === 'gosdk' ? info.server : info.mcpgoServer, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (stateless && kind !== 'gosdk') throw new Error('only the go-sdk server has a stateless mode');
+  const program = kind === 'gosdk' ? info.server : info.mcpgoServer;
+  const child = spawn(program, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
   const ran: RanCall[] = [];
   const waiters = new Set<() => void>();
   let pending = '';
@@ -177,10 +177,8 @@ export async function runGoClient(
   return run;
 }
 
-export type EverythingServer = Pick<GoServer, 'url' | 'origin' | 'process' | 'close'>;
-
 /** go-sdk's conformance/everything-server (stateless) on a free loopback port; `url` is its MCP endpoint. */
-export async function startEverythingServer(): Promise<EverythingServer> {
+export async function startEverythingServer(): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
   const port = await freePort();
   const child = spawn(info.everythingServer, ['-http', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -203,6 +201,9 @@ export async function startEverythingServer(): Promise<EverythingServer> {
     url: `http://127.0.0.1:${port}/mcp`,
     origin: `http://127.0.0.1:${port}`,
     process: child,
+    // It prints no `ran` lines: nothing to wait for.
+    ran: [],
+    waitForRan: () => Promise.reject(new Error('everything-server does not report the calls it runs')),
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -16,7 +16,14 @@ export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin-password' };
 
 export type KeycloakInfo = { url: string; managementUrl: string; pid: number; log: string } | { missing: string };
 export type GoInfo =
-  | { server: string; mcpgoServer: string; gosdkClient: string; mcpgoClient: string; gofold: string; everythingServer: string }
+  | {
+      server: string;
+      mcpgoServer: string;
+      gosdkClient: string;
+      mcpgoClient: string;
+      everythingServer: string;
+      gofold: string;
+    }
   | { missing: string };
 
 declare module 'vitest' {
@@ -28,7 +35,7 @@ declare module 'vitest' {
 
 const cache = process.env.KEYCLOAK_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'mcp-auth-sidecar');
 
-function lookup(name: string): string | undefined {
+export function lookup(name: string): string | undefined {
   try {
     return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined;
   } catch {
@@ -37,7 +44,7 @@ function lookup(name: string): string | undefined {
 }
 
 /** The test files of this run that import a helper: all when the command line names none. */
-function needed(helper: string): boolean {
+export function needed(helper: string): boolean {
   // Test files sit in folders by kind (test/unit, test/integration, test/interop).
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
@@ -89,8 +96,8 @@ function buildGo(go: string): GoInfo {
     mcpgoServer: join(dir, 'mcpgo-server'),
     gosdkClient: join(dir, 'gosdk-client'),
     mcpgoClient: join(dir, 'mcpgo-client'),
-    gofold: join(dir, 'gofold'),
     everythingServer: join(dir, 'everything-server'),
+    gofold: join(dir, 'gofold'),
   };
   if (!Object.values(programs).every((p) => existsSync(p))) {
     mkdirSync(cache, { recursive: true });

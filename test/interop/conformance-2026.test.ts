@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { startEverythingServer, useGo, type EverythingServer } from '../helpers/go.js';
+import { startEverythingServer, useGo, type GoServer } from '../helpers/go.js';
 import { regressions, runConformance, useConformance, type ConformanceRun } from '../helpers/conformance.js';
 import { startBearerProxy, type BearerProxy } from '../helpers/bearer-proxy.js';
 import { freePort } from '../helpers/tools.js';
@@ -38,7 +38,7 @@ const POLICY = `rules:
 
 describe.skipIf(!go || !suite)('the MCP conformance suite, 2026-07-28 server scenarios, through the sidecar', () => {
   let issuer: TestIssuer;
-  let server: EverythingServer;
+  let server: GoServer;
   let direct: ConformanceRun;
   const dir = mkdtempSync(join(tmpdir(), 'conformance-policy-'));
   const policyFile = join(dir, 'policy.yaml');

@@ -49,7 +49,7 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
   beforeAll(async () => {
     issuer = await startIssuer();
     await issuer.addKey();
-    server = await startGoServer(undefined, 'gosdk', { stateless: true });
+    server = await startGoServer(undefined, { stateless: true });
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
     log = captureLog();
     sidecar = await startSidecar(testEnv(issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
@@ -166,7 +166,7 @@ describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-
     issuer = await startIssuer();
     await issuer.addKey();
     token = await issuer.mint();
-    server = await startGoServer(undefined, 'gosdk', { stateless: true });
+    server = await startGoServer(undefined, { stateless: true });
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
     log = captureLog();
     sidecar = await startSidecar(testEnv(issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
