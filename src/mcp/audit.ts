@@ -42,6 +42,9 @@ export interface AuditLine {
   durationMs: number;
   bytesIn: number;
   bytesOut: number;
+  /** The message's span, when tracing recorded one. */
+  traceId?: string | undefined;
+  spanId?: string | undefined;
 }
 
 // Names are the client's choice: a bounded count of bounded length.
@@ -123,6 +126,8 @@ export function createAuditWriter(
     json += `,"outcome":"${line.outcome}"`;
     if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
     if (line.policyRule !== undefined) json += `,"policyRule":${quote(line.policyRule)}`;
-    info.end(`${json},"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut}`);
+    json += `,"durationMs":${line.durationMs},"bytesIn":${line.bytesIn},"bytesOut":${line.bytesOut}`;
+    if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}","spanId":"${line.spanId}"`;
+    info.end(json);
   };
 }

@@ -9,6 +9,7 @@ import type { Caller, ClientMessage, Guard } from './guard.js';
 import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
@@ -25,6 +26,8 @@ export interface Pending {
   readonly rule: string | undefined;
   /** Guards that rewrite its result (list filtering); undefined for most. */
   readonly rewriters: readonly Guard[] | undefined;
+  /** The message's span, with tracing on. */
+  readonly trace?: MessageTrace | undefined;
   /** Key in the in-flight map, for requests of a session. */
   inFlightKey: string | undefined;
   cancelled: boolean;
@@ -99,11 +102,18 @@ export class McpContext {
     }
     const seconds = (performance.now() - startedAt) / 1000;
     const { metrics } = this;
+    const trace = pending.trace;
+    trace?.end(outcome, rpcErrorCode);
     metrics.mcpMessages.inc({ method: methodLabel(message.method), outcome });
     if (message.method === 'tools/call') {
       const tool = this.toolLabel(message.tool);
       metrics.toolCalls.inc({ tool, outcome });
-      metrics.toolCallDuration.observe({ tool }, seconds);
+      // With tracing, the histogram keeps exemplars: the call's trace.
+      // (prom-client types exemplar labels with the metric's label names.)
+      if (metrics.exemplars) {
+        const exemplarLabels = (trace?.exemplar ?? {}) as Record<'tool', string>;
+        metrics.toolCallDuration.observe({ labels: { tool }, value: seconds, exemplarLabels });
+      } else metrics.toolCallDuration.observe({ tool }, seconds);
     }
     if (this.audit === undefined) return;
     const session = this.sessions.get(sessionId);
@@ -127,6 +137,8 @@ export class McpContext {
       durationMs: Math.round(seconds * 1_000_000) / 1000,
       bytesIn,
       bytesOut,
+      traceId: trace?.traceId,
+      spanId: trace?.spanId,
     });
   }
 }

@@ -10,7 +10,8 @@ import type { Caller, ClientMessage, Decision, Guard } from './guard.js';
 import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
 import { McpExchange } from './exchange.js';
-import { isJsonContentType, parseBody, type BodyProblem } from './messages.js';
+import { isJsonContentType, methodLabel, parseBody, type BodyProblem } from './messages.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
@@ -74,6 +75,8 @@ function refuseBody(res: ServerResponse, request: FastifyRequest, status: 400 | 
 
 interface Verdict {
   readonly message: ClientMessage;
+  /** The message's span, with tracing on. */
+  readonly trace: MessageTrace | undefined;
   readonly allowedBy: Guard[];
   rule: string | undefined;
   refusal: Exclude<Decision, { effect: 'allow' }> | undefined;
@@ -83,12 +86,13 @@ const GUARD_FAILED: Decision = { effect: 'deny', rpcCode: -32603, message: 'the 
 /** The JSON-RPC error a rate-limited tool call gets: implementation-defined server error range. */
 export const RATE_LIMITED_CODE = -32029;
 
-async function judge(guards: readonly Guard[], message: ClientMessage, caller: Caller): Promise<Verdict> {
-  const verdict: Verdict = { message, allowedBy: [], rule: undefined, refusal: undefined };
+async function judge(guards: readonly Guard[], message: ClientMessage, caller: Caller, trace: MessageTrace | undefined): Promise<Verdict> {
+  const verdict: Verdict = { message, trace, allowedBy: [], rule: undefined, refusal: undefined };
   for (const guard of guards) {
     let decision: Decision;
     try {
-      const made = guard.judge(message, caller);
+      // With tracing, each decision is a span under the message's.
+      const made = trace === undefined ? guard.judge(message, caller) : trace.judge(guard, message, caller);
       decision = made instanceof Promise ? await made : made;
     } catch {
       // Fail closed: a guard that cannot decide does not allow.
@@ -172,6 +176,7 @@ function pendingOf(
     allowedBy: verdict.allowedBy,
     rule: verdict.rule,
     rewriters,
+    trace: verdict.trace,
     inFlightKey: undefined,
     cancelled: false,
     ended: false,
@@ -187,6 +192,11 @@ export function createInterceptor(context: McpContext): Interceptor {
     if (message.id === undefined) return undefined;
     const rewriters = guards.filter((g) => g.rewrites?.(message.method) === true);
     return rewriters.length > 0 ? rewriters : undefined;
+  }
+
+  function protocolVersionOf(request: FastifyRequest, caller: Caller): string | undefined {
+    const header = request.headers['mcp-protocol-version'];
+    return typeof header === 'string' ? header : context.sessions.get(caller.sessionId)?.protocolVersion;
   }
 
   async function post(request: FastifyRequest, res: ServerResponse, caller: Caller, startedAt: number): Promise<Forwarding | 'answered'> {
@@ -211,9 +221,18 @@ export function createInterceptor(context: McpContext): Interceptor {
       if (guarded) return refuseBody(res, request, 400, PROBLEMS[parsed]);
       return unparsed(body, false, body.length);
     }
+    // With tracing, a span for each message (tracing/mcp-trace.ts).
+    const traces = request.trace?.messages(parsed.messages, caller, {
+      protocolVersion: protocolVersionOf(request, caller),
+      listed: (tool) => context.toolLabel(tool) !== 'other',
+      label: methodLabel,
+    });
     const verdicts: Verdict[] = [];
-    for (const message of parsed.messages) {
-      verdicts.push(guarded ? await judge(guards, message, caller) : { message, allowedBy: [], rule: undefined, refusal: undefined });
+    for (const [i, message] of parsed.messages.entries()) {
+      const trace = traces?.[i];
+      verdicts.push(
+        guarded ? await judge(guards, message, caller, trace) : { message, trace, allowedBy: [], rule: undefined, refusal: undefined },
+      );
     }
     if (verdicts.some((v) => v.refusal !== undefined)) {
       refuse(context, res, request, caller, verdicts, parsed.batch, startedAt, body.length);
