@@ -56,7 +56,7 @@ export interface MessageScope {
   readonly request: Context;
   /** Whether the HTTP request carried the client's trace context. */
   readonly fromHeaders: boolean;
-  /** The protocol version of the request (MCP-Protocol-Version) or its session. */
+  /** The protocol version of the request (MCP-Protocol-Version) or its session; a message's `_meta` says its own. */
   readonly protocolVersion: string | undefined;
   /** Whether a tool name may go into a span name: one the upstream listed (a client cannot invent operation names). */
   readonly listed: (tool: string) => boolean;
@@ -84,7 +84,8 @@ export class MessageTrace {
     const attributes: Attributes = { 'mcp.method.name': cut(method) };
     if (message.id !== undefined) attributes['jsonrpc.request.id'] = cut(String(message.id));
     if (caller.sessionId !== undefined) attributes['mcp.session.id'] = cut(caller.sessionId);
-    if (scope.protocolVersion !== undefined) attributes['mcp.protocol.version'] = cut(scope.protocolVersion);
+    const version = message.meta?.protocolVersion ?? scope.protocolVersion;
+    if (version !== undefined) attributes['mcp.protocol.version'] = cut(version);
     let target: string | undefined;
     if (message.tool !== undefined) {
       attributes['gen_ai.tool.name'] = cut(message.tool);

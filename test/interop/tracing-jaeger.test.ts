@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
+import { RPC_CODES } from '../../src/lib/errors.js';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
@@ -268,7 +269,11 @@ describe.skipIf(!jaeger)('MCP traces in Jaeger', () => {
     const { message, children } = await mcpSpans(client.traceId, 'tools/call fail', 1);
     expect(message).toMatchObject({
       status: 'ERROR',
-      attributes: { 'mcp_auth.outcome': 'denied', 'error.type': '-32003', 'rpc.response.status_code': '-32003' },
+      attributes: {
+        'mcp_auth.outcome': 'denied',
+        'error.type': String(RPC_CODES.policyDenied),
+        'rpc.response.status_code': String(RPC_CODES.policyDenied),
+      },
     });
     expect(children.map((span) => span.name)).toEqual(['tool policy']);
     expect(children[0]).toMatchObject({ attributes: { 'mcp_auth.policy.decision': 'deny', 'mcp_auth.policy.rule': 'nobody-fails' } });
@@ -285,7 +290,11 @@ describe.skipIf(!jaeger)('MCP traces in Jaeger', () => {
       (all) => all.filter((span) => span.attributes['mcp_auth.outcome'] === 'limited').length === 1,
     );
     const limited = spans.find((span) => span.attributes['mcp_auth.outcome'] === 'limited')!;
-    expect(limited).toMatchObject({ name: 'tools/call count', status: 'ERROR', attributes: { 'error.type': '-32029' } });
+    expect(limited).toMatchObject({
+      name: 'tools/call count',
+      status: 'ERROR',
+      attributes: { 'error.type': String(RPC_CODES.rateLimited) },
+    });
     const children = spans.filter((span) => span.parentId === limited.spanId);
     expect(children.map((span) => span.name).sort()).toEqual(['rate limits', 'tool policy']);
     expect(children.find((span) => span.name === 'rate limits')).toMatchObject({
@@ -321,5 +330,84 @@ describe.skipIf(!jaeger)('MCP traces in Jaeger', () => {
     expect(text).not.toContain(ARGUMENT_VALUE);
     expect(text).not.toContain(token.split('.')[2]!);
     expect(text.toLowerCase()).not.toContain('bearer');
+  });
+});
+
+// MCP 2026-07-28 carries the client's trace context in every request's _meta (no session, often
+// no traceparent header): the call's span joins the client's trace, and so does the upstream.
+describe.skipIf(!jaeger)('MCP 2026-07-28 traces in Jaeger', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let sidecar: RunningSidecar;
+  let token: string;
+  const service = `sidecar-2026-${hex(4)}`;
+
+  beforeAll(async () => {
+    await jaeger!.ready();
+    issuer = await startIssuer();
+    await issuer.addKey();
+    upstream = await startUpstream();
+    upstream.handle((_req, res, body) => {
+      const message = JSON.parse(body) as { id?: number };
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { resultType: 'complete', content: [] } }));
+    });
+    sidecar = await startSidecar(testEnv(issuer, upstream, { SHUTDOWN_GRACE_SECONDS: '2', ...tracingEnv(jaeger!, service) }));
+    token = await issuer.mint();
+  });
+  afterAll(async () => {
+    await sidecar.close();
+    await upstream.close();
+    await issuer.close();
+  });
+
+  it('a tools/call whose _meta names the client’s span', async () => {
+    const client = clientContext();
+    const version = '2026-07-28';
+    const response = await fetch(`${sidecar.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': version,
+        'mcp-method': 'tools/call',
+        'mcp-name': 'lookup',
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'tools/call',
+        params: {
+          name: 'lookup',
+          arguments: { key: ARGUMENT_VALUE },
+          _meta: {
+            'io.modelcontextprotocol/protocolVersion': version,
+            'io.modelcontextprotocol/clientCapabilities': {},
+            traceparent: client.traceparent,
+          },
+        },
+      }),
+    });
+    expect(response.status).toBe(200);
+    await response.text();
+    const spans = await jaeger!.trace(client.traceId, (all) => all.some((span) => span.kind === 'client'));
+    const call = spans.find((span) => span.attributes['mcp.method.name'] === 'tools/call')!;
+    expect(call).toMatchObject({
+      parentId: client.spanId,
+      attributes: {
+        'gen_ai.tool.name': 'lookup',
+        'jsonrpc.request.id': '7',
+        'mcp.protocol.version': version,
+        'mcp_auth.outcome': 'result',
+      },
+    });
+    expect(call.attributes).not.toHaveProperty('mcp.session.id');
+    const upstreamSpan = spans.find((span) => span.kind === 'client')!;
+    expect(upstreamSpan.parentId).toBe(call.spanId);
+    expect(upstream.seen.at(-1)!.headers.traceparent).toBe(`00-${client.traceId}-${upstreamSpan.spanId}-01`);
+    // The body went as it came: its _meta still names the client's span.
+    expect(upstream.seen.at(-1)!.body).toContain(client.traceparent);
+    expect(JSON.stringify(spans)).not.toContain(ARGUMENT_VALUE);
   });
 });
