@@ -3,7 +3,8 @@
 // loaded side by side on one core (lib.ts sideBySide): the ratio of their req/s is the ratio of
 // their costs, whatever the VM does meanwhile. BENCH_ROUNDS (default 5) of BENCH_SECONDS
 // (default 5) for each pair; BENCH_PAIRS limits the pairs. Goals: AUDIT=on >= 0.9x AUDIT=off;
-// the example tool policy >= 0.85x the same sidecar without one; MCP 2026-07-28 calls read (headers
+// the example tool policy >= 0.85x the same sidecar without one; audit and policy together
+// >= 0.9x the same sidecar with neither; MCP 2026-07-28 calls read (headers
 // checked against the body), audited and judged by the example policy >= 0.9x the same calls
 // forwarded unread. The control pair (two identical sidecars) shows how far apart the method
 // puts equals.
@@ -69,6 +70,7 @@ const allPairs: Pair[] = [
   { measured: 'AUDIT=off (twin)', against: 'AUDIT=off', goal: undefined, what: 'control: the same sidecar twice' },
   { measured: 'AUDIT=on', against: 'AUDIT=off', goal: 0.9, what: 'audit lines' },
   { measured: 'AUDIT=on + policy', against: 'AUDIT=on', goal: 0.85, what: `tool policy ${POLICY} ` },
+  { measured: 'AUDIT=on + policy', against: 'AUDIT=off', goal: 0.9, what: `audit lines and tool policy ${POLICY}, against neither` },
   {
     measured: '2026-07-28: AUDIT=on + policy',
     against: '2026-07-28: unread',

@@ -110,6 +110,18 @@ const ID_IN_FLIGHT: Refusal = {
   id: null,
 };
 
+/**
+ * The session of the legacy HTTP+SSE transport (2024-11-05), named in the query of the endpoint
+ * its GET stream gave: `?sessionId=` (TypeScript SDK), `?session_id=` (Python SDK), `?sessionid=`
+ * (Go SDK). Bound to its first user like any session the sidecar did not see created.
+ */
+function legacySessionOf(url: string): string | undefined {
+  const query = url.indexOf('?');
+  if (query === -1 || !url.includes('ession', query)) return undefined;
+  const params = new URLSearchParams(url.slice(query + 1));
+  return params.get('sessionId') ?? params.get('session_id') ?? params.get('sessionid') ?? undefined;
+}
+
 /** Whether a request has a body, by its headers (Node reads a body only when they announce one). */
 function hasBody(headers: FastifyRequest['headers']): boolean {
   return (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
@@ -396,8 +408,17 @@ export function createInterceptor(context: McpContext): Interceptor {
       return 'answered';
     }
     if (read.kind === 'over') {
-      if (guarded) return refuseUnjudged(request, res, origin, 413, `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)`);
-      return unparsed(read.head, true, Number(request.headers['content-length'] ?? read.head?.length ?? 0));
+      const bytesIn = Number(request.headers['content-length'] ?? read.head?.length ?? 0);
+      if (guarded) {
+        return refuseUnjudged(
+          request,
+          res,
+          { ...origin, bytesIn },
+          413,
+          `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)`,
+        );
+      }
+      return unparsed(read.head, true, bytesIn);
     }
     const { body } = read;
     const sessionVersion = context.sessions.get(caller.sessionId)?.protocolVersion;
@@ -467,7 +488,7 @@ export function createInterceptor(context: McpContext): Interceptor {
   return (request, res) => {
     const method = request.method;
     const session = request.headers['mcp-session-id'];
-    const sessionId = typeof session === 'string' ? session : undefined;
+    const sessionId = typeof session === 'string' ? session : legacySessionOf(request.url);
     const version = request.headers['mcp-protocol-version'];
     const origin = (): Origin => ({
       caller: { identity: request.auth.identity!, sessionId, protocolVersion: typeof version === 'string' ? version : undefined },
