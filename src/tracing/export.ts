@@ -141,6 +141,8 @@ export interface TracingPipeline {
   readonly spans: Spans;
   /** Exports what is queued, waiting `timeoutMs` at most; never rejects. */
   shutdown(timeoutMs: number): Promise<void>;
+  /** Exports what is queued now (tests; the operator has the schedule). */
+  flush(): Promise<void>;
 }
 
 /** The sampler, the resource and the export pipeline of one app. */
@@ -185,5 +187,6 @@ export function startPipeline(
       await Promise.race([processor.shutdown().catch(() => undefined), late]);
       clearTimeout(timer);
     },
+    flush: () => processor.forceFlush(),
   };
 }

@@ -155,6 +155,11 @@ export class Tracing {
     };
   }
 
+  /** Exports what is queued now. */
+  flush(): Promise<void> {
+    return this.pipeline.flush();
+  }
+
   /** Exports what is left, within `timeoutMs`. */
   shutdown(timeoutMs: number): Promise<void> {
     return this.pipeline.shutdown(timeoutMs);

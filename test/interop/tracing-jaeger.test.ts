@@ -411,3 +411,33 @@ describe.skipIf(!jaeger)('MCP 2026-07-28 traces in Jaeger', () => {
     expect(JSON.stringify(spans)).not.toContain(ARGUMENT_VALUE);
   });
 });
+
+describe.skipIf(!jaeger)('shutdown and traces', () => {
+  it('exports the spans still queued when the sidecar stops, within the grace time', async () => {
+    await jaeger!.ready();
+    const issuer = await startIssuer();
+    await issuer.addKey();
+    const upstream = await startUpstream();
+    // Nothing would be exported for ten minutes but for the shutdown.
+    const sidecar = await startSidecar(
+      testEnv(issuer, upstream, {
+        ...tracingEnv(jaeger!, `sidecar-stop-${hex(4)}`),
+        OTEL_BSP_SCHEDULE_DELAY: '600000',
+        SHUTDOWN_GRACE_SECONDS: '5',
+      }),
+    );
+    try {
+      const client = clientContext();
+      const token = await issuer.mint();
+      await (await fetch(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${token}`, traceparent: client.traceparent } })).text();
+      const started = performance.now();
+      await sidecar.close();
+      expect(performance.now() - started).toBeLessThan(5000);
+      const spans = await jaeger!.trace(client.traceId, (all) => all.length >= 3);
+      expect(spans.map((span) => span.name).sort()).toEqual(['GET', 'GET /*', 'verify token']);
+    } finally {
+      await upstream.close();
+      await issuer.close();
+    }
+  });
+});
