@@ -20,7 +20,8 @@ import type { Guard } from './mcp/guard.js';
 import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
-import { StartupError } from './lib/errors.js';
+import { OWN_ERRORS, StartupError } from './lib/errors.js';
+import { ErrorResponse, prepare } from './http/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -212,13 +213,22 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
   // Fastify's default error answer carries the error's message, which may quote the request.
+  const serverError = prepare(OWN_ERRORS.server_error);
+  const clientErrors = new Map<number, ErrorResponse>();
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
-    reply
-      .code(status)
-      .header('cache-control', 'no-store')
-      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+    reply.hijack();
+    if (status === 500) {
+      request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+      serverError.write(reply.raw, request.id);
+      return;
+    }
+    let answer = clientErrors.get(status);
+    if (answer === undefined) {
+      answer = prepare({ status, error: 'invalid_request', description: STATUS_CODES[status] ?? 'the request is not valid' });
+      clientErrors.set(status, answer);
+    }
+    answer.write(reply.raw, request.id);
   });
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the

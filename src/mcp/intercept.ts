@@ -11,6 +11,8 @@ import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
 import { McpExchange } from './exchange.js';
 import { isJsonContentType, parseBody, type BodyProblem } from './messages.js';
+import { OWN_ERRORS } from '../lib/errors.js';
+import { CLOSE, writeError, prepare, type ErrorBody, type ErrorResponse } from '../http/error-response.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
@@ -47,13 +49,8 @@ export function readBody(raw: IncomingMessage, maxBytes: number): Promise<Body> 
   });
 }
 
-const PROBLEMS: Record<BodyProblem, string> = {
-  not_json: 'request body is not UTF-8 JSON',
-  duplicate_keys: 'request body names a JSON member twice',
-  not_json_rpc: 'request body is not a JSON-RPC 2.0 message or batch',
-};
-
-function answer(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+/** A JSON-RPC answer of the sidecar's own (the error responder writes the transport's error bodies). */
+function answerJsonRpc(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
@@ -64,11 +61,23 @@ function answer(res: ServerResponse, status: number, body: unknown, headers: Rec
   res.end(text);
 }
 
-function refuseBody(res: ServerResponse, request: FastifyRequest, status: 400 | 413, description: string): 'answered' {
+/** The answers to a body that cannot be judged, prepared once. */
+function bodyRefusals(maxBytes: number): { tooLarge: ErrorResponse; problems: Record<BodyProblem | 'not_json_type', ErrorResponse> } {
+  const notJudged = (description: string) => prepare({ ...OWN_ERRORS.body_not_judged, description });
+  return {
+    tooLarge: prepare({ ...OWN_ERRORS.body_too_large, description: `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)` }),
+    problems: {
+      not_json: notJudged('request body is not UTF-8 JSON'),
+      duplicate_keys: notJudged('request body names a JSON member twice'),
+      not_json_rpc: notJudged('request body is not a JSON-RPC 2.0 message or batch'),
+      not_json_type: notJudged('request body must be application/json'),
+    },
+  };
+}
+
+function refuseBody(res: ServerResponse, request: FastifyRequest, answer: ErrorResponse): 'answered' {
   // A body left unread would be read by Node to reuse the connection: close it instead.
-  const headers: Record<string, string> = { 'x-request-id': request.id };
-  if (status === 413 || !request.raw.complete) headers.connection = 'close';
-  answer(res, status, { error: status === 413 ? 'payload_too_large' : 'invalid_request', error_description: description }, headers);
+  answer.write(res, request.id, answer.status === 413 || !request.raw.complete ? CLOSE : undefined);
   return 'answered';
 }
 
@@ -134,17 +143,18 @@ function refuse(
   let body: unknown;
   if (batch && errors.length > 0) {
     body = errors;
-    answer(res, 200, body, headers);
+    answerJsonRpc(res, 200, body, headers);
   } else if (!batch && errors.length === 1 && !(sunk.effect === 'limit' && verdicts[0]!.message.method !== 'tools/call')) {
     body = errors[0];
-    answer(res, 200, body, headers);
+    answerJsonRpc(res, 200, body, headers);
   } else if (sunk.effect === 'limit') {
-    body = { error: 'rate_limited', error_description: sunk.message };
-    answer(res, 429, body, headers);
+    const limited: ErrorBody = { error: OWN_ERRORS.rate_limited.error, error_description: sunk.message };
+    body = limited;
+    writeError(res, request.id, OWN_ERRORS.rate_limited.status, limited, { headers: { 'retry-after': String(headers['retry-after']) } });
   } else {
     // Only notifications: JSON-RPC has no answer for them, the transport an HTTP error.
     body = { jsonrpc: '2.0', id: null, error: { code: sunk.rpcCode, message: sunk.message } };
-    answer(res, 403, body, headers);
+    answerJsonRpc(res, 403, body, headers);
   }
   const written = bytesOut(body);
   for (const verdict of verdicts) {
@@ -165,6 +175,7 @@ export function createInterceptor(context: McpContext): Interceptor {
   const { guards } = context;
   const maxBytes = context.config.mcpMaxBodyBytes;
   const guarded = guards.length > 0;
+  const refusals = bodyRefusals(maxBytes);
 
   function pendingOf(verdict: Verdict, caller: Caller, reqId: string, startedAt: number, bytesIn: number): Pending {
     const rewriters = verdict.message.id === undefined ? [] : guards.filter((g) => g.rewrites?.(verdict.message.method) === true);
@@ -195,13 +206,13 @@ export function createInterceptor(context: McpContext): Interceptor {
       return 'answered';
     }
     if (read.kind === 'over') {
-      if (guarded) return refuseBody(res, request, 413, `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)`);
+      if (guarded) return refuseBody(res, request, refusals.tooLarge);
       return unparsed(read.head, true, Number(request.headers['content-length'] ?? read.head?.length ?? 0));
     }
     const { body } = read;
     const parsed = parseBody(body, context.audit !== undefined);
     if (typeof parsed === 'string') {
-      if (guarded) return refuseBody(res, request, 400, PROBLEMS[parsed]);
+      if (guarded) return refuseBody(res, request, refusals.problems[parsed]);
       return unparsed(body, false, body.length);
     }
     const verdicts: Verdict[] = [];
@@ -242,7 +253,7 @@ export function createInterceptor(context: McpContext): Interceptor {
           (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0') ||
           request.headers['transfer-encoding'] !== undefined;
         // A body of another type cannot be judged: with a guard it never passes.
-        if (guarded && hasBody) return Promise.resolve(refuseBody(res, request, 400, 'request body must be application/json'));
+        if (guarded && hasBody) return Promise.resolve(refuseBody(res, request, refusals.problems.not_json_type));
         return undefined;
       }
       return post(request, res, { identity: request.auth.identity!, sessionId }, performance.now());
