@@ -2,7 +2,7 @@
 
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { REJECTION_REASONS, Rejection, type RejectionReason } from '../lib/errors.js';
-import { CLOSE, ErrorResponse } from '../http/error-response.js';
+import { ErrorResponse } from '../http/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
 import type { Identity, Verify } from './verify.js';
@@ -86,9 +86,9 @@ function createRejectionSender(resourceMetadataUrl: string, connections: Connect
       byMessage.set(rejection.message, answer);
     }
     reply.hijack();
-    // A connection that never carried an accepted request is not kept after a rejection: a
-    // client without a valid token cannot hold connections (http/connections.ts).
-    answer.write(reply.raw, request.id, connections !== undefined && !connections.isAuthenticated(request.raw.socket) ? CLOSE : undefined);
+    // Whether the connection stays: a client without a valid token cannot hold connections it
+    // does not use (http/connections.ts).
+    answer.write(reply.raw, request.id, connections?.connectionAfterUnaccepted(request.raw, reply.raw));
   };
 }
 
@@ -118,9 +118,9 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
-      // Not kept either when nothing on it was accepted: else Node's keep-alive time would
-      // replace the shorter idle time of an unauthenticated connection (http/connections.ts).
-      if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) reply.raw.shouldKeepAlive = false;
+      // Counted like a rejection on a connection that has carried no accepted request (http/connections.ts).
+      const connection = connections?.connectionAfterUnaccepted(request.raw, reply.raw);
+      if (connection !== undefined) reply.raw.setHeader(connection[0], connection[1]);
       done();
       return;
     }
