@@ -17,9 +17,9 @@ import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.j
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
-import { createPolicyGuard, readPolicyAtStart, watchPolicyFile, type PolicyAtStart } from './mcp/policy/index.js';
+import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
+import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { ErrorResponse, prepare } from './http/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
@@ -97,8 +97,11 @@ async function listenOn(
 }
 
 /** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
-function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+async function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
   try {
+    // Loaded only when some limit is set: rate-limiter-flexible and the Redis client are megabytes of a resident set.
+    if (!anyLimit(withLimitsSection(rulesFromConfig(config), policyFile?.document.limits))) return undefined;
+    const { createLimits } = await import('./mcp/limits/index.js');
     return createLimits(config, metrics, logger, policyFile?.document.limits);
   } catch (error) {
     if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
@@ -233,14 +236,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
-  const policyFile = readPolicyAtStart(config);
-  const policy = createPolicyGuard(config, metrics, logger, policyFile);
-  const rateLimits = startLimits(config, metrics, logger, policyFile);
+  // Loaded only with POLICY_FILE: the YAML parser and the CEL evaluator are megabytes of a resident set.
+  const policyModule = config.policyFile === undefined ? undefined : await import('./mcp/policy/index.js');
+  const policyFile = policyModule?.readPolicyAtStart(config);
+  const policy = policyModule?.createPolicyGuard(config, metrics, logger, policyFile);
+  const rateLimits = await startLimits(config, metrics, logger, policyFile);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
   const watchedPolicy =
     policyFile === undefined
       ? undefined
-      : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+      : policyModule?.watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
