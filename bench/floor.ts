@@ -1,6 +1,6 @@
 // npm run bench:floor: what one request costs in CPU, the sidecar against measuring sticks
 // that do the least possible on this stack: Node answering a fixed 401 (the floor for any
-// rejection), the same with the work SPEC asks of every rejection (log line, counter, request id,
+// rejection), the same with the work every rejection owes (log line, counter, request id,
 // the token's digest), and Fastify + undici forwarding with no authentication (the floor for any
 // accepted request). CPU µs per request = the process's user + system time / requests, so it does not
 // depend on how busy wrk is. Three rounds (BENCH_ROUNDS), median; prints a markdown table.
@@ -32,7 +32,7 @@ const { issuer, upstreamUrl, options } = bench;
 const targets: { name: string; args: string[]; env: Record<string, string>; scenarios: CpuScenario[] }[] = [
   { name: 'floor: Node, fixed 401', args: ['bench/targets/floor-401.mjs'], env: {}, scenarios: ['no token', 'bad signature'] },
   {
-    name: "floor: Node, 401 with SPEC's work",
+    name: "floor: Node, 401 with a rejection's work",
     args: ['bench/targets/floor-401-spec.mjs'],
     env: {},
     scenarios: ['no token', 'bad signature'],

@@ -1,6 +1,7 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
-// scenario (reused, fresh, none, malformed, bad, unknown, expired, sse; mcp and mcp-sse: bench:mcp's tools/call POSTs
-// answered as JSON or as an event stream, with AUDIT and POLICY_FILE passed on to the sidecar)
+// scenario (reused, fresh, none, malformed, bad, unknown, expired, sse; mcp and mcp-sse: bench:mcp's
+// tools/call POSTs answered as JSON or as an event stream, with AUDIT, POLICY_FILE and OTEL_* passed
+// on to the sidecar)
 // for PROFILE_SECONDS (default 6); prints the functions with the most self time. The
 // .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
@@ -37,6 +38,8 @@ const sidecar = spawnPinned(
     }),
     ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
     ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
+    // Tracing: OTEL_EXPORTER_OTLP_ENDPOINT and the rest (e.g. bench/targets/otlp-sink.mjs's address).
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('OTEL_'))),
   },
   'inherit',
 );

@@ -1,13 +1,16 @@
 // The one wiring file: request → authenticate → inject identity → forward → record,
 // on the proxy port; metrics and health on the admin port.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { tracingSettings } from './config/otel.js';
+import { createMetrics, createScrape, type Metrics } from './observability/metrics.js';
+import type { Tracing } from './tracing/tracing.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
@@ -21,6 +24,7 @@ import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
+import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './http/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
@@ -38,6 +42,8 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** Where spans go instead of the OTLP endpoint (tests: the SDK's in-memory exporter); tracing still needs config.tracing. */
+  spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -47,24 +53,14 @@ export interface App {
   readonly keys: KeySource;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Undefined without an OTLP endpoint. */
+  readonly tracing: Tracing | undefined;
   /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
   readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
-}
-
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
-
-function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
-  const inbound = request.headers['x-request-id'];
-  return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
-}
-
-function pathOf(request: FastifyRequest): string {
-  const query = request.url.indexOf('?');
-  return query === -1 ? request.url : request.url.slice(0, query);
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
@@ -115,7 +111,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
-  const metrics = createMetrics(() => active);
+  const traced = tracingSettings(config);
+  const metrics = createMetrics(() => active, { exemplars: traced !== undefined });
+  // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
+  const tracing =
+    traced === undefined
+      ? undefined
+      : (await import('./tracing/tracing.js')).startTracing(traced, {
+          logger,
+          metrics,
+          upstreamUrl: config.upstreamUrl,
+          exporter: options.spanExporter,
+        });
   const keys =
     options.keys ??
     new RemoteKeySet({
@@ -134,11 +141,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     });
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const verify = withVerdictCache(createVerifier(config, keys, now), {
+  const verify = withVerdictCache(createVerifier(config, tracing === undefined ? keys : tracing.keySource(keys), now), {
     maxEntries: config.verdictCacheSize,
     keys,
     now,
-    onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
+    onLookup:
+      tracing === undefined
+        ? (hit) => (hit ? cacheHits : cacheMisses).inc()
+        : (hit) => {
+            (hit ? cacheHits : cacheMisses).inc();
+            tracing.cacheLookup(hit);
+          },
   });
   let draining = false;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
@@ -168,10 +181,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     clientErrorHandler: createClientErrorHandler(logger, metrics),
     frameworkErrors: createFrameworkErrorHandler(logger, metrics),
     loggerInstance: logger as FastifyBaseLogger,
-    // One line per request is written by our own hook below, with the fields SPEC lists.
+    // One line per request is written by our own hook below, with the documented fields.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
-    genReqId: requestId,
+    // Always our own: a client choosing the id that audit and request lines carry could make two
+    // requests look like one. Theirs is logged beside it (clientRequestId).
+    genReqId: () => randomUUID(),
     childLoggerFactory: (parent, bindings, options) =>
       new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
@@ -181,6 +196,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
+  if (tracing !== undefined) {
+    proxy.decorateRequest('trace', undefined);
+    proxy.addHook('onRequest', tracing.onRequest);
+  }
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.
   proxy.addHook('onRequest', (request, reply, done) => {
@@ -195,8 +214,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const { decision, reason, identity } = request.auth;
       logRequest({
         reqId: request.id,
+        clientRequestId: clientRequestId(request.headers),
         method: request.method,
-        path: pathOf(request),
+        path: pathOf(request.url),
         status: reply.raw.statusCode,
         durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
         decision,
@@ -204,6 +224,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         user: identity?.user,
         subject: identity?.subject,
         aborted: !reply.raw.writableFinished,
+        traceId: request.trace?.traceId,
+        spanId: request.trace?.spanId,
       });
     });
     // Before anything else, the metadata path included: an Origin not allowed, a coding not forwarded.
@@ -214,7 +236,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  proxy.addHook(
+    'onRequest',
+    createAuthenticateHook(
+      tracing === undefined ? verify : tracing.verifier(verify),
+      metrics,
+      resourceMetadataUrl(config.resourceUrl),
+      connections,
+    ),
+  );
   // Fastify's default error answer carries the error's message, which may quote the request.
   const serverError = prepare(OWN_ERRORS.server_error);
   const clientErrors = new Map<number, ErrorResponse>();
@@ -245,7 +275,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const watchedPolicy =
     policyFile === undefined
       ? undefined
-      : policyModule?.watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+      : (await import('./mcp/policy-file.js')).watchPolicyFile(
+          policyFile,
+          { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) },
+          metrics,
+          logger,
+        );
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 
@@ -253,9 +288,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
-  admin.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
-  );
+  if (tracing === undefined) {
+    admin.get('/metrics', async (_request, reply) =>
+      reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+    );
+  } else {
+    // Exemplars exist only in OpenMetrics, which Prometheus asks for.
+    const scrape = createScrape(metrics.registry);
+    admin.get('/metrics', async (request, reply) => {
+      const { contentType, body } = await scrape(request.headers.accept);
+      return reply.header('content-type', contentType).send(body);
+    });
+  }
   registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
@@ -265,6 +309,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     keys,
     metrics,
     logger,
+    tracing,
     clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
@@ -278,6 +323,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     async close() {
       draining = true;
+      const deadline = performance.now() + config.shutdownGraceSeconds * 1000;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
       force.unref();
       const closed = proxy.close();
@@ -288,6 +334,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       certificates?.close();
       watchedPolicy?.close();
       await rateLimits?.close();
+      // The spans of the last requests go out within what is left of the grace time.
+      await tracing?.shutdown(deadline - performance.now());
       await admin.close();
     },
   };

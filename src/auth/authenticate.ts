@@ -5,7 +5,13 @@ import { REJECTION_REASONS, Rejection, type RejectionReason } from '../lib/error
 import { ErrorResponse } from '../http/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
-import type { Identity, Verdict, VerifyToResult } from './verify.js';
+import type { Identity, Verdict } from './verify.js';
+
+/**
+ * Verification as this hook calls it: the verdict cache's, which returns rejections rather than
+ * throwing them (auth/verdict-cache.ts); the request is for a tracing wrapper (tracing/tracing.ts).
+ */
+export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Rejection | Promise<Verdict | Rejection>;
 
 export interface AuthState {
   decision: 'accept' | 'reject' | 'public';
@@ -55,7 +61,7 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-/** The whole answer to a rejection (also the answer of bench:floor's SPEC-work measuring stick). */
+/** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
 export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): ErrorResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
   const error = rejection.challengeError;
@@ -93,7 +99,7 @@ function createRejectionSender(resourceMetadataUrl: string, connections: Connect
 }
 
 export function createAuthenticateHook(
-  verify: VerifyToResult,
+  verify: RequestVerify,
   metrics: Metrics,
   resourceMetadataUrl: string,
   connections?: ConnectionGuard,
@@ -125,9 +131,16 @@ export function createAuthenticateHook(
     done();
   }
 
-  // performance.now() and observe(): prom-client's startTimer() allocates a closure and two hrtime arrays.
+  // performance.now() and observe(): prom-client's startTimer() allocates two closures, two hrtime
+  // arrays and a labels object. With tracing the histogram keeps exemplars (observability/metrics.ts),
+  // and the exemplar points at this request's trace.
   const verifyDuration = metrics.verifyDuration;
-  const observe = (startedAt: number) => verifyDuration.observe((performance.now() - startedAt) / 1000);
+  const exemplars = (verifyDuration as unknown as { enableExemplars?: boolean }).enableExemplars === true;
+  const observe = (request: FastifyRequest, startedAt: number) => {
+    const value = (performance.now() - startedAt) / 1000;
+    if (exemplars) verifyDuration.observe({ value, exemplarLabels: request.trace?.exemplar });
+    else verifyDuration.observe(value);
+  };
 
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
@@ -147,24 +160,24 @@ export function createAuthenticateHook(
     const startedAt = performance.now();
     let result;
     try {
-      result = verify(token);
+      result = verify(token, request);
     } catch (error) {
-      observe(startedAt);
+      observe(request, startedAt);
       reject(request, reply, error);
       return;
     }
     if (!(result instanceof Promise)) {
-      observe(startedAt);
+      observe(request, startedAt);
       decide(request, reply, result, done);
       return;
     }
     result.then(
       (settled) => {
-        observe(startedAt);
+        observe(request, startedAt);
         decide(request, reply, settled, done);
       },
       (error: unknown) => {
-        observe(startedAt);
+        observe(request, startedAt);
         reject(request, reply, error);
       },
     );

@@ -6,7 +6,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { Rejection } from '../lib/errors.js';
-import { Agent } from '../http/undici.js';
+import { Agent } from '../lib/undici.js';
 
 export interface VerificationKey {
   readonly kid: string | undefined;

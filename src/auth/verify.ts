@@ -1,4 +1,4 @@
-// Token verification: SPEC's checks in SPEC's order, each failure a Rejection with its reason.
+// Token verification: the documented checks in the documented order, each failure a Rejection with its reason.
 // The payload is parsed only after the signature verifies.
 // The signature is checked with node:crypto on a key imported once (see keyset.ts): the
 // whole check is synchronous unless an unknown kid sends us to the issuer.
@@ -11,6 +11,8 @@ import { hasDuplicateKeys } from '../lib/json-text.js';
 
 export interface Identity {
   readonly user: string;
+  /** The token's `iss`: an MCP session belongs to an issuer and subject (mcp/sessions.ts). */
+  readonly issuer?: string;
   readonly subject: string | undefined;
   readonly email: string | undefined;
   readonly groups: readonly string[] | undefined;
@@ -61,8 +63,10 @@ interface CheckedHeader {
 
 // Three base64url parts (the signature may be empty, so that `alg: none` reaches its own reason).
 const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
-// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header.
-const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
+// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header;
+// white space at either end is trimmed by HTTP on the way to the upstream (and by Go and Node
+// when they read the header) but not by the policy, so the two would see different users or groups.
+const UNCLEAN = /[\p{Cc}\u2028\u2029]|^\s|\s$/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
 // The header must be parsed before any key is known (it names alg and kid); issuers' headers are
@@ -159,7 +163,10 @@ function forwardable(claims: Claims, name: string): string | undefined {
   const value = claims[name];
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || UNCLEAN.test(value) || value.length > MAX_FORWARDED_LENGTH) {
-    throw new Rejection('invalid_claim', `${name} claim is not a clean string`);
+    throw new Rejection(
+      'invalid_claim',
+      `${name} claim is not a clean string (control characters, white space at either end, or over 4096 characters)`,
+    );
   }
   return value;
 }
@@ -173,7 +180,7 @@ function forwardableGroups(claims: Claims): string[] | undefined {
   const value = claims.groups;
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))) {
-    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas');
+    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas (nor white space at either end)');
   }
   return value as string[];
 }
@@ -230,10 +237,19 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
+    const issuer = config.issuer;
     const identity: Identity =
       claims === undefined
-        ? { user, subject, email, groups }
-        : { user, subject, email, groups, roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims };
+        ? { user, issuer, subject, email, groups }
+        : {
+            user,
+            issuer,
+            subject,
+            email,
+            groups,
+            roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles),
+            claims,
+          };
     if (json !== undefined) claimsJson.set(identity, json);
     identities.set(id, identity);
     return identity;
@@ -282,7 +298,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
   }
 
-  /** The header's parameters, or why they are refused (SPEC's order: structure and alg, key, signature, then claims). */
+  /** The header's parameters, or why they are refused (the documented order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm', undefined, FOR_GOOD);

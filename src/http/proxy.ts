@@ -14,7 +14,8 @@ import type { Config } from '../config/config.js';
 import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 import { type ErrorResponse, prepare } from './error-response.js';
 import type { Metrics } from '../observability/metrics.js';
-import { Pool } from './undici.js';
+import { Pool } from '../lib/undici.js';
+import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
 // Hop-by-hop headers (RFC 9110 section 7.6.1), credentials meant for this proxy, and `expect`
@@ -37,6 +38,17 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
   if (value === 'keep-alive' || value === 'close') return undefined;
   return new Set(value.split(',').map((name) => name.trim()));
+}
+
+/**
+ * Headers the sidecar reads to judge a request (the body's type and coding, the MCP session and
+ * version, the 2026-07-28 Mcp-* headers): a client listing one in `Connection` must not make the
+ * upstream see a request without it while the sidecar judged it with it. Kept whatever
+ * `Connection` says; the headers the sidecar sets (identity, X-Forwarded-*, X-Request-Id) are
+ * set after the client's are stripped, so no listing removes those either.
+ */
+function isJudgedHeader(name: string): boolean {
+  return name.startsWith('mcp-') || name === 'content-type' || name === 'content-length' || name === 'content-encoding';
 }
 
 /** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */
@@ -93,7 +105,7 @@ export function forwardedHeaders(
   const listed = connectionListed(inbound.connection);
   const headers: Record<string, string | string[]> = {};
   for (const name in inbound) {
-    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || listed?.has(name) === true) continue;
+    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || (listed?.has(name) === true && !isJudgedHeader(name))) continue;
     if (name === 'authorization' && !forwardAuthorization) continue;
     headers[name] = inbound[name]!;
   }
@@ -124,8 +136,7 @@ export function forwardedHeaders(
 /** Whether a request target is an absolute path without `.` or `..` segments, also percent-encoded. */
 export function isPlainPath(url: string): boolean {
   if (url.charCodeAt(0) !== 0x2f /* / */) return false;
-  const query = url.indexOf('?');
-  const path = query === -1 ? url : url.slice(0, query);
+  const path = pathOf(url);
   if (!path.includes('.') && !/%2e/i.test(path)) return true;
   let decoded: string;
   try {
@@ -137,7 +148,7 @@ export function isPlainPath(url: string): boolean {
   return !decoded.split(/[/\\]/).some((segment) => segment === '.' || segment === '..');
 }
 
-/** undici error codes → SPEC's failure kinds: the one place that translates them. */
+/** undici error codes → the documented failure kinds: the one place that translates them. */
 export function upstreamFailureKind(error: { code?: string; cause?: unknown }): UpstreamFailureKind {
   const code = (error.cause as { code?: string } | undefined)?.code ?? error.code;
   switch (code) {
@@ -162,7 +173,7 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
 }
 
 /**
- * Reads a response as it passes (src/mcp/ implements it); the proxy writes what it returns.
+ * Reads a response as it passes (mcp/framing.ts implements it); the proxy writes what it returns.
  * Everything here is synchronous and on the response's path: keep it cheap.
  */
 export interface ResponseReader {
@@ -209,8 +220,8 @@ function forwardedBody(raw: FastifyRequest['raw'], forwarding: Forwarding): Buff
 
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
-/** One forwarded request: the upstream's answer is written to the client as it arrives. */
-class Exchange implements Dispatcher.DispatchHandler {
+/** A Forward: one request sent to the upstream, its answer written to the client as it arrives. */
+class Forward implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
   private clientGone = false;
@@ -225,7 +236,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly onFailure: FailureListener,
     private readonly reader: ResponseReader | undefined,
   ) {
-    // 'close' also follows a normal end; only an unfinished exchange is aborted.
+    // 'close' also follows a normal end; only an unfinished forward is aborted.
     res.once('close', () => {
       if (this.finished) return;
       this.clientGone = true;
@@ -378,15 +389,19 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
+    const outgoing = forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes);
+    // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
+    const reader =
+      request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);
     pool.dispatch(
       {
         method: request.method,
         // The target exactly as the client sent it: Coder may sign it.
         path: request.url,
-        headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
+        headers: outgoing,
         body,
       },
-      new Exchange(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, reader),
     );
   };
 

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { HTTP_REFUSALS, HTTP_REFUSAL_REASONS, type HttpRefusalReason } from '../lib/errors.js';
+import { pathOf } from '../lib/request-target.js';
 import { CLOSE, prepare } from './error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 
@@ -85,12 +86,11 @@ export function createFrameworkErrorHandler(logger: Logger, metrics: Metrics) {
     metrics.httpRefused.inc({ reason });
     reply.hijack();
     writeRefusal(reply.raw, reason, request.id);
-    const query = request.url.indexOf('?');
     logger.info(
       {
         reqId: request.id,
         method: request.method,
-        path: query === -1 ? request.url : request.url.slice(0, query),
+        path: pathOf(request.url),
         status,
         decision: 'reject',
         reason,

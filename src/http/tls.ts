@@ -6,13 +6,13 @@
 // bad one is logged and counted and the last good pair stays.
 
 import { X509Certificate } from 'node:crypto';
-import { watch, realpathSync, readFileSync, type FSWatcher } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { createSecureContext as tlsContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { StartupError } from '../lib/errors.js';
+import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 
 export interface TlsFiles {
   certFile: string;
@@ -71,9 +71,7 @@ export class CertificateReloader {
   private current: TlsPair;
   /** The last pair that failed, so that the timer does not report it again every minute. */
   private refused: TlsPair | undefined;
-  private readonly watchers: FSWatcher[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private settle: NodeJS.Timeout | undefined;
+  private watch: MountedFilesWatch | undefined;
   private reloading: Promise<void> | undefined;
   private readonly reloads: Counter<'result'>;
   private readonly expiry: Gauge;
@@ -103,33 +101,17 @@ export class CertificateReloader {
   }
 
   start(): void {
-    const directories = new Set<string>();
-    for (const file of [this.files.certFile, this.files.keyFile]) {
-      directories.add(dirname(file));
-      directories.add(dirname(realpathSync(file)));
-    }
-    for (const directory of directories) {
-      const watcher = watch(directory, { persistent: false }, () => this.soon());
+    this.watch = watchMountedFiles([this.files.certFile, this.files.keyFile], () => this.reload(), {
+      settleMs: SETTLE_MS,
+      recheckMs: RECHECK_MS,
       // A directory that goes away (an unmounted volume) leaves the timer to do the work.
-      watcher.on('error', (error) =>
+      onWatchError: (directory, error) =>
         this.logger.warn({ directory, err: error.message }, 'tls: cannot watch the directory; the files are re-read every minute'),
-      );
-      this.watchers.push(watcher);
-    }
-    this.timer = setInterval(() => void this.reload(), RECHECK_MS);
-    this.timer.unref();
+    });
   }
 
   close(): void {
-    for (const watcher of this.watchers) watcher.close();
-    clearInterval(this.timer);
-    clearTimeout(this.settle);
-  }
-
-  private soon(): void {
-    clearTimeout(this.settle);
-    this.settle = setTimeout(() => void this.reload(), SETTLE_MS);
-    this.settle.unref();
+    this.watch?.close();
   }
 
   /** Reads the files; serves them when they changed and are a good pair. One reload at a time. */

@@ -67,9 +67,11 @@ export function createLogger(level: string, destination: DestinationStream = new
   return pino({ level, base: { service: 'mcp-auth-sidecar' }, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination);
 }
 
-/** The one line every request logs when it ends (SPEC, Logs). */
+/** The one line every request logs when it ends (its fields are documented). */
 export interface RequestLine {
   reqId: string;
+  /** The client's X-Request-Id, bounded; reqId is always the sidecar's own. */
+  clientRequestId?: string | undefined;
   method: string;
   path: string;
   status: number;
@@ -79,6 +81,9 @@ export interface RequestLine {
   user: string | undefined;
   subject: string | undefined;
   aborted: boolean;
+  /** The request's span, when tracing recorded one. */
+  traceId?: string | undefined;
+  spanId?: string | undefined;
 }
 
 /**
@@ -87,25 +92,42 @@ export interface RequestLine {
  * in a loop, about half a microsecond a request in the sidecar (bench/RESULTS.md, `bench:ab`).
  * The JSON is what `logger.info(line, 'request')` writes, fields left out when undefined or
  * false (test/integration/logs.test.ts compares the two). Its fields are fixed and none is a header
- * object, so pino's redaction has nothing to do here. pino exports the symbols read below for
- * this: "for performant integration where necessary".
+ * object, so pino's redaction has nothing to do here.
  */
 export function createRequestLogger(logger: Logger): (line: RequestLine) => void {
-  const internals = logger as unknown as Record<symbol, unknown>;
-  const destination = internals[symbols.streamSym] as DestinationStream;
-  const bindings = internals[symbols.chindingsSym] as string;
-  const time = internals[symbols.timeSym] as () => string;
+  const info = createInfoLine(logger, 'request');
   const text = JSON.stringify;
   return function logRequest(line: RequestLine): void {
     if (!logger.isLevelEnabled('info')) return;
     let json =
-      `{"level":30${time()}${bindings},"reqId":${text(line.reqId)},"method":${text(line.method)},"path":${text(line.path)}` +
+      `${info.start()},"reqId":${text(line.reqId)}` +
+      (line.clientRequestId === undefined ? '' : `,"clientRequestId":${text(line.clientRequestId)}`) +
+      `,"method":${text(line.method)},"path":${text(line.path)}` +
       `,"status":${line.status},"durationMs":${line.durationMs},"decision":${text(line.decision)}`;
     if (line.reason !== undefined) json += `,"reason":${text(line.reason)}`;
     if (line.user !== undefined) json += `,"user":${text(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${text(line.subject)}`;
     if (line.aborted) json += ',"aborted":true';
-    destination.write(`${json},"msg":"request"}\n`);
+    if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}","spanId":"${line.spanId}"`;
+    info.end(json);
+  };
+}
+
+/**
+ * An info line written straight into a logger's destination, with its bindings and clock: the
+ * same JSON as `logger.info(fields, msg)` for lines whose fields are fixed (the request line and
+ * the audit line), built as one template. pino exports the symbols read here for this: "for
+ * performant integration where necessary".
+ */
+export function createInfoLine(logger: Logger, msg: string): { start(): string; end(json: string): void } {
+  const internals = logger as unknown as Record<symbol, unknown>;
+  const destination = internals[symbols.streamSym] as DestinationStream;
+  const bindings = internals[symbols.chindingsSym] as string;
+  const time = internals[symbols.timeSym] as () => string;
+  const close = `,"msg":${JSON.stringify(msg)}}\n`;
+  return {
+    start: () => `{"level":30${time()}${bindings}`,
+    end: (json) => destination.write(json + close),
   };
 }
 

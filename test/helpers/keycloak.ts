@@ -68,7 +68,7 @@ const info = inject('keycloak');
 
 /** The run's Keycloak, or undefined when it is absent (recorded as a skip; CI=true throws). */
 export function useKeycloak(): KeycloakServer | undefined {
-  if (info === null) throw new Error('stack-setup did not start Keycloak for this file: does it import ./helpers/keycloak.js?');
+  if (info === null) throw new Error('stack-setup did not start Keycloak for this file: does it import ../helpers/keycloak.js?');
   if ('missing' in info) {
     skipMissing(info.missing);
     return undefined;
@@ -123,7 +123,7 @@ export async function admin(method: string, path: string, body?: unknown): Promi
   return text ? JSON.parse(text) : undefined;
 }
 
-/** The realm file as the README's Keycloak set-up gives it. */
+/** The realm file as docs/kubernetes.md's Keycloak set-up gives it. */
 export function realmFile(): Record<string, any> {
   return JSON.parse(readFileSync(new URL('../../examples/keycloak/realm-coder.json', import.meta.url), 'utf8'));
 }

@@ -13,12 +13,12 @@ const now = () => Math.floor(Date.now() / 1000);
 
 interface Attack {
   name: string;
-  /** The rejection reason SPEC gives, or 'accept' where the input is legitimate after all. */
+  /** The rejection documented reason, or 'accept' where the input is legitimate after all. */
   expect: string;
   authorization: () => Promise<string | string[]>;
 }
 
-describe("JWT attacks: each gets SPEC's answer, never a 5xx, never the upstream", () => {
+describe('JWT attacks: each gets the documented answer, never a 5xx, never the upstream', () => {
   let issuer: TestIssuer;
   let rsa: SigningKey;
   let ec: SigningKey;

@@ -71,7 +71,7 @@ describe('npm run demo', () => {
     const requestLine = waitForOutput(demo, '"decision":"accept"', 10_000);
     const ok = await run(accepted!, { timeout: 10_000 });
     expect(ok.stdout).toContain('you are alice');
-    // The request line the README tells you to look for is shown (no LOG_LEVEL=warn hiding it).
+    // The request line docs/getting-started.md tells you to look for is shown (no LOG_LEVEL=warn hiding it).
     expect(await requestLine).toMatch(/"decision":"accept"[^\n]*"user":"alice"[^\n]*"msg":"request"/);
 
     const sdk = await run(client!, { timeout: 30_000 });

@@ -1,4 +1,4 @@
-// Rate limits (SPEC Part 2): the guard, built only when some limit is configured, so a sidecar
+// Rate limits: the guard, built only when some limit is configured, so a sidecar
 // without limits pays nothing.
 
 import type { Logger } from 'pino';

@@ -1,6 +1,6 @@
 // The tool policy of a running sidecar: POLICY_FILE read and checked at start (invalid: the
 // start fails, naming line and column), and the PolicyGuard judging with its rules. The file is
-// watched by watch.ts, which hands each valid new version to this guard and to the rate limits.
+// watched by mcp/policy-file.ts, which hands each valid new version to this guard and to the rate limits.
 
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -9,8 +9,6 @@ import { StartupError } from '../../lib/errors.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { PolicyError, parsePolicy, type PolicyDocument } from './file.js';
 import { PolicyGuard } from './guard.js';
-
-export { watchPolicyFile, type WatchedPolicyFile } from './watch.js';
 
 function readAtStart(file: string): string {
   try {
