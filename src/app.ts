@@ -3,7 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from './http/status-codes.js';
+import { STATUS_CODES } from './lib/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
@@ -25,7 +25,7 @@ import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
-import { ErrorResponse, prepare } from './http/error-response.js';
+import { ErrorResponse, prepare } from './lib/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';

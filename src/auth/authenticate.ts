@@ -2,7 +2,7 @@
 
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { REJECTION_REASONS, Rejection, type RejectionReason } from '../lib/errors.js';
-import { ErrorResponse } from '../http/error-response.js';
+import { ErrorResponse } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
 import type { Identity, Verdict } from './verify.js';

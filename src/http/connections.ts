@@ -15,7 +15,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
 import type { Config } from '../config/config.js';
-import { CLOSE, type ConnectionHeader } from './error-response.js';
+import { CLOSE, type ConnectionHeader } from '../lib/error-response.js';
 
 export interface ClientLimits {
   /** Time to receive a request's headers (slow-header clients). */

@@ -3,7 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config/config.js';
 import { OWN_ERRORS } from '../lib/errors.js';
-import { prepare } from './error-response.js';
+import { prepare } from '../lib/error-response.js';
 
 const WELL_KNOWN = '/.well-known/oauth-protected-resource';
 const READ_ONLY = prepare(OWN_ERRORS.metadata_read_only, undefined, { allow: 'GET, HEAD' });

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
 import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
-import { type ErrorResponse, prepare } from './error-response.js';
+import { type ErrorResponse, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
 import { pathOf } from '../lib/request-target.js';

@@ -11,7 +11,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { HTTP_REFUSALS, HTTP_REFUSAL_REASONS, type HttpRefusalReason } from '../lib/errors.js';
 import { pathOf } from '../lib/request-target.js';
-import { CLOSE, prepare } from './error-response.js';
+import { CLOSE, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 
 // A client refused for how it speaks HTTP does not keep the connection (nor its memory).

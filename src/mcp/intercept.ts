@@ -29,7 +29,7 @@ import {
 } from './read-request.js';
 import { ownerOf } from './sessions.js';
 import { OWN_ERRORS } from '../lib/errors.js';
-import { CLOSE, prepare, writeError, type ErrorBody, type ErrorResponse } from '../http/error-response.js';
+import { CLOSE, prepare, writeError, type ErrorBody, type ErrorResponse } from '../lib/error-response.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
