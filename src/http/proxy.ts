@@ -15,6 +15,7 @@ import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/
 import { type ErrorResponse, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
+import { privateCacheControl } from './cache-control.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
@@ -38,6 +39,10 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
   if (value === 'keep-alive' || value === 'close') return undefined;
   return new Set(value.split(',').map((name) => name.trim()));
+}
+
+function isEventStream(contentType: OutgoingHttpHeaders[string]): boolean {
+  return typeof contentType === 'string' && contentType.slice(0, 17).toLowerCase() === 'text/event-stream';
 }
 
 /**
@@ -253,6 +258,10 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     const outgoing = responseHeaders(headers);
     outgoing['x-request-id'] ??= this.request.id;
+    // Every forwarded request is authenticated: its answer is one user's.
+    outgoing['cache-control'] = privateCacheControl(outgoing['cache-control']);
+    // A proxy in front (nginx) must not buffer an event stream (the MCP transport's SHOULD).
+    if (isEventStream(outgoing['content-type'])) outgoing['x-accel-buffering'] = 'no';
     if (this.reader !== undefined && !this.reader.onStart(statusCode, outgoing)) {
       this.held = { statusCode, headers: outgoing };
       return;
@@ -267,7 +276,7 @@ class Forward implements Dispatcher.DispatchHandler {
     // Node sends headers with the first body chunk; an event stream (an MCP GET stream) may stay
     // silent for long, and the client must see its headers now, or at the latest once the data
     // that came with them has been written (one write instead of two).
-    if (String(outgoing['content-type']).startsWith('text/event-stream')) setImmediate(() => this.flushHeadersOfSilentStream());
+    if (isEventStream(outgoing['content-type'])) setImmediate(() => this.flushHeadersOfSilentStream());
   }
 
   private flushHeadersOfSilentStream(): void {

@@ -4,7 +4,9 @@
 // exactly once (McpContext.end): refused here, or by the McpExchange that follows its response.
 // Everything that is not a POST with a JSON body (or an MCP session's GET stream) goes back to
 // the proxy untouched: no body read, nothing parsed; with a guard, a body on another method is
-// refused, as nothing reads it.
+// refused, as nothing reads it. The one reading runs for both eras (2025 sessions, 2026-07-28
+// stateless); a 2026-07-28 request's Mcp-* headers are then checked against the messages it read
+// (request-metadata.ts), still before any guard.
 
 import type { FastifyRequest } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -12,14 +14,18 @@ import type { Forwarding, Interceptor } from '../http/proxy.js';
 import type { Caller, ClientMessage, Decision, Guard } from './guard.js';
 import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
+import type { ReadBudget } from './read-budget.js';
 import { McpExchange } from './exchange.js';
-import { isJsonContentType } from './messages.js';
+import { isJsonContentType, methodLabel } from './messages.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 import { clientRequestId } from '../lib/request-target.js';
-import { requestProtocolVersion } from './protocol-version.js';
+import { OWN_ERRORS, RPC_CODES } from '../lib/errors.js';
+import { CLOSE, writeError, type ErrorBody } from '../lib/error-response.js';
+import { STATELESS_METHODS, eraOf, isStatelessVersion, requestProtocolVersion } from './protocol-version.js';
+import { checkRequestMetadata, type HeaderRefusal } from './request-metadata.js';
 import {
   BAD_SESSION_ID,
   BODY_ON_METHOD,
-  INVALID_REQUEST_CODE,
   SESSION_FORBIDDEN,
   argumentProblem,
   isRefusal,
@@ -28,59 +34,78 @@ import {
   type Refusal,
 } from './read-request.js';
 import { ownerOf } from './sessions.js';
-import { OWN_ERRORS } from '../lib/errors.js';
-import { CLOSE, prepare, writeError, type ErrorBody, type ErrorResponse } from '../lib/error-response.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
-/** Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. */
-export function readBody(raw: IncomingMessage, maxBytes: number): Promise<Body> {
+/**
+ * Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. The
+ * read waits for its place in the shared budget first (read-budget.ts), and gives it back once
+ * the body is read: the caller parses it and lets it go (forwarded or refused).
+ */
+export async function readBody(raw: IncomingMessage, maxBytes: number, budget: ReadBudget): Promise<Body> {
   const declared = raw.headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes) return Promise.resolve({ kind: 'over', head: undefined });
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const stop = (result: Body) => {
-      raw.off('data', onData);
-      raw.off('end', onEnd);
-      raw.off('close', onClose);
-      raw.off('error', onClose);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      bytes += chunk.length;
-      if (bytes > maxBytes) {
-        raw.pause();
-        stop({ kind: 'over', head: Buffer.concat(chunks) });
-      }
-    };
-    const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
-    const onClose = () => {
-      if (!raw.complete) stop({ kind: 'gone' });
-    };
-    raw.on('data', onData);
-    raw.on('end', onEnd);
-    raw.on('close', onClose);
-    raw.on('error', onClose);
+  if (declared !== undefined && Number(declared) > maxBytes) return { kind: 'over', head: undefined };
+  const bytes = declared !== undefined ? Number(declared) : maxBytes;
+  const admitted = await budget.admit(bytes, {
+    onCancel: (cancel) => raw.once('close', () => (raw.complete ? undefined : cancel())),
   });
+  if (!admitted) return { kind: 'gone' };
+  try {
+    return await new Promise<Body>((resolve) => {
+      const chunks: Buffer[] = [];
+      let read = 0;
+      const stop = (result: Body) => {
+        raw.off('data', onData);
+        raw.off('end', onEnd);
+        raw.off('close', onClose);
+        raw.off('error', onClose);
+        resolve(result);
+      };
+      const onData = (chunk: Buffer) => {
+        chunks.push(chunk);
+        read += chunk.length;
+        if (read > maxBytes) {
+          raw.pause();
+          stop({ kind: 'over', head: Buffer.concat(chunks) });
+        }
+      };
+      const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+      const onClose = () => {
+        if (!raw.complete) stop({ kind: 'gone' });
+      };
+      // Gone while waiting for its place: nothing more will come.
+      if (raw.destroyed && !raw.complete) return stop({ kind: 'gone' });
+      raw.on('data', onData);
+      raw.on('end', onEnd);
+      raw.on('close', onClose);
+      raw.on('error', onClose);
+    });
+  } finally {
+    // The bytes are the caller's now: parsed at once, then forwarded or refused.
+    budget.release(bytes);
+  }
 }
 
-/** The answers to a body no guard could judge, prepared once: too large, not JSON, not JSON-RPC, not of JSON's type. */
-function bodyRefusals(maxBytes: number) {
-  const notJudged = (description: string) => prepare({ ...OWN_ERRORS.body_not_judged, description });
-  return {
-    too_large: prepare({ ...OWN_ERRORS.body_too_large, description: `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)` }),
-    not_json: notJudged('request body is not UTF-8 JSON'),
-    not_json_rpc: notJudged('request body is not a JSON-RPC 2.0 message or batch'),
-    not_json_type: notJudged('request body must be application/json'),
-  };
+const PROBLEMS = {
+  not_json: 'request body is not UTF-8 JSON',
+  not_json_rpc: 'request body is not a JSON-RPC 2.0 message or batch',
+} as const;
+/** The JSON-RPC code of each, for a 2026-07-28 request's answer. */
+const PROBLEM_CODES: Record<keyof typeof PROBLEMS, number> = {
+  not_json: RPC_CODES.parseError,
+  not_json_rpc: RPC_CODES.invalidRequest,
+};
+
+/** A POST that names MCP 2026-07-28 or later in MCP-Protocol-Version: its errors are JSON-RPC errors. */
+function statelessByHeader(request: FastifyRequest): boolean {
+  const version = request.headers['mcp-protocol-version'];
+  return typeof version === 'string' && isStatelessVersion(version);
 }
 
 /** A second request with an id still in flight in its session. */
 const ID_IN_FLIGHT: Refusal = {
   status: 400,
-  rpcCode: INVALID_REQUEST_CODE,
+  rpcCode: RPC_CODES.requestRefused,
   message: 'a request with this id is still in flight in this session: use a new id for each request',
   outcome: 'invalid_request',
   id: null,
@@ -91,8 +116,8 @@ function hasBody(headers: FastifyRequest['headers']): boolean {
   return (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
 }
 
-/** A JSON-RPC answer of the sidecar's own (its HTTP error bodies go through http/error-response.ts). */
-function answerJsonRpc(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+/** A JSON-RPC answer of the sidecar's own (its HTTP error bodies go through lib/error-response.ts). */
+function answer(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
@@ -103,11 +128,30 @@ function answerJsonRpc(res: ServerResponse, status: number, body: unknown, heade
   res.end(text);
 }
 
-/** Writes a prepared refusal of a body; returns the bytes of its body. */
-function refuseBody(res: ServerResponse, request: FastifyRequest, answer: ErrorResponse): number {
+function refuseBody(
+  res: ServerResponse,
+  request: FastifyRequest,
+  status: 400 | 413,
+  description: string,
+  rpcCode: number = RPC_CODES.invalidRequest,
+): number {
   // A body left unread would be read by Node to reuse the connection: close it instead.
-  answer.write(res, request.id, answer.status === 413 || !request.raw.complete ? CLOSE : undefined);
-  return Buffer.byteLength(answer.body);
+  const close = status === 413 || !request.raw.complete;
+  // A 2026-07-28 client takes a 400 without a JSON-RPC error for an older server's, and would fall
+  // back to initialize: its requests get JSON-RPC errors.
+  if (statelessByHeader(request)) {
+    const headers: Record<string, string> = { 'x-request-id': request.id };
+    if (close) headers.connection = 'close';
+    const body = { jsonrpc: '2.0', id: null, error: { code: rpcCode, message: description } };
+    answer(res, status, body, headers);
+    return Buffer.byteLength(JSON.stringify(body));
+  }
+  const body: ErrorBody = {
+    error: (status === 413 ? OWN_ERRORS.body_too_large : OWN_ERRORS.body_not_judged).error,
+    error_description: description,
+  };
+  writeError(res, request.id, status, body, { connection: close ? CLOSE : undefined });
+  return Buffer.byteLength(JSON.stringify(body));
 }
 
 /** A refusal before any guard: a JSON-RPC error with the refusal's status (README: One reading). */
@@ -116,7 +160,7 @@ function refuseReading(res: ServerResponse, request: FastifyRequest, refusal: Re
   // A body left unread would be read by Node to reuse the connection: close it instead.
   if (!request.raw.complete) headers.connection = 'close';
   const body = { jsonrpc: '2.0', id, error: { code: refusal.rpcCode, message: refusal.message } };
-  answerJsonRpc(res, refusal.status, body, headers);
+  answer(res, refusal.status, body, headers);
   return Buffer.byteLength(JSON.stringify(body));
 }
 
@@ -125,17 +169,21 @@ interface Verdict {
   refusal: Exclude<Decision, { effect: 'allow' }> | undefined;
 }
 
-const GUARD_FAILED_CODE = -32603;
+const GUARD_FAILED_CODE = RPC_CODES.notJudged;
 const GUARD_FAILED: Decision = { effect: 'deny', rpcCode: GUARD_FAILED_CODE, message: 'the request could not be judged' };
-/** The JSON-RPC error a rate-limited tool call gets: implementation-defined server error range. */
-export const RATE_LIMITED_CODE = -32029;
+/** The JSON-RPC error a rate-limited tool call gets (lib/errors.ts RPC_CODES). */
+export const RATE_LIMITED_CODE = RPC_CODES.rateLimited;
 
 async function judge(guards: readonly Guard[], pending: Pending): Promise<Verdict> {
   const verdict: Verdict = { pending, refusal: undefined };
   for (const guard of guards) {
     let decision: Decision;
     try {
-      const made = guard.judge(pending.message, pending.caller);
+      // With tracing, each decision is a span under the message's.
+      const made =
+        pending.trace === undefined
+          ? guard.judge(pending.message, pending.caller)
+          : pending.trace.judge(guard, pending.message, pending.caller);
       decision = made instanceof Promise ? await made : made;
     } catch {
       // Fail closed: a guard that cannot decide does not allow.
@@ -160,8 +208,26 @@ function refusalError(verdict: Verdict, sunk: Exclude<Decision, { effect: 'allow
   return { code: RATE_LIMITED_CODE, message: `${prefix}${refusal.message}`, data: { retryAfterSeconds: refusal.retryAfterSeconds } };
 }
 
+/**
+ * A 2026-07-28 request the tool policy refused, for a method that revision does not define (removed
+ * ones such as logging/setLevel, or any other): a server of that revision answers such a method 404
+ * and -32601, and so does the sidecar, the method not being served to this caller. (Its clients
+ * take any other answer for a server that does not speak the revision.)
+ */
+function notServed(verdict: Verdict, stateless: boolean): boolean {
+  const { message } = verdict.pending;
+  return stateless && verdict.refusal?.effect === 'deny' && message.id !== undefined && !STATELESS_METHODS.has(message.method);
+}
+
 /** Nothing of the request is forwarded: the sidecar answers every message itself. */
-function refuse(context: McpContext, res: ServerResponse, request: FastifyRequest, verdicts: Verdict[], batch: boolean): void {
+function refuse(
+  context: McpContext,
+  res: ServerResponse,
+  request: FastifyRequest,
+  verdicts: Verdict[],
+  batch: boolean,
+  stateless: boolean,
+): void {
   const sunk = verdicts.find((v) => v.refusal !== undefined)!.refusal!;
   const limits = verdicts.map((v) => v.refusal).filter((r): r is Extract<Decision, { effect: 'limit' }> => r?.effect === 'limit');
   const headers: Record<string, string | number> = { 'x-request-id': request.id };
@@ -171,12 +237,26 @@ function refuse(context: McpContext, res: ServerResponse, request: FastifyReques
     .map((v) => ({ jsonrpc: '2.0', id: v.pending.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
   let body: unknown;
-  if (batch && errors.length > 0) {
+  let codes: ((verdict: Verdict) => number | undefined) | undefined;
+  if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
+    const { message } = verdicts[0]!.pending;
+    const error = {
+      code: RPC_CODES.methodNotFound,
+      message: `Method not found: ${message.method} is not served to this caller (tool policy)`,
+    };
+    body = { jsonrpc: '2.0', id: message.id, error };
+    codes = () => error.code;
+    answer(res, 404, body, headers);
+  } else if (batch && errors.length > 0) {
     body = errors;
-    answerJsonRpc(res, 200, body, headers);
+    answer(res, 200, body, headers);
   } else if (!batch && errors.length === 1 && !(sunk.effect === 'limit' && verdicts[0]!.pending.message.method !== 'tools/call')) {
     body = errors[0];
-    answerJsonRpc(res, 200, body, headers);
+    answer(res, 200, body, headers);
+  } else if (sunk.effect === 'limit' && stateless && errors.length === 1) {
+    // 429 as for any request that is not a tool call, with the JSON-RPC error a 2026-07-28 client reads.
+    body = errors[0];
+    answer(res, 429, body, headers);
   } else if (sunk.effect === 'limit') {
     const limited: ErrorBody = { error: OWN_ERRORS.rate_limited.error, error_description: sunk.message };
     body = limited;
@@ -184,14 +264,20 @@ function refuse(context: McpContext, res: ServerResponse, request: FastifyReques
   } else {
     // Only notifications: JSON-RPC has no answer for them, the transport an HTTP error.
     body = { jsonrpc: '2.0', id: null, error: { code: sunk.rpcCode, message: sunk.message } };
-    answerJsonRpc(res, 403, body, headers);
+    answer(res, 403, body, headers);
   }
   const written = bytesOut(body);
   for (const verdict of verdicts) {
     const outcome: Outcome = (verdict.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
-    const code = verdict.pending.message.id === undefined ? undefined : refusalError(verdict, sunk).code;
+    const code = verdict.pending.message.id === undefined ? undefined : (codes?.(verdict) ?? refusalError(verdict, sunk).code);
     context.end(verdict.pending, outcome, code, written);
   }
+}
+
+/** A message of a 2026-07-28 POST whose headers disagree with it, and how. */
+interface Mismatch {
+  readonly message: ClientMessage;
+  readonly refusal: HeaderRefusal;
 }
 
 /** What every message of one HTTP request shares. */
@@ -204,9 +290,10 @@ interface Origin {
 }
 
 /** A message read from the body (or a line for a body that was not), from now until it ends (McpContext.end). */
-function pendingOf(message: ClientMessage, origin: Origin, rewriters?: readonly Guard[]): Pending {
+function pendingOf(message: ClientMessage, origin: Origin, rewriters?: readonly Guard[], trace?: MessageTrace): Pending {
   return {
     message,
+    trace,
     caller: origin.caller,
     reqId: origin.reqId,
     clientRequestId: origin.clientRequestId,
@@ -236,17 +323,23 @@ export function createInterceptor(context: McpContext): Interceptor {
   const { guards } = context;
   const maxBytes = context.config.mcpMaxBodyBytes;
   const guarded = guards.length > 0;
-  const refusals = bodyRefusals(maxBytes);
 
   function rewritersOf(message: ClientMessage): readonly Guard[] | undefined {
     if (message.id === undefined) return undefined;
-    const rewriters = guards.filter((g) => g.rewrites?.(message.method) === true);
+    const rewriters = guards.filter((g) => g.rewrites?.(message.method, message) === true);
     return rewriters.length > 0 ? rewriters : undefined;
   }
 
   /** A body no guard could judge (too large, not JSON, not JSON-RPC), refused: one `unparsed` line. */
-  function refuseUnjudged(request: FastifyRequest, res: ServerResponse, origin: Origin, answer: ErrorResponse): 'answered' {
-    const written = refuseBody(res, request, answer);
+  function refuseUnjudged(
+    request: FastifyRequest,
+    res: ServerResponse,
+    origin: Origin,
+    status: 400 | 413,
+    description: string,
+    rpcCode?: number,
+  ): 'answered' {
+    const written = refuseBody(res, request, status, description, rpcCode);
     context.end(pendingOf(UNPARSED, origin), 'invalid_request', undefined, written);
     return 'answered';
   }
@@ -273,6 +366,30 @@ export function createInterceptor(context: McpContext): Interceptor {
     return 'answered';
   }
 
+  /** The first message its headers disagree with (Mcp-Param-* checked where a listing marked the tool's arguments). */
+  function headerMismatchIn(request: FastifyRequest, pendings: readonly Pending[]): Mismatch | undefined {
+    for (const { message } of pendings) {
+      const bindings = message.method === 'tools/call' ? context.paramHeaders.of(message.tool) : undefined;
+      const refusal = checkRequestMetadata(request.headers, message, bindings);
+      if (refusal !== undefined) return { message, refusal };
+    }
+    return undefined;
+  }
+
+  /** 400 with HeaderMismatch (or Invalid params for a missing _meta version) naming the header; nothing forwarded. */
+  function refuseMismatch(request: FastifyRequest, res: ServerResponse, pendings: readonly Pending[], mismatch: Mismatch): 'answered' {
+    const { message, refusal } = mismatch;
+    const body = { jsonrpc: '2.0', id: message.id ?? null, error: { code: refusal.rpcCode, message: refusal.message } };
+    const headers: Record<string, string> = { 'x-request-id': request.id };
+    if (!request.raw.complete) headers.connection = 'close';
+    answer(res, 400, body, headers);
+    context.metrics.headerMismatches.inc({ header: refusal.header });
+    const written = Buffer.byteLength(JSON.stringify(body));
+    for (const pending of pendings)
+      context.end(pending, 'header_mismatch', pending.message.id === undefined ? undefined : refusal.rpcCode, written);
+    return 'answered';
+  }
+
   async function post(request: FastifyRequest, res: ServerResponse, origin: Origin): Promise<Forwarding | 'answered'> {
     // The client may go while the guards judge (Redis is a round trip): then nothing is forwarded.
     let gone = false;
@@ -283,13 +400,13 @@ export function createInterceptor(context: McpContext): Interceptor {
       streamRest,
       reader: new McpExchange(context, { ...origin, bytesIn, pending: [], responses: [], unparsed: true }).reader,
     });
-    const read = await readBody(request.raw, maxBytes);
+    const read = await readBody(request.raw, maxBytes, context.readBudget);
     if (read.kind === 'gone') {
       res.destroy();
       return 'answered';
     }
     if (read.kind === 'over') {
-      if (guarded) return refuseUnjudged(request, res, origin, refusals.too_large);
+      if (guarded) return refuseUnjudged(request, res, origin, 413, `request body is larger than MCP_MAX_BODY_BYTES (${maxBytes} bytes)`);
       return unparsed(read.head, true, Number(request.headers['content-length'] ?? read.head?.length ?? 0));
     }
     const { body } = read;
@@ -299,10 +416,28 @@ export function createInterceptor(context: McpContext): Interceptor {
     const bodyOrigin = { ...origin, bytesIn: body.length };
     if (isRefusal(result)) return refuseUnread(request, res, bodyOrigin, result);
     if (result.kind === 'unreadable') {
-      if (guarded) return refuseUnjudged(request, res, bodyOrigin, refusals[result.problem]);
+      if (guarded) return refuseUnjudged(request, res, bodyOrigin, 400, PROBLEMS[result.problem], PROBLEM_CODES[result.problem]);
       return unparsed(body, false, body.length);
     }
-    const pendings = result.messages.map((message) => pendingOf(message, bodyOrigin, rewritersOf(message)));
+    // With tracing, a span for each message (tracing/mcp-trace.ts).
+    const traces = request.trace?.messages(result.messages, caller, {
+      protocolVersion: version,
+      listed: (tool) => context.toolLabel(tool) !== 'other',
+      label: methodLabel,
+    });
+    const pendings = result.messages.map((message, i) => pendingOf(message, bodyOrigin, rewritersOf(message), traces?.[i]));
+    const header = request.headers['mcp-protocol-version'];
+    const stateless =
+      eraOf(
+        typeof header === 'string' ? header : undefined,
+        result.messages.some((m) => m.meta?.protocolVersion !== undefined),
+      ) === 'stateless';
+    if (stateless) {
+      // The headers a 2026-07-28 request mirrors its body into must say what the messages read
+      // from it say, before anything is judged by them.
+      const mismatch = headerMismatchIn(request, pendings);
+      if (mismatch !== undefined) return refuseMismatch(request, res, pendings, mismatch);
+    }
     // The session is its creator's: another subject's messages never reach the upstream.
     if (caller.sessionId !== undefined && !context.sessions.claim(caller.sessionId, ownerOf(caller.identity))) {
       return refuseRead(request, res, pendings, SESSION_FORBIDDEN, result.batch);
@@ -317,7 +452,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       const verdicts: Verdict[] = [];
       for (const pending of pendings) verdicts.push(guarded ? await judge(guards, pending) : { pending, refusal: undefined });
       if (verdicts.some((v) => v.refusal !== undefined)) {
-        refuse(context, res, request, verdicts, result.batch);
+        refuse(context, res, request, verdicts, result.batch, stateless);
         return 'answered';
       }
       if (gone) {
@@ -343,8 +478,9 @@ export function createInterceptor(context: McpContext): Interceptor {
     const method = request.method;
     const session = request.headers['mcp-session-id'];
     const sessionId = typeof session === 'string' ? session : undefined;
+    const version = request.headers['mcp-protocol-version'];
     const origin = (): Origin => ({
-      caller: { identity: request.auth.identity!, sessionId },
+      caller: { identity: request.auth.identity!, sessionId, protocolVersion: typeof version === 'string' ? version : undefined },
       reqId: request.id,
       clientRequestId: clientRequestId(request.headers),
       startedAt: performance.now(),
@@ -357,7 +493,7 @@ export function createInterceptor(context: McpContext): Interceptor {
       if (!isJsonContentType(type)) {
         // A body of another type cannot be judged: with a guard it never passes.
         if (guarded && hasBody(request.headers)) {
-          return Promise.resolve(refuseUnjudged(request, res, origin(), refusals.not_json_type));
+          return Promise.resolve(refuseUnjudged(request, res, origin(), 400, 'request body must be application/json'));
         }
         return undefined;
       }

@@ -14,6 +14,8 @@ import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type Upstre
 
 export interface Metrics {
   readonly registry: Registry;
+  /** Whether the histograms keep exemplars (tracing on): they are then observed with `{ labels, value, exemplarLabels }`. */
+  readonly exemplars: boolean;
   readonly accepted: Counter;
   readonly rejected: Counter<'reason'>;
   readonly verifyDuration: Histogram;
@@ -31,6 +33,9 @@ export interface Metrics {
   readonly policyLastReloadSuccessful: Gauge<'file'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
+  readonly headerMismatches: Counter<'header'>;
+  readonly subscriptionsOpen: Gauge;
+  readonly subscriptionNotifications: Counter<'method'>;
   readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
@@ -46,9 +51,14 @@ const MCP_OUTCOMES = [
   'upstream_error',
   'cancelled',
   'unknown',
+  'header_mismatch',
+  'input_required',
+  'subscribed',
   'invalid_request',
   'forbidden_session',
 ];
+// The headers a 2026-07-28 request's headers are checked by (src/mcp/request-metadata.ts).
+const MISMATCHED_HEADERS = ['mcp-protocol-version', 'mcp-method', 'mcp-name', 'mcp-param'];
 // Tool calls take milliseconds to minutes.
 const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
@@ -75,6 +85,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
 
   const metrics: Metrics = {
     registry,
+    exemplars,
     accepted: new Counter({ name: 'mcp_auth_accepted_total', help: 'Requests whose token was accepted and forwarded.', registers }),
     rejected: new Counter({
       name: 'mcp_auth_rejected_total',
@@ -138,6 +149,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
       help: 'Time from a tools/call request to its outcome, by tool.',
       labelNames: ['tool'],
       buckets: TOOL_BUCKETS,
+      enableExemplars: exemplars,
       registers,
     }),
     policyDecisions: new Counter({
@@ -171,6 +183,23 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
       help: 'Rate limit checks the backend (Redis) could not answer.',
       registers,
     }),
+    headerMismatches: new Counter({
+      name: 'mcp_auth_mcp_header_mismatches_total',
+      help: 'MCP 2026-07-28 requests refused because a header disagreed with the body (or was missing or malformed), by header.',
+      labelNames: ['header'],
+      registers,
+    }),
+    subscriptionsOpen: new Gauge({
+      name: 'mcp_auth_mcp_subscriptions_open',
+      help: 'subscriptions/listen streams open now.',
+      registers,
+    }),
+    subscriptionNotifications: new Counter({
+      name: 'mcp_auth_mcp_subscription_notifications_total',
+      help: 'Notifications the upstream sent on subscriptions/listen streams, by method.',
+      labelNames: ['method'],
+      registers,
+    }),
     auditFailures: new Counter({
       name: 'mcp_auth_audit_failures_total',
       help: 'Audit lines that could not be written whole (written without their arguments, marked auditError).',
@@ -202,6 +231,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
+  for (const header of MISMATCHED_HEADERS) metrics.headerMismatches.inc({ header }, 0);
   new Gauge({
     name: 'mcp_auth_build_info',
     help: 'Always 1: the sidecar version and the Node.js version running it.',

@@ -63,7 +63,7 @@ async function startUpstream(kind: Upstream['kind']): Promise<Upstream> {
     const server: McpTestServer = await startMcpServer({ calls: true });
     return { kind, origin: server.url, ran: server.ran, waitForRan: (where) => server.waitForRan(where), close: () => server.close() };
   }
-  const server: GoServer = await startGoServer(undefined, kind === 'go-sdk' ? 'gosdk' : 'mcpgo');
+  const server: GoServer = await startGoServer(undefined, { kind: kind === 'go-sdk' ? 'gosdk' : 'mcpgo' });
   return { kind, origin: server.origin, ran: server.ran, waitForRan: (where) => server.waitForRan(where), close: () => server.close() };
 }
 
@@ -237,7 +237,7 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
     for (const body of bodies) {
       const answer = await send(body);
       expect(answer.status, body).toBe(400);
-      expect(answer.messages[0]).toMatchObject({ jsonrpc: '2.0', error: { code: -32600 } });
+      expect(answer.messages[0]).toMatchObject({ jsonrpc: '2.0', error: { code: -32013 } });
     }
   });
 
@@ -302,7 +302,7 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
         method,
       );
       expect(answer.status, method).toBe(400);
-      expect(answer.messages[0]).toMatchObject({ error: { code: -32600 } });
+      expect(answer.messages[0]).toMatchObject({ error: { code: -32013 } });
       const { ran } = await outcome(answer, before);
       expect(ran).toEqual([]);
     }
@@ -399,7 +399,7 @@ describe('a body on a method other than POST, to a server that routes by path', 
         body,
       });
       expect(put.statusCode).toBe(400);
-      expect(await put.body.json()).toMatchObject({ error: { code: -32600 } });
+      expect(await put.body.json()).toMatchObject({ error: { code: -32013 } });
       expect(server.ran.slice(ranBefore)).toEqual([]);
     } finally {
       through.close();

@@ -23,6 +23,8 @@ export interface Judgement {
   /** The rule that decided; undefined when none did (no rule allows, or plumbing passed). */
   readonly rule: string | undefined;
   readonly reason: string;
+  /** What the denial is about when the message itself names nothing (a resource a subscription asks for). */
+  readonly subject?: string;
 }
 
 /** The list methods, and the member of the result holding the items. */
@@ -36,8 +38,11 @@ export const LIST_ITEMS: Readonly<Record<string, string>> = {
 const NO_ARGUMENTS: Readonly<Record<string, unknown>> = Object.freeze({});
 
 export function isPlumbing(method: string): boolean {
-  return method === 'initialize' || method === 'ping' || method.startsWith('notifications/');
+  return method === 'initialize' || method === 'ping' || method === 'subscriptions/listen' || method.startsWith('notifications/');
 }
+
+/** At most this many resources of one subscriptions/listen are judged; a longer list is denied. */
+export const MAX_RESOURCE_SUBSCRIPTIONS = 100;
 
 /** The facts rules see for a message; every absent name bound empty ("" / [] / {}). */
 export function factsOf(message: ClientMessage, identity: Identity, annotations: Readonly<Record<string, unknown>> | undefined): Facts {
@@ -118,11 +123,44 @@ export function decide(
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
 ): Judgement {
+  // The 2026-07-28 replacement of initialize: capabilities and versions, nothing of any user's.
+  // Denying it would only make a client fall back to initialize.
+  if (message.method === 'server/discover') return { allowed: true, rule: undefined, reason: 'server/discover is always allowed' };
   const missing = missingSubject(message);
   if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
   const facts = factsOf(message, identity, annotations);
   const needsAllow = !isPlumbing(message.method) && LIST_ITEMS[message.method] === undefined;
-  return judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  const judgement = judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  if (!judgement.allowed || message.method !== 'subscriptions/listen') return judgement;
+  return subscribedResources(rules, message, identity) ?? judgement;
+}
+
+/**
+ * subscriptions/listen passes as plumbing (list-changed notifications carry nothing of a user's),
+ * but each resource it subscribes to is judged as resources/read of it: a user is not told of
+ * changes to what they may not read. Returns the denial, if any.
+ */
+function subscribedResources(rules: readonly Rule[], message: ClientMessage, identity: Identity): Judgement | undefined {
+  const notifications = message.params?.notifications;
+  if (notifications === undefined || notifications === null) return undefined;
+  if (typeof notifications !== 'object' || Array.isArray(notifications)) {
+    return { allowed: false, rule: undefined, reason: 'params.notifications of subscriptions/listen must be an object' };
+  }
+  const uris = (notifications as Record<string, unknown>).resourceSubscriptions;
+  if (uris === undefined || uris === null) return undefined;
+  if (!Array.isArray(uris) || uris.length > MAX_RESOURCE_SUBSCRIPTIONS) {
+    return {
+      allowed: false,
+      rule: undefined,
+      reason: `params.notifications.resourceSubscriptions must be a list of at most ${MAX_RESOURCE_SUBSCRIPTIONS} URIs`,
+    };
+  }
+  for (const uri of uris) {
+    if (typeof uri !== 'string') return { allowed: false, rule: undefined, reason: 'a resource subscription must be a URI string' };
+    const read = decide(rules, call('resources/read', undefined, undefined, uri), identity);
+    if (!read.allowed) return { ...read, reason: `subscription to ${quote(uri)}: ${read.reason}`, subject: uri };
+  }
+  return undefined;
 }
 
 /** Whether a list item is shown: the call it stands for could be allowed for this identity. */
