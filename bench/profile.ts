@@ -1,7 +1,7 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
-// scenario (reused, fresh, none, bad, unknown, sse; mcp and mcp-sse: bench:mcp's tools/call POSTs
-// answered as JSON or as an event stream, with AUDIT, POLICY_FILE and OTEL_* passed on to the sidecar;
-// mcp-2026: the same calls as MCP 2026-07-28 sends them, answered as JSON)
+// scenario (reused, fresh, none, malformed, bad, unknown, expired, sse; mcp and mcp-sse: bench:mcp's
+// tools/call POSTs answered as JSON or as an event stream, with AUDIT, POLICY_FILE and OTEL_* passed
+// on to the sidecar; mcp-2026: the same calls as MCP 2026-07-28 sends them, answered as JSON)
 // for PROFILE_SECONDS (default 6); prints the functions with the most self time. The
 // .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
@@ -9,7 +9,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
-const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse', 'mcp', 'mcp-sse', 'mcp-2026'] as const;
+const SCENARIOS = ['reused', 'fresh', 'none', 'malformed', 'bad', 'unknown', 'expired', 'sse', 'mcp', 'mcp-sse', 'mcp-2026'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
 if (!SCENARIOS.includes(scenario)) throw new Error(`scenario must be one of ${SCENARIOS.join(', ')}`);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 6);
@@ -58,13 +58,17 @@ if (scenario === 'fresh') {
   });
 } else {
   const unknownKid = `Authorization: Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`;
+  const expired = `Authorization: Bearer ${await issuer.mint({ exp: Math.floor(Date.now() / 1000) - 3600 })}`;
   const headers = {
     reused: auth,
     none: [],
+    // Not a compact JWS: refused before any key is looked at.
+    malformed: [`Authorization: Bearer ${token.replaceAll('.', '_')}`],
     bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`],
     unknown: [unknownKid],
+    expired: [expired],
     sse: auth,
-  }[scenario as 'reused' | 'none' | 'bad' | 'unknown' | 'sse'];
+  }[scenario as 'reused' | 'none' | 'malformed' | 'bad' | 'unknown' | 'expired' | 'sse'];
   await wrk(`${url}/${scenario === 'sse' ? 'sse' : 'mcp'}`, SECONDS, 50, { headers });
 }
 await stop(sidecar);

@@ -3,7 +3,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from './http/status-codes.js';
+import { STATUS_CODES } from './lib/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import type { Config } from './config/config.js';
@@ -20,12 +20,12 @@ import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.j
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
-import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
-import { watchPolicyFile } from './mcp/policy-file.js';
+import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
-import { StartupError } from './lib/errors.js';
+import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
+import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
+import { ErrorResponse, prepare } from './lib/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -93,8 +93,11 @@ async function listenOn(
 }
 
 /** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
-function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+async function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
   try {
+    // Loaded only when some limit is set: rate-limiter-flexible and the Redis client are megabytes of a resident set.
+    if (!anyLimit(withLimitsSection(rulesFromConfig(config), policyFile?.document.limits))) return undefined;
+    const { createLimits } = await import('./mcp/limits/index.js');
     return createLimits(config, metrics, logger, policyFile?.document.limits);
   } catch (error) {
     if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
@@ -243,25 +246,41 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.
+  const serverError = prepare(OWN_ERRORS.server_error);
+  const clientErrors = new Map<number, ErrorResponse>();
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
-    reply
-      .code(status)
-      .header('cache-control', 'no-store')
-      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+    reply.hijack();
+    if (status === 500) {
+      request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+      serverError.write(reply.raw, request.id);
+      return;
+    }
+    let answer = clientErrors.get(status);
+    if (answer === undefined) {
+      answer = prepare({ status, error: 'invalid_request', description: STATUS_CODES[status] ?? 'the request is not valid' });
+      clientErrors.set(status, answer);
+    }
+    answer.write(reply.raw, request.id);
   });
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
-  const policyFile = readPolicyAtStart(config);
-  const policy = createPolicyGuard(config, metrics, logger, policyFile);
-  const rateLimits = startLimits(config, metrics, logger, policyFile);
+  // Loaded only with POLICY_FILE: the YAML parser and the CEL evaluator are megabytes of a resident set.
+  const policyModule = config.policyFile === undefined ? undefined : await import('./mcp/policy/index.js');
+  const policyFile = policyModule?.readPolicyAtStart(config);
+  const policy = policyModule?.createPolicyGuard(config, metrics, logger, policyFile);
+  const rateLimits = await startLimits(config, metrics, logger, policyFile);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
   const watchedPolicy =
     policyFile === undefined
       ? undefined
-      : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+      : (await import('./mcp/policy-file.js')).watchPolicyFile(
+          policyFile,
+          { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) },
+          metrics,
+          logger,
+        );
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
 

@@ -44,7 +44,15 @@ export type VerifierConfig = Pick<
   | 'forwardUnverifiedEmail'
 >;
 
+/** Verification: a Verdict, or a Rejection thrown. */
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
+
+/**
+ * Verification that returns its Rejection instead of throwing it (the verdict cache's, see
+ * verdict-cache.ts): a remembered rejection is the answer to most hostile requests, and a throw
+ * cost more than looking it up. Anything else thrown is a bug, and still thrown.
+ */
+export type VerifyToResult = (token: string) => Verdict | Rejection | Promise<Verdict | Rejection>;
 
 type Claims = Record<string, unknown>;
 
@@ -70,16 +78,22 @@ const MAX_SHARED_IDENTITIES = 10_000;
 const PER_TOKEN_CLAIMS = new Set(['exp', 'iat', 'nbf', 'jti', 'auth_time', 'sid', 'session_state', 'at_hash', 'nonce']);
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
 
+/**
+ * How long a refusal of a token's form or header stands: for good, whatever the key set does (a
+ * token never changes), so that the verdict cache may remember it like a bad signature.
+ */
+const FOR_GOOD = () => true;
+
 /** The three parts of a compact JWS, still encoded; never trusts their contents. */
 function splitCompact(token: string): { encodedHeader: string; encodedClaims: string; signingInput: Buffer; signature: Buffer } {
   // One pass over the token for the common case; the slow path only words the rejection.
   if (!COMPACT_JWS.test(token)) {
     // eslint-disable-next-line no-control-regex -- control characters are what is looked for
-    if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters');
+    if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters', FOR_GOOD);
     const parts = token.split('.').length;
-    if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted');
-    if (parts !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts');
-    throw new Rejection('malformed_token', 'token parts are not base64url');
+    if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted', FOR_GOOD);
+    if (parts !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts', FOR_GOOD);
+    throw new Rejection('malformed_token', 'token parts are not base64url', FOR_GOOD);
   }
   const headerEnd = token.indexOf('.');
   const payloadEnd = token.indexOf('.', headerEnd + 1);
@@ -98,14 +112,14 @@ function decodeJsonObject(part: string, what: string): Claims {
   try {
     value = JSON.parse(text);
   } catch {
-    throw new Rejection('malformed_token', `token ${what} is not JSON`);
+    throw new Rejection('malformed_token', `token ${what} is not JSON`, FOR_GOOD);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new Rejection('malformed_token', `token ${what} is not a JSON object`);
+    throw new Rejection('malformed_token', `token ${what} is not a JSON object`, FOR_GOOD);
   }
   // RFC 7519 lets a parser keep the last of duplicate names; two parsers disagreeing on which
   // `sub` counts is how confusion attacks start, so a duplicate is refused outright.
-  if (hasDuplicateKeys(text, value)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`);
+  if (hasDuplicateKeys(text, value)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`, FOR_GOOD);
   return value as Claims;
 }
 
@@ -287,12 +301,12 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
   /** The header's parameters, or why they are refused (the documented order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
-    if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
-    if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported');
-    if (header.b64 !== undefined) throw new Rejection('malformed_token', 'unencoded payloads are not supported');
+    if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm', undefined, FOR_GOOD);
+    if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported', FOR_GOOD);
+    if (header.b64 !== undefined) throw new Rejection('malformed_token', 'unencoded payloads are not supported', FOR_GOOD);
     const kid = header.kid;
     if (kid !== undefined && (typeof kid !== 'string' || kid.length > 256)) {
-      throw new Rejection('malformed_token', 'kid header is not a short string');
+      throw new Rejection('malformed_token', 'kid header is not a short string', FOR_GOOD);
     }
     return { alg, kid };
   }
@@ -308,7 +322,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
 
   return function verify(token: string): Verdict | Promise<Verdict> {
     const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
-    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large');
+    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large', FOR_GOOD);
     const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
     // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
     const finish = (key: VerificationKey): Verdict => {

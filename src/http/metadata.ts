@@ -2,8 +2,11 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config/config.js';
+import { OWN_ERRORS } from '../lib/errors.js';
+import { prepare } from '../lib/error-response.js';
 
 const WELL_KNOWN = '/.well-known/oauth-protected-resource';
+const READ_ONLY = prepare(OWN_ERRORS.metadata_read_only, undefined, { allow: 'GET, HEAD' });
 
 /** The paths the metadata is served at: the bare well-known path, and it followed by RESOURCE_URL's path. */
 export function resourceMetadataPaths(resourceUrl: string): string[] {
@@ -41,8 +44,10 @@ export function registerResourceMetadata(app: FastifyInstance, config: Config): 
         method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
         url,
         config: { public: true },
-        handler: async (_request, reply) =>
-          reply.code(405).header('allow', 'GET, HEAD').send({ error: 'method_not_allowed', error_description: 'metadata is read-only' }),
+        handler: (request, reply) => {
+          reply.hijack();
+          READ_ONLY.write(reply.raw, request.id);
+        },
       });
     }
   });

@@ -11,7 +11,8 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
-import { UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { type ErrorResponse, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
 import { privateCacheControl } from './cache-control.js';
@@ -23,6 +24,13 @@ import type { Identity } from '../auth/verify.js';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection']);
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'proxy-authorization', 'expect', 'host', 'x-request-id']);
 const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'];
+
+const UPSTREAM_ANSWERS = Object.fromEntries(
+  (Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]).map((kind) => [kind, prepare(UPSTREAM_FAILURES[kind])]),
+) as Record<UpstreamFailureKind, ErrorResponse>;
+const PATH_NOT_PLAIN = prepare(OWN_ERRORS.path_not_plain);
+const SERVER_ERROR = prepare(OWN_ERRORS.server_error);
+const METHOD_NOT_FORWARDED = prepare(OWN_ERRORS.method_not_forwarded, undefined, { allow: FORWARDED_METHODS.join(', ') });
 
 /** The header names a Connection header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionListed(connection: string | string[] | undefined): Set<string> | undefined {
@@ -328,15 +336,7 @@ class Forward implements Dispatcher.DispatchHandler {
       this.res.destroy();
       return;
     }
-    const failure = UPSTREAM_FAILURES[kind];
-    const body = JSON.stringify({ error: failure.error, error_description: failure.description });
-    this.res.writeHead(failure.status, {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-      'x-request-id': this.request.id,
-    });
-    this.res.end(body);
+    UPSTREAM_ANSWERS[kind].write(this.res, this.request.id);
   }
 }
 
@@ -364,10 +364,8 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     const identity = request.auth.identity;
     if (identity === undefined) throw new Error('unauthenticated request reached the proxy');
     if (!isPlainPath(request.url)) {
-      reply
-        .code(400)
-        .header('cache-control', 'no-store')
-        .send({ error: 'invalid_request', error_description: 'request path must be absolute, without . or .. segments' });
+      reply.hijack();
+      PATH_NOT_PLAIN.write(reply.raw, request.id);
       return;
     }
     reply.hijack();
@@ -382,8 +380,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
         (error: unknown) => {
           // A bug in the interceptor: fail closed, nothing forwarded.
           request.log.error({ err: error }, 'request interceptor failed');
-          if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-          reply.raw.end('{"error":"internal_error"}');
+          SERVER_ERROR.write(reply.raw, request.id);
         },
       );
     } else {
@@ -426,11 +423,8 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
   });
   // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
   // quotes the target, query string included.
-  app.setNotFoundHandler((_request, reply) => {
-    reply
-      .code(405)
-      .header('allow', FORWARDED_METHODS.join(', '))
-      .header('cache-control', 'no-store')
-      .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
+  app.setNotFoundHandler((request, reply) => {
+    reply.hijack();
+    METHOD_NOT_FORWARDED.write(reply.raw, request.id);
   });
 }

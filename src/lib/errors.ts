@@ -88,6 +88,20 @@ export type HttpRefusalReason = keyof typeof HTTP_REFUSALS;
 export const HTTP_REFUSAL_REASONS = Object.keys(HTTP_REFUSALS) as HttpRefusalReason[];
 
 /**
+ * The sidecar's other answers of its own, after authentication: what it does not forward, an MCP
+ * body it cannot judge, and its own failure. Codes from the same vocabulary as the tables above.
+ */
+export const OWN_ERRORS = {
+  method_not_forwarded: { status: 405, error: 'method_not_allowed', description: 'the request method is not forwarded' },
+  metadata_read_only: { status: 405, error: 'method_not_allowed', description: 'metadata is read-only' },
+  path_not_plain: { status: 400, error: 'invalid_request', description: 'request path must be absolute, without . or .. segments' },
+  body_too_large: { status: 413, error: 'payload_too_large', description: 'request body is larger than MCP_MAX_BODY_BYTES' },
+  body_not_judged: { status: 400, error: 'invalid_request', description: 'request body cannot be judged' },
+  rate_limited: { status: 429, error: 'rate_limited', description: 'rate limit reached' },
+  server_error: { status: 500, error: 'server_error', description: 'the sidecar failed to handle the request' },
+} as const;
+
+/**
  * Start-up cannot go on: `variable` names the setting to fix (`PORT`, `ADMIN_PORT`,
  * `TLS_CERT_FILE`, ...), `value` what it was. The process writes one JSON line from it and exits 1.
  */

@@ -19,7 +19,8 @@ import { McpExchange } from './exchange.js';
 import { isJsonContentType, methodLabel } from './messages.js';
 import type { MessageTrace } from '../tracing/mcp-trace.js';
 import { clientRequestId } from '../lib/request-target.js';
-import { RPC_CODES } from '../lib/errors.js';
+import { OWN_ERRORS, RPC_CODES } from '../lib/errors.js';
+import { CLOSE, writeError, type ErrorBody } from '../lib/error-response.js';
 import { STATELESS_METHODS, eraOf, isStatelessVersion, requestProtocolVersion } from './protocol-version.js';
 import { checkRequestMetadata, type HeaderRefusal } from './request-metadata.js';
 import {
@@ -127,6 +128,7 @@ function hasBody(headers: FastifyRequest['headers']): boolean {
   return (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
 }
 
+/** A JSON-RPC answer of the sidecar's own (its HTTP error bodies go through lib/error-response.ts). */
 function answer(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
@@ -146,14 +148,21 @@ function refuseBody(
   rpcCode: number = RPC_CODES.invalidRequest,
 ): number {
   // A body left unread would be read by Node to reuse the connection: close it instead.
-  const headers: Record<string, string> = { 'x-request-id': request.id };
-  if (status === 413 || !request.raw.complete) headers.connection = 'close';
+  const close = status === 413 || !request.raw.complete;
   // A 2026-07-28 client takes a 400 without a JSON-RPC error for an older server's, and would fall
   // back to initialize: its requests get JSON-RPC errors.
-  const body = statelessByHeader(request)
-    ? { jsonrpc: '2.0', id: null, error: { code: rpcCode, message: description } }
-    : { error: status === 413 ? 'payload_too_large' : 'invalid_request', error_description: description };
-  answer(res, status, body, headers);
+  if (statelessByHeader(request)) {
+    const headers: Record<string, string> = { 'x-request-id': request.id };
+    if (close) headers.connection = 'close';
+    const body = { jsonrpc: '2.0', id: null, error: { code: rpcCode, message: description } };
+    answer(res, status, body, headers);
+    return Buffer.byteLength(JSON.stringify(body));
+  }
+  const body: ErrorBody = {
+    error: (status === 413 ? OWN_ERRORS.body_too_large : OWN_ERRORS.body_not_judged).error,
+    error_description: description,
+  };
+  writeError(res, request.id, status, body, { connection: close ? CLOSE : undefined });
   return Buffer.byteLength(JSON.stringify(body));
 }
 
@@ -261,8 +270,9 @@ function refuse(
     body = errors[0];
     answer(res, 429, body, headers);
   } else if (sunk.effect === 'limit') {
-    body = { error: 'rate_limited', error_description: sunk.message };
-    answer(res, 429, body, headers);
+    const limited: ErrorBody = { error: OWN_ERRORS.rate_limited.error, error_description: sunk.message };
+    body = limited;
+    writeError(res, request.id, OWN_ERRORS.rate_limited.status, limited, { headers: { 'retry-after': String(headers['retry-after']) } });
   } else {
     // Only notifications: JSON-RPC has no answer for them, the transport an HTTP error.
     body = { jsonrpc: '2.0', id: null, error: { code: sunk.rpcCode, message: sunk.message } };

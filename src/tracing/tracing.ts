@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { TracingSettings } from '../config/otel.js';
 import type { RequestVerify } from '../auth/authenticate.js';
 import type { KeySource } from '../auth/keyset.js';
-import type { Verdict, Verify } from '../auth/verify.js';
+import type { VerifyToResult } from '../auth/verify.js';
 import { Rejection } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
 import { createSpansDropped } from '../observability/metrics.js';
@@ -79,13 +79,13 @@ export class Tracing {
    * holds is an attribute of the request's span instead (a lookup of about a microsecond, less
    * than a span costs); a key set fetch the verification waits for is a child of its span.
    */
-  verifier(verify: Verify): RequestVerify {
+  verifier(verify: VerifyToResult): RequestVerify {
     return (token, request) => {
       const requestTrace = request.trace;
       if (requestTrace === undefined || !requestTrace.span.isRecording()) return verify(token);
       const verification: Verification = { request: requestTrace, startedAt: performance.now(), span: undefined, hit: false };
       this.verifying = verification;
-      let result: Verdict | Promise<Verdict>;
+      let result: ReturnType<VerifyToResult>;
       try {
         result = verify(token);
       } catch (error) {
@@ -95,13 +95,13 @@ export class Tracing {
       }
       this.verifying = undefined;
       if (!(result instanceof Promise)) {
-        endVerification(verification);
+        endVerification(verification, result instanceof Rejection ? result : undefined);
         return result;
       }
       return result.then(
-        (verdict) => {
-          endVerification(verification);
-          return verdict;
+        (settled) => {
+          endVerification(verification, settled instanceof Rejection ? settled : undefined);
+          return settled;
         },
         (error: unknown) => {
           endVerification(verification, error);
