@@ -6,11 +6,13 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
-import type { Config } from './config/config.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { trustedIssuers, type Config } from './config/config.js';
+import { createMetrics, zeroIssuer, type Metrics } from './observability/metrics.js';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
-import { createVerifier } from './auth/verify.js';
+import { createVerifier, keyHolder, type IssuerKeys } from './auth/verify.js';
+import { Introspector } from './auth/introspection.js';
+import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
@@ -45,7 +47,10 @@ export interface App {
   readonly config: Config;
   readonly proxy: FastifyInstance;
   readonly admin: FastifyInstance;
+  /** The key set of the first issuer (OIDC_ISSUER). */
   readonly keys: KeySource;
+  /** Every trusted issuer: its settings, key set and introspection. */
+  readonly issuers: readonly IssuerKeys[];
   readonly metrics: Metrics;
   readonly logger: Logger;
   /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
@@ -109,30 +114,53 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
   const metrics = createMetrics(() => active);
-  const keys =
-    options.keys ??
-    new RemoteKeySet({
-      issuer: config.issuer,
-      jwksUri: config.jwksUri,
-      refreshMs: config.jwksRefreshSeconds * 1000,
-      cooldownMs: config.jwksCooldownSeconds * 1000,
-      maxStaleMs: config.jwksMaxStaleSeconds * 1000,
-      logger,
-      now,
-      onRefresh: (result, count, lastSuccessMs) => {
-        metrics.jwksRefresh.inc({ result });
-        metrics.jwksKeys.set(count);
-        if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
-      },
-    });
+  // Every trusted issuer with a key set of its own (the first may be given: tests, a static set)
+  // and its introspection when configured.
+  const issuers: IssuerKeys[] = trustedIssuers(config).map((entry, index) => {
+    const issuer = entry.issuer;
+    zeroIssuer(metrics, issuer, entry.introspection !== undefined);
+    const keys =
+      (index === 0 ? options.keys : undefined) ??
+      new RemoteKeySet({
+        issuer,
+        jwksUri: entry.jwksUri,
+        refreshMs: config.jwksRefreshSeconds * 1000,
+        cooldownMs: config.jwksCooldownSeconds * 1000,
+        maxStaleMs: config.jwksMaxStaleSeconds * 1000,
+        logger: index === 0 ? logger : logger.child({ issuer }),
+        now,
+        onRefresh: (result, count, lastSuccessMs) => {
+          metrics.jwksRefresh.inc({ result, issuer });
+          metrics.jwksKeys.set({ issuer }, count);
+          if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set({ issuer }, lastSuccessMs / 1000);
+        },
+      });
+    const introspector =
+      entry.introspection &&
+      new Introspector({
+        issuer,
+        settings: entry.introspection,
+        variable: index === 0 ? 'OIDC_INTROSPECTION_CLIENT_SECRET_FILE' : 'ISSUERS_FILE',
+        logger,
+        now,
+        onResult: (result) => metrics.introspection.inc({ issuer, result }),
+      });
+    return { issuer: entry, keys, ...(introspector ? { introspector } : {}) };
+  });
+  const keys = issuers[0]!.keys;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const verify = withVerdictCache(createVerifier(config, keys, now), {
+  const cachedVerify = withVerdictCache(createVerifier(config, issuers, now), {
     maxEntries: config.verdictCacheSize,
-    keys,
+    keys: keyHolder(issuers),
     now,
     onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
   });
+  const verify = withIssuerVerdicts(
+    cachedVerify,
+    metrics.issuerVerdicts,
+    issuers.map((i) => i.issuer.issuer),
+  );
   let draining = false;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
   // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
@@ -207,7 +235,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  proxy.addHook(
+    'onRequest',
+    createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections, config.resourceScopes),
+  );
   // Fastify's default error answer carries the error's message, which may quote the request.
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
@@ -238,20 +269,22 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   admin.get('/metrics', async (_request, reply) =>
     reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
   );
-  registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
+  registerHealth(admin, { issuers, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
     config,
     proxy,
     admin,
     keys,
+    issuers,
     metrics,
     logger,
     clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
       logger.info({ clientLimits: limits }, 'client limits');
-      await keys.start();
+      await Promise.all(issuers.map((i) => i.keys.start()));
+      for (const i of issuers) i.introspector?.start();
       await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       certificates?.start();
@@ -266,7 +299,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       closeConnectionsIfIdle();
       await closed;
       clearTimeout(force);
-      keys.close();
+      for (const i of issuers) {
+        i.keys.close();
+        i.introspector?.close();
+      }
       certificates?.close();
       watchedPolicy?.close();
       await rateLimits?.close();

@@ -56,8 +56,10 @@ export interface RejectionResponse {
 }
 
 /** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
-export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
+export function renderRejection(rejection: Rejection, resourceMetadataUrl: string, scopes: readonly string[] = []): RejectionResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
+  // The scopes a client should ask for (RESOURCE_SCOPES), as the MCP authorization spec asks of a 401.
+  if (rejection.status === 401 && scopes.length > 0) challenge += `, scope=${quote(scopes.join(' '))}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
   const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
@@ -81,13 +83,13 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined) {
+function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined, scopes: readonly string[]) {
   const rendered = new Map<string, RejectionResponse>();
   return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
     const id = `${rejection.reason}:${rejection.message}`;
     let response = rendered.get(id);
     if (response === undefined) {
-      response = renderRejection(rejection, resourceMetadataUrl);
+      response = renderRejection(rejection, resourceMetadataUrl, scopes);
       rendered.set(id, response);
     }
     reply.hijack();
@@ -102,8 +104,14 @@ function createRejectionSender(resourceMetadataUrl: string, connections: Connect
   };
 }
 
-export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string, connections?: ConnectionGuard) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl, connections);
+export function createAuthenticateHook(
+  verify: Verify,
+  metrics: Metrics,
+  resourceMetadataUrl: string,
+  connections?: ConnectionGuard,
+  scopes: readonly string[] = [],
+) {
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes);
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');

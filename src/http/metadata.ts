@@ -1,7 +1,7 @@
 // RFC 9728 protected resource metadata, served by the sidecar itself without a token.
 
 import type { FastifyInstance } from 'fastify';
-import type { Config } from '../config/config.js';
+import { trustedIssuers, type Config } from '../config/config.js';
 
 const WELL_KNOWN = '/.well-known/oauth-protected-resource';
 
@@ -21,7 +21,8 @@ export function resourceMetadataUrl(resourceUrl: string): string {
 export function registerResourceMetadata(app: FastifyInstance, config: Config): void {
   const document = {
     resource: config.resourceUrl,
-    authorization_servers: [config.issuer],
+    // Every trusted issuer: a client picks the one its user belongs to.
+    authorization_servers: trustedIssuers(config).map((i) => i.issuer),
     bearer_methods_supported: ['header'],
     ...(config.resourceScopes.length > 0 ? { scopes_supported: config.resourceScopes } : {}),
   };

@@ -134,6 +134,7 @@ export class McpContext {
       reqId,
       user: caller.identity.user,
       subject: caller.identity.subject,
+      issuer: caller.identity.issuer,
       sessionId,
       client: session?.client,
       protocolVersion: session?.protocolVersion,

@@ -9,7 +9,7 @@ import type { ClientMessage } from '../../src/mcp/guard.js';
 import type { Identity } from '../../src/auth/verify.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import { RemoteKeySet } from '../../src/auth/keyset.js';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startIssuer } from '../helpers/issuer.js';
 
@@ -151,10 +151,11 @@ describe('the identity a policy sees', () => {
       const env = { OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' };
       const claims = { preferred_username: 'ann', groups: ['/alpha'], realm_access: { roles: ['auditor'] } };
       const [t1, t2] = [await issuer.mint(claims), await issuer.mint(claims)];
-      const plain = (await createVerifier(loadConfig(env), keys)(t1)).identity;
+      const verifier = (config: ReturnType<typeof loadConfig>) => createVerifier(config, [{ issuer: trustedIssuers(config)[0]!, keys }]);
+      const plain = (await verifier(loadConfig(env))(t1)).identity;
       expect([plain.roles, plain.claims]).toEqual([undefined, undefined]);
 
-      const verify = createVerifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }), keys);
+      const verify = verifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }));
       const first = (await verify(t1)).identity;
       expect(first.roles).toEqual(['auditor']);
       expect(first.claims).toMatchObject({ preferred_username: 'ann', iss: issuer.issuer, azp: 'coder' });
