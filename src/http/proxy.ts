@@ -155,7 +155,7 @@ export function upstreamFailureKind(error: { code?: string; cause?: unknown }): 
 }
 
 /**
- * Reads a response as it passes (src/mcp/ implements it); the proxy writes what it returns.
+ * Reads a response as it passes (mcp/framing.ts implements it); the proxy writes what it returns.
  * Everything here is synchronous and on the response's path: keep it cheap.
  */
 export interface ResponseReader {
@@ -202,8 +202,8 @@ function forwardedBody(raw: FastifyRequest['raw'], forwarding: Forwarding): Buff
 
 type FailureListener = (request: FastifyRequest, kind: UpstreamFailureKind, error: Error & { code?: string }) => void;
 
-/** One forwarded request: the upstream's answer is written to the client as it arrives. */
-class Exchange implements Dispatcher.DispatchHandler {
+/** A Forward: one request sent to the upstream, its answer written to the client as it arrives. */
+class Forward implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
   private clientGone = false;
@@ -218,7 +218,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly onFailure: FailureListener,
     private readonly reader: ResponseReader | undefined,
   ) {
-    // 'close' also follows a normal end; only an unfinished exchange is aborted.
+    // 'close' also follows a normal end; only an unfinished forward is aborted.
     res.once('close', () => {
       if (this.finished) return;
       this.clientGone = true;
@@ -390,7 +390,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
         headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
         body,
       },
-      new Exchange(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, forwarding?.reader),
     );
   };
 

@@ -5,7 +5,6 @@
 
 import type { Config } from '../config/config.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { Identity } from '../auth/verify.js';
 import type { Caller, ClientMessage, Guard } from './guard.js';
 import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
@@ -81,45 +80,23 @@ export class McpContext {
     if (pending !== undefined) pending.cancelled = true;
   }
 
-  /** A message has ended: audit line, counters, guards settled; once per message. */
-  end(pending: Pending, outcome: Outcome, rpcErrorCode: number | undefined, bytesOut: number, sessionId?: string): void {
+  /**
+   * The one place a message read from a request body ends: guards settled, counters, audit line.
+   * Once per message: a second end is ignored.
+   */
+  end(pending: Pending, outcome: Outcome, rpcErrorCode: number | undefined, bytesOut: number, sessionId = pending.caller.sessionId): void {
     if (pending.ended) return;
     pending.ended = true;
     if (pending.inFlightKey !== undefined) this.inFlight.delete(pending.inFlightKey);
     if (pending.cancelled && (outcome === 'upstream_error' || outcome === 'unknown' || outcome === 'result')) outcome = 'cancelled';
+    const { message, caller, reqId, startedAt, rule, bytesIn } = pending;
     for (const guard of pending.allowedBy) {
       try {
-        guard.settle?.(pending.message, pending.caller);
+        guard.settle?.(message, caller);
       } catch {
         // A guard's bookkeeping must not break the response; its own tests cover it.
       }
     }
-    this.record(
-      pending.message,
-      pending.caller,
-      pending.reqId,
-      pending.startedAt,
-      outcome,
-      rpcErrorCode,
-      pending.rule,
-      pending.bytesIn,
-      bytesOut,
-      sessionId,
-    );
-  }
-
-  record(
-    message: Pick<ClientMessage, 'method' | 'id' | 'tool' | 'prompt' | 'resource' | 'arguments' | 'argumentsText'>,
-    caller: { identity: Identity; sessionId: string | undefined },
-    reqId: string,
-    startedAt: number,
-    outcome: Outcome,
-    rpcErrorCode: number | undefined,
-    rule: string | undefined,
-    bytesIn: number,
-    bytesOut: number,
-    sessionId = caller.sessionId,
-  ): void {
     const seconds = (performance.now() - startedAt) / 1000;
     const { metrics } = this;
     metrics.mcpMessages.inc({ method: methodLabel(message.method), outcome });

@@ -1,31 +1,60 @@
-// Follows one HTTP exchange's response (the proxy's ResponseReader): JSON bodies and
-// text/event-stream events are read as they pass, responses matched to the exchange's requests by
-// JSON-RPC id, and each request's outcome recorded once. Bytes reach the client as they arrive,
-// except the one response a guard rewrites (a JSON body, or the SSE event carrying that id),
-// which is held, offered to the guard, and re-serialised only when the guard replaced it.
-// What cannot be read (too large, compressed) passes unread, its outcome `unknown`; where a
-// guard had to rewrite it, the client gets a JSON-RPC error instead (fail closed).
+// The JSON-RPC side of one MCP exchange (one HTTP request to the upstream and its response): the
+// requests and notifications read from the request body, the upstream's responses matched to
+// them by id, and each message ended exactly once (McpContext.end: audit line, metrics, guards
+// settled). A reply a guard rewrites (list filtering) is held until read; where it cannot be
+// read, the client gets a JSON-RPC error instead (fail closed). The bytes are the
+// ResponseFramer's (framing.ts): this side sees only whole units of JSON text.
+//
+// States and transitions (TRANSITIONS below):
+//
+//   awaiting ──start──> holding      a reply to rewrite is due: units are held until read
+//       │                  │  └─────> passing (its last held reply was read)
+//       │                  ├────────> failed-closed (a held unit cannot be read: errors in its place)
+//       │                  └────────> unreadable (a held JSON body that is not JSON, HTTP status >= 300: passes)
+//       ├──start──> passing ────────> unreadable (a unit cannot be read)
+//       └──start──> unreadable (a body that cannot be read)
+//   every state ──response over──> done
+//
+// Requests still unanswered at `done` end `unknown` when something could not be read
+// (unreadable, failed-closed) and the HTTP status is below 400, else `upstream_error`.
 
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { ResponseReader } from '../http/proxy.js';
-import type { Caller } from './guard.js';
+import type { Caller, ClientMessage } from './guard.js';
 import type { Outcome } from './audit.js';
 import { idKey, type McpContext, type Pending } from './context.js';
 import type { ClientResponse } from './messages.js';
-import { isJsonContentType } from './messages.js';
-import { SseReader } from './sse.js';
+import { ResponseFramer, type BodyKind, type Handling, type Replacement, type ResponseEnd, type UnitHandler } from './framing.js';
 
-type Mode = 'json' | 'sse' | 'unread';
 type Json = Record<string, unknown>;
+
+export type ExchangeState = 'awaiting' | 'holding' | 'passing' | 'unreadable' | 'failed-closed' | 'done';
+
+export const TRANSITIONS: Readonly<Record<ExchangeState, readonly ExchangeState[]>> = {
+  awaiting: ['holding', 'passing', 'unreadable', 'done'],
+  holding: ['passing', 'failed-closed', 'unreadable', 'done'],
+  passing: ['unreadable', 'done'],
+  unreadable: ['done'],
+  'failed-closed': ['done'],
+  done: [],
+};
 
 const UNFILTERED = { code: -32603, message: 'the response could not be read to apply the tool policy' };
 const UNMATCHED = {
   code: -32603,
   message: "a result outside its request's response cannot be checked against the tool policy (use the Streamable HTTP transport)",
 };
+const FINISHED_BY: Record<ResponseEnd, Outcome | undefined> = {
+  complete: undefined,
+  upstream_failed: 'upstream_error',
+  client_gone: 'cancelled',
+};
 
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isId(value: unknown): value is string | number {
+  return typeof value === 'string' || typeof value === 'number';
 }
 
 export interface ExchangeStart {
@@ -41,197 +70,85 @@ export interface ExchangeStart {
   readonly unparsed: boolean;
 }
 
-export class McpExchange implements ResponseReader {
+export class McpExchange implements UnitHandler {
+  /** What the proxy calls with the response's bytes. */
+  readonly reader: ResponseFramer;
+  private state: ExchangeState = 'awaiting';
+  /** Requests of the body by id: what the upstream's responses are matched against. */
   private readonly requests = new Map<string, Pending>();
-  private readonly notifications: Pending[] = [];
-  private unparsed: Pending | undefined;
+  /** Notifications, and the `unparsed` line: they end when the response does. */
+  private readonly others: Pending[] = [];
+  private readonly unparsed: Pending | undefined;
+  /** Requests whose reply a guard rewrites, not yet ended. */
+  private held = 0;
   private status = 0;
-  private mode: Mode = 'unread';
-  private sse: SseReader | undefined;
-  private body: Buffer[] = [];
-  private bodyBytes = 0;
-  /** Something of the response could not be read: unanswered requests end `unknown`. */
-  private unreadable = false;
-  /** Requests whose result a guard rewrites, not yet answered: while > 0 the response is held. */
-  private rewritesLeft = 0;
-  private heldEvent: Buffer[] = [];
-  private heldBytes = 0;
-  private dropping = false;
+  private kind: BodyKind = 'unreadable';
+  private handling: Handling = 'pass';
   /** Ids the sidecar answered itself (fail closed): the upstream's answers to them never pass. */
   private answeredHere: Set<string> | undefined;
-  private failClosed = false;
-  private bytesOut = 0;
   /** Mcp-Session-Id of the response (initialize creates it). */
   private responseSession: string | undefined;
-  private done = false;
 
   constructor(
     private readonly context: McpContext,
-    private readonly start: ExchangeStart,
+    private readonly origin: ExchangeStart,
   ) {
-    for (const pending of start.pending) {
-      if (pending.message.id === undefined) this.notifications.push(pending);
+    this.reader = new ResponseFramer(this, context.config.mcpMaxBodyBytes);
+    // Where a body's requests are registered by id, for the responses to be matched against.
+    for (const pending of origin.pending) {
+      if (pending.message.id === undefined) this.others.push(pending);
       else {
         this.requests.set(idKey(pending.message.id), pending);
         context.track(pending);
-        if (pending.rewriters !== undefined) this.rewritesLeft++;
+        if (pending.rewriters !== undefined) this.held++;
       }
     }
-    if (start.unparsed) {
-      this.unparsed = {
-        message: {
-          method: 'unparsed',
-          id: undefined,
-          params: undefined,
-          tool: undefined,
-          prompt: undefined,
-          resource: undefined,
-          arguments: undefined,
-        },
-        caller: start.caller,
-        reqId: start.reqId,
-        startedAt: start.startedAt,
-        bytesIn: start.bytesIn,
-        allowedBy: [],
-        rule: undefined,
-        rewriters: undefined,
-        inFlightKey: undefined,
-        cancelled: false,
-        ended: false,
-      };
+    if (origin.unparsed) {
+      this.unparsed = this.pendingOf({ method: 'unparsed', id: undefined });
+      this.others.push(this.unparsed);
     }
   }
 
-  private get holding(): boolean {
-    return this.rewritesLeft > 0;
+  private moveTo(next: ExchangeState): void {
+    if (!TRANSITIONS[this.state].includes(next)) throw new Error(`MCP exchange: no transition from ${this.state} to ${next}`);
+    this.state = next;
   }
 
-  onStart(statusCode: number, headers: OutgoingHttpHeaders): boolean {
+  start(statusCode: number, headers: OutgoingHttpHeaders, kind: BodyKind): Handling {
     this.status = statusCode;
+    this.kind = kind;
     const session = headers['mcp-session-id'];
     if (typeof session === 'string') this.responseSession = session;
-    const type = headers['content-type'];
-    const encoding = headers['content-encoding'];
-    const contentType = typeof type === 'string' ? type : undefined;
-    if (encoding !== undefined && encoding !== 'identity') this.mode = 'unread';
-    else if (contentType !== undefined && contentType.slice(0, 17).toLowerCase() === 'text/event-stream') {
-      this.mode = 'sse';
-      this.sse = new SseReader(this.context.config.mcpMaxBodyBytes);
-    } else if (isJsonContentType(contentType)) this.mode = 'json';
-    if (this.mode === 'unread') this.unreadable = true;
-    if (!this.holding) return true;
-    if (this.mode === 'json') return false;
-    if (this.mode === 'unread' && statusCode === 200) {
-      // A result to filter in a form we cannot read: the client gets errors instead.
-      this.failClosed = true;
-      delete headers['content-encoding'];
-      headers['content-type'] = 'application/json';
-      return false;
-    }
-    return true;
-  }
-
-  onData(chunk: Buffer): Buffer | undefined {
-    if (this.failClosed) return undefined;
-    if (this.mode === 'json') {
-      if (!this.unreadable) {
-        this.bodyBytes += chunk.length;
-        if (this.bodyBytes > this.context.config.mcpMaxBodyBytes) {
-          this.unreadable = true;
-          this.body = [];
-        } else this.body.push(Buffer.from(chunk));
-      }
-      if (this.holding) {
-        // Held whole; too large to read means it cannot be filtered: fail closed at the end.
-        if (this.unreadable) this.failClosed = true;
-        return undefined;
-      }
-    } else if (this.mode === 'sse') {
+    if (this.held > 0 && (kind !== 'unreadable' || statusCode === 200)) {
+      // A reply to rewrite: held until read. In a form that cannot be read, the framer drops it
+      // and the held requests get errors at the end instead (fail closed).
+      this.moveTo('holding');
+      this.handling = 'hold';
+    } else {
+      this.moveTo(kind === 'unreadable' ? 'unreadable' : 'passing');
       // With a guard that rewrites results, every event is read whole before it passes: a result
       // arriving on a stream other than its request's (the legacy HTTP+SSE transport answers on
       // its GET stream; a resumed stream replays) cannot be filtered, and must not pass unread.
-      if (this.holding || this.context.rewriting) return this.heldSseData(chunk);
-      // Counted first: an answer in this chunk has been written with it.
-      this.bytesOut += chunk.length;
-      this.sse!.feed(chunk, this.passingEvent);
-      return chunk;
+      this.handling = kind === 'sse' && this.context.rewriting ? 'hold' : 'pass';
     }
-    this.bytesOut += chunk.length;
-    return chunk;
+    return this.handling;
   }
 
-  onEnd(): Buffer | undefined {
-    let rest: Buffer | undefined;
-    if (this.failClosed) rest = this.errorBody();
-    else if (this.mode === 'json') rest = this.endJson();
-    else if (this.heldEvent.length > 0) rest = Buffer.concat(this.heldEvent);
-    if (rest !== undefined) this.bytesOut += rest.length;
-    this.finish(undefined);
-    return rest;
-  }
-
-  onError(): void {
-    this.finish('upstream_error');
-  }
-
-  onClientGone(): void {
-    this.finish('cancelled');
-  }
-
-  private readonly passingEvent = (data: string | undefined, _end: number, oversized: boolean): void => {
-    if (oversized) this.unreadable = true;
-    else if (data !== undefined) this.readEvent(data);
-  };
-
-  /** An SSE chunk while a response is held: events pass as they complete, the held one rewritten. */
-  private heldSseData(chunk: Buffer): Buffer | undefined {
-    const out: Buffer[] = [];
-    let start = 0;
-    this.sse!.feed(chunk, (data, end, oversized) => {
-      const piece = chunk.subarray(start, end);
-      start = end;
-      const dropped = this.dropping || oversized;
-      const raw = this.heldEvent.length > 0 ? Buffer.concat([...this.heldEvent, piece]) : piece;
-      this.heldEvent = [];
-      this.heldBytes = 0;
-      this.dropping = false;
-      if (dropped) {
-        this.unreadable = true;
-        if (this.holding) out.push(this.errorEvents());
-        return;
-      }
-      if (this.holding || this.answeredHere !== undefined || this.context.rewriting) out.push(this.heldEventOutput(raw, data));
-      else {
-        if (data !== undefined) this.readEvent(data);
-        out.push(raw);
-      }
-    });
-    if (start < chunk.length) {
-      const tail = chunk.subarray(start);
-      if (!this.holding && this.heldEvent.length === 0 && this.answeredHere === undefined && !this.context.rewriting) out.push(tail);
-      else if (!this.dropping) {
-        this.heldBytes += tail.length;
-        if (this.heldBytes > this.context.config.mcpMaxBodyBytes) {
-          this.heldEvent = [];
-          this.dropping = true;
-        } else this.heldEvent.push(Buffer.from(tail));
-      }
+  unit(text: string | undefined): Replacement {
+    if (this.state === 'done') return undefined;
+    if (text === undefined) {
+      if (this.state === 'holding') return this.failClosed();
+      if (this.state === 'passing') this.moveTo('unreadable');
+      return [];
     }
-    const bytes = out.length === 1 ? out[0]! : Buffer.concat(out);
-    this.bytesOut += bytes.length;
-    return bytes;
-  }
-
-  /** One whole event while holding: its bytes unchanged, or rewritten when it carries a held result. */
-  private heldEventOutput(raw: Buffer, data: string | undefined): Buffer {
-    if (data === undefined) return raw;
     let value: unknown;
     try {
-      value = JSON.parse(data);
+      value = JSON.parse(text);
     } catch {
-      return raw;
+      return this.notJson();
     }
-    const messages: unknown[] = Array.isArray(value) ? value : [value];
+    const batch = Array.isArray(value);
+    const messages: unknown[] = batch ? (value as unknown[]) : [value];
     let changed = false;
     let suppressed = false;
     const replaced = messages.map((message: unknown) => {
@@ -239,82 +156,48 @@ export class McpExchange implements ResponseReader {
         suppressed = true;
         return message;
       }
-      const replacement = this.readMessage(message);
+      const replacement = this.read(message);
       if (replacement !== undefined) changed = true;
       return replacement ?? message;
     });
-    if (suppressed) return Buffer.alloc(0);
-    if (!changed) return raw;
-    // Keep the event's other fields (id, event, retry): resumption ids must stay what the upstream sent.
-    const kept = raw
-      .toString('utf8')
-      .split(/\r\n|\r|\n/)
-      .filter((line) => line !== '' && !line.startsWith('data'));
-    const json = JSON.stringify(Array.isArray(value) ? replaced : replaced[0]);
-    return Buffer.from(`${kept.map((line) => `${line}\n`).join('')}data: ${json}\n\n`);
+    if (suppressed) return [];
+    return changed ? [JSON.stringify(batch ? replaced : replaced[0])] : undefined;
+  }
+
+  private notJson(): Replacement {
+    // A held event that is not JSON passes as it is, and leaves the state as it was.
+    if (this.kind === 'sse' && this.handling === 'hold') return undefined;
+    if (this.state === 'holding') {
+      // A held JSON body: an HTTP error's text passes, a success's is not let through.
+      if (this.status < 300) return this.failClosed();
+      this.moveTo('unreadable');
+      return undefined;
+    }
+    if (this.state === 'passing') this.moveTo('unreadable');
+    return undefined;
   }
 
   private isAnsweredHere(id: unknown): boolean {
-    return this.answeredHere !== undefined && (typeof id === 'string' || typeof id === 'number') && this.answeredHere.has(idKey(id));
+    return this.answeredHere !== undefined && isId(id) && this.answeredHere.has(idKey(id));
   }
 
-  private readEvent(data: string): void {
-    let value: unknown;
-    try {
-      value = JSON.parse(data);
-    } catch {
-      this.unreadable = true;
-      return;
-    }
-    if (Array.isArray(value)) for (const message of value) this.readMessage(message);
-    else this.readMessage(value);
-  }
-
-  private endJson(): Buffer | undefined {
-    const held = this.holding;
-    if (this.unreadable) return held ? this.errorBody() : undefined;
-    const text = this.body.length === 1 ? this.body[0]!.toString('utf8') : Buffer.concat(this.body).toString('utf8');
-    this.body = [];
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
-      this.unreadable = true;
-      return held ? (this.status < 300 ? this.errorBody() : Buffer.from(text)) : undefined;
-    }
-    if (Array.isArray(value)) {
-      let changed = false;
-      const replaced = (value as unknown[]).map((message: unknown) => {
-        const replacement = this.readMessage(message);
-        if (replacement !== undefined) changed = true;
-        return replacement ?? message;
-      });
-      return held ? Buffer.from(changed ? JSON.stringify(replaced) : text) : undefined;
-    }
-    const replacement = this.readMessage(value);
-    return held ? Buffer.from(replacement !== undefined ? JSON.stringify(replacement) : text) : undefined;
-  }
-
-  /** One message from the upstream; returns a replacement when a guard rewrote its result. */
-  private readMessage(message: unknown): Json | undefined {
+  /** One message from the upstream, matched by id to a request of the body; returns a replacement when a guard rewrote its result. */
+  private read(message: unknown): Json | undefined {
     if (!isObject(message)) return undefined;
     const { id, method } = message;
     if (typeof method === 'string') {
       // A request of the server (sampling, elicitation, roots): its answer comes in a later POST.
-      if (typeof id === 'string' || typeof id === 'number')
-        this.context.sessions.serverRequest(this.start.caller.sessionId, idKey(id), method);
+      if (isId(id)) this.context.sessions.serverRequest(this.origin.caller.sessionId, idKey(id), method);
       return undefined;
     }
     const error = isObject(message.error) ? message.error : undefined;
     if (error === undefined && !('result' in message)) return undefined;
     const code = typeof error?.code === 'number' ? error.code : undefined;
-    const pending = typeof id === 'string' || typeof id === 'number' ? this.requests.get(idKey(id)) : undefined;
+    const pending = isId(id) ? this.requests.get(idKey(id)) : undefined;
     if (pending === undefined) {
       // A result for no request of this exchange: its method is unknown here, so no guard could
       // filter it; under a rewriting guard it is answered as an error instead (fail closed).
-      if (this.context.rewriting && error === undefined && (typeof id === 'string' || typeof id === 'number')) {
-        return { jsonrpc: '2.0', id, error: UNMATCHED };
-      }
+      if (this.context.rewriting && error === undefined && isId(id)) return { jsonrpc: '2.0', id, error: UNMATCHED };
       if (this.unparsed !== undefined) this.end(this.unparsed, error !== undefined ? 'rpc_error' : 'result', code);
       // An error without an id (a parse error, an unknown session) answers every request of the body.
       else if (error !== undefined && id === null) for (const request of this.requests.values()) this.end(request, 'rpc_error', code);
@@ -362,67 +245,59 @@ export class McpExchange implements ResponseReader {
     return replacement;
   }
 
-  private end(pending: Pending, outcome: Outcome, code: number | undefined, sessionId?: string): void {
-    if (pending.ended) return;
-    if (pending.rewriters !== undefined) this.rewritesLeft--;
-    this.context.end(pending, outcome, code, this.bytesOut, sessionId);
-  }
-
-  /** Errors for every held request not yet answered, marked answered here. */
-  private unfilteredErrors(): Json[] {
-    const errors: Json[] = [];
+  /** A held reply cannot be read: every held request not yet answered gets an error, written in its place. */
+  private failClosed(): string[] {
+    this.moveTo('failed-closed');
+    const errors: string[] = [];
     for (const pending of this.requests.values()) {
       if (pending.ended || pending.rewriters === undefined) continue;
       (this.answeredHere ??= new Set()).add(idKey(pending.message.id!));
-      errors.push({ jsonrpc: '2.0', id: pending.message.id, error: UNFILTERED });
+      errors.push(JSON.stringify({ jsonrpc: '2.0', id: pending.message.id, error: UNFILTERED }));
       this.end(pending, 'upstream_error', UNFILTERED.code);
     }
     return errors;
   }
 
-  private errorBody(): Buffer {
-    const errors = this.unfilteredErrors();
-    return Buffer.from(JSON.stringify(errors.length === 1 ? errors[0] : errors));
+  /** The one place a message of this exchange ends; McpContext.end ignores a second end. */
+  private end(pending: Pending, outcome: Outcome, code: number | undefined, sessionId?: string): void {
+    if (pending.ended) return;
+    if (pending.rewriters !== undefined && --this.held === 0 && this.state === 'holding') this.moveTo('passing');
+    this.context.end(pending, outcome, code, this.reader.bytesOut, sessionId);
   }
 
-  private errorEvents(): Buffer {
-    return Buffer.from(
-      this.unfilteredErrors()
-        .map((error) => `event: message\ndata: ${JSON.stringify(error)}\n\n`)
-        .join(''),
-    );
-  }
-
-  /** The exchange is over: whatever has no outcome yet gets one. */
-  private finish(failure: Outcome | undefined): void {
-    if (this.done) return;
-    this.done = true;
+  /** The response is over: whatever has no outcome yet gets one. */
+  finish(how: ResponseEnd): void {
+    if (this.state === 'done') return;
+    const failure = FINISHED_BY[how];
     const failed = this.status >= 400;
-    const unanswered: Outcome = failure ?? (failed ? 'upstream_error' : this.unreadable ? 'unknown' : 'upstream_error');
+    const unread = this.state === 'unreadable' || this.state === 'failed-closed';
+    this.moveTo('done');
+    const unanswered: Outcome = failure ?? (failed || !unread ? 'upstream_error' : 'unknown');
     for (const pending of this.requests.values()) this.end(pending, unanswered, undefined);
     const accepted: Outcome = failure ?? (failed ? 'upstream_error' : 'result');
-    for (const pending of this.notifications) this.end(pending, accepted, undefined);
-    if (this.unparsed !== undefined) this.end(this.unparsed, accepted, undefined);
-    for (const response of this.start.responses) {
-      const request = this.context.sessions.answered(this.start.caller.sessionId, idKey(response.id));
-      this.context.record(
-        {
-          method: request?.method ?? 'response',
-          id: response.id,
-          tool: undefined,
-          prompt: undefined,
-          resource: undefined,
-          arguments: undefined,
-        },
-        this.start.caller,
-        this.start.reqId,
-        this.start.startedAt,
-        failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result'),
-        response.errorCode,
-        undefined,
-        this.start.bytesIn,
-        this.bytesOut,
-      );
+    for (const pending of this.others) this.end(pending, accepted, undefined);
+    for (const response of this.origin.responses) {
+      const request = this.context.sessions.answered(this.origin.caller.sessionId, idKey(response.id));
+      const outcome = failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result');
+      this.end(this.pendingOf({ method: request?.method ?? 'response', id: response.id }), outcome, response.errorCode);
     }
+  }
+
+  /** A message of the body that no guard judged: the `unparsed` line, a client's answer to a server request. */
+  private pendingOf(message: Pick<ClientMessage, 'method' | 'id'>): Pending {
+    const { reqId, caller, startedAt, bytesIn } = this.origin;
+    return {
+      message: { ...message, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined },
+      caller,
+      reqId,
+      startedAt,
+      bytesIn,
+      allowedBy: [],
+      rule: undefined,
+      rewriters: undefined,
+      inFlightKey: undefined,
+      cancelled: false,
+      ended: false,
+    };
   }
 }

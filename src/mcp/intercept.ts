@@ -148,17 +148,34 @@ function refuse(
   }
   const written = bytesOut(body);
   for (const verdict of verdicts) {
-    for (const guard of verdict.allowedBy) {
-      try {
-        guard.settle?.(verdict.message, caller);
-      } catch {
-        // See McpContext.end.
-      }
-    }
     const outcome: Outcome = (verdict.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
     const code = verdict.message.id === undefined ? undefined : refusalError(verdict, sunk).code;
-    context.record(verdict.message, caller, request.id, startedAt, outcome, code, verdict.rule, bytesIn, written);
+    context.end(pendingOf(verdict, caller, request.id, startedAt, bytesIn, undefined), outcome, code, written);
   }
+}
+
+/** A message read from the body, from its judgement until it ends (McpContext.end). */
+function pendingOf(
+  verdict: Verdict,
+  caller: Caller,
+  reqId: string,
+  startedAt: number,
+  bytesIn: number,
+  rewriters: readonly Guard[] | undefined,
+): Pending {
+  return {
+    message: verdict.message,
+    caller,
+    reqId,
+    startedAt,
+    bytesIn,
+    allowedBy: verdict.allowedBy,
+    rule: verdict.rule,
+    rewriters,
+    inFlightKey: undefined,
+    cancelled: false,
+    ended: false,
+  };
 }
 
 export function createInterceptor(context: McpContext): Interceptor {
@@ -166,28 +183,18 @@ export function createInterceptor(context: McpContext): Interceptor {
   const maxBytes = context.config.mcpMaxBodyBytes;
   const guarded = guards.length > 0;
 
-  function pendingOf(verdict: Verdict, caller: Caller, reqId: string, startedAt: number, bytesIn: number): Pending {
-    const rewriters = verdict.message.id === undefined ? [] : guards.filter((g) => g.rewrites?.(verdict.message.method) === true);
-    return {
-      message: verdict.message,
-      caller,
-      reqId,
-      startedAt,
-      bytesIn,
-      allowedBy: verdict.allowedBy,
-      rule: verdict.rule,
-      rewriters: rewriters.length > 0 ? rewriters : undefined,
-      inFlightKey: undefined,
-      cancelled: false,
-      ended: false,
-    };
+  function rewritersOf(message: ClientMessage): readonly Guard[] | undefined {
+    if (message.id === undefined) return undefined;
+    const rewriters = guards.filter((g) => g.rewrites?.(message.method) === true);
+    return rewriters.length > 0 ? rewriters : undefined;
   }
 
   async function post(request: FastifyRequest, res: ServerResponse, caller: Caller, startedAt: number): Promise<Forwarding | 'answered'> {
     const unparsed = (head: Buffer | undefined, streamRest: boolean, bytesIn: number): Forwarding => ({
       head,
       streamRest,
-      reader: new McpExchange(context, { reqId: request.id, caller, startedAt, bytesIn, pending: [], responses: [], unparsed: true }),
+      reader: new McpExchange(context, { reqId: request.id, caller, startedAt, bytesIn, pending: [], responses: [], unparsed: true })
+        .reader,
     });
     const read = await readBody(request.raw, maxBytes);
     if (read.kind === 'gone') {
@@ -215,7 +222,7 @@ export function createInterceptor(context: McpContext): Interceptor {
     for (const message of parsed.messages) {
       if (message.method === 'notifications/cancelled') context.cancel(caller.sessionId, message.params?.requestId);
     }
-    const pending = verdicts.map((v) => pendingOf(v, caller, request.id, startedAt, body.length));
+    const pending = verdicts.map((v) => pendingOf(v, caller, request.id, startedAt, body.length, rewritersOf(v.message)));
     return {
       head: body,
       streamRest: false,
@@ -227,7 +234,7 @@ export function createInterceptor(context: McpContext): Interceptor {
         pending,
         responses: parsed.responses,
         unparsed: false,
-      }),
+      }).reader,
     };
   }
 
@@ -253,7 +260,7 @@ export function createInterceptor(context: McpContext): Interceptor {
     }
     // A session's GET stream carries the server's own requests and notifications. Under a guard
     // that rewrites results every GET stream is read, sessionless ones too (the legacy HTTP+SSE
-    // transport's): a result there cannot be filtered and fails closed (exchange.ts).
+    // transport's): a result there cannot be filtered and fails closed (mcp/exchange.ts).
     if (method === 'GET' && (sessionId !== undefined || context.rewriting)) {
       const caller = { identity: request.auth.identity!, sessionId };
       return {
@@ -267,7 +274,7 @@ export function createInterceptor(context: McpContext): Interceptor {
           pending: [],
           responses: [],
           unparsed: false,
-        }),
+        }).reader,
       };
     }
     return undefined;
