@@ -10,6 +10,8 @@ export interface Rule {
   readonly effect: 'allow' | 'deny';
   readonly when: string;
   readonly expression: CompiledExpression;
+  /** The line the rule starts on, for messages about it. */
+  readonly line?: number;
 }
 
 export interface PolicyDocument {
@@ -136,7 +138,8 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
         at(sourceOffset(text, whenNode, error.offset), `rule ${JSON.stringify(name ?? '?')}: ${error.message}`);
         continue;
       }
-      if (name !== undefined && (effect === 'allow' || effect === 'deny')) rules.push({ name, effect, when, expression });
+      if (name !== undefined && (effect === 'allow' || effect === 'deny'))
+        rules.push({ name, effect, when, expression, line: lines.linePos(item.range?.[0] ?? 0).line });
     }
   }
   if (problems.length > 0) throw new PolicyError(file, problems);
