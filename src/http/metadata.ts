@@ -2,20 +2,14 @@
 
 import type { FastifyInstance } from 'fastify';
 import { trustedIssuers, type Config } from '../config/config.js';
+import { WELL_KNOWN } from '../lib/resource-metadata.js';
 
-const WELL_KNOWN = '/.well-known/oauth-protected-resource';
+export { resourceMetadataUrl } from '../lib/resource-metadata.js';
 
 /** The paths the metadata is served at: the bare well-known path, and it followed by RESOURCE_URL's path. */
 export function resourceMetadataPaths(resourceUrl: string): string[] {
   const path = new URL(resourceUrl).pathname;
   return path === '/' ? [WELL_KNOWN] : [WELL_KNOWN, `${WELL_KNOWN}${path}`];
-}
-
-/** The metadata URL a client is pointed at from WWW-Authenticate (RFC 9728 section 3.1). */
-export function resourceMetadataUrl(resourceUrl: string): string {
-  const url = new URL(resourceUrl);
-  const path = url.pathname === '/' ? '' : url.pathname;
-  return `${url.origin}${WELL_KNOWN}${path}`;
 }
 
 export function registerResourceMetadata(app: FastifyInstance, config: Config): void {

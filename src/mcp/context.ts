@@ -42,7 +42,7 @@ export class McpContext {
   readonly rewriting: boolean;
 
   constructor(
-    readonly config: Pick<Config, 'mcpMaxBodyBytes'>,
+    readonly config: Pick<Config, 'mcpMaxBodyBytes' | 'resourceUrl'>,
     readonly guards: readonly Guard[],
     readonly metrics: Metrics,
     readonly audit: AuditWriter | undefined,

@@ -34,7 +34,14 @@ export interface Caller {
 export type Decision =
   | { readonly effect: 'allow'; readonly rule?: string }
   /** Refused by policy: a request gets a JSON-RPC error with `rpcCode`, never reaches the upstream. */
-  | { readonly effect: 'deny'; readonly rule?: string; readonly rpcCode: number; readonly message: string }
+  | {
+      readonly effect: 'deny';
+      readonly rule?: string;
+      readonly rpcCode: number;
+      readonly message: string;
+      /** Set when refused for scopes alone: every scope the call needs (HTTP 403 `insufficient_scope`, for a step-up). */
+      readonly scopes?: readonly string[];
+    }
   /** Over a rate limit: a tool call gets a JSON-RPC error, any other request 429; both with Retry-After. */
   | {
       readonly effect: 'limit';

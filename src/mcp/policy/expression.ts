@@ -20,12 +20,15 @@ export interface Facts {
     readonly resource: string;
   };
   readonly tool: { readonly annotations: Readonly<Record<string, unknown>> };
+  /** The token: the issuer that vouched for it, and its scopes (`scope`, split at spaces). */
+  readonly token: { readonly iss: string; readonly scopes: readonly string[] };
 }
 
 export const MCP_FIELDS = ['method', 'tool', 'arguments', 'prompt', 'resource'] as const;
-const STRING_FACTS = new Set(['user', 'mcp.method', 'mcp.tool', 'mcp.prompt', 'mcp.resource']);
-const LIST_FACTS = new Set(['groups', 'roles']);
-const TOP_LEVEL = new Set(['jwt', 'user', 'groups', 'roles', 'mcp', 'tool']);
+export const TOKEN_FIELDS = ['iss', 'scopes'] as const;
+const STRING_FACTS = new Set(['user', 'mcp.method', 'mcp.tool', 'mcp.prompt', 'mcp.resource', 'token.iss']);
+const LIST_FACTS = new Set(['groups', 'roles', 'token.scopes']);
+const TOP_LEVEL = new Set(['jwt', 'user', 'groups', 'roles', 'mcp', 'tool', 'token']);
 
 /** A CEL value of three-valued logic: `unknown` = depends on the call's arguments; `error` = evaluation failed. */
 export type Truth = boolean | 'unknown' | 'error';
@@ -102,14 +105,15 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
       case 'identExpr': {
         const name = kind.value.name;
         if (bound.has(name)) return;
-        if (name === 'mcp' || name === 'tool') {
-          throw new ExpressionError(
-            `${name} is not a value on its own: use ${name === 'mcp' ? MCP_FIELDS.map((f) => `mcp.${f}`).join(', ') : 'tool.annotations'}`,
-            at(expr),
-          );
+        if (name === 'mcp' || name === 'tool' || name === 'token') {
+          const fields = { mcp: MCP_FIELDS, tool: ['annotations'], token: TOKEN_FIELDS }[name];
+          throw new ExpressionError(`${name} is not a value on its own: use ${fields.map((f) => `${name}.${f}`).join(', ')}`, at(expr));
         }
         if (!TOP_LEVEL.has(name))
-          throw new ExpressionError(`undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations`, at(expr));
+          throw new ExpressionError(
+            `undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes`,
+            at(expr),
+          );
         return;
       }
       case 'selectExpr': {
@@ -122,7 +126,10 @@ function checkNames(root: Expr, positions: Record<string, number>): void {
           }
           if (base === 'tool' && field !== 'annotations')
             throw new ExpressionError(`tool has no field ${field}: it has annotations`, at(expr));
-          if (base === 'mcp' || base === 'tool') return;
+          if (base === 'token' && !(TOKEN_FIELDS as readonly string[]).includes(field)) {
+            throw new ExpressionError(`token has no field ${field}: it has ${TOKEN_FIELDS.join(', ')}`, at(expr));
+          }
+          if (base === 'mcp' || base === 'tool' || base === 'token') return;
         }
         walk(operand, bound);
         return;
@@ -243,6 +250,10 @@ function activationOf(facts: Facts): Record<string, unknown> {
         ['resource', facts.mcp.resource],
       ]),
       tool: new Map([['annotations', facts.tool.annotations]]),
+      token: new Map<string, unknown>([
+        ['iss', facts.token.iss],
+        ['scopes', facts.token.scopes],
+      ]),
     };
     activations.set(facts, activation);
   }
@@ -309,6 +320,8 @@ function prefilterOf(expr: Expr): Prefilter | undefined {
     if (fact === 'user') return (f) => f.user;
     if (fact === 'groups') return (f) => f.groups;
     if (fact === 'roles') return (f) => f.roles;
+    if (fact === 'token.iss') return (f) => f.token.iss;
+    if (fact === 'token.scopes') return (f) => f.token.scopes;
     const field = fact.slice('mcp.'.length) as 'method' | 'tool' | 'prompt' | 'resource';
     return (f) => f.mcp[field];
   };
