@@ -193,9 +193,10 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
   const toleranceMs = config.clockToleranceSeconds * 1000;
   const keepClaims = config.policyFile !== undefined;
   // The claims whose absence sends a token to introspection (`when: missing-claims`): the user
-  // claim, and the groups and roles when a setting or the tool policy reads them.
+  // claim; `groups` when required groups or the tool policy read them; `realm_access` when
+  // required roles do (a user without realm roles has none, so a policy alone does not ask).
   const needsGroups = keepClaims || entry.requiredGroups.length > 0;
-  const needsRoles = keepClaims || entry.requiredRoles.length > 0;
+  const needsRoles = entry.requiredRoles.length > 0;
   const lacksNeededClaim = (claims: Claims): boolean =>
     claims[entry.userClaim] === undefined ||
     (needsGroups && claims.groups === undefined) ||
@@ -311,7 +312,8 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
    * answer fills in what the token leaves out. An answer about another subject or issuer is refused.
    */
   function merged(claims: Claims, extra: Claims): Claims {
-    if ((extra.sub !== undefined && extra.sub !== claims.sub) || (extra.iss !== undefined && extra.iss !== claims.iss)) {
+    const differs = (name: string) => extra[name] !== undefined && claims[name] !== undefined && extra[name] !== claims[name];
+    if (differs('sub') || differs('iss')) {
       throw new Rejection('invalid_claim', 'the introspection answer names another subject or issuer than the token');
     }
     return { ...extra, ...claims };
