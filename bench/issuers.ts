@@ -11,7 +11,7 @@
 // BENCH_ROUNDS (default 5) of BENCH_SECONDS (default 5). Prints markdown tables.
 
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startIssuer } from '../test/helpers/issuer.js';
@@ -51,9 +51,11 @@ const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(U
 await waitForPort(UPSTREAM_PORT);
 const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`;
 
+// The third is the first again: how far two identical sidecars drift apart in the same run (the noise).
 const sidecars = [
   { name: 'one issuer', port: 18801, env: {} as Record<string, string> },
   { name: 'two issuers', port: 18802, env: { ISSUERS_FILE: join(dir, 'issuers.yaml') } },
+  { name: 'one issuer again', port: 18803, env: {} as Record<string, string> },
 ].map((s, i) => ({
   ...s,
   child: spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port: s.port, adminPort: 19801 + i, issuer: a.issuer, upstreamUrl }), ...s.env }),
@@ -61,9 +63,9 @@ const sidecars = [
 await Promise.all(sidecars.map((s) => waitForPort(s.port)));
 
 const scenarios = [
-  { name: 'reused token of issuer A', options: [tokenA, tokenA] },
-  { name: "reused token: A's on one issuer, B's on two", options: [tokenA, tokenB] },
-  { name: 'never-seen tokens of issuer A', options: ['fresh', 'fresh'] },
+  { name: 'reused token of issuer A', options: [tokenA, tokenA, tokenA] },
+  { name: "reused token: A's on one issuer, B's on two", options: [tokenA, tokenB, tokenA] },
+  { name: 'never-seen tokens of issuer A', options: ['fresh', 'fresh', 'fresh'] },
 ] as const;
 const target = (i: number, option: string) => ({
   name: sidecars[i]!.name,
@@ -73,7 +75,7 @@ const target = (i: number, option: string) => ({
     option === 'fresh' ? { script: 'bench/fresh-tokens.lua', scriptArg: freshFile } : { headers: [`Authorization: Bearer ${option}`] },
 });
 for (let i = 0; i < sidecars.length; i++) await sideBySide([target(i, tokenA)], 3);
-const rows = new Map<string, { ratios: number[]; micros: number[][] }>();
+const rows = new Map<string, { ratios: number[]; control: number[]; micros: number[][] }>();
 for (let round = 0; round < ROUNDS; round++) {
   for (const scenario of scenarios) {
     const results = await sideBySide(
@@ -83,8 +85,9 @@ for (let round = 0; round < ROUNDS; round++) {
     for (const [i, r] of results.entries()) {
       if (r.non2xx > 0) throw new Error(`${sidecars[i]!.name}: ${scenario.name}: ${r.non2xx} of ${r.requests} not 2xx`);
     }
-    const row = rows.get(scenario.name) ?? { ratios: [], micros: [[], []] };
+    const row = rows.get(scenario.name) ?? { ratios: [], control: [], micros: [[], [], []] };
     row.ratios.push(results[1]!.rps / results[0]!.rps);
+    row.control.push(results[2]!.rps / results[0]!.rps);
     results.forEach((r, i) => row.micros[i]!.push(r.micros));
     rows.set(scenario.name, row);
     process.stderr.write(`${scenario.name}: ${results.map((r, i) => `${sidecars[i]!.name} ${r.rps.toFixed(0)} req/s`).join(', ')}\n`);
@@ -156,11 +159,15 @@ process.stdout.write(
   [
     `Node ${process.versions.node}, ${PINNING}; ${ROUNDS} rounds of ${SECONDS} s, side by side.`,
     '',
-    '| scenario | req/s, two issuers × one issuer (median) | × by round | CPU µs a request: one / two (median) |',
-    '|---|---:|---|---:|',
+    `Load average while it ran: ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}.`,
+    '',
+    '| scenario | req/s, two issuers × one issuer (median) | × by round | control: one issuer again × one issuer (median; by round) | CPU µs a request: one / two (median) |',
+    '|---|---:|---|---|---:|',
     ...scenarios.map((scenario) => {
       const row = rows.get(scenario.name)!;
-      return `| ${scenario.name} | ${median(row.ratios).toFixed(3)} | ${row.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(row.micros[0]!).toFixed(1)} / ${median(row.micros[1]!).toFixed(1)} |`;
+      return `| ${scenario.name} | ${median(row.ratios).toFixed(3)} | ${row.ratios.map((r) => r.toFixed(2)).join(' ')} | ${median(row.control).toFixed(3)}; ${row.control.map((r) => r.toFixed(2)).join(' ')} | ${median(row.micros[0]!).toFixed(1)} / ${median(row.micros[1]!).toFixed(1)} |`;
     }),
     '',
     `${TOKENS} lightweight tokens, one request at a time (µs, median): introspection calls made: ${calls} (${(calls / TOKENS).toFixed(2)} a token, ${TOKENS * 5} requests).`,
@@ -172,6 +179,7 @@ process.stdout.write(
     `| the introspection endpoint alone (the round trip the first request adds) | ${fmt(endpoint)} |`,
     `| its second request | ${fmt(second)} |`,
     `| its third to fifth requests | ${fmt(later)} |`,
+    `| first minus second request of the same token (median of the differences) | ${fmt(first.map((f, i) => f - second[i]!))} |`,
     '',
   ].join('\n'),
 );

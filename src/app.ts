@@ -7,7 +7,10 @@ import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
 import { trustedIssuers, type Config } from './config/config.js';
-import { createMetrics, zeroIssuer, type Metrics } from './observability/metrics.js';
+import { tracingSettings } from './config/otel.js';
+import { createMetrics, createScrape, zeroIssuer, type Metrics } from './observability/metrics.js';
+import type { Tracing } from './tracing/tracing.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier, keyHolder, type IssuerKeys } from './auth/verify.js';
@@ -24,7 +27,7 @@ import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
-import { pathOf } from './lib/request-target.js';
+import { clientRequestId, pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -41,6 +44,8 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** Where spans go instead of the OTLP endpoint (tests: the SDK's in-memory exporter); tracing still needs config.tracing. */
+  spanExporter?: SpanExporter;
 }
 
 export interface App {
@@ -53,19 +58,14 @@ export interface App {
   readonly issuers: readonly IssuerKeys[];
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Undefined without an OTLP endpoint. */
+  readonly tracing: Tracing | undefined;
   /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
   readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
-}
-
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
-
-function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
-  const inbound = request.headers['x-request-id'];
-  return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
@@ -113,7 +113,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
-  const metrics = createMetrics(() => active);
+  const traced = tracingSettings(config);
+  const metrics = createMetrics(() => active, { exemplars: traced !== undefined });
+  // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
+  const tracing =
+    traced === undefined
+      ? undefined
+      : (await import('./tracing/tracing.js')).startTracing(traced, {
+          logger,
+          metrics,
+          upstreamUrl: config.upstreamUrl,
+          exporter: options.spanExporter,
+        });
   // Every trusted issuer with a key set of its own (the first may be given: tests, a static set)
   // and its introspection when configured.
   const issuers: IssuerKeys[] = trustedIssuers(config).map((entry, index) => {
@@ -150,11 +161,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const keys = issuers[0]!.keys;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const cachedVerify = withVerdictCache(createVerifier(config, issuers, now), {
+  // Traced, each key set's fetches are spans of the verification that waits on them.
+  const verifying = tracing === undefined ? issuers : issuers.map((i) => ({ ...i, keys: tracing.keySource(i.keys) }));
+  const cachedVerify = withVerdictCache(createVerifier(config, verifying, now), {
     maxEntries: config.verdictCacheSize,
     keys: keyHolder(issuers),
     now,
-    onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
+    onLookup:
+      tracing === undefined
+        ? (hit) => (hit ? cacheHits : cacheMisses).inc()
+        : (hit) => {
+            (hit ? cacheHits : cacheMisses).inc();
+            tracing.cacheLookup(hit);
+          },
   });
   const verify = withIssuerVerdicts(
     cachedVerify,
@@ -192,7 +211,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // One line per request is written by our own hook below, with the documented fields.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
-    genReqId: requestId,
+    // Always our own: a client choosing the id that audit and request lines carry could make two
+    // requests look like one. Theirs is logged beside it (clientRequestId).
+    genReqId: () => randomUUID(),
     childLoggerFactory: (parent, bindings, options) =>
       new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
@@ -202,6 +223,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
+  if (tracing !== undefined) {
+    proxy.decorateRequest('trace', undefined);
+    proxy.addHook('onRequest', tracing.onRequest);
+  }
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.
   proxy.addHook('onRequest', (request, reply, done) => {
@@ -216,6 +241,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const { decision, reason, identity } = request.auth;
       logRequest({
         reqId: request.id,
+        clientRequestId: clientRequestId(request.headers),
         method: request.method,
         path: pathOf(request.url),
         status: reply.raw.statusCode,
@@ -225,6 +251,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         user: identity?.user,
         subject: identity?.subject,
         aborted: !reply.raw.writableFinished,
+        traceId: request.trace?.traceId,
+        spanId: request.trace?.spanId,
       });
     });
     // Before anything else, the metadata path included: an Origin not allowed, a coding not forwarded.
@@ -237,7 +265,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   proxy.addHook(
     'onRequest',
-    createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections, config.resourceScopes),
+    createAuthenticateHook(
+      tracing === undefined ? verify : tracing.verifier(verify),
+      metrics,
+      resourceMetadataUrl(config.resourceUrl),
+      connections,
+      config.resourceScopes,
+    ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
@@ -266,9 +300,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
-  admin.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
-  );
+  if (tracing === undefined) {
+    admin.get('/metrics', async (_request, reply) =>
+      reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+    );
+  } else {
+    // Exemplars exist only in OpenMetrics, which Prometheus asks for.
+    const scrape = createScrape(metrics.registry);
+    admin.get('/metrics', async (request, reply) => {
+      const { contentType, body } = await scrape(request.headers.accept);
+      return reply.header('content-type', contentType).send(body);
+    });
+  }
   registerHealth(admin, { issuers, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
@@ -279,6 +322,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     issuers,
     metrics,
     logger,
+    tracing,
     clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
@@ -293,6 +337,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     async close() {
       draining = true;
+      const deadline = performance.now() + config.shutdownGraceSeconds * 1000;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
       force.unref();
       const closed = proxy.close();
@@ -306,6 +351,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       certificates?.close();
       watchedPolicy?.close();
       await rateLimits?.close();
+      // The spans of the last requests go out within what is left of the grace time.
+      await tracing?.shutdown(deadline - performance.now());
       await admin.close();
     },
   };

@@ -4,7 +4,10 @@ import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fast
 import { Rejection } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
-import type { Identity, Verify } from './verify.js';
+import type { Identity, Verdict } from './verify.js';
+
+/** Verification as this hook calls it; the request is for a tracing wrapper (tracing/tracing.ts). */
+export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Promise<Verdict>;
 
 export interface AuthState {
   decision: 'accept' | 'reject' | 'public';
@@ -105,7 +108,7 @@ function createRejectionSender(resourceMetadataUrl: string, connections: Connect
 }
 
 export function createAuthenticateHook(
-  verify: Verify,
+  verify: RequestVerify,
   metrics: Metrics,
   resourceMetadataUrl: string,
   connections?: ConnectionGuard,
@@ -146,10 +149,11 @@ export function createAuthenticateHook(
       return;
     }
     // Only verifications are timed: a request without a usable token would drag the quantiles down.
-    const stopTimer = metrics.verifyDuration.startTimer();
+    // With tracing, the histogram's exemplar points at this request's trace.
+    const stopTimer = metrics.verifyDuration.startTimer(undefined, request.trace?.exemplar);
     let result;
     try {
-      result = verify(token);
+      result = verify(token, request);
     } catch (error) {
       stopTimer();
       reject(request, reply, error);

@@ -12,7 +12,7 @@ import type { Introspector } from './introspection.js';
 
 export interface Identity {
   readonly user: string;
-  /** The issuer that vouched for the token (its `iss`): X-Verified-Issuer, the policy's `token.iss`. */
+  /** The issuer that vouched for the token (its `iss`): X-Verified-Issuer, the policy's `token.iss`; an MCP session belongs to an issuer and subject (mcp/sessions.ts). */
   readonly issuer?: string;
   readonly subject: string | undefined;
   readonly email: string | undefined;
@@ -53,8 +53,10 @@ interface CheckedHeader {
 
 // Three base64url parts (the signature may be empty, so that `alg: none` reaches its own reason).
 const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
-// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header.
-const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
+// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header;
+// white space at either end is trimmed by HTTP on the way to the upstream (and by Go and Node
+// when they read the header) but not by the policy, so the two would see different users or groups.
+const UNCLEAN = /[\p{Cc}\u2028\u2029]|^\s|\s$/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
 // The header must be parsed before any key is known (it names alg and kid); issuers' headers are
@@ -145,7 +147,10 @@ function forwardable(claims: Claims, name: string): string | undefined {
   const value = claims[name];
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || UNCLEAN.test(value) || value.length > MAX_FORWARDED_LENGTH) {
-    throw new Rejection('invalid_claim', `${name} claim is not a clean string`);
+    throw new Rejection(
+      'invalid_claim',
+      `${name} claim is not a clean string (control characters, white space at either end, or over 4096 characters)`,
+    );
   }
   return value;
 }
@@ -159,7 +164,7 @@ function forwardableGroups(claims: Claims): string[] | undefined {
   const value = claims.groups;
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))) {
-    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas');
+    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas (nor white space at either end)');
   }
   return value as string[];
 }

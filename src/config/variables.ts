@@ -6,6 +6,7 @@
 import { boolean, choice, httpUrl, integer, INVALID, list, optional, show, splitList, text, type Kind } from './kinds.js';
 import { redisUrl } from './redis-url.js';
 import { issuersFile } from './issuers.js';
+import { OTEL_VARIABLES } from './otel.js';
 
 export const SUPPORTED_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number];
@@ -406,9 +407,10 @@ export const VARIABLES = [
   row({
     name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS',
     key: 'rateLimitInFlightExpirySeconds',
-    kind: integer(10, 86400),
-    default: '900',
-    meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)',
+    kind: integer(3, 900),
+    default: '10',
+    meaning:
+      "lease of a tool call's in-flight slot in Redis, renewed every third of it while the call runs: a slot not renewed (a replica gone, a slot Redis took after its answer had timed out during a stall) stops counting after this long",
   }),
   row({
     name: 'REDIS_URL',
@@ -436,4 +438,5 @@ export const VARIABLES = [
     kind: optional(text()),
     meaning: 'PEM file of the CA(s) that signed the Redis server certificate (`rediss://`); empty: the system CAs',
   }),
+  ...OTEL_VARIABLES,
 ] as const;

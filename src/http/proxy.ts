@@ -14,6 +14,7 @@ import type { Config } from '../config/config.js';
 import { UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
+import { privateCacheControl } from './cache-control.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
@@ -30,6 +31,21 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
   if (value === 'keep-alive' || value === 'close') return undefined;
   return new Set(value.split(',').map((name) => name.trim()));
+}
+
+function isEventStream(contentType: OutgoingHttpHeaders[string]): boolean {
+  return typeof contentType === 'string' && contentType.slice(0, 17).toLowerCase() === 'text/event-stream';
+}
+
+/**
+ * Headers the sidecar reads to judge a request (the body's type and coding, the MCP session and
+ * version, the 2026-07-28 Mcp-* headers): a client listing one in `Connection` must not make the
+ * upstream see a request without it while the sidecar judged it with it. Kept whatever
+ * `Connection` says; the headers the sidecar sets (identity, X-Forwarded-*, X-Request-Id) are
+ * set after the client's are stripped, so no listing removes those either.
+ */
+function isJudgedHeader(name: string): boolean {
+  return name.startsWith('mcp-') || name === 'content-type' || name === 'content-length' || name === 'content-encoding';
 }
 
 /** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */
@@ -86,7 +102,7 @@ export function forwardedHeaders(
   const listed = connectionListed(inbound.connection);
   const headers: Record<string, string | string[]> = {};
   for (const name in inbound) {
-    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || listed?.has(name) === true) continue;
+    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || (listed?.has(name) === true && !isJudgedHeader(name))) continue;
     if (name === 'authorization' && !forwardAuthorization) continue;
     headers[name] = inbound[name]!;
   }
@@ -235,6 +251,10 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     const outgoing = responseHeaders(headers);
     outgoing['x-request-id'] ??= this.request.id;
+    // Every forwarded request is authenticated: its answer is one user's.
+    outgoing['cache-control'] = privateCacheControl(outgoing['cache-control']);
+    // A proxy in front (nginx) must not buffer an event stream (the MCP transport's SHOULD).
+    if (isEventStream(outgoing['content-type'])) outgoing['x-accel-buffering'] = 'no';
     if (this.reader !== undefined && !this.reader.onStart(statusCode, outgoing)) {
       this.held = { statusCode, headers: outgoing };
       return;
@@ -249,7 +269,7 @@ class Forward implements Dispatcher.DispatchHandler {
     // Node sends headers with the first body chunk; an event stream (an MCP GET stream) may stay
     // silent for long, and the client must see its headers now, or at the latest once the data
     // that came with them has been written (one write instead of two).
-    if (String(outgoing['content-type']).startsWith('text/event-stream')) setImmediate(() => this.flushHeadersOfSilentStream());
+    if (isEventStream(outgoing['content-type'])) setImmediate(() => this.flushHeadersOfSilentStream());
   }
 
   private flushHeadersOfSilentStream(): void {
@@ -382,15 +402,19 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
+    const outgoing = forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes);
+    // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
+    const reader =
+      request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);
     pool.dispatch(
       {
         method: request.method,
         // The target exactly as the client sent it: Coder may sign it.
         path: request.url,
-        headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
+        headers: outgoing,
         body,
       },
-      new Forward(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, reader),
     );
   };
 

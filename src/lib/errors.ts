@@ -117,3 +117,39 @@ export class StartupError extends Error {
     return typeof code === 'string' ? code : undefined;
   }
 }
+
+/**
+ * JSON-RPC error codes of the answers the sidecar gives MCP messages itself. Its own codes lie in
+ * -32000 to -32019, the part of JSON-RPC's server-error range that MCP (since 2026-07-28) leaves to
+ * implementations; MCP reserves -32020 to -32099 for codes it defines, and the sidecar uses those
+ * (and JSON-RPC's own) only with their defined meaning. README: Error codes.
+ */
+export const RPC_CODES = {
+  /** The tool policy denied the message. */
+  policyDenied: -32003,
+  /** The session named belongs to another subject (read-request.ts: SESSION_FORBIDDEN, HTTP 403). */
+  sessionForbidden: -32004,
+  /** A rate limit refused a tool call (was -32029, inside MCP's range, before 2026-07-28 reserved it). */
+  rateLimited: -32010,
+  /** A guard could not decide about the message (fail closed). */
+  notJudged: -32011,
+  /** The response could not be read or matched to its request, so the tool policy could not be applied to it. */
+  responseUnchecked: -32012,
+  /**
+   * The one reading refused the request before any guard (read-request.ts): a body the server
+   * could read otherwise than the sidecar (member names folding together, duplicate ids, a batch
+   * its version lacks, dot segments), a malformed session id, a body on another method, an id in flight.
+   */
+  requestRefused: -32013,
+  // Codes JSON-RPC and MCP define, used with their meaning:
+  /** MCP HeaderMismatch: an Mcp-* or MCP-Protocol-Version header disagrees with the body, or is missing or malformed. */
+  headerMismatch: -32020,
+  /** JSON-RPC Invalid params: also MCP's answer to a request lacking a required `_meta` field. */
+  invalidParams: -32602,
+  /** JSON-RPC Method not found: a 2026-07-28 server's answer (with 404) to a method it does not serve. */
+  methodNotFound: -32601,
+  /** JSON-RPC Invalid Request: a body that is not JSON-RPC (a 2026-07-28 request's answer). */
+  invalidRequest: -32600,
+  /** JSON-RPC Parse error: a body that is not UTF-8 JSON (a 2026-07-28 request's answer). */
+  parseError: -32700,
+} as const;

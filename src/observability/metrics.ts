@@ -1,6 +1,14 @@
 // The registry and every metric the docs name (the names are an interface). One registry per app, so tests can build many.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type OpenMetricsContentType,
+  type RegistryContentType,
+} from 'prom-client';
 import { VERSION } from '../lib/version.js';
 import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 
@@ -25,12 +33,32 @@ export interface Metrics {
   readonly policyLastReloadSuccessful: Gauge<'file'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
+  readonly headerMismatches: Counter<'header'>;
+  readonly subscriptionsOpen: Gauge;
+  readonly subscriptionNotifications: Counter<'method'>;
+  readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
 }
 
 // MCP outcomes (src/mcp/audit.ts), repeated here so that metrics.ts imports nothing of src/mcp.
-const MCP_OUTCOMES = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];
+const MCP_OUTCOMES = [
+  'result',
+  'tool_error',
+  'rpc_error',
+  'denied',
+  'limited',
+  'upstream_error',
+  'cancelled',
+  'unknown',
+  'header_mismatch',
+  'input_required',
+  'subscribed',
+  'invalid_request',
+  'forbidden_session',
+];
+// The headers a 2026-07-28 request's headers are checked by (src/mcp/request-metadata.ts).
+const MISMATCHED_HEADERS = ['mcp-protocol-version', 'mcp-method', 'mcp-name', 'mcp-param'];
 // Tool calls take milliseconds to minutes.
 const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
@@ -44,9 +72,21 @@ export function zeroIssuer(metrics: Metrics, issuer: string, introspects: boolea
   if (introspects) for (const result of ['active', 'inactive', 'error']) metrics.introspection.inc({ issuer, result }, 0);
 }
 
+/** prom-client takes exemplars only on a registry set to OpenMetrics (createScrape serves both formats). */
+function openMetricsRegistry(): Registry {
+  const registry = new Registry<OpenMetricsContentType>();
+  registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  return registry as unknown as Registry;
+}
+
+export interface MetricsOptions {
+  /** Histograms keep exemplars (a trace id per bucket), shown to scrapes that ask for OpenMetrics: with tracing on. */
+  readonly exemplars?: boolean;
+}
+
 /** `requestsInFlight` is read when Prometheus scrapes: the app keeps the count as a plain number. */
-export function createMetrics(requestsInFlight: () => number = () => 0): Metrics {
-  const registry = new Registry();
+export function createMetrics(requestsInFlight: () => number = () => 0, { exemplars = false }: MetricsOptions = {}): Metrics {
+  const registry = exemplars ? openMetricsRegistry() : new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
 
@@ -63,6 +103,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       name: 'mcp_auth_verify_duration_seconds',
       help: 'Time to verify a bearer token.',
       buckets: VERIFY_BUCKETS,
+      enableExemplars: exemplars,
       registers,
     }),
     upstreamFailures: new Counter({
@@ -166,6 +207,28 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       help: 'Rate limit checks the backend (Redis) could not answer.',
       registers,
     }),
+    headerMismatches: new Counter({
+      name: 'mcp_auth_mcp_header_mismatches_total',
+      help: 'MCP 2026-07-28 requests refused because a header disagreed with the body (or was missing or malformed), by header.',
+      labelNames: ['header'],
+      registers,
+    }),
+    subscriptionsOpen: new Gauge({
+      name: 'mcp_auth_mcp_subscriptions_open',
+      help: 'subscriptions/listen streams open now.',
+      registers,
+    }),
+    subscriptionNotifications: new Counter({
+      name: 'mcp_auth_mcp_subscription_notifications_total',
+      help: 'Notifications the upstream sent on subscriptions/listen streams, by method.',
+      labelNames: ['method'],
+      registers,
+    }),
+    auditFailures: new Counter({
+      name: 'mcp_auth_audit_failures_total',
+      help: 'Audit lines that could not be written whole (written without their arguments, marked auditError).',
+      registers,
+    }),
     httpRefused: new Counter({
       name: 'mcp_auth_http_refused_total',
       help: 'Requests refused for how they were sent (before any token check), by reason.',
@@ -191,6 +254,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
+  for (const header of MISMATCHED_HEADERS) metrics.headerMismatches.inc({ header }, 0);
   new Gauge({
     name: 'mcp_auth_build_info',
     help: 'Always 1: the sidecar version and the Node.js version running it.',
@@ -198,4 +262,53 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     registers,
   }).set({ version: VERSION, node: process.versions.node }, 1);
   return metrics;
+}
+
+/** Tracing's own counter, registered when tracing is on (tracing/export.ts). */
+export function createSpansDropped(registry: Registry): Counter<'reason'> {
+  const counter = new Counter({
+    name: 'mcp_auth_trace_spans_dropped_total',
+    help: 'Spans that never reached the collector, by reason (queue_full: more ended spans waiting than OTEL_BSP_MAX_QUEUE_SIZE; export_failed: the collector was down, slow or refused them).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['queue_full', 'export_failed']) counter.inc({ reason }, 0);
+  return counter;
+}
+
+export interface Scrape {
+  readonly contentType: string;
+  readonly body: string;
+}
+
+const OPENMETRICS = /application\/openmetrics-text/i;
+
+/**
+ * Answers scrapes in Prometheus text, or in OpenMetrics (the one format with exemplars) when the
+ * scrape asks for it, as Prometheus does. prom-client writes the format its registry is set to,
+ * and renames counters while writing OpenMetrics (drops `_total`, for good): each scrape sets
+ * the format it needs and puts the names back, and scrapes take turns.
+ */
+export function createScrape(prometheus: Registry): (accept: string | undefined) => Promise<Scrape> {
+  const registry = prometheus as unknown as Registry<RegistryContentType>;
+  const native = registry.contentType;
+  let previous: Promise<unknown> = Promise.resolve();
+  const scrape = async (contentType: RegistryContentType): Promise<Scrape> => {
+    const metrics = registry.getMetricsAsArray() as unknown as { name: string }[];
+    const names = metrics.map((metric) => metric.name);
+    registry.setContentType(contentType);
+    try {
+      return { contentType, body: await registry.metrics() };
+    } finally {
+      registry.setContentType(native);
+      metrics.forEach((metric, i) => (metric.name = names[i]!));
+    }
+  };
+  return (accept) => {
+    const run = () =>
+      scrape(accept !== undefined && OPENMETRICS.test(accept) ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
+    const result = previous.then(run, run);
+    previous = result.catch(() => undefined);
+    return result;
+  };
 }

@@ -83,15 +83,18 @@ describe('scopes in the tool policy', () => {
   it('answers 403 insufficient_scope with every scope the call needs, for each transport and era, and forwards nothing', async () => {
     const token = await issuer.mint({ scope: 'openid datastore.write' });
     const seen = upstream.seen.length;
-    for (const [headers, path] of [
-      [{}, '/mcp'],
-      [{ accept: 'text/event-stream, application/json' }, '/mcp'],
-      [{ 'mcp-protocol-version': '2025-06-18' }, '/mcp'],
-      [{ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'drop' }, '/mcp'],
+    // A 2026-07-28 request carries its protocol version and capabilities in _meta.
+    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} };
+    const call2026 = { ...call(1, 'drop'), params: { name: 'drop', arguments: {}, _meta: meta } };
+    for (const [headers, path, body] of [
+      [{}, '/mcp', call(1, 'drop')],
+      [{ accept: 'text/event-stream, application/json' }, '/mcp', call(1, 'drop')],
+      [{ 'mcp-protocol-version': '2025-06-18' }, '/mcp', call(1, 'drop')],
+      [{ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'drop' }, '/mcp', call2026],
       // The 2024-11-05 HTTP+SSE transport POSTs to the endpoint its stream named.
-      [{ accept: 'application/json' }, '/messages?sessionId=abc'],
+      [{ accept: 'application/json' }, '/messages?sessionId=abc', call(1, 'drop')],
     ] as const) {
-      const answer = await post(token, call(1, 'drop'), headers, path);
+      const answer = await post(token, body, headers, path);
       expect(answer.status, JSON.stringify(headers)).toBe(403);
       expect(answer.headers['www-authenticate']).toBe(
         `Bearer error="insufficient_scope", scope="datastore.write datastore.admin", resource_metadata="${metadata}", error_description="the token lacks a scope this request needs (datastore.write datastore.admin)"`,

@@ -17,8 +17,10 @@
 
 import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
-import type { Facts, Truth } from './expression.js';
+import type { Facts, Truth } from './cel.js';
 import type { Rule } from './file.js';
+import { resolvesElsewhere } from '../read-request.js';
+import { candidates } from './tool-index.js';
 
 export interface Judgement {
   readonly allowed: boolean;
@@ -30,6 +32,8 @@ export interface Judgement {
    * call is refused for scopes alone (a rule would allow it with them).
    */
   readonly scopes?: readonly string[];
+  /** What the denial is about when the message itself names nothing (a resource a subscription asks for). */
+  readonly subject?: string;
 }
 
 /** The list methods, and the member of the result holding the items. */
@@ -48,8 +52,11 @@ function holdsAll(scopes: readonly string[], needed: readonly string[]): boolean
 }
 
 export function isPlumbing(method: string): boolean {
-  return method === 'initialize' || method === 'ping' || method.startsWith('notifications/');
+  return method === 'initialize' || method === 'ping' || method === 'subscriptions/listen' || method.startsWith('notifications/');
 }
+
+/** At most this many resources of one subscriptions/listen are judged; a longer list is denied. */
+export const MAX_RESOURCE_SUBSCRIPTIONS = 100;
 
 /** The facts rules see for a message; every absent name bound empty ("" / [] / {}). */
 export function factsOf(message: ClientMessage, identity: Identity, annotations: Readonly<Record<string, unknown>> | undefined): Facts {
@@ -94,21 +101,6 @@ function missingSubject(message: ClientMessage): string | undefined {
 }
 
 const quote = JSON.stringify;
-const MAX_CANDIDATE_LISTS = 1000;
-const candidateLists = new WeakMap<readonly Rule[], Map<string, readonly Rule[]>>();
-
-/** The rules that can be true for a tool name, in file order: those limited to other tools are skipped unread. */
-function candidates(rules: readonly Rule[], tool: string): readonly Rule[] {
-  let byTool = candidateLists.get(rules);
-  if (byTool === undefined) candidateLists.set(rules, (byTool = new Map<string, readonly Rule[]>()));
-  let list = byTool.get(tool);
-  if (list === undefined) {
-    list = rules.filter((rule) => rule.expression.tools === undefined || rule.expression.tools.has(tool));
-    if (byTool.size >= MAX_CANDIDATE_LISTS) byTool.clear(); // tool names are the client's choice: bounded
-    byTool.set(tool, list);
-  }
-  return list;
-}
 
 function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
   const rules = candidates(all, facts.mcp.tool);
@@ -161,11 +153,44 @@ export function decide(
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
 ): Judgement {
+  // The 2026-07-28 replacement of initialize: capabilities and versions, nothing of any user's.
+  // Denying it would only make a client fall back to initialize.
+  if (message.method === 'server/discover') return { allowed: true, rule: undefined, reason: 'server/discover is always allowed' };
   const missing = missingSubject(message);
   if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
   const facts = factsOf(message, identity, annotations);
   const needsAllow = !isPlumbing(message.method) && LIST_ITEMS[message.method] === undefined;
-  return judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  const judgement = judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  if (!judgement.allowed || message.method !== 'subscriptions/listen') return judgement;
+  return subscribedResources(rules, message, identity) ?? judgement;
+}
+
+/**
+ * subscriptions/listen passes as plumbing (list-changed notifications carry nothing of a user's),
+ * but each resource it subscribes to is judged as resources/read of it: a user is not told of
+ * changes to what they may not read. Returns the denial, if any.
+ */
+function subscribedResources(rules: readonly Rule[], message: ClientMessage, identity: Identity): Judgement | undefined {
+  const notifications = message.params?.notifications;
+  if (notifications === undefined || notifications === null) return undefined;
+  if (typeof notifications !== 'object' || Array.isArray(notifications)) {
+    return { allowed: false, rule: undefined, reason: 'params.notifications of subscriptions/listen must be an object' };
+  }
+  const uris = (notifications as Record<string, unknown>).resourceSubscriptions;
+  if (uris === undefined || uris === null) return undefined;
+  if (!Array.isArray(uris) || uris.length > MAX_RESOURCE_SUBSCRIPTIONS) {
+    return {
+      allowed: false,
+      rule: undefined,
+      reason: `params.notifications.resourceSubscriptions must be a list of at most ${MAX_RESOURCE_SUBSCRIPTIONS} URIs`,
+    };
+  }
+  for (const uri of uris) {
+    if (typeof uri !== 'string') return { allowed: false, rule: undefined, reason: 'a resource subscription must be a URI string' };
+    const read = decide(rules, call('resources/read', undefined, undefined, uri), identity);
+    if (!read.allowed) return { ...read, reason: `subscription to ${quote(uri)}: ${read.reason}`, subject: uri };
+  }
+  return undefined;
 }
 
 /** Whether a list item is shown: the call it stands for could be allowed for this identity. */
@@ -184,7 +209,11 @@ function call(method: string, tool: string | undefined, prompt: string | undefin
   return { method, id: undefined, params: undefined, tool, prompt, resource, arguments: undefined };
 }
 
-/** The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read of a resource or template. */
+/**
+ * The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read
+ * of a resource or template. None (the item is not shown) for a resource or template whose URI
+ * a read would be refused for (dot segments: read-request.ts).
+ */
 export function callOf(listMethod: string, item: unknown): ClientMessage | undefined {
   if (typeof item !== 'object' || item === null) return undefined;
   const { name, uri, uriTemplate } = item as { name?: unknown; uri?: unknown; uriTemplate?: unknown };
@@ -194,9 +223,11 @@ export function callOf(listMethod: string, item: unknown): ClientMessage | undef
     case 'prompts/list':
       return typeof name === 'string' ? call('prompts/get', undefined, name, undefined) : undefined;
     case 'resources/list':
-      return typeof uri === 'string' ? call('resources/read', undefined, undefined, uri) : undefined;
+      return typeof uri === 'string' && !resolvesElsewhere(uri) ? call('resources/read', undefined, undefined, uri) : undefined;
     case 'resources/templates/list':
-      return typeof uriTemplate === 'string' ? call('resources/read', undefined, undefined, uriTemplate) : undefined;
+      return typeof uriTemplate === 'string' && !resolvesElsewhere(uriTemplate)
+        ? call('resources/read', undefined, undefined, uriTemplate)
+        : undefined;
     default:
       return undefined;
   }

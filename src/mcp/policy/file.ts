@@ -3,7 +3,8 @@
 
 import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Scalar } from 'yaml';
-import { ExpressionError, compileExpression, type CompiledExpression } from './expression.js';
+import { compileExpression, type CompiledExpression } from './compile.js';
+import { ExpressionError } from './typecheck.js';
 
 export interface Rule {
   readonly name: string;
