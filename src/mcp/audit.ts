@@ -71,8 +71,10 @@ export interface AuditLine {
   /** The arguments as written in the request body; hashed instead of re-serialising `arguments`. */
   argumentsText?: string | undefined;
   rpcId: string | number | undefined;
-  /** The trace id of the request's `_meta` `traceparent`. */
+  /** The trace of the message's span when tracing recorded one, else of its `_meta` `traceparent`. */
   traceId?: string | undefined;
+  /** The message's span, when tracing recorded one. */
+  spanId?: string | undefined;
   /** A retry of a multi round-trip request (it carries `inputResponses`). */
   inputResponses?: boolean | undefined;
   /** Outcome input_required: the methods of the input requested (elicitation/create, sampling/createMessage, roots/list). */
@@ -231,6 +233,7 @@ export function createAuditWriter(
     }
     if (line.rpcId !== undefined) json += `,"rpcId":${typeof line.rpcId === 'string' ? quoteCut(line.rpcId, B.rpcId) : text(line.rpcId)}`;
     if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}"`;
+    if (line.spanId !== undefined) json += `,"spanId":"${line.spanId}"`;
     if (line.inputResponses === true) json += ',"inputResponses":true';
     json += `,"outcome":"${line.outcome}"`;
     if (line.inputRequests !== undefined) json += `,"inputRequests":[${line.inputRequests.map(quote).join(',')}]`;

@@ -13,6 +13,7 @@ import { Sessions } from './sessions.js';
 import { ParamHeaders } from './param-headers.js';
 import { goFoldKey } from '../lib/go-fold.js';
 import { READ_BUDGET_BYTES, ReadBudget } from './read-budget.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
@@ -35,6 +36,8 @@ export interface Pending {
   rule: string | undefined;
   /** Guards that rewrite its result (list filtering); undefined for most. */
   readonly rewriters: readonly Guard[] | undefined;
+  /** The message's span, with tracing on. */
+  readonly trace?: MessageTrace | undefined;
   /** Key in the in-flight map, for requests of a session. */
   inFlightKey: string | undefined;
   cancelled: boolean;
@@ -156,11 +159,18 @@ export class McpContext {
     const seconds = (performance.now() - startedAt) / 1000;
     const { metrics } = this;
     if (pending.notifications !== undefined) metrics.subscriptionsOpen.dec();
+    const trace = pending.trace;
+    trace?.end(outcome, rpcErrorCode);
     metrics.mcpMessages.inc({ method: methodLabel(message.method), outcome });
     if (message.method === 'tools/call') {
       const tool = this.toolLabel(message.tool);
       metrics.toolCalls.inc({ tool, outcome });
-      metrics.toolCallDuration.observe({ tool }, seconds);
+      // With tracing, the histogram keeps exemplars: the call's trace.
+      // (prom-client types exemplar labels with the metric's label names.)
+      if (metrics.exemplars) {
+        const exemplarLabels = (trace?.exemplar ?? {}) as Record<'tool', string>;
+        metrics.toolCallDuration.observe({ labels: { tool }, value: seconds, exemplarLabels });
+      } else metrics.toolCallDuration.observe({ tool }, seconds);
     }
     this.write(pending, outcome, rpcErrorCode, bytesOut, sessionId, seconds);
   }
@@ -205,7 +215,9 @@ export class McpContext {
       arguments: message.arguments,
       argumentsText: message.argumentsText,
       rpcId: message.id,
-      traceId: meta?.traceId,
+      // The message's span when tracing recorded one, else the client's trace id from _meta.
+      traceId: pending.trace?.traceId ?? meta?.traceId,
+      spanId: pending.trace?.spanId,
       inputResponses: message.inputResponses,
       inputRequests: pending.inputRequests,
       notifications: outcome === 'subscribed' ? undefined : pending.notifications,

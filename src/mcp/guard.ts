@@ -50,7 +50,8 @@ export interface Caller {
 }
 
 export type Decision =
-  | { readonly effect: 'allow'; readonly rule?: string }
+  /** `wouldDeny`: the tool policy in audit mode lets through what it would refuse; `backendError`: the rate limit store did not answer (RATE_LIMIT_ON_REDIS_ERROR decided). */
+  | { readonly effect: 'allow'; readonly rule?: string; readonly wouldDeny?: true; readonly backendError?: true }
   /** Refused by policy: a request gets a JSON-RPC error with `rpcCode`, never reaches the upstream. */
   | {
       readonly effect: 'deny';
@@ -66,7 +67,11 @@ export type Decision =
       readonly scope: 'user' | 'tool' | 'concurrency';
       readonly retryAfterSeconds: number;
       readonly message: string;
+      readonly backendError?: true;
     };
+
+/** What a decision says, as attributes of the guard's span (tracing/): plain values, no client data but names. */
+export type DecisionAttributes = Readonly<Record<string, string | number | boolean>>;
 
 export interface Guard {
   /** Judges one message before anything of its HTTP request is forwarded. */
@@ -77,4 +82,8 @@ export interface Guard {
   rewrites?(method: string, message?: ClientMessage): boolean;
   /** A result the upstream sent for `message`; returns the replacement, or undefined to pass it unchanged. */
   rewriteResult?(message: ClientMessage, result: unknown, caller: Caller): unknown;
+  /** The name of the span of each decision, with tracing on (none: no span). */
+  readonly name?: string;
+  /** A decision as its span's attributes; called only with tracing on. */
+  describe?(decision: Decision): DecisionAttributes;
 }

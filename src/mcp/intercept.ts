@@ -16,7 +16,8 @@ import type { Outcome } from './audit.js';
 import type { McpContext, Pending } from './context.js';
 import type { ReadBudget } from './read-budget.js';
 import { McpExchange } from './exchange.js';
-import { isJsonContentType } from './messages.js';
+import { isJsonContentType, methodLabel } from './messages.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 import { clientRequestId } from '../lib/request-target.js';
 import { RPC_CODES } from '../lib/errors.js';
 import { STATELESS_METHODS, eraOf, isStatelessVersion, requestProtocolVersion } from './protocol-version.js';
@@ -170,7 +171,11 @@ async function judge(guards: readonly Guard[], pending: Pending): Promise<Verdic
   for (const guard of guards) {
     let decision: Decision;
     try {
-      const made = guard.judge(pending.message, pending.caller);
+      // With tracing, each decision is a span under the message's.
+      const made =
+        pending.trace === undefined
+          ? guard.judge(pending.message, pending.caller)
+          : pending.trace.judge(guard, pending.message, pending.caller);
       decision = made instanceof Promise ? await made : made;
     } catch {
       // Fail closed: a guard that cannot decide does not allow.
@@ -291,9 +296,10 @@ interface Origin {
 }
 
 /** A message read from the body (or a line for a body that was not), from now until it ends (McpContext.end). */
-function pendingOf(message: ClientMessage, origin: Origin, rewriters?: readonly Guard[]): Pending {
+function pendingOf(message: ClientMessage, origin: Origin, rewriters?: readonly Guard[], trace?: MessageTrace): Pending {
   return {
     message,
+    trace,
     caller: origin.caller,
     reqId: origin.reqId,
     clientRequestId: origin.clientRequestId,
@@ -419,7 +425,13 @@ export function createInterceptor(context: McpContext): Interceptor {
       if (guarded) return refuseUnjudged(request, res, bodyOrigin, 400, PROBLEMS[result.problem], PROBLEM_CODES[result.problem]);
       return unparsed(body, false, body.length);
     }
-    const pendings = result.messages.map((message) => pendingOf(message, bodyOrigin, rewritersOf(message)));
+    // With tracing, a span for each message (tracing/mcp-trace.ts).
+    const traces = request.trace?.messages(result.messages, caller, {
+      protocolVersion: version,
+      listed: (tool) => context.toolLabel(tool) !== 'other',
+      label: methodLabel,
+    });
+    const pendings = result.messages.map((message, i) => pendingOf(message, bodyOrigin, rewritersOf(message), traces?.[i]));
     const header = request.headers['mcp-protocol-version'];
     const stateless =
       eraOf(

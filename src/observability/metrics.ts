@@ -14,6 +14,8 @@ import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type Upstre
 
 export interface Metrics {
   readonly registry: Registry;
+  /** Whether the histograms keep exemplars (tracing on): they are then observed with `{ labels, value, exemplarLabels }`. */
+  readonly exemplars: boolean;
   readonly accepted: Counter;
   readonly rejected: Counter<'reason'>;
   readonly verifyDuration: Histogram;
@@ -92,6 +94,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
 
   const metrics: Metrics = {
     registry,
+    exemplars,
     accepted: new Counter({ name: 'mcp_auth_accepted_total', help: 'Requests whose token was accepted and forwarded.', registers }),
     rejected: new Counter({
       name: 'mcp_auth_rejected_total',
@@ -174,6 +177,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
       help: 'Time from a tools/call request to its outcome, by tool.',
       labelNames: ['tool'],
       buckets: TOOL_BUCKETS,
+      enableExemplars: exemplars,
       registers,
     }),
     policyDecisions: new Counter({

@@ -11,6 +11,8 @@ import type { AuthState } from '../auth/authenticate.js';
 import type { ResponseReader } from '../http/proxy.js';
 import type { UpstreamFailureKind } from '../lib/errors.js';
 import { cut, type Spans } from './span.js';
+import type { Caller, ClientMessage } from '../mcp/guard.js';
+import { MessageTrace, baggageOf, type MessageScope } from './mcp-trace.js';
 
 // HTTP's methods as the conventions know them; any other is `_OTHER`.
 const KNOWN_METHODS = new Set(['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE']);
@@ -63,7 +65,10 @@ export class RequestTrace {
   /** The labels of an exemplar pointing at this trace (verification time). */
   readonly exemplar: { trace_id: string; span_id: string } | undefined;
   /** What an upstream request is a child of: this span, or the span of the one MCP request in the body. */
-  upstreamParent: Context;
+  private upstreamParent: Context;
+  /** The `baggage` of a `_meta` trace context that parents the upstream request (the client sent no header). */
+  private metaBaggage: string | undefined;
+  private readonly fromHeaders: boolean;
 
   constructor(
     private readonly spans: Spans,
@@ -81,12 +86,9 @@ export class RequestTrace {
     if (method === '_OTHER') attributes['http.request.method_original'] = request.method;
     const agent = request.headers['user-agent'];
     if (agent !== undefined) attributes['user_agent.original'] = cut(agent);
-    this.span = spans.start(
-      route === undefined ? method : `${method} ${route}`,
-      SpanKind.SERVER,
-      parentFromHeaders(request.headers),
-      attributes,
-    );
+    const parent = parentFromHeaders(request.headers);
+    this.fromHeaders = parent !== ROOT_CONTEXT;
+    this.span = spans.start(route === undefined ? method : `${method} ${route}`, SpanKind.SERVER, parent, attributes);
     this.context = trace.setSpan(ROOT_CONTEXT, this.span);
     this.upstreamParent = this.context;
     if (this.span.isRecording()) {
@@ -127,6 +129,26 @@ export class RequestTrace {
   }
 
   /**
+   * The MCP messages read from the body: a span each (mcp-trace.ts). The one request of a body
+   * is the upstream request's parent, so that the upstream joins its trace.
+   */
+  messages(
+    messages: readonly ClientMessage[],
+    caller: Caller,
+    scope: Pick<MessageScope, 'protocolVersion' | 'listed' | 'label'>,
+  ): MessageTrace[] | undefined {
+    if (!this.span.isRecording() && !messages.some((message) => message.params?._meta !== undefined)) return undefined;
+    const full: MessageScope = { ...scope, spans: this.spans, request: this.context, fromHeaders: this.fromHeaders };
+    const traces = messages.map((message) => new MessageTrace(this.spans, full, message, caller));
+    const requests = traces.filter((_, i) => messages[i]!.id !== undefined);
+    if (requests.length === 1) {
+      this.upstreamParent = requests[0]!.context;
+      if (requests[0]!.meta !== undefined) this.metaBaggage = baggageOf(requests[0]!.meta);
+    }
+    return traces;
+  }
+
+  /**
    * The upstream request is about to go: its CLIENT span starts, and `headers` (the forwarded
    * ones) carry it as the upstream's parent. Returns the reader that ends the span.
    */
@@ -154,6 +176,7 @@ export class RequestTrace {
     // The client's tracestate passes unchanged; a context from elsewhere (_meta) brings its own.
     const state = span.spanContext().traceState;
     if (headers.tracestate === undefined && state !== undefined) headers.tracestate = state.serialize();
+    if (headers.baggage === undefined && this.metaBaggage !== undefined) headers.baggage = this.metaBaggage;
     return new UpstreamSpan(span, reader);
   }
 }

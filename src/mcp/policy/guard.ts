@@ -3,7 +3,7 @@
 
 import type { Counter } from 'prom-client';
 import { RPC_CODES } from '../../lib/errors.js';
-import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
+import type { Caller, ClientMessage, Decision, DecisionAttributes, Guard } from '../guard.js';
 // The audit's method label: mcp_auth_policy_decisions_total and mcp_auth_mcp_messages_total take the same values.
 import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
@@ -28,6 +28,7 @@ export interface PolicyGuardOptions {
 }
 
 export class PolicyGuard implements Guard {
+  readonly name = 'tool policy';
   private rules: readonly Rule[];
   private readonly annotations = new Map<string, Readonly<Record<string, unknown>>>();
 
@@ -63,7 +64,7 @@ export class PolicyGuard implements Guard {
     if (this.options.mode === 'audit') {
       this.options.decisions?.inc({ decision: 'would_deny', method });
       this.options.onWouldDeny?.(message, caller, judgement);
-      return { effect: 'allow', rule: judgement.rule };
+      return { effect: 'allow', rule: judgement.rule, wouldDeny: true };
     }
     this.options.decisions?.inc({ decision: 'deny', method });
     if (judgement.scopes !== undefined) {
@@ -71,6 +72,15 @@ export class PolicyGuard implements Guard {
       return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: message_, scopes: judgement.scopes };
     }
     return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message, judgement.subject) };
+  }
+
+  describe(decision: Decision): DecisionAttributes {
+    const described: Record<string, string | boolean> = {
+      'mcp_auth.policy.decision': decision.effect === 'allow' ? (decision.wouldDeny === true ? 'would_deny' : 'allow') : 'deny',
+      'mcp_auth.policy.dry_run': this.options.mode === 'audit',
+    };
+    if ('rule' in decision && decision.rule !== undefined) described['mcp_auth.policy.rule'] = decision.rule;
+    return described;
   }
 
   /** The four lists (filtered), and under 2026-07-28 resources/read too (its cacheScope). */
