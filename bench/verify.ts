@@ -10,7 +10,7 @@ import { createVerifier } from '../src/auth/verify.js';
 import { withVerdictCache } from '../src/auth/verdict-cache.js';
 import { RemoteKeySet } from '../src/auth/keyset.js';
 import { createLogger } from '../src/observability/log.js';
-import { loadConfig } from '../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../src/config/config.js';
 import { distinctTokens } from './lib.js';
 
 const issuer = await startIssuer();
@@ -25,7 +25,11 @@ const keys = new RemoteKeySet({
   logger: createLogger('silent'),
 });
 await keys.start();
-const verify = createVerifier(loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' }), keys);
+const config = loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' });
+const verify = createVerifier(
+  config,
+  trustedIssuers(config).map((entry) => ({ issuer: entry, keys })),
+);
 const cachedVerify = withVerdictCache(verify, { maxEntries: 10_000, keys, now: Date.now });
 const remembered = tokens.slice(0, 500);
 const rememberedBad = remembered.map((t) => `${t.slice(0, -8)}AAAAAAAA`);

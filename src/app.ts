@@ -6,14 +6,16 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './lib/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
-import type { Config } from './config/config.js';
+import { trustedIssuers, type Config } from './config/config.js';
 import { tracingSettings } from './config/otel.js';
-import { createMetrics, createScrape, type Metrics } from './observability/metrics.js';
+import { createMetrics, createScrape, zeroIssuer, type Metrics } from './observability/metrics.js';
 import type { Tracing } from './tracing/tracing.js';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
-import { createVerifier } from './auth/verify.js';
+import { createVerifier, keyHolder, type IssuerKeys } from './auth/verify.js';
+import { Introspector } from './auth/introspection.js';
+import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
@@ -50,7 +52,10 @@ export interface App {
   readonly config: Config;
   readonly proxy: FastifyInstance;
   readonly admin: FastifyInstance;
+  /** The key set of the first issuer (OIDC_ISSUER). */
   readonly keys: KeySource;
+  /** Every trusted issuer: its settings, key set and introspection. */
+  readonly issuers: readonly IssuerKeys[];
   readonly metrics: Metrics;
   readonly logger: Logger;
   /** Undefined without an OTLP endpoint. */
@@ -123,27 +128,47 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
           upstreamUrl: config.upstreamUrl,
           exporter: options.spanExporter,
         });
-  const keys =
-    options.keys ??
-    new RemoteKeySet({
-      issuer: config.issuer,
-      jwksUri: config.jwksUri,
-      refreshMs: config.jwksRefreshSeconds * 1000,
-      cooldownMs: config.jwksCooldownSeconds * 1000,
-      maxStaleMs: config.jwksMaxStaleSeconds * 1000,
-      logger,
-      now,
-      onRefresh: (result, count, lastSuccessMs) => {
-        metrics.jwksRefresh.inc({ result });
-        metrics.jwksKeys.set(count);
-        if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
-      },
-    });
+  // Every trusted issuer with a key set of its own (the first may be given: tests, a static set)
+  // and its introspection when configured.
+  const issuers: IssuerKeys[] = trustedIssuers(config).map((entry, index) => {
+    const issuer = entry.issuer;
+    zeroIssuer(metrics, issuer, entry.introspection !== undefined);
+    const keys =
+      (index === 0 ? options.keys : undefined) ??
+      new RemoteKeySet({
+        issuer,
+        jwksUri: entry.jwksUri,
+        refreshMs: config.jwksRefreshSeconds * 1000,
+        cooldownMs: config.jwksCooldownSeconds * 1000,
+        maxStaleMs: config.jwksMaxStaleSeconds * 1000,
+        logger: index === 0 ? logger : logger.child({ issuer }),
+        now,
+        onRefresh: (result, count, lastSuccessMs) => {
+          metrics.jwksRefresh.inc({ result, issuer });
+          metrics.jwksKeys.set({ issuer }, count);
+          if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set({ issuer }, lastSuccessMs / 1000);
+        },
+      });
+    const introspector =
+      entry.introspection &&
+      new Introspector({
+        issuer,
+        settings: entry.introspection,
+        variable: index === 0 ? 'OIDC_INTROSPECTION_CLIENT_SECRET_FILE' : 'ISSUERS_FILE',
+        logger,
+        now,
+        onResult: (result) => metrics.introspection.inc({ issuer, result }),
+      });
+    return { issuer: entry, keys, ...(introspector ? { introspector } : {}) };
+  });
+  const keys = issuers[0]!.keys;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const verify = withVerdictCache(createVerifier(config, tracing === undefined ? keys : tracing.keySource(keys), now), {
+  // Traced, each key set's fetches are spans of the verification that waits on them.
+  const verifying = tracing === undefined ? issuers : issuers.map((i) => ({ ...i, keys: tracing.keySource(i.keys) }));
+  const cachedVerify = withVerdictCache(createVerifier(config, verifying, now), {
     maxEntries: config.verdictCacheSize,
-    keys,
+    keys: keyHolder(issuers),
     now,
     onLookup:
       tracing === undefined
@@ -153,6 +178,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
             tracing.cacheLookup(hit);
           },
   });
+  const verify = withIssuerVerdicts(
+    cachedVerify,
+    metrics.issuerVerdicts,
+    issuers.map((i) => i.issuer.issuer),
+  );
   let draining = false;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
   // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
@@ -243,6 +273,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       metrics,
       resourceMetadataUrl(config.resourceUrl),
       connections,
+      config.resourceScopes,
     ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.
@@ -300,13 +331,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       return reply.header('content-type', contentType).send(body);
     });
   }
-  registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
+  registerHealth(admin, { issuers, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
     config,
     proxy,
     admin,
     keys,
+    issuers,
     metrics,
     logger,
     tracing,
@@ -314,7 +346,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
       logger.info({ clientLimits: limits }, 'client limits');
-      await keys.start();
+      await Promise.all(issuers.map((i) => i.keys.start()));
+      for (const i of issuers) i.introspector?.start();
       await rateLimits?.connected();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       certificates?.start();
@@ -330,7 +363,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       closeConnectionsIfIdle();
       await closed;
       clearTimeout(force);
-      keys.close();
+      for (const i of issuers) {
+        i.keys.close();
+        i.introspector?.close();
+      }
       certificates?.close();
       watchedPolicy?.close();
       await rateLimits?.close();

@@ -62,8 +62,10 @@ function quote(value: string): string {
 }
 
 /** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
-export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): ErrorResponse {
+export function renderRejection(rejection: Rejection, resourceMetadataUrl: string, scopes: readonly string[] = []): ErrorResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
+  // The scopes a client should ask for (RESOURCE_SCOPES), as the MCP authorization spec asks of a 401.
+  if (rejection.status === 401 && scopes.length > 0) challenge += `, scope=${quote(scopes.join(' '))}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
   const headers: Record<string, string> = { 'www-authenticate': challenge };
@@ -81,14 +83,14 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined) {
+function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined, scopes: readonly string[]) {
   // By reason, then by message: two lookups of strings that already exist, no key built per request.
   const answers = new Map<RejectionReason, Map<string, ErrorResponse>>(REJECTION_REASONS.map((reason) => [reason, new Map()]));
   return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
     const byMessage = answers.get(rejection.reason)!;
     let answer = byMessage.get(rejection.message);
     if (answer === undefined) {
-      answer = renderRejection(rejection, resourceMetadataUrl);
+      answer = renderRejection(rejection, resourceMetadataUrl, scopes);
       byMessage.set(rejection.message, answer);
     }
     reply.hijack();
@@ -103,8 +105,9 @@ export function createAuthenticateHook(
   metrics: Metrics,
   resourceMetadataUrl: string,
   connections?: ConnectionGuard,
+  scopes: readonly string[] = [],
 ) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl, connections);
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes);
   // The counter of each reason found once: prom-client's inc({ reason }) hashes the labels every time.
   const rejected = new Map(REJECTION_REASONS.map((reason) => [reason, metrics.rejected.labels(reason)]));
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {

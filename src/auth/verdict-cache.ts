@@ -63,7 +63,7 @@ export function withVerdictCache(verify: Verify, { maxEntries, keys, now, onLook
     const id = hash('sha256', token, 'binary');
     const verdict = verdicts.get(id);
     if (verdict !== undefined) {
-      if (verdict.validUntilMs > now() && keys.has(verdict.key)) {
+      if (verdict.validUntilMs > now() && (verdict.key === undefined || keys.has(verdict.key))) {
         onLookup?.(true);
         return verdict;
       }

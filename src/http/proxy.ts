@@ -123,6 +123,7 @@ export function forwardedHeaders(
 
   headers['x-verified-user'] = headerValue(identity.user);
   if (identity.subject !== undefined) headers['x-verified-subject'] = headerValue(identity.subject);
+  if (identity.issuer !== undefined) headers['x-verified-issuer'] = headerValue(identity.issuer);
   if (identity.email !== undefined) headers['x-verified-email'] = headerValue(identity.email);
   if (identity.groups !== undefined) {
     const all = headerValue(identity.groups.join(','));

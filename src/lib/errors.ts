@@ -14,8 +14,10 @@ export const REJECTIONS = {
   wrong_token_type: { status: 401, description: 'token is not an access token' },
   missing_claim: { status: 401, description: 'token lacks a required claim' },
   invalid_claim: { status: 401, description: 'token claim is not a clean string' },
+  inactive_token: { status: 401, description: 'token is not active at its issuer (revoked, or unknown to it)' },
   forbidden: { status: 403, description: 'token lacks a required group or role' },
   jwks_unavailable: { status: 503, description: 'signing keys of the issuer are not available' },
+  introspection_unavailable: { status: 503, description: 'token introspection at the issuer is not available' },
 } as const;
 
 export type RejectionReason = keyof typeof REJECTIONS;
@@ -28,6 +30,8 @@ export const REJECTION_REASONS = Object.keys(REJECTIONS) as RejectionReason[];
  */
 export class Rejection {
   readonly message: string;
+  /** The trusted issuer the token named, once verification knew it (mcp_auth_issuer_verdicts_total). */
+  issuer: string | undefined;
 
   constructor(
     readonly reason: RejectionReason,
@@ -39,6 +43,7 @@ export class Rejection {
     readonly stands?: () => boolean,
   ) {
     this.message = detail ?? REJECTIONS[reason].description;
+    this.issuer = undefined;
   }
 
   get status(): number {

@@ -58,6 +58,8 @@ export interface AuditLine {
   clientRequestId?: string | undefined;
   user: string | undefined;
   subject: string | undefined;
+  /** The issuer that vouched for the caller's token (several may be trusted). */
+  issuer?: string | undefined;
   sessionId: string | undefined;
   client: string | undefined;
   protocolVersion: string | undefined;
@@ -216,6 +218,7 @@ export function createAuditWriter(
     if (line.clientRequestId !== undefined) json += `,"clientRequestId":${quoteCut(line.clientRequestId, B.clientRequestId)}`;
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
+    if (line.issuer !== undefined) json += `,"issuer":${quoteCut(line.issuer, B.resource)}`;
     if (line.sessionId !== undefined) json += `,"sessionId":${quoteCut(line.sessionId, B.sessionId)}`;
     if (line.client !== undefined) json += `,"client":${quoteCut(line.client, B.client)}`;
     if (line.protocolVersion !== undefined) json += `,"protocolVersion":${quoteCut(line.protocolVersion, B.method)}`;

@@ -65,7 +65,7 @@ export class McpContext {
   readonly rewriting: boolean;
 
   constructor(
-    readonly config: Pick<Config, 'mcpMaxBodyBytes'>,
+    readonly config: Pick<Config, 'mcpMaxBodyBytes' | 'resourceUrl'>,
     readonly guards: readonly Guard[],
     readonly metrics: Metrics,
     readonly audit: AuditWriter | undefined,
@@ -204,6 +204,7 @@ export class McpContext {
       clientRequestId: pending.clientRequestId,
       user: caller.identity.user,
       subject: caller.identity.subject,
+      issuer: caller.identity.issuer,
       sessionId,
       client: session?.client ?? meta?.client,
       protocolVersion: session?.protocolVersion ?? meta?.protocolVersion ?? caller.protocolVersion,

@@ -53,7 +53,14 @@ export type Decision =
   /** `wouldDeny`: the tool policy in audit mode lets through what it would refuse; `backendError`: the rate limit store did not answer (RATE_LIMIT_ON_REDIS_ERROR decided). */
   | { readonly effect: 'allow'; readonly rule?: string; readonly wouldDeny?: true; readonly backendError?: true }
   /** Refused by policy: a request gets a JSON-RPC error with `rpcCode`, never reaches the upstream. */
-  | { readonly effect: 'deny'; readonly rule?: string; readonly rpcCode: number; readonly message: string }
+  | {
+      readonly effect: 'deny';
+      readonly rule?: string;
+      readonly rpcCode: number;
+      readonly message: string;
+      /** Set when refused for scopes alone: every scope the call needs (HTTP 403 `insufficient_scope`, for a step-up). */
+      readonly scopes?: readonly string[];
+    }
   /** Over a rate limit: a tool call gets a JSON-RPC error, any other request 429; both with Retry-After. */
   | {
       readonly effect: 'limit';

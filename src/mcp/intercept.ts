@@ -34,6 +34,7 @@ import {
   type Refusal,
 } from './read-request.js';
 import { ownerOf } from './sessions.js';
+import { resourceMetadataUrl } from '../lib/resource-metadata.js';
 
 type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
 
@@ -248,9 +249,24 @@ function refuse(
     .filter((v) => v.pending.message.id !== undefined)
     .map((v) => ({ jsonrpc: '2.0', id: v.pending.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
+  // Refused for scopes alone (every refusal a policy denial naming the scopes a step-up brings):
+  // the MCP authorization spec's 403 insufficient_scope, with every scope the request needs in
+  // one challenge, so that a client can ask its authorization server for them and retry.
+  const refusals = verdicts.map((v) => v.refusal).filter((r) => r !== undefined);
+  const stepUp = refusals.every((r) => r.effect === 'deny' && r.scopes !== undefined)
+    ? [...new Set(refusals.flatMap((r) => (r as { scopes: readonly string[] }).scopes))]
+    : undefined;
   let body: unknown;
   let codes: ((verdict: Verdict) => number | undefined) | undefined;
-  if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
+  if (stepUp !== undefined) {
+    const scope = stepUp.join(' ');
+    const metadata = resourceMetadataUrl(context.config.resourceUrl);
+    const description = `the token lacks a scope this request needs (${scope})`;
+    headers['www-authenticate'] =
+      `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${metadata}", error_description="${description}"`;
+    body = { error: 'insufficient_scope', error_description: description, scope };
+    answer(res, 403, body, headers);
+  } else if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
     const { message } = verdicts[0]!.pending;
     const error = {
       code: RPC_CODES.methodNotFound,

@@ -20,9 +20,11 @@ export interface Metrics {
   readonly rejected: Counter<'reason'>;
   readonly verifyDuration: Histogram;
   readonly upstreamFailures: Counter<'kind'>;
-  readonly jwksRefresh: Counter<'result'>;
-  readonly jwksKeys: Gauge;
-  readonly jwksLastSuccess: Gauge;
+  readonly jwksRefresh: Counter<'result' | 'issuer'>;
+  readonly jwksKeys: Gauge<'issuer'>;
+  readonly jwksLastSuccess: Gauge<'issuer'>;
+  readonly issuerVerdicts: Counter<'issuer' | 'verdict'>;
+  readonly introspection: Counter<'issuer' | 'result'>;
   readonly inFlight: Gauge;
   readonly verdictCache: Counter<'result'>;
   readonly mcpMessages: Counter<'method' | 'outcome'>;
@@ -65,6 +67,13 @@ const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
 const VERIFY_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5];
 
+/** Every series of one trusted issuer at 0, so that rate() alerts work before its first event. */
+export function zeroIssuer(metrics: Metrics, issuer: string, introspects: boolean): void {
+  for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result, issuer }, 0);
+  for (const verdict of ['accepted', ...REJECTION_REASONS]) metrics.issuerVerdicts.inc({ issuer, verdict }, 0);
+  if (introspects) for (const result of ['active', 'inactive', 'error']) metrics.introspection.inc({ issuer, result }, 0);
+}
+
 /** prom-client takes exemplars only on a registry set to OpenMetrics (createScrape serves both formats). */
 function openMetricsRegistry(): Registry {
   const registry = new Registry<OpenMetricsContentType>();
@@ -106,16 +115,35 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
       labelNames: ['kind'],
       registers,
     }),
+    // Labelled by issuer (only configured ones): each trusted issuer has a key set of its own.
     jwksRefresh: new Counter({
       name: 'mcp_auth_jwks_refresh_total',
-      help: 'Key set fetches, by result.',
-      labelNames: ['result'],
+      help: 'Key set fetches, by result and issuer.',
+      labelNames: ['result', 'issuer'],
       registers,
     }),
-    jwksKeys: new Gauge({ name: 'mcp_auth_jwks_keys', help: 'Signing keys in the current key set.', registers }),
+    jwksKeys: new Gauge({
+      name: 'mcp_auth_jwks_keys',
+      help: 'Signing keys in the current key set, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    }),
     jwksLastSuccess: new Gauge({
       name: 'mcp_auth_jwks_last_success_timestamp_seconds',
-      help: 'Unix time of the last successful key set fetch.',
+      help: 'Unix time of the last successful key set fetch, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    }),
+    issuerVerdicts: new Counter({
+      name: 'mcp_auth_issuer_verdicts_total',
+      help: 'Verified tokens by the trusted issuer they named and verdict (accepted, or the rejection reason). Tokens naming no trusted issuer are only in mcp_auth_rejected_total.',
+      labelNames: ['issuer', 'verdict'],
+      registers,
+    }),
+    introspection: new Counter({
+      name: 'mcp_auth_introspection_requests_total',
+      help: "Calls to an issuer's token introspection endpoint, by issuer and result (active, inactive, error: no usable answer).",
+      labelNames: ['issuer', 'result'],
       registers,
     }),
     inFlight: new Gauge({
@@ -220,7 +248,6 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
   for (const kind of Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]) metrics.upstreamFailures.inc({ kind }, 0);
-  for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
   for (const outcome of MCP_OUTCOMES) {
     metrics.mcpMessages.inc({ method: 'tools/call', outcome }, 0);

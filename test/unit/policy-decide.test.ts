@@ -9,7 +9,7 @@ import type { ClientMessage } from '../../src/mcp/guard.js';
 import type { Identity } from '../../src/auth/verify.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import { RemoteKeySet } from '../../src/auth/keyset.js';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startIssuer } from '../helpers/issuer.js';
 
@@ -198,10 +198,11 @@ describe('the identity a policy sees', () => {
       const env = { OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' };
       const claims = { preferred_username: 'ann', groups: ['/alpha'], realm_access: { roles: ['auditor'] } };
       const [t1, t2] = [await issuer.mint(claims), await issuer.mint(claims)];
-      const plain = (await createVerifier(loadConfig(env), keys)(t1)).identity;
+      const verifier = (config: ReturnType<typeof loadConfig>) => createVerifier(config, [{ issuer: trustedIssuers(config)[0]!, keys }]);
+      const plain = (await verifier(loadConfig(env))(t1)).identity;
       expect([plain.roles, plain.claims]).toEqual([undefined, undefined]);
 
-      const verify = createVerifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }), keys);
+      const verify = verifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }));
       const first = (await verify(t1)).identity;
       expect(first.roles).toEqual(['auditor']);
       expect(first.claims).toMatchObject({ preferred_username: 'ann', iss: issuer.issuer, azp: 'coder' });
@@ -213,5 +214,65 @@ describe('the identity a policy sees', () => {
       keys.close();
       await issuer.close();
     }
+  });
+});
+
+describe('scopes and the token in rules', () => {
+  const scoped = parsePolicy(`rules:
+  - name: alpha-reads
+    effect: allow
+    when: '"/alpha" in groups && mcp.tool == "query"'
+  - name: alpha-drops-with-write
+    effect: allow
+    when: '"/alpha" in groups && mcp.tool == "drop"'
+    scopes: [datastore.write, datastore.admin]
+  - name: anyone-drops-from-partners
+    effect: allow
+    when: 'token.iss == "https://idp.example/realms/partners" && mcp.tool == "drop"'
+`).rules!;
+
+  it('an allow rule with scopes allows only a token holding them all; otherwise the call is refused for scopes alone', () => {
+    const writer = { ...ann, scopes: ['openid', 'datastore.write', 'datastore.admin'] };
+    expect(decide(scoped, message('tools/call', 'drop'), writer)).toMatchObject({
+      allowed: true,
+      rule: 'alpha-drops-with-write',
+      scopes: ['datastore.write', 'datastore.admin'],
+    });
+    expect(decide(scoped, message('tools/call', 'drop'), { ...ann, scopes: ['openid', 'datastore.write'] })).toEqual({
+      allowed: false,
+      rule: 'alpha-drops-with-write',
+      reason: 'allow rule "alpha-drops-with-write" matches but the token lacks the scope datastore.admin',
+      scopes: ['datastore.write', 'datastore.admin'],
+    });
+    // Not in /alpha: no rule would allow it, whatever the scopes: an ordinary denial, nothing to step up to.
+    expect(decide(scoped, message('tools/call', 'drop'), { ...ann, groups: [], scopes: [] })).toEqual({
+      allowed: false,
+      rule: undefined,
+      reason: 'no allow rule matches',
+    });
+    expect(decide(scoped, message('tools/call', 'query'), { ...ann, scopes: [] })).toMatchObject({ allowed: true, rule: 'alpha-reads' });
+  });
+
+  it('another allow rule without scopes still allows; a tool reachable after a step-up is listed', () => {
+    const partner = { ...ann, issuer: 'https://idp.example/realms/partners', scopes: [] };
+    expect(decide(scoped, message('tools/call', 'drop'), partner)).toMatchObject({ allowed: true, rule: 'anyone-drops-from-partners' });
+    expect(visible(scoped, message('tools/call', 'drop'), { ...ann, scopes: [] })).toMatchObject({ allowed: true });
+    expect(factsOf(message('ping'), partner, undefined).token).toEqual({ iss: 'https://idp.example/realms/partners', scopes: [] });
+  });
+
+  it('reads token.scopes in a when, and refuses scopes on a deny rule, a bad scope list or an unknown token field', () => {
+    const policy = rules(['writers', 'allow', '"datastore.write" in token.scopes']);
+    expect(decide(policy, message('tools/call', 'x'), { ...ann, scopes: ['datastore.write'] })).toMatchObject({ allowed: true });
+    expect(decide(policy, message('tools/call', 'x'), ann)).toMatchObject({ allowed: false });
+    expect(() => parsePolicy('rules:\n  - name: d\n    effect: deny\n    when: "true"\n    scopes: [a]\n')).toThrow(
+      /policy:2:5: scopes: belongs on allow rules/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: "true"\n    scopes: ["has space"]\n')).toThrow(
+      /scopes must be a non-empty list of scope names/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: token.sub == "x"\n')).toThrow(
+      /token has no field sub: it has iss, scopes/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: token.iss == 1\n')).toThrow(/token.iss is a string/);
   });
 });

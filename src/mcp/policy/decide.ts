@@ -10,6 +10,10 @@
 // - An item of a list is shown when some call of it could be allowed: the call is judged with
 //   mcp.arguments unknown; an allow rule that could be true shows it, a deny rule that is
 //   true (or fails) without looking at the arguments hides it.
+// - An allow rule with `scopes:` allows only a token whose `scope` holds every one of them. A call
+//   that such a rule would allow, and no rule allows or denies otherwise, is refused for scopes
+//   alone: the judgement names the rule's scopes, which the client can step up to. Listing ignores
+//   scopes: a tool the user could call after a step-up is shown.
 
 import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
@@ -23,6 +27,11 @@ export interface Judgement {
   /** The rule that decided; undefined when none did (no rule allows, or plumbing passed). */
   readonly rule: string | undefined;
   readonly reason: string;
+  /**
+   * The scopes of the deciding allow rule: what the call needs. On a refusal, set only when the
+   * call is refused for scopes alone (a rule would allow it with them).
+   */
+  readonly scopes?: readonly string[];
   /** What the denial is about when the message itself names nothing (a resource a subscription asks for). */
   readonly subject?: string;
 }
@@ -36,6 +45,11 @@ export const LIST_ITEMS: Readonly<Record<string, string>> = {
 };
 
 const NO_ARGUMENTS: Readonly<Record<string, unknown>> = Object.freeze({});
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+
+function holdsAll(scopes: readonly string[], needed: readonly string[]): boolean {
+  return needed.every((scope) => scopes.includes(scope));
+}
 
 export function isPlumbing(method: string): boolean {
   return method === 'initialize' || method === 'ping' || method === 'subscriptions/listen' || method.startsWith('notifications/');
@@ -66,6 +80,7 @@ export function factsOf(message: ClientMessage, identity: Identity, annotations:
       resource: resource ?? '',
     },
     tool: { annotations: annotations ?? NO_ARGUMENTS },
+    token: { iss: identity.issuer ?? '', scopes: identity.scopes ?? NO_SCOPES },
   };
 }
 
@@ -101,18 +116,33 @@ function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf:
       };
     }
   }
+  let stepUp: Rule | undefined;
   for (const rule of rules) {
     if (rule.effect !== 'allow') continue;
     const truth = truthOf(rule);
     if (truth === true || (listing && truth === 'unknown')) {
+      if (!listing && rule.scopes !== undefined && !holdsAll(facts.token.scopes, rule.scopes)) {
+        stepUp ??= rule;
+        continue;
+      }
       return {
         allowed: true,
         rule: rule.name,
         reason: `allow rule ${quote(rule.name)} ${truth === true ? 'matches' : 'can match, depending on the arguments'}`,
+        ...(rule.scopes === undefined ? {} : { scopes: rule.scopes }),
       };
     }
   }
   if (!needsAllow) return { allowed: true, rule: undefined, reason: `${facts.mcp.method} passes unless a deny rule matches` };
+  if (stepUp !== undefined) {
+    const missing = stepUp.scopes!.filter((scope) => !facts.token.scopes.includes(scope));
+    return {
+      allowed: false,
+      rule: stepUp.name,
+      reason: `allow rule ${quote(stepUp.name)} matches but the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`,
+      scopes: stepUp.scopes!,
+    };
+  }
   return { allowed: false, rule: undefined, reason: 'no allow rule matches' };
 }
 

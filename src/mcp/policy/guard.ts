@@ -67,6 +67,10 @@ export class PolicyGuard implements Guard {
       return { effect: 'allow', rule: judgement.rule, wouldDeny: true };
     }
     this.options.decisions?.inc({ decision: 'deny', method });
+    if (judgement.scopes !== undefined) {
+      const message_ = `${denialMessage(message, judgement.subject)} without the scope${judgement.scopes.length > 1 ? 's' : ''} ${judgement.scopes.join(' ')}`;
+      return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: message_, scopes: judgement.scopes };
+    }
     return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message, judgement.subject) };
   }
 
