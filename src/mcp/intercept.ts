@@ -177,7 +177,8 @@ function refuseReading(res: ServerResponse, request: FastifyRequest, refusal: Re
   return Buffer.byteLength(JSON.stringify(body));
 }
 
-interface Verdict {
+/** A message after its guards: the first refusal among their decisions, if any. */
+interface Judged {
   readonly pending: Pending;
   refusal: Exclude<Decision, { effect: 'allow' }> | undefined;
 }
@@ -187,8 +188,8 @@ const GUARD_FAILED: Decision = { effect: 'deny', rpcCode: GUARD_FAILED_CODE, mes
 /** The JSON-RPC error a rate-limited tool call gets (lib/errors.ts RPC_CODES). */
 export const RATE_LIMITED_CODE = RPC_CODES.rateLimited;
 
-async function judge(guards: readonly Guard[], pending: Pending): Promise<Verdict> {
-  const verdict: Verdict = { pending, refusal: undefined };
+async function judge(guards: readonly Guard[], pending: Pending): Promise<Judged> {
+  const judgedMessage: Judged = { pending, refusal: undefined };
   for (const guard of guards) {
     let decision: Decision;
     try {
@@ -204,18 +205,21 @@ async function judge(guards: readonly Guard[], pending: Pending): Promise<Verdic
     }
     if ('rule' in decision && decision.rule !== undefined) pending.rule = decision.rule;
     if (decision.effect !== 'allow') {
-      verdict.refusal = decision;
-      return verdict;
+      judgedMessage.refusal = decision;
+      return judgedMessage;
     }
     // Settled when the message ends, however it ends.
     pending.allowedBy.push(guard);
   }
-  return verdict;
+  return judgedMessage;
 }
 
-function refusalError(verdict: Verdict, sunk: Exclude<Decision, { effect: 'allow' }>): { code: number; message: string; data?: unknown } {
-  const refusal = verdict.refusal ?? sunk;
-  const own = verdict.refusal !== undefined;
+function refusalError(
+  judgedMessage: Judged,
+  sunk: Exclude<Decision, { effect: 'allow' }>,
+): { code: number; message: string; data?: unknown } {
+  const refusal = judgedMessage.refusal ?? sunk;
+  const own = judgedMessage.refusal !== undefined;
   const prefix = own ? '' : 'batch refused: ';
   if (refusal.effect === 'deny') return { code: refusal.rpcCode, message: `${prefix}${refusal.message}` };
   return { code: RATE_LIMITED_CODE, message: `${prefix}${refusal.message}`, data: { retryAfterSeconds: refusal.retryAfterSeconds } };
@@ -227,9 +231,9 @@ function refusalError(verdict: Verdict, sunk: Exclude<Decision, { effect: 'allow
  * and -32601, and so does the sidecar, the method not being served to this caller. (Its clients
  * take any other answer for a server that does not speak the revision.)
  */
-function notServed(verdict: Verdict, stateless: boolean): boolean {
-  const { message } = verdict.pending;
-  return stateless && verdict.refusal?.effect === 'deny' && message.id !== undefined && !STATELESS_METHODS.has(message.method);
+function notServed(judgedMessage: Judged, stateless: boolean): boolean {
+  const { message } = judgedMessage.pending;
+  return stateless && judgedMessage.refusal?.effect === 'deny' && message.id !== undefined && !STATELESS_METHODS.has(message.method);
 }
 
 /** Nothing of the request is forwarded: the sidecar answers every message itself. */
@@ -237,27 +241,27 @@ function refuse(
   context: McpContext,
   res: ServerResponse,
   request: FastifyRequest,
-  verdicts: Verdict[],
+  judged: Judged[],
   batch: boolean,
   stateless: boolean,
 ): void {
-  const sunk = verdicts.find((v) => v.refusal !== undefined)!.refusal!;
-  const limits = verdicts.map((v) => v.refusal).filter((r): r is Extract<Decision, { effect: 'limit' }> => r?.effect === 'limit');
+  const sunk = judged.find((v) => v.refusal !== undefined)!.refusal!;
+  const limits = judged.map((v) => v.refusal).filter((r): r is Extract<Decision, { effect: 'limit' }> => r?.effect === 'limit');
   const headers: Record<string, string | number> = { 'x-request-id': request.id };
   if (limits.length > 0) headers['retry-after'] = Math.max(1, Math.ceil(Math.max(...limits.map((l) => l.retryAfterSeconds))));
-  const errors = verdicts
+  const errors = judged
     .filter((v) => v.pending.message.id !== undefined)
     .map((v) => ({ jsonrpc: '2.0', id: v.pending.message.id, error: refusalError(v, sunk) }));
   const bytesOut = (body: unknown) => Buffer.byteLength(JSON.stringify(body));
   // Refused for scopes alone (every refusal a policy denial naming the scopes a step-up brings):
   // the MCP authorization spec's 403 insufficient_scope, with every scope the request needs in
   // one challenge, so that a client can ask its authorization server for them and retry.
-  const refusals = verdicts.map((v) => v.refusal).filter((r) => r !== undefined);
+  const refusals = judged.map((v) => v.refusal).filter((r) => r !== undefined);
   const stepUp = refusals.every((r) => r.effect === 'deny' && r.scopes !== undefined)
     ? [...new Set(refusals.flatMap((r) => (r as { scopes: readonly string[] }).scopes))]
     : undefined;
   let body: unknown;
-  let codes: ((verdict: Verdict) => number | undefined) | undefined;
+  let codes: ((judgedMessage: Judged) => number | undefined) | undefined;
   if (stepUp !== undefined) {
     const scope = stepUp.join(' ');
     const metadata = resourceMetadataUrl(context.config.resourceUrl);
@@ -266,8 +270,8 @@ function refuse(
       `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${metadata}", error_description="${description}"`;
     body = { error: 'insufficient_scope', error_description: description, scope };
     answer(res, 403, body, headers);
-  } else if (!batch && errors.length === 1 && notServed(verdicts[0]!, stateless)) {
-    const { message } = verdicts[0]!.pending;
+  } else if (!batch && errors.length === 1 && notServed(judged[0]!, stateless)) {
+    const { message } = judged[0]!.pending;
     const error = {
       code: RPC_CODES.methodNotFound,
       message: `Method not found: ${message.method} is not served to this caller (tool policy)`,
@@ -278,7 +282,7 @@ function refuse(
   } else if (batch && errors.length > 0) {
     body = errors;
     answer(res, 200, body, headers);
-  } else if (!batch && errors.length === 1 && !(sunk.effect === 'limit' && verdicts[0]!.pending.message.method !== 'tools/call')) {
+  } else if (!batch && errors.length === 1 && !(sunk.effect === 'limit' && judged[0]!.pending.message.method !== 'tools/call')) {
     body = errors[0];
     answer(res, 200, body, headers);
   } else if (sunk.effect === 'limit' && stateless && errors.length === 1) {
@@ -295,10 +299,11 @@ function refuse(
     answer(res, 403, body, headers);
   }
   const written = bytesOut(body);
-  for (const verdict of verdicts) {
-    const outcome: Outcome = (verdict.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
-    const code = verdict.pending.message.id === undefined ? undefined : (codes?.(verdict) ?? refusalError(verdict, sunk).code);
-    context.end(verdict.pending, outcome, code, written);
+  for (const judgedMessage of judged) {
+    const outcome: Outcome = (judgedMessage.refusal ?? sunk).effect === 'deny' ? 'denied' : 'limited';
+    const code =
+      judgedMessage.pending.message.id === undefined ? undefined : (codes?.(judgedMessage) ?? refusalError(judgedMessage, sunk).code);
+    context.end(judgedMessage.pending, outcome, code, written);
   }
 }
 
@@ -486,10 +491,10 @@ export function createInterceptor(context: McpContext): Interceptor {
     }
     if (!context.reserve(pendings)) return refuseRead(request, res, pendings, ID_IN_FLIGHT, result.batch);
     try {
-      const verdicts: Verdict[] = [];
-      for (const pending of pendings) verdicts.push(guarded ? await judge(guards, pending) : { pending, refusal: undefined });
-      if (verdicts.some((v) => v.refusal !== undefined)) {
-        refuse(context, res, request, verdicts, result.batch, stateless);
+      const judged: Judged[] = [];
+      for (const pending of pendings) judged.push(guarded ? await judge(guards, pending) : { pending, refusal: undefined });
+      if (judged.some((v) => v.refusal !== undefined)) {
+        refuse(context, res, request, judged, result.batch, stateless);
         return 'answered';
       }
       if (gone) {

@@ -12,7 +12,7 @@
 //   true (or fails) without looking at the arguments hides it.
 // - An allow rule with `scopes:` allows only a token whose `scope` holds every one of them. A call
 //   that such a rule would allow, and no rule allows or denies otherwise, is refused for scopes
-//   alone: the judgement names the rule's scopes, which the client can step up to. Listing ignores
+//   alone: the decision names the rule's scopes, which the client can step up to. Listing ignores
 //   scopes: a tool the user could call after a step-up is shown.
 
 import type { Identity } from '../../auth/verify.js';
@@ -22,7 +22,7 @@ import type { Rule } from './file.js';
 import { resolvesElsewhere } from '../read-request.js';
 import { candidates } from './tool-index.js';
 
-export interface Judgement {
+export interface PolicyDecision {
   readonly allowed: boolean;
   /** The rule that decided; undefined when none did (no rule allows, or plumbing passed). */
   readonly rule: string | undefined;
@@ -102,7 +102,7 @@ function missingSubject(message: ClientMessage): string | undefined {
 
 const quote = JSON.stringify;
 
-function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
+function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): PolicyDecision {
   const rules = candidates(all, facts.mcp.tool);
   for (const rule of rules) {
     if (rule.effect !== 'deny') continue;
@@ -152,7 +152,7 @@ export function decide(
   message: ClientMessage,
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
-): Judgement {
+): PolicyDecision {
   // The 2026-07-28 replacement of initialize: capabilities and versions, nothing of any user's.
   // Denying it would only make a client fall back to initialize.
   if (message.method === 'server/discover') return { allowed: true, rule: undefined, reason: 'server/discover is always allowed' };
@@ -160,9 +160,9 @@ export function decide(
   if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
   const facts = factsOf(message, identity, annotations);
   const needsAllow = !isPlumbing(message.method) && LIST_ITEMS[message.method] === undefined;
-  const judgement = judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
-  if (!judgement.allowed || message.method !== 'subscriptions/listen') return judgement;
-  return subscribedResources(rules, message, identity) ?? judgement;
+  const policyDecision = judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  if (!policyDecision.allowed || message.method !== 'subscriptions/listen') return policyDecision;
+  return subscribedResources(rules, message, identity) ?? policyDecision;
 }
 
 /**
@@ -170,7 +170,7 @@ export function decide(
  * but each resource it subscribes to is judged as resources/read of it: a user is not told of
  * changes to what they may not read. Returns the denial, if any.
  */
-function subscribedResources(rules: readonly Rule[], message: ClientMessage, identity: Identity): Judgement | undefined {
+function subscribedResources(rules: readonly Rule[], message: ClientMessage, identity: Identity): PolicyDecision | undefined {
   const notifications = message.params?.notifications;
   if (notifications === undefined || notifications === null) return undefined;
   if (typeof notifications !== 'object' || Array.isArray(notifications)) {
@@ -199,7 +199,7 @@ export function visible(
   call: ClientMessage,
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
-): Judgement {
+): PolicyDecision {
   const facts = factsOf(call, identity, annotations);
   return judge(rules, facts, true, (rule) => rule.expression.evaluateWithoutArguments(facts), true);
 }

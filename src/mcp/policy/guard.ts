@@ -6,7 +6,7 @@ import { RPC_CODES } from '../../lib/errors.js';
 import type { Caller, ClientMessage, Decision, DecisionAttributes, Guard } from '../guard.js';
 // The audit's method label: mcp_auth_policy_decisions_total and mcp_auth_mcp_messages_total take the same values.
 import { methodLabel } from '../messages.js';
-import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
+import { LIST_ITEMS, callOf, decide, visible, type PolicyDecision } from './decide.js';
 import type { Rule } from './file.js';
 import { isStatelessVersion } from '../protocol-version.js';
 import { CACHEABLE, privateScope } from '../results.js';
@@ -24,7 +24,7 @@ export interface PolicyGuardOptions {
   readonly mode: 'enforce' | 'audit';
   readonly decisions?: Counter<'decision' | 'method'>;
   /** Called for a message audit mode lets through that enforce mode would refuse. */
-  readonly onWouldDeny?: (message: ClientMessage, caller: Caller, judgement: Judgement) => void;
+  readonly onWouldDeny?: (message: ClientMessage, caller: Caller, policyDecision: PolicyDecision) => void;
 }
 
 export class PolicyGuard implements Guard {
@@ -50,28 +50,33 @@ export class PolicyGuard implements Guard {
   }
 
   judge(message: ClientMessage, caller: Caller): Decision {
-    const judgement = decide(
+    const policyDecision = decide(
       this.rules,
       message,
       caller.identity,
       message.tool === undefined ? undefined : this.annotations.get(message.tool),
     );
     const method = methodLabel(message.method);
-    if (judgement.allowed) {
+    if (policyDecision.allowed) {
       this.options.decisions?.inc({ decision: 'allow', method });
-      return { effect: 'allow', rule: judgement.rule };
+      return { effect: 'allow', rule: policyDecision.rule };
     }
     if (this.options.mode === 'audit') {
       this.options.decisions?.inc({ decision: 'would_deny', method });
-      this.options.onWouldDeny?.(message, caller, judgement);
-      return { effect: 'allow', rule: judgement.rule, wouldDeny: true };
+      this.options.onWouldDeny?.(message, caller, policyDecision);
+      return { effect: 'allow', rule: policyDecision.rule, wouldDeny: true };
     }
     this.options.decisions?.inc({ decision: 'deny', method });
-    if (judgement.scopes !== undefined) {
-      const message_ = `${denialMessage(message, judgement.subject)} without the scope${judgement.scopes.length > 1 ? 's' : ''} ${judgement.scopes.join(' ')}`;
-      return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: message_, scopes: judgement.scopes };
+    if (policyDecision.scopes !== undefined) {
+      const message_ = `${denialMessage(message, policyDecision.subject)} without the scope${policyDecision.scopes.length > 1 ? 's' : ''} ${policyDecision.scopes.join(' ')}`;
+      return { effect: 'deny', rule: policyDecision.rule, rpcCode: POLICY_DENIED_CODE, message: message_, scopes: policyDecision.scopes };
     }
-    return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message, judgement.subject) };
+    return {
+      effect: 'deny',
+      rule: policyDecision.rule,
+      rpcCode: POLICY_DENIED_CODE,
+      message: denialMessage(message, policyDecision.subject),
+    };
   }
 
   describe(decision: Decision): DecisionAttributes {
