@@ -241,8 +241,9 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
     let claims: Claims | undefined;
     let json: string | undefined;
     if (keepClaims) {
-      claims = {};
-      for (const name in all) if (!PER_TOKEN_CLAIMS.has(name)) claims[name] = all[name];
+      // Defined, not assigned: a claim named __proto__ stays a claim the rules see, not a prototype
+      // they read through (CEL cannot take an object without one).
+      claims = Object.fromEntries(Object.entries(all).filter(([name]) => !PER_TOKEN_CLAIMS.has(name)));
       json = JSON.stringify(claims);
     }
     if (

@@ -210,6 +210,13 @@ describe('the identity a policy sees', () => {
       expect((await verify(t2)).identity).toBe(first);
       const other = (await verify(await issuer.mint({ ...claims, groups: ['/bravo'] }))).identity;
       expect(other).not.toBe(first);
+
+      // A claim named __proto__ stays a claim: it never becomes the prototype the rules read through.
+      const proto = (await verify(await issuer.mint({ ...claims, ...(JSON.parse('{"__proto__":{"admin":true}}') as object) }))).identity;
+      expect(Object.hasOwn(proto.claims!, '__proto__')).toBe(true);
+      expect((proto.claims as Record<string, unknown>).admin).toBeUndefined();
+      const rule = compileExpression('jwt.preferred_username == "ann" && !("admin" in jwt)');
+      expect(rule.evaluate(factsOf(message('tools/call', 'query', {}), proto, undefined))).toBe(true);
     } finally {
       keys.close();
       await issuer.close();
