@@ -20,7 +20,7 @@ import type { Guard } from './mcp/guard.js';
 import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
 import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
+import { LimitsFileError, createLimits, limitsSummary, rulesFromConfig } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
 import { pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
@@ -54,6 +54,8 @@ export interface App {
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
+  /** For the start-up line, after listen(): the rate limits in force and the Redis state. */
+  summary(): Record<string, unknown>;
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
@@ -258,6 +260,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
+    summary: () => limitsSummary(config, rateLimits),
     async close() {
       draining = true;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);

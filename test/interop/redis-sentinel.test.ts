@@ -1,0 +1,197 @@
+// Rate limits through a Redis Sentinel group, across a failover: a real primary, a replica and
+// three Sentinels (test/helpers/redis-ha.ts), two sidecars (two replicas of the pod) sharing
+// them, clients on the official TypeScript MCP SDK. The primary is killed; the Sentinels promote
+// the replica; the counts must hold across both sidecars, and what the failover costs (refused
+// calls with RATE_LIMIT_ON_REDIS_ERROR=deny, calls counted only per process with allow) is
+// measured and printed (docs/rate-limits.md quotes it).
+
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
+import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
+import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
+import { startSentinelGroup, waitFor, type TestSentinelGroup } from '../helpers/redis-ha.js';
+import { findTool } from '../helpers/tools.js';
+
+const tools = findTool('redis-server') !== undefined && findTool('redis-sentinel') !== undefined;
+const ALICE = { sub: 'alice-sub', preferred_username: 'alice' };
+const RATE_LIMITED = -32029;
+const LIMIT = 40;
+const BEFORE = 6;
+const KEY = `mcp-auth:tool-${LIMIT}:{s.alice-sub}:whoami`;
+
+type Result = 'ok' | 'unavailable' | 'limited';
+
+describe.skipIf(!tools)('rate limits through Redis Sentinel, across a failover', { timeout: 90_000 }, () => {
+  let issuer: TestIssuer;
+  let mcp: McpTestServer;
+  let group: TestSentinelGroup | undefined;
+  let sidecars: RunningSidecar[] = [];
+  let clients: Client[] = [];
+  let logs: CapturedLog[] = [];
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey();
+    mcp = await startMcpServer();
+  });
+  afterAll(async () => {
+    await mcp?.close();
+    await issuer?.close();
+  });
+  afterEach(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(sidecars.map((s) => s.close()));
+    await group?.close();
+    clients = [];
+    sidecars = [];
+    logs = [];
+    group = undefined;
+  });
+
+  const startTwo = async (env: Record<string, string>) => {
+    group = await startSentinelGroup();
+    for (let i = 0; i < 2; i++) {
+      const log = captureLog();
+      logs.push(log);
+      const sidecar = await startSidecar(
+        testEnv(issuer, mcp, {
+          LOG_LEVEL: 'info',
+          REDIS_URL: group.url,
+          REDIS_SENTINEL_PASSWORD: group.sentinelPassword,
+          REDIS_TIMEOUT_MS: '200',
+          RATE_LIMIT_TOOL_PER_MINUTE: String(LIMIT),
+          ...env,
+        }),
+        { logger: log.logger },
+      );
+      sidecars.push(sidecar);
+      const client = new Client({ name: 'failover-test', version: '1.0.0' });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } },
+        }),
+      );
+      clients.push(client);
+    }
+    return group;
+  };
+  const call = (i: number): Promise<Result> =>
+    clients[i]!.callTool({ name: 'whoami', arguments: {} }).then(
+      () => 'ok',
+      (error: unknown) => {
+        if (!(error instanceof McpError) || error.code !== RATE_LIMITED) throw error;
+        return error.message.includes('rate limit unavailable') ? 'unavailable' : 'limited';
+      },
+    );
+  const backendErrors = async (sidecar: RunningSidecar) =>
+    Number(/^mcp_auth_rate_limit_backend_errors_total (\d+)/m.exec(await (await fetch(`${sidecar.adminUrl}/metrics`)).text())?.[1]);
+  /** Both sidecars counting in the new master: each logged that the Sentinels named it. */
+  const bothMoved = () => logs.every((log) => log.lines().some((l) => String(l.msg).includes('Redis Sentinel named a new master')));
+
+  /** Calls before the kill, spread over both sidecars, and waits until the replica has them. */
+  const callBefore = async (g: TestSentinelGroup) => {
+    const results: Result[] = [];
+    for (let i = 0; i < BEFORE; i++) results.push(await call(i % 2));
+    expect(results).toEqual(Array(BEFORE).fill('ok'));
+    const replica = g.node(g.replicaPort);
+    try {
+      await waitFor('the replica holding the count', 5000, async () => ((await replica.get(KEY)) === String(BEFORE) ? true : undefined));
+    } finally {
+      replica.disconnect();
+    }
+  };
+  /** After the failover: the rest of the limit, then refusals, in whichever sidecar. */
+  const callAfter = async () => {
+    const results: Result[] = [];
+    for (let i = 0; i < LIMIT - BEFORE + 2; i++) results.push(await call(i % 2));
+    return results;
+  };
+
+  it('with RATE_LIMIT_ON_REDIS_ERROR=deny: refuses while no master answers, then the counts made before go on in the promoted replica', async () => {
+    const g = await startTwo({ RATE_LIMIT_ON_REDIS_ERROR: 'deny' });
+    expect(sidecars[0]!.app.summary().redis).toEqual({
+      url: expect.stringMatching(/^redis\+sentinel:\/\/:\*\*\*@127\.0\.0\.1:\d+,127\.0\.0\.1:\d+,127\.0\.0\.1:\d+\/mcp-limits$/),
+      mode: 'sentinel',
+      state: 'connected',
+      master: `127.0.0.1:${g.primaryPort}`,
+    });
+    await callBefore(g);
+
+    const killed = performance.now();
+    await g.killPrimary();
+    // Calls every 50 ms through both sidecars until one is counted again (deny allows nothing else).
+    const during: { at: number; result: Result }[] = [];
+    await waitFor('a call counted after the failover', 30_000, async () => {
+      const result = await call(during.length % 2);
+      during.push({ at: performance.now() - killed, result });
+      if (result === 'ok') return true;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return undefined;
+    });
+    await waitFor('both sidecars on the new master', 10_000, async () => (bothMoved() ? true : undefined));
+    const refused = during.filter((d) => d.result === 'unavailable');
+    expect(refused.length).toBeGreaterThan(0);
+    expect(during.filter((d) => d.result === 'limited')).toEqual([]);
+    const window = Math.round(during.at(-1)!.at);
+    process.stdout.write(`Sentinel failover, deny: ${refused.length} calls refused, refusal window ${window} ms after the kill\n`);
+
+    // The first call after counted as the 7th; the rest of the limit, shared, then refusals.
+    const after = await callAfter();
+    expect(after.filter((r) => r === 'ok')).toHaveLength(LIMIT - BEFORE - 1);
+    expect(after.slice(LIMIT - BEFORE - 1)).toEqual(['limited', 'limited', 'limited']);
+    expect(await g.masterPort()).toBe(g.replicaPort);
+    expect(sidecars[1]!.app.summary().redis).toMatchObject({ state: 'connected', master: `127.0.0.1:${g.replicaPort}` });
+
+    // In the sidecar's words: one warning for the outage, then the new master.
+    const lines = logs[0]!.lines();
+    const warnings = lines.filter((l) => String(l.msg).startsWith('rate limits: Redis does not answer'));
+    expect(warnings.length).toBeGreaterThanOrEqual(1);
+    expect(warnings.length).toBeLessThanOrEqual(3);
+    for (const warning of warnings) {
+      expect(warning).toMatchObject({
+        level: 40,
+        problem: expect.stringMatching(/^(connection_closed|connection_refused|not_connected)$/),
+      });
+      expect(warning).not.toHaveProperty('detail');
+    }
+    expect(lines.find((l) => String(l.msg).includes('named a new master'))).toMatchObject({
+      master: `127.0.0.1:${g.replicaPort}`,
+      previousMaster: `127.0.0.1:${g.primaryPort}`,
+    });
+    expect(JSON.stringify(lines)).not.toContain('data pass');
+    expect(JSON.stringify(lines)).not.toContain(g.sentinelPassword);
+  });
+
+  it('with RATE_LIMIT_ON_REDIS_ERROR=allow: refuses nothing during the failover; calls then are counted per process only', async () => {
+    const g = await startTwo({ RATE_LIMIT_ON_REDIS_ERROR: 'allow' });
+    await callBefore(g);
+
+    const killed = performance.now();
+    await g.killPrimary();
+    const during: Result[] = [];
+    await waitFor('both sidecars on the new master', 30_000, async () => {
+      if (bothMoved()) return true;
+      during.push(await call(during.length % 2));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return undefined;
+    });
+    const window = Math.round(performance.now() - killed);
+    expect(during.every((r) => r === 'ok')).toBe(true);
+    // Each call judged without Redis is one backend error of its sidecar: those are the calls over the shared count.
+    const local = (await backendErrors(sidecars[0]!)) + (await backendErrors(sidecars[1]!));
+    expect(local).toBeGreaterThan(0);
+    expect(local).toBeLessThanOrEqual(during.length);
+    process.stdout.write(
+      `Sentinel failover, allow: ${local} of ${during.length} calls counted per process only, window ${window} ms after the kill\n`,
+    );
+
+    // Redis still holds the 6 made before: the rest of the limit, then refusals; the window's calls came on top.
+    const after = await callAfter();
+    expect(after.filter((r) => r === 'ok')).toHaveLength(LIMIT - BEFORE - (during.length - local));
+    expect(after.at(-1)).toBe('limited');
+  });
+});
