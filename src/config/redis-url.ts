@@ -93,7 +93,7 @@ function parseNode(text: string, defaultPort: number): RedisNode | undefined {
     return undefined;
   }
   if (url.hostname === '') return undefined;
-  return { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port === '' ? defaultPort : Number(url.port) };
+  return { host: url.hostname.replace(/^\[|\]$/g, '').toLowerCase(), port: url.port === '' ? defaultPort : Number(url.port) };
 }
 
 const decode = (text: string): string | undefined => {

@@ -195,3 +195,64 @@ describe.skipIf(!tools)('rate limits through Redis Sentinel, across a failover',
     expect(after.at(-1)).toBe('limited');
   });
 });
+
+describe.skipIf(!tools)("a Sentinel group set up wrong, in the sidecar's words", { timeout: 60_000 }, () => {
+  let issuer: TestIssuer;
+  let mcp: McpTestServer;
+  let group: TestSentinelGroup;
+  let sidecar: RunningSidecar | undefined;
+
+  beforeAll(async () => {
+    group = await startSentinelGroup();
+    issuer = await startIssuer();
+    await issuer.addKey();
+    mcp = await startMcpServer();
+  });
+  afterAll(async () => {
+    await mcp?.close();
+    await issuer?.close();
+    await group?.close();
+  });
+  afterEach(async () => {
+    await sidecar?.close();
+    sidecar = undefined;
+  });
+
+  const startWith = async (env: Record<string, string>) => {
+    const log = captureLog();
+    sidecar = await startSidecar(
+      testEnv(issuer, mcp, { LOG_LEVEL: 'info', REDIS_TIMEOUT_MS: '200', RATE_LIMIT_TOOL_PER_MINUTE: '10', REDIS_URL: group.url, ...env }),
+      { logger: log.logger },
+    );
+    const warnings = log.lines().filter((l) => l.level === 40);
+    expect(JSON.stringify(log.lines())).not.toContain('data pass');
+    expect(JSON.stringify(log.lines())).not.toContain(group.sentinelPassword);
+    return { summary: sidecar.app.summary().redis as Record<string, unknown>, warnings };
+  };
+  const sentinels = () => /@([^/]+)\//.exec(group.url)![1]!;
+
+  it.each([
+    ['no REDIS_SENTINEL_PASSWORD', {}, 'sentinel_no_password', /the Sentinels ask for a password: set REDIS_SENTINEL_PASSWORD/],
+    ['a wrong REDIS_SENTINEL_PASSWORD', { REDIS_SENTINEL_PASSWORD: 'wrong' }, 'sentinel_wrong_password', /refuse REDIS_SENTINEL_PASSWORD/],
+    [
+      'a master name the Sentinels do not know',
+      { REDIS_SENTINEL_PASSWORD: 'sentinel-pass', REDIS_URL: 'unknown-name' },
+      'sentinel_master_unknown',
+      /know no master named "nobody": check the name after the hosts/,
+    ],
+    [
+      'a data node listed as a Sentinel',
+      { REDIS_SENTINEL_PASSWORD: 'data pass/:@', REDIS_URL: 'data-node' },
+      'not_sentinel',
+      /lists hosts that are not Sentinels .*not the data nodes/,
+    ],
+  ] as [string, Record<string, string>, string, RegExp][])('%s', async (_name, given, code, reason) => {
+    const env: Record<string, string> = { ...given };
+    if (given.REDIS_URL === 'unknown-name') env.REDIS_URL = group.url.replace(/\/mcp-limits$/, '/nobody');
+    if (given.REDIS_URL === 'data-node') env.REDIS_URL = group.url.replace(sentinels(), `127.0.0.1:${group.primaryPort}`);
+    const { summary, warnings } = await startWith(env);
+    expect(summary).toMatchObject({ mode: 'sentinel', state: 'not connected', problem: code, reason: expect.stringMatching(reason) });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ problem: code, reason: expect.stringMatching(reason) });
+  });
+});

@@ -31,8 +31,7 @@ interface Context {
 
 /**
  * A reply error's text or a socket error's code, read into one problem. Undefined: the error says
- * nothing by itself (a round of the Sentinels that ended without one failing; what they answered
- * is in `sentinelReply`).
+ * nothing by itself (a round of the Sentinels in which none was asked).
  */
 export function redisProblem(error: unknown, context: Context): RedisProblem | undefined {
   const e = (error ?? {}) as {
@@ -40,7 +39,7 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
     code?: unknown;
     address?: unknown;
     port?: unknown;
-    host?: unknown;
+    hostname?: unknown;
     lastNodeError?: unknown;
   };
   const text = typeof e.message === 'string' ? e.message : String(error);
@@ -73,7 +72,7 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
     case 'EAI_AGAIN':
       return problem(
         'dns',
-        `the Redis host${typeof e.host === 'string' ? ` ${e.host}` : ''} does not resolve (DNS): check REDIS_URL's host names`,
+        `the Redis host${typeof e.hostname === 'string' ? ` ${e.hostname}` : ''} does not resolve (DNS): check REDIS_URL's host names`,
       );
     case 'ETIMEDOUT':
       return problem(
@@ -85,7 +84,7 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
       if (/secure TLS connection/.test(text)) return tlsMismatch(url);
       return problem(
         'connection_lost',
-        'Redis closed the connection: check its log (a restart, maxclients, or a TLS port reached with redis://)',
+        `Redis broke off the connection: check its log (a restart, maxclients)${url.tls ? '' : ', and whether the port wants TLS (then rediss://)'}`,
       );
     case 'EPROTO':
     case 'ERR_SSL_WRONG_VERSION_NUMBER':
@@ -189,21 +188,16 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
   return { code: 'unknown', message: 'Redis answered with an error the sidecar does not know: see detail', detail: cut(detail) };
 }
 
-/** What one Sentinel answered when asked for the master (ioredis's `sentinelError`), if it says something. */
-export function sentinelReply(error: unknown, url: RedisUrl): RedisProblem | undefined {
-  const text = error instanceof Error ? error.message : String(error);
-  if (!/successfully, but got an invalid reply/.test(text)) return undefined;
-  return problem(
-    'sentinel_master_unknown',
-    `the Sentinels of REDIS_URL (${url.addresses.join(', ')}) know no master named ${JSON.stringify(url.masterName)}: check the name after the hosts (SENTINEL MASTERS lists them)`,
-  );
-}
-
 function sentinelProblem(text: string, url: RedisUrl): RedisProblem | undefined {
-  // Without a last error every Sentinel answered (or none was asked in this round).
+  // Without a last error no Sentinel was asked in this round (ioredis starts the list again).
   const last = /Last error: (.*)$/s.exec(text)?.[1];
   if (last === undefined) return undefined;
   const listed = url.addresses.join(', ');
+  if (/No such master/i.test(last))
+    return problem(
+      'sentinel_master_unknown',
+      `the Sentinels of REDIS_URL (${listed}) know no master named ${JSON.stringify(url.masterName)}: check the name after the hosts (SENTINEL MASTERS lists them)`,
+    );
   if (/NOAUTH/.test(last)) return problem('sentinel_no_password', 'the Sentinels ask for a password: set REDIS_SENTINEL_PASSWORD');
   if (/WRONGPASS|invalid password|invalid username-password/i.test(last))
     return problem('sentinel_wrong_password', 'the Sentinels refuse REDIS_SENTINEL_PASSWORD');

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { connectedTo, type LimitsRedis } from './redis.js';
-import { redisProblem, sentinelReply, type RedisProblem } from './redis-problems.js';
+import { redisProblem, type RedisProblem } from './redis-problems.js';
 
 const NOT_CONNECTED: RedisProblem = { code: 'not_connected', message: 'not connected to Redis (reconnecting)' };
 const CLOSED: RedisProblem = {
@@ -37,8 +37,6 @@ export class RedisState {
   #started = false;
   #closing = false;
   #master: string | undefined;
-  /** What a Sentinel answered in the current round of asking them (a master it does not know). */
-  #sentinelSaid: RedisProblem | undefined;
 
   constructor(
     private readonly client: LimitsRedis,
@@ -47,13 +45,9 @@ export class RedisState {
     private readonly logger: Logger,
   ) {
     client.on('error', (error: unknown) => {
-      const problem = this.#read(error) ?? this.#sentinelSaid;
+      const problem = this.#read(error);
       if (problem !== undefined) this.#failed(problem);
     });
-    client.on(
-      'sentinelError',
-      (error: unknown) => (this.#sentinelSaid = sentinelReply(error, this.config.redisUrl!) ?? this.#sentinelSaid),
-    );
     client.on('close', () => {
       if (!this.#closing && this.#problem === undefined) this.#failed(CLOSED);
     });
@@ -135,7 +129,6 @@ export class RedisState {
     this.#master = this.config.redisUrl!.mode === 'sentinel' ? connectedTo(this.client).master : undefined;
     const wasFailing = this.#logged !== undefined;
     this.#problem = undefined;
-    this.#sentinelSaid = undefined;
     this.#logged = undefined;
     if (!this.#started) return;
     if (previous !== undefined && this.#master !== previous) {
