@@ -95,6 +95,8 @@ export interface TestSentinelGroup {
   client(): Redis;
   /** A client of one data node, whatever its role. */
   node(port: number): Redis;
+  /** A client of the nth Sentinel. */
+  sentinel(index: number): Redis;
   close(): Promise<void>;
 }
 
@@ -192,6 +194,7 @@ export async function startSentinelGroup(
             sentinelPassword,
           }),
         ),
+      sentinel: (index) => sentinel(sentinelPorts[index]!),
       node: (port) => quiet(new Redis({ host: '127.0.0.1', port, password: dataPassword, maxRetriesPerRequest: 0 })),
       async close() {
         await Promise.all(servers.map((s) => s.stop()));

@@ -17,7 +17,7 @@ import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
-import { connectRedis, type LimitsRedis } from './redis.js';
+import { closeRedis, connectRedis, type LimitsRedis } from './redis.js';
 import { RedisState, type RedisSummary } from './redis-state.js';
 
 type Scope = 'user' | 'tool' | 'concurrency';
@@ -210,12 +210,7 @@ export class LimitsGuard implements Guard {
   async close(): Promise<void> {
     if (this.#redis === undefined) return;
     this.#redisState!.closing();
-    // quit waits for pending replies; with Redis gone it would wait for a reconnect: disconnect then.
-    await Promise.race([
-      this.#redis.quit().catch(() => undefined),
-      new Promise((resolve) => setTimeout(resolve, this.config.redisTimeoutMs)),
-    ]);
-    this.#redis.disconnect();
+    await closeRedis(this.#redis, this.config.redisTimeoutMs);
   }
 
   #backendFailed(error: unknown): void {

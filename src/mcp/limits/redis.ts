@@ -83,16 +83,36 @@ export function connectRedis(url: RedisUrl, config: RedisConfig): LimitsRedis {
       sentinelPassword: config.redisSentinelPassword?.reveal(),
       ...(tls !== undefined ? { sentinelTLS: tls, enableTLSForSentinelMode: true } : {}),
       sentinelCommandTimeout: timeout,
-      // Told of a new master by the Sentinels (+switch-master), reconnect at once.
+      // Told of a new master by the Sentinels (+switch-master), reconnect at once: a primary that
+      // is still up (a planned failover, a partition) keeps taking counts that its demotion throws
+      // away, until the sidecar leaves it. (A sidecar already on the new master reconnects too.)
       failoverDetector: true,
     });
   } else {
     const [{ host, port }] = url.nodes as [{ host: string; port: number }];
     client = new Redis({ ...node, host, port, enableOfflineQueue: false, retryStrategy: retry });
   }
+  if (url.mode === 'sentinel') {
+    // ioredis can give up on a Sentinel connection for good ('end'): its failover detector may
+    // disconnect while the Sentinels are being asked for the new master. Start again then.
+    client.on('end', () => {
+      if (!closed.has(client)) setTimeout(() => void (client as Redis).connect().catch(() => {}), retry(1)).unref();
+    });
+  }
   client.defineCommand('inFlightAcquire', { numberOfKeys: 1, lua: ACQUIRE });
   client.defineCommand('inFlightRelease', { numberOfKeys: 1, lua: RELEASE });
   return client as LimitsRedis;
+}
+
+const closed = new WeakSet<Redis | Cluster>();
+
+/** Closes the connection: pending replies get `timeoutMs` (with Redis gone, quit would wait for a reconnect). */
+export async function closeRedis(client: LimitsRedis, timeoutMs: number): Promise<void> {
+  closed.add(client);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  clearTimeout(timer);
+  client.disconnect();
 }
 
 /** Where the connection goes now, for the start-up line: a Sentinel group's master, a Cluster's masters. */
