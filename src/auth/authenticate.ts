@@ -1,16 +1,29 @@
 // The request hook that decides accept or reject for every non-public request on the proxy port.
 
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
-import { Rejection } from '../lib/errors.js';
+import { REJECTION_REASONS, Rejection, type RejectionReason } from '../lib/errors.js';
+import { ErrorResponse } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
-import type { Identity, Verify } from './verify.js';
+import type { Identity, Verdict } from './verify.js';
+
+/**
+ * Verification as this hook calls it: the verdict cache's, which returns rejections rather than
+ * throwing them (auth/verdict-cache.ts); the request is for a tracing wrapper (tracing/tracing.ts).
+ */
+export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Rejection | Promise<Verdict | Rejection>;
 
 export interface AuthState {
   decision: 'accept' | 'reject' | 'public';
   reason: string | undefined;
   identity: Identity | undefined;
 }
+
+// The rejections of a request without a usable token: one object each, not one per request.
+const NO_TOKEN = new Rejection('missing_token');
+const NOT_BEARER = new Rejection('missing_token', 'Authorization header does not use the Bearer scheme');
+const SEVERAL_HEADERS = new Rejection('malformed_token', 'several Authorization headers');
+const EMPTY_TOKEN = new Rejection('malformed_token', 'Bearer token is empty');
 
 /**
  * The bearer token of a request, read from the raw headers (Node keeps only the first
@@ -21,20 +34,20 @@ export function extractBearerToken(rawHeaders: readonly string[]): string | Reje
   let value: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.length === 13 && rawHeaders[i]!.toLowerCase() === 'authorization') {
-      if (value !== undefined) return new Rejection('malformed_token', 'several Authorization headers');
+      if (value !== undefined) return SEVERAL_HEADERS;
       value = rawHeaders[i + 1]!;
     }
   }
-  if (value === undefined) return new Rejection('missing_token');
+  if (value === undefined) return NO_TOKEN;
   // The scheme found by a scan that stops at the first blank, not a regular expression over the ~1 KB value.
   const header = value.trim();
   let schemeEnd = 0;
   while (schemeEnd < header.length && !isSpaceOrTab(header.charCodeAt(schemeEnd))) schemeEnd++;
   if (header.slice(0, schemeEnd).toLowerCase() !== 'bearer') {
-    return new Rejection('missing_token', 'Authorization header does not use the Bearer scheme');
+    return NOT_BEARER;
   }
   const token = header.slice(schemeEnd).trim();
-  if (token === '') return new Rejection('malformed_token', 'Bearer token is empty');
+  if (token === '') return EMPTY_TOKEN;
   // Not scanned for white space here (1.5 µs a request): verification accepts base64url and
   // dots only, and says so when a token holds anything else.
   return token;
@@ -48,31 +61,20 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-export interface RejectionResponse {
-  status: number;
-  /** Name, value, name, value... as Node's writeHead takes them; the request id comes last. */
-  headers: string[];
-  body: string;
-}
-
 /** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
-export function renderRejection(rejection: Rejection, resourceMetadataUrl: string): RejectionResponse {
+export function renderRejection(rejection: Rejection, resourceMetadataUrl: string, scopes: readonly string[] = []): ErrorResponse {
   let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
+  // The scopes a client should ask for (RESOURCE_SCOPES), as the MCP authorization spec asks of a 401.
+  if (rejection.status === 401 && scopes.length > 0) challenge += `, scope=${quote(scopes.join(' '))}`;
   const error = rejection.challengeError;
   if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
-  const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
-  const headers = [
-    'content-type',
-    'application/json; charset=utf-8',
-    'content-length',
-    String(Buffer.byteLength(body)),
-    'www-authenticate',
-    challenge,
-    'cache-control',
-    'no-store',
-  ];
-  if (rejection.status === 503) headers.push('retry-after', '5');
-  return { status: rejection.status, headers, body };
+  const headers: Record<string, string> = { 'www-authenticate': challenge };
+  if (rejection.status === 503) headers['retry-after'] = '5';
+  return new ErrorResponse(
+    rejection.status,
+    { error: rejection.code, reason: rejection.reason, error_description: rejection.message },
+    headers,
+  );
 }
 
 /**
@@ -81,29 +83,33 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined) {
-  const rendered = new Map<string, RejectionResponse>();
+function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined, scopes: readonly string[]) {
+  // By reason, then by message: two lookups of strings that already exist, no key built per request.
+  const answers = new Map<RejectionReason, Map<string, ErrorResponse>>(REJECTION_REASONS.map((reason) => [reason, new Map()]));
   return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
-    const id = `${rejection.reason}:${rejection.message}`;
-    let response = rendered.get(id);
-    if (response === undefined) {
-      response = renderRejection(rejection, resourceMetadataUrl);
-      rendered.set(id, response);
+    const byMessage = answers.get(rejection.reason)!;
+    let answer = byMessage.get(rejection.message);
+    if (answer === undefined) {
+      answer = renderRejection(rejection, resourceMetadataUrl, scopes);
+      byMessage.set(rejection.message, answer);
     }
     reply.hijack();
-    // A connection that never carried an accepted request is not kept after a rejection: a
-    // client without a valid token cannot hold connections (http/connections.ts).
-    if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) {
-      reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id, 'connection', 'close']);
-    } else {
-      reply.raw.writeHead(response.status, [...response.headers, 'x-request-id', request.id]);
-    }
-    reply.raw.end(response.body);
+    // Whether the connection stays: a client without a valid token cannot hold connections it
+    // does not use (http/connections.ts).
+    answer.write(reply.raw, request.id, connections?.connectionAfterUnaccepted(request.raw, reply.raw));
   };
 }
 
-export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourceMetadataUrl: string, connections?: ConnectionGuard) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl, connections);
+export function createAuthenticateHook(
+  verify: RequestVerify,
+  metrics: Metrics,
+  resourceMetadataUrl: string,
+  connections?: ConnectionGuard,
+  scopes: readonly string[] = [],
+) {
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes);
+  // The counter of each reason found once: prom-client's inc({ reason }) hashes the labels every time.
+  const rejected = new Map(REJECTION_REASONS.map((reason) => [reason, metrics.rejected.labels(reason)]));
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
@@ -112,23 +118,39 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
       request.log.error({ errorType: (error as Error | undefined)?.name }, 'verification failed unexpectedly');
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
-    metrics.rejected.inc({ reason: rejection.reason });
+    rejected.get(rejection.reason)!.inc();
     sendRejection(request, reply, rejection);
   }
 
-  function accept(request: FastifyRequest, identity: Identity): void {
+  function decide(request: FastifyRequest, reply: FastifyReply, result: Verdict | Rejection, done: HookHandlerDoneFunction): void {
+    if (result instanceof Rejection) {
+      reject(request, reply, result);
+      return;
+    }
     request.auth.decision = 'accept';
-    request.auth.identity = identity;
+    request.auth.identity = result.identity;
     metrics.accepted.inc();
     connections?.authenticated(request.raw.socket);
+    done();
   }
+
+  // performance.now() and observe(): prom-client's startTimer() allocates two closures, two hrtime
+  // arrays and a labels object. With tracing the histogram keeps exemplars (observability/metrics.ts),
+  // and the exemplar points at this request's trace.
+  const verifyDuration = metrics.verifyDuration;
+  const exemplars = (verifyDuration as unknown as { enableExemplars?: boolean }).enableExemplars === true;
+  const observe = (request: FastifyRequest, startedAt: number) => {
+    const value = (performance.now() - startedAt) / 1000;
+    if (exemplars) verifyDuration.observe({ value, exemplarLabels: request.trace?.exemplar });
+    else verifyDuration.observe(value);
+  };
 
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
-      // Not kept either when nothing on it was accepted: else Node's keep-alive time would
-      // replace the shorter idle time of an unauthenticated connection (http/connections.ts).
-      if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) reply.raw.shouldKeepAlive = false;
+      // Counted like a rejection on a connection that has carried no accepted request (http/connections.ts).
+      const connection = connections?.connectionAfterUnaccepted(request.raw, reply.raw);
+      if (connection !== undefined) reply.raw.setHeader(connection[0], connection[1]);
       done();
       return;
     }
@@ -138,29 +160,27 @@ export function createAuthenticateHook(verify: Verify, metrics: Metrics, resourc
       return;
     }
     // Only verifications are timed: a request without a usable token would drag the quantiles down.
-    const stopTimer = metrics.verifyDuration.startTimer();
+    const startedAt = performance.now();
     let result;
     try {
-      result = verify(token);
+      result = verify(token, request);
     } catch (error) {
-      stopTimer();
+      observe(request, startedAt);
       reject(request, reply, error);
       return;
     }
     if (!(result instanceof Promise)) {
-      stopTimer();
-      accept(request, result.identity);
-      done();
+      observe(request, startedAt);
+      decide(request, reply, result, done);
       return;
     }
     result.then(
-      (verdict) => {
-        stopTimer();
-        accept(request, verdict.identity);
-        done();
+      (settled) => {
+        observe(request, startedAt);
+        decide(request, reply, settled, done);
       },
       (error: unknown) => {
-        stopTimer();
+        observe(request, startedAt);
         reject(request, reply, error);
       },
     );

@@ -11,9 +11,11 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
-import { UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { type ErrorResponse, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
+import { privateCacheControl } from './cache-control.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
@@ -23,6 +25,13 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transf
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'proxy-authorization', 'expect', 'host', 'x-request-id']);
 const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'];
 
+const UPSTREAM_ANSWERS = Object.fromEntries(
+  (Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]).map((kind) => [kind, prepare(UPSTREAM_FAILURES[kind])]),
+) as Record<UpstreamFailureKind, ErrorResponse>;
+const PATH_NOT_PLAIN = prepare(OWN_ERRORS.path_not_plain);
+const SERVER_ERROR = prepare(OWN_ERRORS.server_error);
+const METHOD_NOT_FORWARDED = prepare(OWN_ERRORS.method_not_forwarded, undefined, { allow: FORWARDED_METHODS.join(', ') });
+
 /** The header names a Connection header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionListed(connection: string | string[] | undefined): Set<string> | undefined {
   if (connection === undefined) return undefined;
@@ -30,6 +39,21 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
   if (value === 'keep-alive' || value === 'close') return undefined;
   return new Set(value.split(',').map((name) => name.trim()));
+}
+
+function isEventStream(contentType: OutgoingHttpHeaders[string]): boolean {
+  return typeof contentType === 'string' && contentType.slice(0, 17).toLowerCase() === 'text/event-stream';
+}
+
+/**
+ * Headers the sidecar reads to judge a request (the body's type and coding, the MCP session and
+ * version, the 2026-07-28 Mcp-* headers): a client listing one in `Connection` must not make the
+ * upstream see a request without it while the sidecar judged it with it. Kept whatever
+ * `Connection` says; the headers the sidecar sets (identity, X-Forwarded-*, X-Request-Id) are
+ * set after the client's are stripped, so no listing removes those either.
+ */
+function isJudgedHeader(name: string): boolean {
+  return name.startsWith('mcp-') || name === 'content-type' || name === 'content-length' || name === 'content-encoding';
 }
 
 /** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */
@@ -86,7 +110,7 @@ export function forwardedHeaders(
   const listed = connectionListed(inbound.connection);
   const headers: Record<string, string | string[]> = {};
   for (const name in inbound) {
-    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || listed?.has(name) === true) continue;
+    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || (listed?.has(name) === true && !isJudgedHeader(name))) continue;
     if (name === 'authorization' && !forwardAuthorization) continue;
     headers[name] = inbound[name]!;
   }
@@ -99,6 +123,7 @@ export function forwardedHeaders(
 
   headers['x-verified-user'] = headerValue(identity.user);
   if (identity.subject !== undefined) headers['x-verified-subject'] = headerValue(identity.subject);
+  if (identity.issuer !== undefined) headers['x-verified-issuer'] = headerValue(identity.issuer);
   if (identity.email !== undefined) headers['x-verified-email'] = headerValue(identity.email);
   if (identity.groups !== undefined) {
     const all = headerValue(identity.groups.join(','));
@@ -234,6 +259,10 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     const outgoing = responseHeaders(headers);
     outgoing['x-request-id'] ??= this.request.id;
+    // Every forwarded request is authenticated: its answer is one user's.
+    outgoing['cache-control'] = privateCacheControl(outgoing['cache-control']);
+    // A proxy in front (nginx) must not buffer an event stream (the MCP transport's SHOULD).
+    if (isEventStream(outgoing['content-type'])) outgoing['x-accel-buffering'] = 'no';
     if (this.reader !== undefined && !this.reader.onStart(statusCode, outgoing)) {
       this.held = { statusCode, headers: outgoing };
       return;
@@ -248,7 +277,7 @@ class Forward implements Dispatcher.DispatchHandler {
     // Node sends headers with the first body chunk; an event stream (an MCP GET stream) may stay
     // silent for long, and the client must see its headers now, or at the latest once the data
     // that came with them has been written (one write instead of two).
-    if (String(outgoing['content-type']).startsWith('text/event-stream')) setImmediate(() => this.flushHeadersOfSilentStream());
+    if (isEventStream(outgoing['content-type'])) setImmediate(() => this.flushHeadersOfSilentStream());
   }
 
   private flushHeadersOfSilentStream(): void {
@@ -308,15 +337,7 @@ class Forward implements Dispatcher.DispatchHandler {
       this.res.destroy();
       return;
     }
-    const failure = UPSTREAM_FAILURES[kind];
-    const body = JSON.stringify({ error: failure.error, error_description: failure.description });
-    this.res.writeHead(failure.status, {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-      'x-request-id': this.request.id,
-    });
-    this.res.end(body);
+    UPSTREAM_ANSWERS[kind].write(this.res, this.request.id);
   }
 }
 
@@ -344,10 +365,8 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     const identity = request.auth.identity;
     if (identity === undefined) throw new Error('unauthenticated request reached the proxy');
     if (!isPlainPath(request.url)) {
-      reply
-        .code(400)
-        .header('cache-control', 'no-store')
-        .send({ error: 'invalid_request', error_description: 'request path must be absolute, without . or .. segments' });
+      reply.hijack();
+      PATH_NOT_PLAIN.write(reply.raw, request.id);
       return;
     }
     reply.hijack();
@@ -362,8 +381,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
         (error: unknown) => {
           // A bug in the interceptor: fail closed, nothing forwarded.
           request.log.error({ err: error }, 'request interceptor failed');
-          if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-          reply.raw.end('{"error":"internal_error"}');
+          SERVER_ERROR.write(reply.raw, request.id);
         },
       );
     } else {
@@ -381,15 +399,19 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
+    const outgoing = forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes);
+    // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
+    const reader =
+      request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);
     pool.dispatch(
       {
         method: request.method,
         // The target exactly as the client sent it: Coder may sign it.
         path: request.url,
-        headers: forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes),
+        headers: outgoing,
         body,
       },
-      new Forward(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, reader),
     );
   };
 
@@ -402,11 +424,8 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
   });
   // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
   // quotes the target, query string included.
-  app.setNotFoundHandler((_request, reply) => {
-    reply
-      .code(405)
-      .header('allow', FORWARDED_METHODS.join(', '))
-      .header('cache-control', 'no-store')
-      .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
+  app.setNotFoundHandler((request, reply) => {
+    reply.hijack();
+    METHOD_NOT_FORWARDED.write(reply.raw, request.id);
   });
 }

@@ -22,10 +22,16 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { Caller, ClientMessage } from './guard.js';
 import type { Outcome } from './audit.js';
 import { idKey, type McpContext, type Pending } from './context.js';
-import type { ClientResponse } from './messages.js';
+import { methodLabel, type ClientResponse } from './messages.js';
+import { inputRequestKinds } from './results.js';
+import { RPC_CODES } from '../lib/errors.js';
+import { clientOf, ownerOf } from './sessions.js';
 import { ResponseFramer, type BodyKind, type Handling, type Replacement, type ResponseEnd, type UnitHandler } from './framing.js';
 
 type Json = Record<string, unknown>;
+
+/** The requests an input_required result may answer (MCP 2026-07-28, multi round-trip requests). */
+const MULTI_ROUND_TRIP: ReadonlySet<string> = new Set(['tools/call', 'prompts/get', 'resources/read']);
 
 export type ExchangeState = 'awaiting' | 'holding' | 'passing' | 'unreadable' | 'failed-closed' | 'done';
 
@@ -38,9 +44,9 @@ export const TRANSITIONS: Readonly<Record<ExchangeState, readonly ExchangeState[
   done: [],
 };
 
-const UNFILTERED = { code: -32603, message: 'the response could not be read to apply the tool policy' };
+const UNFILTERED = { code: RPC_CODES.responseUnchecked, message: 'the response could not be read to apply the tool policy' };
 const UNMATCHED = {
-  code: -32603,
+  code: RPC_CODES.responseUnchecked,
   message: "a result outside its request's response cannot be checked against the tool policy (use the Streamable HTTP transport)",
 };
 const FINISHED_BY: Record<ResponseEnd, Outcome | undefined> = {
@@ -59,6 +65,7 @@ function isId(value: unknown): value is string | number {
 
 export interface ExchangeStart {
   readonly reqId: string;
+  readonly clientRequestId?: string | undefined;
   readonly caller: Caller;
   readonly startedAt: number;
   readonly bytesIn: number;
@@ -74,7 +81,7 @@ export class McpExchange implements UnitHandler {
   /** What the proxy calls with the response's bytes. */
   readonly reader: ResponseFramer;
   private state: ExchangeState = 'awaiting';
-  /** Requests of the body by id: what the upstream's responses are matched against. */
+  /** Requests of the body by id: what the upstream's responses are matched against (ids are unique: read-request.ts, McpContext.reserve). */
   private readonly requests = new Map<string, Pending>();
   /** Notifications, and the `unparsed` line: they end when the response does. */
   private readonly others: Pending[] = [];
@@ -88,6 +95,8 @@ export class McpExchange implements UnitHandler {
   private answeredHere: Set<string> | undefined;
   /** Mcp-Session-Id of the response (initialize creates it). */
   private responseSession: string | undefined;
+  /** The subscriptions/listen request whose stream this response is (MCP 2026-07-28). */
+  private listen: Pending | undefined;
 
   constructor(
     private readonly context: McpContext,
@@ -96,10 +105,11 @@ export class McpExchange implements UnitHandler {
     this.reader = new ResponseFramer(this, context.config.mcpMaxBodyBytes);
     // Where a body's requests are registered by id, for the responses to be matched against.
     for (const pending of origin.pending) {
-      if (pending.message.id === undefined) this.others.push(pending);
+      const id = pending.message.id;
+      // A request whose id is taken (never, as bodies are read) still ends with the others.
+      if (id === undefined || this.requests.has(idKey(id))) this.others.push(pending);
       else {
-        this.requests.set(idKey(pending.message.id), pending);
-        context.track(pending);
+        this.requests.set(idKey(id), pending);
         if (pending.rewriters !== undefined) this.held++;
       }
     }
@@ -119,6 +129,15 @@ export class McpExchange implements UnitHandler {
     this.kind = kind;
     const session = headers['mcp-session-id'];
     if (typeof session === 'string') this.responseSession = session;
+    // A subscriptions/listen request answered with an event stream: the subscription is open.
+    if (kind === 'sse' && statusCode < 300) {
+      for (const pending of this.requests.values()) {
+        if (pending.message.method === 'subscriptions/listen') {
+          this.listen = pending;
+          this.context.opened(pending, this.reader.bytesOut);
+        }
+      }
+    }
     if (this.held > 0 && (kind !== 'unreadable' || statusCode === 200)) {
       // A reply to rewrite: held until read. In a form that cannot be read, the framer drops it
       // and the held requests get errors at the end instead (fail closed).
@@ -188,6 +207,11 @@ export class McpExchange implements UnitHandler {
     if (typeof method === 'string') {
       // A request of the server (sampling, elicitation, roots): its answer comes in a later POST.
       if (isId(id)) this.context.sessions.serverRequest(this.origin.caller.sessionId, idKey(id), method);
+      else if (this.listen !== undefined && !this.listen.ended) {
+        // A change notification on a subscription's stream: it passes, counted.
+        this.listen.notifications = (this.listen.notifications ?? 0) + 1;
+        this.context.metrics.subscriptionNotifications.inc({ method: methodLabel(method) });
+      }
       return undefined;
     }
     const error = isObject(message.error) ? message.error : undefined;
@@ -211,15 +235,14 @@ export class McpExchange implements UnitHandler {
     const { result } = message;
     const { method: requested } = pending.message;
     let sessionId: string | undefined;
-    if (requested === 'tools/list') this.context.learnTools(result);
-    else if (requested === 'initialize' && this.responseSession !== undefined) {
-      const info = pending.message.params?.clientInfo;
-      const client =
-        isObject(info) && typeof info.name === 'string'
-          ? `${info.name}/${typeof info.version === 'string' ? info.version : ''}`
-          : undefined;
+    if (requested === 'tools/list') {
+      this.context.learnTools(result);
+      this.context.paramHeaders.learn(result);
+    } else if (requested === 'initialize' && this.responseSession !== undefined) {
+      // The session the upstream created belongs to whoever initialized it (read-request.ts refuses it to anyone else).
       const version = isObject(result) && typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined;
-      this.context.sessions.start(this.responseSession, client, version);
+      const client = clientOf(pending.message.params?.clientInfo);
+      this.context.sessions.start(this.responseSession, client, version, ownerOf(pending.caller.identity));
       sessionId = this.responseSession;
     }
     let replacement: Json | undefined;
@@ -241,7 +264,10 @@ export class McpExchange implements UnitHandler {
       if (changed) replacement = { ...message, result: current };
     }
     const toolError = requested === 'tools/call' && isObject(result) && result.isError === true;
-    this.end(pending, toolError ? 'tool_error' : 'result', undefined, sessionId);
+    // A multi round-trip request's interim result (2026-07-28): the retry is a message of its own.
+    const inputRequests = MULTI_ROUND_TRIP.has(requested) ? inputRequestKinds(result) : undefined;
+    if (inputRequests !== undefined) pending.inputRequests = inputRequests;
+    this.end(pending, inputRequests !== undefined ? 'input_required' : toolError ? 'tool_error' : 'result', undefined, sessionId);
     return replacement;
   }
 
@@ -274,8 +300,9 @@ export class McpExchange implements UnitHandler {
     this.moveTo('done');
     const unanswered: Outcome = failure ?? (failed || !unread ? 'upstream_error' : 'unknown');
     for (const pending of this.requests.values()) this.end(pending, unanswered, undefined);
+    // Notifications end when the response does; a request among them had its id taken.
     const accepted: Outcome = failure ?? (failed ? 'upstream_error' : 'result');
-    for (const pending of this.others) this.end(pending, accepted, undefined);
+    for (const pending of this.others) this.end(pending, pending.message.id === undefined ? accepted : unanswered, undefined);
     for (const response of this.origin.responses) {
       const request = this.context.sessions.answered(this.origin.caller.sessionId, idKey(response.id));
       const outcome = failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result');
@@ -285,11 +312,12 @@ export class McpExchange implements UnitHandler {
 
   /** A message of the body that no guard judged: the `unparsed` line, a client's answer to a server request. */
   private pendingOf(message: Pick<ClientMessage, 'method' | 'id'>): Pending {
-    const { reqId, caller, startedAt, bytesIn } = this.origin;
+    const { reqId, clientRequestId, caller, startedAt, bytesIn } = this.origin;
     return {
       message: { ...message, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined },
       caller,
       reqId,
+      clientRequestId,
       startedAt,
       bytesIn,
       allowedBy: [],
