@@ -14,11 +14,12 @@ import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.j
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startRedisCluster, waitFor, type TestCluster } from '../helpers/redis-ha.js';
 import { findTool } from '../helpers/tools.js';
+import { RPC_CODES } from '../../src/lib/errors.js';
 
 const tools = findTool('redis-server') !== undefined && findTool('redis-cli') !== undefined;
 const ALICE = { sub: 'alice-sub', preferred_username: 'alice' };
 const BOB = { sub: 'bob-sub', preferred_username: 'bob' };
-const RATE_LIMITED = -32029;
+const RATE_LIMITED = RPC_CODES.rateLimited;
 
 describe.skipIf(!tools)('rate limits through a Redis Cluster', { timeout: 60_000 }, () => {
   let issuer: TestIssuer;

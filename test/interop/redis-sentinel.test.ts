@@ -15,10 +15,11 @@ import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.j
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startSentinelGroup, waitFor, type TestSentinelGroup } from '../helpers/redis-ha.js';
 import { findTool } from '../helpers/tools.js';
+import { RPC_CODES } from '../../src/lib/errors.js';
 
 const tools = findTool('redis-server') !== undefined && findTool('redis-sentinel') !== undefined;
 const ALICE = { sub: 'alice-sub', preferred_username: 'alice' };
-const RATE_LIMITED = -32029;
+const RATE_LIMITED = RPC_CODES.rateLimited;
 const LIMIT = 40;
 const BEFORE = 6;
 const KEY = `mcp-auth:tool-${LIMIT}:{s.alice-sub}:whoami`;
