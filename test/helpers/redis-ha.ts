@@ -91,6 +91,8 @@ export interface TestSentinelGroup {
   masterPort(): Promise<number>;
   /** SIGKILL to the primary started first. */
   killPrimary(): Promise<void>;
+  /** SIGKILL to the replica. */
+  killReplica(): Promise<void>;
   /** A client of the master the Sentinels name (the test's own view). */
   client(): Redis;
   /** A client of one data node, whatever its role. */
@@ -185,6 +187,7 @@ export async function startSentinelGroup(
         }
       },
       killPrimary: () => servers[0]!.kill(),
+      killReplica: () => servers[1]!.kill(),
       client: () =>
         quiet(
           new Redis({

@@ -159,7 +159,13 @@ describe('the start-up line', { timeout: 60_000 }, () => {
   });
 
   it('says so when REDIS_URL is set but no limit is, so Redis is never asked', async () => {
-    sidecar = spawnSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'info', REDIS_URL: 'redis+sentinel://:s3cret@s1,s2/mymaster' }));
+    sidecar = spawnSidecar(
+      testEnv(issuer, upstream, {
+        LOG_LEVEL: 'info',
+        REDIS_URL: 'redis+sentinel://:s3cret@s1,s2/mymaster',
+        REDIS_SENTINEL_PASSWORD: 'sentinel-s3cret',
+      }),
+    );
     const started = await sidecar.logged('mcp-auth-sidecar started');
     expect(started.rateLimits).toMatchObject({ counting: 'off' });
     expect(started.redis).toEqual({
@@ -168,6 +174,7 @@ describe('the start-up line', { timeout: 60_000 }, () => {
       state: 'unused',
       reason: 'no rate limit is set, so no connection',
     });
+    expect(started.config).toMatchObject({ redisUrl: 'redis+sentinel://:***@s1:26379,s2:26379/mymaster', redisSentinelPassword: '***' });
     expect(JSON.stringify(sidecar.lines)).not.toContain('s3cret');
   });
 });

@@ -14,7 +14,7 @@ import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startSentinelGroup, waitFor, type TestSentinelGroup } from '../helpers/redis-ha.js';
-import { findTool } from '../helpers/tools.js';
+import { findTool, freePort } from '../helpers/tools.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
 
 const tools = findTool('redis-server') !== undefined && findTool('redis-sentinel') !== undefined;
@@ -327,5 +327,28 @@ describe.skipIf(!tools)("a Sentinel group set up wrong, in the sidecar's words",
     expect(summary).toMatchObject({ mode: 'sentinel', state: 'not connected', problem: code, reason: expect.stringMatching(reason) });
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ problem: code, reason: expect.stringMatching(reason) });
+  });
+
+  it('no Sentinel listening at the hosts of REDIS_URL', async () => {
+    const [a, b] = [await freePort(), await freePort()];
+    const { summary, warnings } = await startWith({
+      REDIS_SENTINEL_PASSWORD: group.sentinelPassword,
+      REDIS_URL: `redis+sentinel://127.0.0.1:${a},127.0.0.1:${b}/mcp-limits`,
+    });
+    const reason = `no Sentinel of REDIS_URL (127.0.0.1:${a}, 127.0.0.1:${b}) answers: check their hosts and ports`;
+    expect(summary).toMatchObject({ state: 'not connected', problem: 'sentinels_unreachable', reason: expect.stringContaining(reason) });
+    expect(warnings).toHaveLength(1);
+  });
+
+  // Last in this group: it takes its data nodes down.
+  it('no primary: the master the Sentinels name is down and no replica is left to promote', async () => {
+    await group.killReplica();
+    await group.killPrimary();
+    const { summary, warnings } = await startWith({ REDIS_SENTINEL_PASSWORD: group.sentinelPassword });
+    const reason = new RegExp(`refuses connections at 127\\.0\\.0\\.1:${group.primaryPort}, the master the Sentinels name: it is down`);
+    expect(summary).toMatchObject({ state: 'not connected', problem: 'connection_refused', reason: expect.stringMatching(reason) });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ problem: 'connection_refused', onRedisError: 'allow' });
+    expect(warnings[0]).not.toHaveProperty('detail');
   });
 });

@@ -65,7 +65,7 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
       return problem(
         'connection_refused',
         url.mode === 'sentinel'
-          ? `Redis refuses connections${where}, the master the Sentinels name: a failover may be under way (the Sentinels will name the new one)`
+          ? `Redis refuses connections${where}, the master the Sentinels name: it is down; counting in Redis resumes when the Sentinels promote a replica (check SENTINEL REPLICAS) or it returns`
           : `Redis refuses connections${where}: check REDIS_URL's host and port, and that Redis runs there`,
       );
     case 'ENOTFOUND':
