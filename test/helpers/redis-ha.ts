@@ -1,6 +1,7 @@
 // Redis with high availability, started by the tests on free loopback ports: a Sentinel group
 // (a primary, a replica, three Sentinels: Debian's redis-server and redis-sentinel) and a Redis
-// Cluster (three masters, redis-server in cluster mode, slots assigned with redis-cli). No
+// Cluster (three masters, with or without a replica each, redis-server in cluster mode, slots
+// assigned with redis-cli). No
 // persistence; every wait is bounded; close() stops every process and removes its files.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
@@ -19,6 +20,7 @@ interface Server {
   readonly port: number;
   /** SIGKILL: gone at once, as a crashed node or a lost machine. */
   kill(): Promise<void>;
+  alive(): boolean;
   stop(): Promise<void>;
 }
 
@@ -47,7 +49,12 @@ function startServer(command: string, args: string[], port: number, ready: RegEx
       output += chunk.toString();
       if (ready.test(output)) {
         clearTimeout(timer);
-        resolve({ port, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
+        resolve({
+          port,
+          kill: () => end('SIGKILL'),
+          stop: () => end('SIGTERM'),
+          alive: () => proc.exitCode === null && proc.signalCode === null,
+        });
       }
     };
     proc.stdout!.on('data', read);
@@ -217,18 +224,25 @@ export interface TestCluster {
   readonly ports: readonly number[];
   /** SIGKILL to the master of the nth third of the slots. */
   kill(index: number): Promise<void>;
+  /** SIGKILL to the node on `port`. */
+  killPort(port: number): Promise<void>;
+  /** The master serving `key`'s slot and its replicas, as the cluster says now. */
+  nodesFor(key: string): Promise<{ master: number; replicas: number[] }>;
   /** A cluster client of the test's own. */
   client(): import('ioredis').Cluster;
   close(): Promise<void>;
 }
 
-/** Three masters, no replicas, the 16384 slots split in thirds; resolves once the cluster says ok. */
-export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}): Promise<TestCluster> {
-  const { nodeTimeoutMs = 1000 } = options;
+/**
+ * Three masters, the 16384 slots split in thirds, each with `replicas` replicas (none by
+ * default); resolves once the cluster says ok and every replica is in sync with its master.
+ */
+export async function startRedisCluster(options: { nodeTimeoutMs?: number; replicas?: number } = {}): Promise<TestCluster> {
+  const { nodeTimeoutMs = 1000, replicas = 0 } = options;
   const dir = mkdtempSync(join(tmpdir(), 'test-cluster-'));
   const servers: Server[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 3 * (1 + replicas); i++) {
       const port = await freePort();
       const args = [
         ...BASE,
@@ -246,13 +260,22 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
       servers.push(await startServer('redis-server', args, port, /Ready to accept connections/));
     }
     const ports = servers.map((s) => s.port);
-    await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { timeout: 20_000 });
+    await run(
+      'redis-cli',
+      ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
+      { timeout: 20_000 },
+    );
     for (const port of ports) {
       const probe = quiet(new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0 }));
       try {
         await waitFor(`cluster node ${port} saying ok`, 20_000, async () =>
           /cluster_state:ok/.test(String(await probe.call('CLUSTER', 'INFO'))) ? true : undefined,
         );
+        // A replica: until it has synced, a failover would lose what its master holds.
+        await waitFor(`cluster node ${port} a master or a replica in sync`, 20_000, async () => {
+          const role = (await probe.call('ROLE')) as unknown[];
+          return role[0] === 'master' || role[3] === 'connected' ? true : undefined;
+        });
       } finally {
         probe.disconnect();
       }
@@ -262,6 +285,24 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
       url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`,
       ports,
       kill: (index) => servers[index]!.kill(),
+      killPort: (port) => servers.find((s) => s.port === port)!.kill(),
+      async nodesFor(key) {
+        const live = servers.filter((s) => s.alive()).map((s) => s.port);
+        return waitFor(`a live node telling the slot of ${key}`, 5000, async () => {
+          const probe = quiet(new Redis({ host: '127.0.0.1', port: live[0]!, lazyConnect: true, maxRetriesPerRequest: 0 }));
+          try {
+            const slot = Number(await probe.call('CLUSTER', 'KEYSLOT', key));
+            // Each range: [from, to, [host, port, id] of the master, then one such entry per replica].
+            const ranges = (await probe.call('CLUSTER', 'SLOTS')) as [number, number, ...[string, number][]][];
+            const range = ranges.find(([from, to]) => from <= slot && slot <= to);
+            if (range === undefined) return undefined;
+            const [master, ...others] = range.slice(2) as [string, number][];
+            return { master: master![1], replicas: others.map((node) => node[1]) };
+          } finally {
+            probe.disconnect();
+          }
+        });
+      },
       client: () => quiet(new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })))),
       async close() {
         await Promise.all(servers.map((s) => s.stop()));

@@ -1,13 +1,14 @@
 // Rate limits through a Redis Cluster: three masters started by the test (redis-server in
 // cluster mode, slots assigned by redis-cli), two sidecars sharing it. Every key of one user
 // must sit in one hash slot (one node, one round trip, no cross-slot script), and the limits
-// hold across both sidecars; a master lost is CLUSTERDOWN, said in the sidecar's words.
+// hold across both sidecars; a master lost is CLUSTERDOWN, said in the sidecar's words; with a
+// replica each, a master killed is replaced and the counts go on (docs/rate-limits.md quotes it).
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
-import type { Cluster } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
@@ -169,5 +170,98 @@ describe.skipIf(!tools)('rate limits through a Redis Cluster', { timeout: 60_000
       onRedisError: 'deny',
     });
     expect(warning).not.toHaveProperty('detail');
+  });
+});
+
+// A Cluster failover: three masters with a replica each; the master holding the user's slot is
+// killed, the others promote its replica (cluster-node-timeout 1 s, then the election). The
+// counts made before must go on in the promoted replica, shared by both sidecars.
+describe.skipIf(!tools)('rate limits through a Redis Cluster, across a failover', { timeout: 90_000 }, () => {
+  const LIMIT = 40;
+  const BEFORE = 6;
+  const KEY = `mcp-auth:tool-${LIMIT}:{s.alice-sub}:whoami`;
+  let issuer: TestIssuer;
+  let mcp: McpTestServer;
+  let cluster: TestCluster | undefined;
+  const sidecars: RunningSidecar[] = [];
+  const clients: Client[] = [];
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey();
+    mcp = await startMcpServer();
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(sidecars.map((s) => s.close()));
+    await mcp?.close();
+    await issuer?.close();
+    await cluster?.close();
+  });
+
+  it("with RATE_LIMIT_ON_REDIS_ERROR=deny: refuses while the user's slot has no master, then the counts go on in the promoted replica", async () => {
+    cluster = await startRedisCluster({ replicas: 1 });
+    for (let i = 0; i < 2; i++) {
+      const sidecar = await startSidecar(
+        testEnv(issuer, mcp, {
+          LOG_LEVEL: 'silent',
+          REDIS_URL: cluster.url,
+          REDIS_TIMEOUT_MS: '500',
+          RATE_LIMIT_TOOL_PER_MINUTE: String(LIMIT),
+          RATE_LIMIT_ON_REDIS_ERROR: 'deny',
+        }),
+      );
+      sidecars.push(sidecar);
+      const client = new Client({ name: 'cluster-failover-test', version: '1.0.0' });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } },
+        }),
+      );
+      clients.push(client);
+    }
+    const call = (i: number) =>
+      clients[i]!.callTool({ name: 'whoami', arguments: {} }).then(
+        () => 'ok' as const,
+        (error: unknown) => {
+          if (!(error instanceof McpError) || error.code !== RATE_LIMITED) throw error;
+          return error.message.includes('rate limit unavailable') ? ('unavailable' as const) : ('limited' as const);
+        },
+      );
+
+    for (let i = 0; i < BEFORE; i++) expect(await call(i % 2)).toBe('ok');
+    const { master, replicas } = await cluster.nodesFor(KEY);
+    expect(replicas).toHaveLength(1);
+    // The replica holds the count before its master goes (replication is asynchronous).
+    const replica = new Redis({ host: '127.0.0.1', port: replicas[0]!, maxRetriesPerRequest: 0 });
+    replica.on('error', () => {});
+    try {
+      await replica.call('READONLY');
+      await waitFor('the replica holding the count', 5000, async () => ((await replica.get(KEY)) === String(BEFORE) ? true : undefined));
+    } finally {
+      replica.disconnect();
+    }
+
+    const killed = performance.now();
+    await cluster.killPort(master);
+    const during: { at: number; result: string }[] = [];
+    await waitFor('a call counted after the failover', 30_000, async () => {
+      const result = await call(during.length % 2);
+      during.push({ at: performance.now() - killed, result });
+      return result === 'ok' ? true : undefined;
+    });
+    expect(during.filter((d) => d.result === 'limited')).toEqual([]);
+    expect((await cluster.nodesFor(KEY)).master).toBe(replicas[0]);
+
+    // The rest of the limit, through both sidecars, then refusals: nothing allowed twice, nothing lost.
+    const after: string[] = [];
+    while (after.at(-1) !== 'limited' && after.length < 2 * LIMIT) after.push(await call(after.length % 2));
+    expect(after.at(-1)).toBe('limited');
+    expect(after.filter((r) => r === 'unavailable').length).toBeLessThanOrEqual(10);
+    expect(after.filter((r) => r === 'ok')).toHaveLength(LIMIT - BEFORE - 1);
+    const refused = during.filter((d) => d.result === 'unavailable').length + after.filter((r) => r === 'unavailable').length;
+    process.stdout.write(
+      `Cluster failover, deny: ${refused} calls refused, first call counted ${Math.round(during.at(-1)!.at)} ms after the kill\n`,
+    );
   });
 });
