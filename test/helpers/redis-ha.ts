@@ -271,8 +271,11 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number; repli
         await waitFor(`cluster node ${port} saying ok`, 20_000, async () =>
           /cluster_state:ok/.test(String(await probe.call('CLUSTER', 'INFO'))) ? true : undefined,
         );
-        // A replica: until it has synced, a failover would lose what its master holds.
-        await waitFor(`cluster node ${port} a master or a replica in sync`, 20_000, async () => {
+        // Every node sees every master with its replicas (gossip takes a moment after the create),
+        // and a replica is in sync: else a failover would lose what its master holds.
+        await waitFor(`cluster node ${port} knowing every replica, in sync`, 20_000, async () => {
+          const ranges = (await probe.call('CLUSTER', 'SLOTS')) as unknown[][];
+          if (ranges.length === 0 || ranges.some((range) => range.length !== 3 + replicas)) return undefined;
           const role = (await probe.call('ROLE')) as unknown[];
           return role[0] === 'master' || role[3] === 'connected' ? true : undefined;
         });

@@ -47,7 +47,8 @@ describe.skipIf(!tools)("Redis problems in the sidecar's words", { timeout: 60_0
     issuer = await startIssuer();
     await issuer.addKey();
     mcp = await startMcpServer();
-  });
+    // Three servers, certificates and a replica's sync: more than the default hook time on a busy machine.
+  }, 60_000);
   afterAll(async () => {
     await mcp?.close();
     await issuer?.close();
