@@ -3,6 +3,7 @@ import { RPC_CODES } from '../../src/lib/errors.js';
 import type { ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
+import fc from 'fast-check';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
@@ -186,6 +187,42 @@ describe('replies a guard must rewrite fail closed', () => {
         `id: e1\nevent: message\nretry: 10\n: note\ndata: {"jsonrpc":"2.0","id":1,"result":{"tools":[]}}\n\n`,
       );
     });
+
+    it('generated streams: nothing unfiltered passes, and what passes reads alike under every client line rule', async () => {
+      // Pieces of an upstream's stream: the reply to filter, forms a client could read apart, and
+      // harmless events; joined with any line ending, maybe behind a byte order mark, maybe with
+      // the reply in an event that never ends.
+      const piece = fc.constantFrom(
+        (eol: string) => `data: ${SECRET}${eol}${eol}`,
+        (eol: string) => `event: message${eol}data: ${SECRET}${eol}${eol}`,
+        (eol: string) => `data: ${SECRET.slice(0, 30)}${eol}data: ${SECRET.slice(30)}${eol}${eol}`,
+        (eol: string) => `data: ${SECRET} x${eol}${eol}`,
+        (eol: string) => `event:  message ${eol}data: {${eol}${eol}`,
+        (eol: string) => `: keep-alive${eol}${eol}`,
+        (eol: string) => `id: p1${eol}data:${eol}${eol}`,
+        (eol: string) => `event: endpoint${eol}data: /messages${eol}${eol}`,
+        (eol: string) => `foo: bar${eol}data: ${SECRET}${eol}${eol}`,
+        (eol: string) => `retry: 5${eol}id: e7${eol}data: {"jsonrpc":"2.0","method":"notifications/message","params":{}}${eol}${eol}`,
+      );
+      const stream = fc.record({
+        bom: fc.boolean(),
+        eol: fc.constantFrom('\n', '\r\n', '\r'),
+        pieces: fc.array(piece, { minLength: 1, maxLength: 5 }),
+        unfinished: fc.boolean(),
+      });
+      const canonical = /^(?:(?::[^\r\n]*|(?:id|event|retry)(?::[^\r\n]*)?)\n)*(?:data: [^\r\n]*\n)*\n$/;
+      await fc.assert(
+        fc.asyncProperty(stream, async ({ bom, eol, pieces, unfinished }) => {
+          const body = `${bom ? '\uFEFF' : ''}${pieces.map((p) => p(eol)).join('')}${unfinished ? `data: ${SECRET}${eol}` : ''}`;
+          sse(body);
+          const { text } = await list();
+          expect(text, JSON.stringify(body)).not.toContain('secret-tool');
+          // Each event written: LF line ends only, known fields, data last (Go splits lines on LF only).
+          for (const event of text.split(/(?<=\n\n)/)) expect(event, JSON.stringify(text)).toMatch(canonical);
+        }),
+        { numRuns: 40 },
+      );
+    }, 120_000);
 
     it('a held JSON reply is audited with the bytes the client got', async () => {
       reply(200, { 'content-type': 'application/json' }, SECRET);
