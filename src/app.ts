@@ -24,7 +24,7 @@ import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
 import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
+import { LimitsFileError, anyLimit, limitsOffSummary, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './lib/error-response.js';
@@ -66,6 +66,8 @@ export interface App {
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
+  /** For the start-up line, after listen(): the rate limits in force and the Redis state. */
+  summary(): Record<string, unknown>;
 }
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
@@ -354,6 +356,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
+    summary: () => rateLimits?.summary() ?? limitsOffSummary(config),
     async close() {
       draining = true;
       const deadline = performance.now() + config.shutdownGraceSeconds * 1000;

@@ -5,7 +5,8 @@ import { INVALID, show, type Field } from './kinds.js';
 import { VARIABLES, type Variable } from './variables.js';
 import type { TrustedIssuer } from './issuers.js';
 
-export { RedisUrl } from './redis-url.js';
+export { RedisUrl, type RedisMode, type RedisNode } from './redis-url.js';
+export { Secret } from './kinds.js';
 export { helpText } from './reference.js';
 export { type IntrospectionSettings, type TrustedIssuer } from './issuers.js';
 export { SUPPORTED_ALGORITHMS, VARIABLES, type Algorithm, type Variable } from './variables.js';
@@ -86,6 +87,11 @@ function crossChecks(config: Config, problems: string[]): void {
   if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
     const [set, unset] = config.tlsCertFile === undefined ? ['TLS_KEY_FILE', 'TLS_CERT_FILE'] : ['TLS_CERT_FILE', 'TLS_KEY_FILE'];
     problems.push(`${set} is set but ${unset} is not: set both (certificate and key) for HTTPS on the proxy port, or neither`);
+  }
+  if (config.redisSentinelPassword !== undefined && config.redisUrl?.mode !== 'sentinel') {
+    problems.push(
+      "REDIS_SENTINEL_PASSWORD is set but REDIS_URL is not a redis+sentinel:// URL: the data nodes' password goes in REDIS_URL (value not shown)",
+    );
   }
   if (config.introspectionWhen !== 'off') {
     for (const [name, value] of [
