@@ -111,7 +111,7 @@ export class McpExchange implements UnitHandler {
   private responseSession: string | undefined;
   /** The subscriptions/listen request whose stream this response is (MCP 2026-07-28). */
   private listen: Pending | undefined;
-  /** A held JSON body: its messages' ends, done once it is written (their bytesOut is its length). */
+  /** A body held whole: its messages' ends, done once it is written (their bytesOut is its length). */
   private endsWritten: Array<() => void> | undefined;
   private answered: Set<Pending> | undefined;
 
@@ -160,7 +160,8 @@ export class McpExchange implements UnitHandler {
       // and the held requests get errors at the end instead (fail closed).
       this.moveTo('holding');
       this.handling = 'hold';
-      if (kind === 'json') {
+      // A body held whole (JSON, or one replaced by errors): written once over.
+      if (kind !== 'sse') {
         this.endsWritten = [];
         this.answered = new Set();
       }

@@ -73,6 +73,7 @@ describe('replies a guard must rewrite fail closed', () => {
     expect((await log.waitForAudit((l) => l.rpcId === 1))[0]).toMatchObject({
       outcome: 'upstream_error',
       rpcErrorCode: RPC_CODES.responseUnchecked,
+      bytesOut: Buffer.byteLength(text),
     });
   });
 
