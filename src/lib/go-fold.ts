@@ -44,6 +44,11 @@ function folds(): Map<number, number> {
   return table;
 }
 
+function isAscii(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
 /** Whether a name could fold to another: it has an ASCII capital or a character above ASCII. */
 export function mayFold(name: string): boolean {
   for (let i = 0; i < name.length; i++) {
@@ -55,7 +60,8 @@ export function mayFold(name: string): boolean {
 
 /** The name as encoding/json compares it: ASCII letters upper-cased, every other rune to the smallest of its fold orbit. */
 export function goFoldKey(name: string): string {
-  if (!mayFold(name)) return name.toUpperCase();
+  // ASCII folds to ASCII only: the upper-cased name (every MCP name, `_meta` keys included).
+  if (isAscii(name)) return name.toUpperCase();
   const map = folds();
   let key = '';
   for (const character of name) {

@@ -11,12 +11,18 @@
 //       │                  │  └─────> passing (its last held reply was read)
 //       │                  ├────────> failed-closed (a held unit cannot be read: errors in its place)
 //       │                  └────────> unreadable (a held JSON body that is not JSON, HTTP status >= 300: passes)
+//       │                            (an unreadable success with content is held and failed closed, never passed)
 //       ├──start──> passing ────────> unreadable (a unit cannot be read)
 //       └──start──> unreadable (a body that cannot be read)
 //   every state ──response over──> done
 //
 // Requests still unanswered at `done` end `unknown` when something could not be read
 // (unreadable, failed-closed) and the HTTP status is below 400, else `upstream_error`.
+//
+// Under `hold` nothing passes that was not read: a unit that is not JSON, a second answer to a
+// request already answered, an answer to an id answered here, are not written (a held request
+// still unanswered gets its error instead). Ends of a held JSON body wait for the body to be
+// written, so that their audit lines count its bytes.
 
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Caller, ClientMessage } from './guard.js';
@@ -49,6 +55,9 @@ const UNMATCHED = {
   code: RPC_CODES.responseUnchecked,
   message: "a result outside its request's response cannot be checked against the tool policy (use the Streamable HTTP transport)",
 };
+/** A message of a reply that is not written. */
+const DROP = Symbol('drop');
+
 const FINISHED_BY: Record<ResponseEnd, Outcome | undefined> = {
   complete: undefined,
   upstream_failed: 'upstream_error',
@@ -57,6 +66,11 @@ const FINISHED_BY: Record<ResponseEnd, Outcome | undefined> = {
 
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A success that can carry content (204 and 205 have none): one the client would read. */
+function carriesSuccess(status: number): boolean {
+  return status >= 200 && status < 300 && status !== 204 && status !== 205;
 }
 
 function isId(value: unknown): value is string | number {
@@ -97,6 +111,9 @@ export class McpExchange implements UnitHandler {
   private responseSession: string | undefined;
   /** The subscriptions/listen request whose stream this response is (MCP 2026-07-28). */
   private listen: Pending | undefined;
+  /** A body held whole: its messages' ends, done once it is written (their bytesOut is its length). */
+  private endsWritten: Array<() => void> | undefined;
+  private answered: Set<Pending> | undefined;
 
   constructor(
     private readonly context: McpContext,
@@ -138,11 +155,16 @@ export class McpExchange implements UnitHandler {
         }
       }
     }
-    if (this.held > 0 && (kind !== 'unreadable' || statusCode === 200)) {
+    if (this.held > 0 && (kind !== 'unreadable' || carriesSuccess(statusCode))) {
       // A reply to rewrite: held until read. In a form that cannot be read, the framer drops it
       // and the held requests get errors at the end instead (fail closed).
       this.moveTo('holding');
       this.handling = 'hold';
+      // A body held whole (JSON, or one replaced by errors): written once over.
+      if (kind !== 'sse') {
+        this.endsWritten = [];
+        this.answered = new Set();
+      }
     } else {
       this.moveTo(kind === 'unreadable' ? 'unreadable' : 'passing');
       // With a guard that rewrites results, every event is read whole before it passes: a result
@@ -153,7 +175,7 @@ export class McpExchange implements UnitHandler {
     return this.handling;
   }
 
-  unit(text: string | undefined): Replacement {
+  unit(text: string | undefined, named = false): Replacement {
     if (this.state === 'done') return undefined;
     if (text === undefined) {
       if (this.state === 'holding') return this.failClosed();
@@ -164,28 +186,34 @@ export class McpExchange implements UnitHandler {
     try {
       value = JSON.parse(text);
     } catch {
-      return this.notJson();
+      return this.notJson(named);
     }
     const batch = Array.isArray(value);
     const messages: unknown[] = batch ? (value as unknown[]) : [value];
     let changed = false;
-    let suppressed = false;
-    const replaced = messages.map((message: unknown) => {
-      if (isObject(message) && this.isAnsweredHere(message.id)) {
-        suppressed = true;
-        return message;
+    const replaced: unknown[] = [];
+    for (const message of messages) {
+      const replacement = isObject(message) && this.isAnsweredHere(message.id) ? DROP : this.read(message);
+      if (replacement === undefined) replaced.push(message);
+      else {
+        changed = true;
+        if (replacement !== DROP) replaced.push(replacement);
       }
-      const replacement = this.read(message);
-      if (replacement !== undefined) changed = true;
-      return replacement ?? message;
-    });
-    if (suppressed) return [];
-    return changed ? [JSON.stringify(batch ? replaced : replaced[0])] : undefined;
+    }
+    if (!changed) return undefined;
+    if (replaced.length === 0) return [];
+    return [JSON.stringify(batch ? replaced : replaced[0])];
   }
 
-  private notJson(): Replacement {
-    // A held event that is not JSON passes as it is, and leaves the state as it was.
-    if (this.kind === 'sse' && this.handling === 'hold') return undefined;
+  private notJson(named: boolean): Replacement {
+    if (this.kind === 'sse' && this.handling === 'hold') {
+      // An event of another type (the legacy transport's `endpoint`) is no message to any client.
+      if (named) return undefined;
+      // A held message event that is not JSON is not written: a client could read it otherwise.
+      if (this.state === 'holding') return this.failClosed();
+      if (this.state === 'passing') this.moveTo('unreadable');
+      return [];
+    }
     if (this.state === 'holding') {
       // A held JSON body: an HTTP error's text passes, a success's is not let through.
       if (this.status < 300) return this.failClosed();
@@ -200,8 +228,11 @@ export class McpExchange implements UnitHandler {
     return this.answeredHere !== undefined && isId(id) && this.answeredHere.has(idKey(id));
   }
 
-  /** One message from the upstream, matched by id to a request of the body; returns a replacement when a guard rewrote its result. */
-  private read(message: unknown): Json | undefined {
+  /**
+   * One message from the upstream, matched by id to a request of the body; returns a replacement
+   * when a guard rewrote its result, DROP when it must not be written.
+   */
+  private read(message: unknown): Json | typeof DROP | undefined {
     if (!isObject(message)) return undefined;
     const { id, method } = message;
     if (typeof method === 'string') {
@@ -227,7 +258,8 @@ export class McpExchange implements UnitHandler {
       else if (error !== undefined && id === null) for (const request of this.requests.values()) this.end(request, 'rpc_error', code);
       return undefined;
     }
-    if (pending.ended) return undefined;
+    // A second answer: the first was the one judged.
+    if (pending.ended || this.answered?.has(pending)) return DROP;
     if (error !== undefined) {
       this.end(pending, 'rpc_error', code);
       return undefined;
@@ -286,9 +318,12 @@ export class McpExchange implements UnitHandler {
 
   /** The one place a message of this exchange ends; McpContext.end ignores a second end. */
   private end(pending: Pending, outcome: Outcome, code: number | undefined, sessionId?: string): void {
-    if (pending.ended) return;
+    if (pending.ended || this.answered?.has(pending)) return;
     if (pending.rewriters !== undefined && --this.held === 0 && this.state === 'holding') this.moveTo('passing');
-    this.context.end(pending, outcome, code, this.reader.bytesOut, sessionId);
+    if (this.endsWritten !== undefined && this.state !== 'done') {
+      this.answered!.add(pending);
+      this.endsWritten.push(() => this.context.end(pending, outcome, code, this.reader.bytesOut, sessionId));
+    } else this.context.end(pending, outcome, code, this.reader.bytesOut, sessionId);
   }
 
   /** The response is over: whatever has no outcome yet gets one. */
@@ -298,6 +333,8 @@ export class McpExchange implements UnitHandler {
     const failed = this.status >= 400;
     const unread = this.state === 'unreadable' || this.state === 'failed-closed';
     this.moveTo('done');
+    // The held body is written (or the response failed): its messages end now, with its length.
+    if (this.endsWritten !== undefined) for (const end of this.endsWritten.splice(0)) end();
     const unanswered: Outcome = failure ?? (failed || !unread ? 'upstream_error' : 'unknown');
     for (const pending of this.requests.values()) this.end(pending, unanswered, undefined);
     // Notifications end when the response does; a request among them had its id taken.

@@ -17,7 +17,9 @@ export type BodyKind = 'json' | 'sse' | 'unreadable';
  * - `pass`: bytes reach the client as they arrive; units are read on the side.
  * - `hold`: each unit is held until whole and written as the handler says. A JSON body is held
  *   with its headers (the proxy sets Content-Length); events one at a time, headers passing. A
- *   body that cannot be read is dropped, its headers made JSON, and replaced at the end.
+ *   body that cannot be read is dropped, its headers made JSON, and replaced at the end. What is
+ *   written is always what was read (the decoded text, rebuilt into events), never the raw bytes
+ *   beside it; the unfinished last event of a stream is not written (clients drop it too).
  */
 export type Handling = 'pass' | 'hold';
 
@@ -33,8 +35,9 @@ export interface UnitHandler {
   /**
    * One whole unit: a JSON body's text or an event's data, undefined when it could not be read
    * (over the bound, or a body held that cannot be read). Under `pass` the answer is not used.
+   * `named`: an event whose type is not `message`, whose data no MCP client reads as a message.
    */
-  unit(text: string | undefined): Replacement;
+  unit(text: string | undefined, named?: boolean): Replacement;
   /** The response is over; called once, after the last unit. */
   finish(how: ResponseEnd): void;
 }
@@ -55,6 +58,25 @@ function jsonBody(texts: readonly string[]): Buffer {
   return Buffer.from(texts.length === 1 ? texts[0]! : `[${texts.join(',')}]`);
 }
 
+/** An event as read: its other lines (id, event, retry, comments: resumption ids stay the upstream's), then its data. */
+function eventOf(lines: readonly string[], data: readonly string[]): Buffer {
+  let text = '';
+  for (const line of lines) text += `${line}\n`;
+  for (const line of data) text += `data: ${line}\n`;
+  return Buffer.from(`${text}\n`);
+}
+
+/**
+ * Whether an event's type is one MCP clients do not read as a message: the TypeScript SDK takes
+ * none or `message`, the Go clients the same after trimming spaces; anything close counts as a message.
+ */
+function isNamed(lines: readonly string[]): boolean {
+  let type = '';
+  for (const line of lines) if (line === 'event' || line.startsWith('event:')) type = line.slice(6);
+  type = type.trim();
+  return type !== '' && type !== 'message';
+}
+
 /** An event the sidecar writes itself. */
 function newEvents(texts: readonly string[]): Buffer[] {
   return texts.map((text) => Buffer.from(`event: message\ndata: ${text}\n\n`));
@@ -67,9 +89,6 @@ export class ResponseFramer implements ResponseReader {
   /** The JSON body read so far; undefined once it is over the bound. */
   private body: Buffer[] | undefined = [];
   private bodyBytes = 0;
-  /** Held events: the bytes of the event not yet whole; undefined while one over the bound is skipped. */
-  private event: Buffer[] | undefined = [];
-  private eventBytes = 0;
   /** Bytes written to the client so far. */
   bytesOut = 0;
 
@@ -80,8 +99,8 @@ export class ResponseFramer implements ResponseReader {
 
   onStart(statusCode: number, headers: OutgoingHttpHeaders): boolean {
     this.kind = bodyKind(headers);
-    if (this.kind === 'sse') this.sse = new SseReader(this.maxBytes);
     this.handling = this.handler.start(statusCode, headers, this.kind);
+    if (this.kind === 'sse') this.sse = new SseReader(this.maxBytes, this.handling === 'hold');
     // Held events may be rewritten or dropped: the upstream's length would no longer be the
     // body's (a plain HTTP client would wait for bytes that never come). Node chunks it instead.
     if (this.kind === 'sse' && this.handling === 'hold') delete headers['content-length'];
@@ -111,11 +130,8 @@ export class ResponseFramer implements ResponseReader {
   onEnd(): Buffer | undefined {
     let rest: Buffer | undefined;
     if (this.kind === 'json') rest = this.endOfJson();
-    else if (this.handling === 'hold') {
-      // What is left of an event that never ended passes as it is.
-      if (this.kind === 'sse') rest = this.event !== undefined && this.event.length > 0 ? Buffer.concat(this.event) : undefined;
-      else rest = jsonBody(this.handler.unit(undefined) ?? []);
-    }
+    // What is left of a held stream is an event that never ended: not dispatched, so not written.
+    else if (this.handling === 'hold' && this.kind !== 'sse') rest = jsonBody(this.handler.unit(undefined) ?? []);
     if (rest !== undefined) this.bytesOut += rest.length;
     this.handler.finish('complete');
     return rest;
@@ -150,49 +166,27 @@ export class ResponseFramer implements ResponseReader {
 
   private readonly passingEvent = (data: string | undefined, _end: number, oversized: boolean): void => {
     if (oversized) this.handler.unit(undefined);
-    else if (data !== undefined) this.handler.unit(data);
+    else if (data !== undefined && data !== '') this.handler.unit(data);
   };
 
   /** A chunk of a held stream: each event is written once whole, as the handler says. */
   private heldEvents(chunk: Buffer): Buffer {
     const out: Buffer[] = [];
-    let start = 0;
-    this.sse!.feed(chunk, (data, end, oversized) => {
-      const piece = chunk.subarray(start, end);
-      start = end;
-      const held = this.event;
-      this.event = [];
-      this.eventBytes = 0;
-      if (held === undefined || oversized) {
-        // Not kept: nothing of it passes, only what the handler writes instead.
-        out.push(...newEvents(this.handler.unit(undefined) ?? []));
-        return;
+    this.sse!.feed(chunk, (data, _end, oversized, lines) => {
+      // Not kept: nothing of it passes, only what the handler writes instead.
+      if (oversized) out.push(...newEvents(this.handler.unit(undefined) ?? []));
+      // An event without data (a comment, a keep-alive, a priming event's id) carries no message:
+      // clients do not dispatch empty data.
+      else if (data === undefined || data === '') {
+        if (lines.length > 0 || data === '') out.push(eventOf(lines, data === '' ? [''] : []));
+      } else {
+        const replacement = this.handler.unit(data, isNamed(lines));
+        if (replacement === undefined) out.push(eventOf(lines, data.split('\n')));
+        else if (replacement.length > 0) out.push(eventOf(lines, [replacement[0]!]), ...newEvents(replacement.slice(1)));
       }
-      const raw = held.length > 0 ? Buffer.concat([...held, piece]) : piece;
-      // An event without data (a comment, a keep-alive) carries no message.
-      out.push(data === undefined ? raw : this.eventWritten(raw, this.handler.unit(data)));
     });
-    if (start < chunk.length && this.event !== undefined) {
-      const tail = chunk.subarray(start);
-      this.eventBytes += tail.length;
-      if (this.eventBytes > this.maxBytes) this.event = undefined;
-      else this.event.push(Buffer.from(tail));
-    }
     const bytes = out.length === 1 ? out[0]! : Buffer.concat(out);
     this.bytesOut += bytes.length;
     return bytes;
-  }
-
-  private eventWritten(raw: Buffer, replacement: Replacement): Buffer {
-    if (replacement === undefined) return raw;
-    if (replacement.length === 0) return NOTHING;
-    const [data, ...more] = replacement;
-    // Keep the event's other fields (id, event, retry): resumption ids must stay what the upstream sent.
-    const kept = raw
-      .toString('utf8')
-      .split(/\r\n|\r|\n/)
-      .filter((line) => line !== '' && !line.startsWith('data'));
-    const event = Buffer.from(`${kept.map((line) => `${line}\n`).join('')}data: ${data}\n\n`);
-    return more.length === 0 ? event : Buffer.concat([event, ...newEvents(more)]);
   }
 }

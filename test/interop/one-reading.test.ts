@@ -10,6 +10,7 @@ import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.j
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startGoServer, useGo, type GoServer } from '../helpers/go.js';
 import { openSession, rawPost, type RawAnswer, type RawTarget } from '../helpers/mcp-raw.js';
+import { goFoldKey } from '../../src/lib/go-fold.js';
 
 // The differential suite of the one reading: every way the red team found to make the sidecar
 // and the server read one request differently, sent through the sidecar to three real servers
@@ -165,15 +166,52 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
   const sometimes = <T>(members: fc.Arbitrary<T>) =>
     fc.oneof({ weight: 2, arbitrary: fc.constant([] as T[]) }, fc.array(members, { minLength: 1, maxLength: 2 }));
   const strings = fc.constantFrom('alpha', 'drop everything', '');
-  // Names written once each (a duplicate comes from the members added to params and the message).
+  // Objects below the arguments (a handler may bind them to nested structs): names written twice,
+  // folded by case, by ſ and by the Kelvin sign, one level down and two.
+  const nested = fc.constantFrom<Tree>(
+    {
+      members: [
+        ['key', '1'],
+        ['Key', '2'],
+      ],
+    },
+    {
+      members: [
+        ['key', '1'],
+        ['key', '2'],
+      ],
+    },
+    {
+      members: [
+        ['key', '1'],
+        ['\u212aey', '2'],
+      ],
+    },
+    {
+      members: [
+        [
+          'key',
+          {
+            members: [
+              ['s', '1'],
+              ['ſ', '2'],
+            ],
+          },
+        ],
+      ],
+    },
+    { members: [['key', { members: [['s', '1']] }]] },
+  );
+  // A name may come twice exactly, or folded (more come from the members added to params and the message).
   const argumentsOf = (tool: string) =>
-    fc.uniqueArray(
+    fc.array(
       fc.tuple(
         fc.oneof({ weight: 3, arbitrary: fc.constantFrom(FIELDS[tool]![0]!, 'limit', 'other') }, variants(FIELDS[tool]![0]!)),
         strings,
       ),
-      { maxLength: 3, selector: ([name]) => name },
+      { maxLength: 3 },
     );
+  const nestedArguments = fc.array(fc.tuple(fc.constantFrom('limit', 'other'), nested), { maxLength: 1 });
   const plainArguments = (tool: string) =>
     fc.uniqueArray(fc.tuple(fc.constantFrom(FIELDS[tool]![0]!, 'limit', 'other'), strings), { maxLength: 3, selector: ([name]) => name });
   // Half plain calls (read and run as written), half with names added that a Go server reads apart.
@@ -183,21 +221,35 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
       id: fc.integer({ min: 1, max: 1_000_000 }),
       twoReadings: fc.boolean(),
       atParams: sometimes(
-        fc.tuple(fc.oneof(variants('name'), variants('arguments')), fc.constantFrom<Tree>('drop_table', 'query', { members: [] })),
+        fc.tuple(
+          fc.oneof(variants('name'), variants('arguments'), variants('_meta')),
+          fc.constantFrom<Tree>('drop_table', 'query', { members: [] }),
+        ),
       ),
       atMessage: sometimes(
-        fc.tuple(fc.oneof(variants('method'), variants('params'), variants('id')), fc.constantFrom<Tree>('tools/list', 3, { members: [] })),
+        fc.tuple(
+          fc.oneof(variants('method'), variants('params'), variants('id'), variants('jsonrpc')),
+          fc.constantFrom<Tree>('tools/list', 3, { members: [] }),
+        ),
       ),
+      below: nestedArguments,
     })
-    .chain(({ tool, twoReadings, atParams, atMessage, id }) =>
+    .chain(({ tool, twoReadings, atParams, atMessage, id, below }) =>
       (twoReadings ? argumentsOf(tool) : plainArguments(tool)).map((args) => ({
         tool,
         id,
-        args,
+        args: twoReadings ? [...args, ...below] : args,
         atParams: twoReadings ? atParams : [],
         atMessage: twoReadings ? atMessage : [],
       })),
     );
+
+  /** Whether two member names of one object, at any depth, are equal or equal under Go's folding. */
+  const collides = (tree: Tree): boolean => {
+    if (tree === null || typeof tree !== 'object') return false;
+    const keys = tree.members.map(([name]) => goFoldKey(name));
+    return new Set(keys).size < keys.length || tree.members.some(([, value]) => collides(value));
+  };
 
   it('refuses, or runs exactly what the audit names, for generated bodies with folded, duplicated and escaped member names', async () => {
     let refused = 0;
@@ -213,8 +265,12 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
             ...atMessage,
           ],
         };
-        const answer = await send(write(tree, (i) => escape(i)));
-        if (log.audit().some((line) => line.reqId === answer.reqId && line.outcome === 'invalid_request')) refused++;
+        const body = write(tree, (i) => escape(i));
+        const answer = await send(body);
+        const wasRefused = log.audit().some((line) => line.reqId === answer.reqId && line.outcome === 'invalid_request');
+        // Names that collide, at any level, are always refused (escaped or not).
+        if (collides(tree)) expect(wasRefused, `not refused: ${body}`).toBe(true);
+        if (wasRefused) refused++;
         else ran++;
       }),
       { numRuns: 60 },
@@ -240,6 +296,40 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
       expect(answer.messages[0]).toMatchObject({ jsonrpc: '2.0', error: { code: -32013 } });
     }
   });
+
+  it('refuses generated batches whose ids are equal in any spelling, and runs the others as the audit names them', async () => {
+    // Spellings of ids: numbers JavaScript reads as one (1, 1.0, 1e0; 2^53 and 2^53 + 1, which Go
+    // keeps apart), a string and its escaped form, and ids of other types that are not equal.
+    const ids = ['1', '1.0', '1e0', '"1"', '"a"', '"\\u0061"', '2', '9007199254740992', '9007199254740993'];
+    const member = fc.record({
+      id: fc.constantFrom(...ids),
+      tool: fc.constantFrom('query', 'echo', 'drop_table'),
+      value: fc.constantFrom('alpha', 'beta', 'gamma'),
+    });
+    let refused = 0;
+    let judged = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(member, { minLength: 2, maxLength: 3 }), async (members) => {
+        const body = `[${members
+          .map(({ id, tool, value }) => {
+            const args = JSON.stringify({ [FIELDS[tool]![0]!]: value });
+            return `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"${tool}","arguments":${args}}}`;
+          })
+          .join(',')}]`;
+        const keys = members.map(({ id }) => JSON.stringify(JSON.parse(id)));
+        const answer = await send(body, { 'mcp-protocol-version': '2025-03-26' });
+        const wasRefused = log.audit().some((line) => line.reqId === answer.reqId && line.outcome === 'invalid_request');
+        expect(wasRefused, body).toBe(new Set(keys).size < keys.length);
+        if (wasRefused) {
+          expect(answer.status, body).toBe(400);
+          refused++;
+        } else judged++;
+      }),
+      { numRuns: 30 },
+    );
+    expect(refused).toBeGreaterThan(3);
+    expect(judged).toBeGreaterThan(3);
+  }, 120_000);
 
   it('refuses a batch with two requests of one id, and any batch from 2025-06-18 on', async () => {
     const q = (id: number, sql: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'query', arguments: { sql } } });
