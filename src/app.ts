@@ -1,7 +1,7 @@
 // The one wiring file: request → authenticate → inject identity → forward → record,
 // on the proxy port; metrics and health on the admin port.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './http/status-codes.js';
 import type { Logger } from 'pino';
@@ -12,7 +12,9 @@ import { LazyChildLogger, createLogger, createRequestLogger } from './observabil
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
 import { createVerifier } from './auth/verify.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
-import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
+import { createAuthenticateHook, extractCredential, type AuthState } from './auth/authenticate.js';
+import { createDpop } from './auth/dpop.js';
+import { TokenExchange } from './auth/token-exchange.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
@@ -20,7 +22,15 @@ import type { Guard } from './mcp/guard.js';
 import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
 import { watchPolicyFile } from './mcp/policy-file.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, createLimits, rulesFromConfig } from './mcp/limits/index.js';
+import {
+  LimitsFileError,
+  closeRedis,
+  connectRedis,
+  createLimits,
+  redisReady,
+  rulesFromConfig,
+  type LimitsRedis,
+} from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
 import { pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
@@ -57,6 +67,7 @@ export interface App {
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
+const REDIS_STARTUP_WAIT_MS = 2000;
 
 function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
   const inbound = request.headers['x-request-id'];
@@ -93,9 +104,15 @@ async function listenOn(
 }
 
 /** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
-function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+function startLimits(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  policyFile: PolicyAtStart | undefined,
+  redis: (() => LimitsRedis) | undefined,
+) {
   try {
-    return createLimits(config, metrics, logger, policyFile?.document.limits);
+    return createLimits(config, metrics, logger, policyFile?.document.limits, redis);
   } catch (error) {
     if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
     throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
@@ -125,6 +142,37 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
       },
     });
+  // One Redis connection (REDIS_URL) for whatever needs one: rate limits, DPoP proofs seen.
+  let redis: LimitsRedis | undefined;
+  const sharedRedis =
+    config.redisUrl === undefined
+      ? undefined
+      : () => {
+          if (redis === undefined) {
+            redis = connectRedis(config.redisUrl!, config);
+            // Every failed attempt is an 'error' event; its users count and log their own failures.
+            redis.on('error', () => {});
+          }
+          return redis;
+        };
+  const dpop = await createDpop(config, {
+    redis: config.dpop === 'off' ? undefined : sharedRedis?.(),
+    now,
+    logger,
+    onRedisError: () => metrics.dpopRedisErrors.inc(),
+  });
+  const tokenExchange =
+    config.upstreamToken === 'exchange'
+      ? new TokenExchange({
+          issuer: config.issuer,
+          audience: config.tokenExchangeAudience!,
+          clientId: config.tokenExchangeClientId!,
+          secretFile: config.tokenExchangeClientSecretFile!,
+          logger,
+          now,
+          onExchange: (result) => metrics.tokenExchanges.inc({ result }),
+        })
+      : undefined;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
   const verify = withVerdictCache(createVerifier(config, keys, now), {
@@ -207,7 +255,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections));
+  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections, dpop));
   // Fastify's default error answer carries the error's message, which may quote the request.
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
@@ -222,14 +270,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // rate limits: a call the policy denies costs no limit.
   const policyFile = readPolicyAtStart(config);
   const policy = createPolicyGuard(config, metrics, logger, policyFile);
-  const rateLimits = startLimits(config, metrics, logger, policyFile);
+  const rateLimits = startLimits(config, metrics, logger, policyFile, sharedRedis);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
   const watchedPolicy =
     policyFile === undefined
       ? undefined
       : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
-  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
+  // The client's token, verified by the hook, is what is exchanged for the upstream's.
+  const upstreamCredential =
+    tokenExchange &&
+    ((request: FastifyRequest) =>
+      tokenExchange.authorizationFor((extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token));
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards), upstreamCredential);
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -253,6 +306,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       logger.info({ clientLimits: limits }, 'client limits');
       await keys.start();
       await rateLimits?.connected();
+      if (redis !== undefined && dpop !== undefined && !(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
+        logger.warn(
+          { waitedMs: REDIS_STARTUP_WAIT_MS },
+          'DPoP: Redis not reachable at start-up; proofs are checked for replay by this replica alone until it is',
+        );
+      }
+      await dpop?.start();
+      tokenExchange?.start();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       certificates?.start();
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
@@ -269,7 +330,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       keys.close();
       certificates?.close();
       watchedPolicy?.close();
+      tokenExchange?.close();
       await rateLimits?.close();
+      if (redis !== undefined) await closeRedis(redis, config.redisTimeoutMs);
       await admin.close();
     },
   };

@@ -18,6 +18,11 @@ export interface Identity {
   readonly roles?: readonly string[];
   /** The claims less the per-token ones (PER_TOKEN_CLAIMS): kept only when a tool policy is configured (its CEL `jwt`). */
   readonly claims?: Readonly<Record<string, unknown>>;
+  /**
+   * The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449): such a token
+   * is accepted only with the DPoP scheme and a proof signed by that key, checked every request.
+   */
+  readonly jkt?: string;
 }
 
 export interface Verdict {
@@ -40,6 +45,7 @@ export type VerifierConfig = Pick<
   | 'requiredRoles'
   | 'policyFile'
   | 'forwardUnverifiedEmail'
+  | 'dpop'
 >;
 
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
@@ -65,6 +71,8 @@ const MAX_SHARED_IDENTITIES = 10_000;
 // user's tokens still share one Identity (and a rule cannot depend on a token's age by accident).
 const PER_TOKEN_CLAIMS = new Set(['exp', 'iat', 'nbf', 'jti', 'auth_time', 'sid', 'session_state', 'at_hash', 'nonce']);
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
+// A SHA-256 thumbprint, base64url without padding (RFC 7638, RFC 9449 section 6.1).
+const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 
 /** The three parts of a compact JWS, still encoded; never trusts their contents. */
 function splitCompact(token: string): { encodedHeader: string; encodedClaims: string; signingInput: Buffer; signature: Buffer } {
@@ -164,6 +172,18 @@ function forwardableGroups(claims: Claims): string[] | undefined {
   return value as string[];
 }
 
+/** `cnf.jkt`, the key a DPoP-bound token is bound to; other confirmation methods are not read. */
+function boundKey(claims: Claims): string | undefined {
+  const cnf = claims.cnf;
+  if (cnf === undefined) return undefined;
+  if (typeof cnf !== 'object' || cnf === null || Array.isArray(cnf)) throw new Rejection('invalid_claim', 'cnf claim is not an object');
+  const jkt = (cnf as Claims).jkt;
+  if (jkt === undefined) return undefined;
+  if (typeof jkt !== 'string' || !THUMBPRINT.test(jkt))
+    throw new Rejection('invalid_claim', 'cnf.jkt claim is not a SHA-256 key thumbprint');
+  return jkt;
+}
+
 function stringList(value: unknown): string[] {
   if (typeof value === 'string') return [value];
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
@@ -179,6 +199,9 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
   const audiences = new Set(config.audiences);
   const allowedAzp = new Set(config.allowedAzp);
   const toleranceMs = config.clockToleranceSeconds * 1000;
+  // With DPoP on, Keycloak's DPoP-bound access tokens (`typ: DPoP`) are access tokens too.
+  const dpopType = config.dpop !== 'off';
+  const expectedType = dpopType ? `${config.tokenType} or DPoP` : config.tokenType;
 
   const identities = new Map<string, Identity>();
   const keepClaims = config.policyFile !== undefined;
@@ -194,6 +217,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     subject: string | undefined,
     email: string | undefined,
     groups: string[] | undefined,
+    jkt: string | undefined,
     all: Claims,
   ): Identity {
     const id = subject ?? user;
@@ -211,15 +235,20 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
       known.subject === subject &&
       known.email === email &&
       sameGroups(known.groups, groups) &&
+      known.jkt === jkt &&
       claimsJson.get(known) === json
     ) {
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
-    const identity: Identity =
-      claims === undefined
-        ? { user, subject, email, groups }
-        : { user, subject, email, groups, roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims };
+    const identity: Identity = {
+      user,
+      subject,
+      email,
+      groups,
+      ...(claims === undefined ? {} : { roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims }),
+      ...(jkt === undefined ? {} : { jkt }),
+    };
     if (json !== undefined) claimsJson.set(identity, json);
     identities.set(id, identity);
     return identity;
@@ -241,8 +270,9 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     const azpOk = typeof claims.azp === 'string' && allowedAzp.has(claims.azp);
     if (!audienceOk && !azpOk) throw new Rejection('wrong_audience');
 
-    if (config.tokenType !== '' && claims.typ !== config.tokenType) {
-      throw new Rejection('wrong_token_type', `token typ must be ${config.tokenType}`);
+    const jkt = boundKey(claims);
+    if (config.tokenType !== '' && claims.typ !== config.tokenType && !(dpopType && claims.typ === 'DPoP' && jkt !== undefined)) {
+      throw new Rejection('wrong_token_type', `token typ must be ${expectedType}`);
     }
 
     const userValue = claims[config.userClaim];
@@ -256,6 +286,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
       forwardable(claims, 'sub'),
       claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined,
       forwardableGroups(claims),
+      jkt,
       claims,
     );
 

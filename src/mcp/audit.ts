@@ -25,6 +25,8 @@ export interface AuditLine {
   reqId: string;
   user: string | undefined;
   subject: string | undefined;
+  /** How the token was held: `dpop` (bound to the key of a proof checked on the request) or `bearer`. */
+  binding: 'bearer' | 'dpop';
   sessionId: string | undefined;
   client: string | undefined;
   protocolVersion: string | undefined;
@@ -107,6 +109,7 @@ export function createAuditWriter(
     let json = `${info.start()},"reqId":${quote(line.reqId)}`;
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
+    json += `,"binding":"${line.binding}"`;
     if (line.sessionId !== undefined) json += `,"sessionId":${quote(line.sessionId)}`;
     if (line.client !== undefined) json += `,"client":${quote(line.client)}`;
     if (line.protocolVersion !== undefined) json += `,"protocolVersion":${quote(line.protocolVersion)}`;

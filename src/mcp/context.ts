@@ -111,6 +111,7 @@ export class McpContext {
       reqId,
       user: caller.identity.user,
       subject: caller.identity.subject,
+      binding: caller.identity.jkt === undefined ? 'bearer' : 'dpop',
       sessionId,
       client: session?.client,
       protocolVersion: session?.protocolVersion,

@@ -17,7 +17,7 @@ import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
-import { connectRedis, type LimitsRedis } from './redis.js';
+import { closeRedis, connectRedis, redisReady, type LimitsRedis } from './redis.js';
 
 type Scope = 'user' | 'tool' | 'concurrency';
 const ALLOW: Decision = { effect: 'allow' };
@@ -117,6 +117,8 @@ const userKey = (caller: Caller) => {
 
 export class LimitsGuard implements Guard {
   readonly #redis: LimitsRedis | undefined;
+  /** Whether the connection is this guard's own (else the app's, shared, closed by the app). */
+  readonly #ownsRedis: boolean = false;
   readonly #localFor: (rules: LimitRules) => Store;
   readonly #primaryFor: ((rules: LimitRules) => Store) | undefined;
   /** In Redis (REDIS_URL set), else the same as #local. */
@@ -131,6 +133,8 @@ export class LimitsGuard implements Guard {
     private readonly config: Config,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    /** The sidecar's Redis connection (REDIS_URL); by default the guard opens its own. */
+    sharedRedis?: () => LimitsRedis,
   ) {
     const memory = (name: string, points: number) => new RateLimiterMemory({ keyPrefix: name, points, duration: WINDOW_SECONDS });
     this.#localFor = storeFor(memory, new MemoryInFlight(rules.concurrentToolCalls));
@@ -139,7 +143,8 @@ export class LimitsGuard implements Guard {
       this.#primary = this.#local;
       return;
     }
-    const client = connectRedis(config.redisUrl, config);
+    this.#ownsRedis = sharedRedis === undefined;
+    const client = sharedRedis?.() ?? connectRedis(config.redisUrl, config);
     this.#redis = client;
     // ioredis reports every failed connection attempt: the counter and one warn line per outage say it.
     client.on('error', () => {});
@@ -191,15 +196,8 @@ export class LimitsGuard implements Guard {
 
   /** Waits (bounded) for the first connection, so the first requests count in Redis; never fails start-up. */
   async connected(maxWaitMs = STARTUP_WAIT_MS): Promise<void> {
-    const client = this.#redis;
-    if (client === undefined || client.status === 'ready') return;
-    let timer: NodeJS.Timeout | undefined;
-    const ready = await Promise.race([
-      new Promise<boolean>((resolve) => client.once('ready', () => resolve(true))),
-      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, maxWaitMs, false))),
-    ]);
-    clearTimeout(timer);
-    if (!ready)
+    if (this.#redis === undefined) return;
+    if (!(await redisReady(this.#redis, maxWaitMs)))
       this.logger.warn(
         { waitedMs: maxWaitMs },
         'rate limits: Redis not reachable at start-up; RATE_LIMIT_ON_REDIS_ERROR decides until it is',
@@ -207,13 +205,7 @@ export class LimitsGuard implements Guard {
   }
 
   async close(): Promise<void> {
-    if (this.#redis === undefined) return;
-    // quit waits for pending replies; with Redis gone it would wait for a reconnect: disconnect then.
-    await Promise.race([
-      this.#redis.quit().catch(() => undefined),
-      new Promise((resolve) => setTimeout(resolve, this.config.redisTimeoutMs)),
-    ]);
-    this.#redis.disconnect();
+    if (this.#redis !== undefined && this.#ownsRedis) await closeRedis(this.#redis, this.config.redisTimeoutMs);
   }
 
   #backendFailed(error: unknown): void {

@@ -41,3 +41,25 @@ export function connectRedis(url: RedisUrl, config: Pick<Config, 'redisTimeoutMs
   client.defineCommand('inFlightRelease', { numberOfKeys: 1, lua: RELEASE });
   return client as LimitsRedis;
 }
+
+/** Waits (bounded) for the first connection; false when Redis did not answer in time. Never throws. */
+export async function redisReady(client: Redis, maxWaitMs: number): Promise<boolean> {
+  if (client.status === 'ready') return true;
+  let timer: NodeJS.Timeout | undefined;
+  let onReady: (() => void) | undefined;
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => client.once('ready', (onReady = () => resolve(true)))),
+    new Promise<boolean>((resolve) => (timer = setTimeout(resolve, maxWaitMs, false))),
+  ]);
+  clearTimeout(timer);
+  client.off('ready', onReady!);
+  return ready;
+}
+
+/** Closes a connection: quit waits for pending replies, but with Redis gone it would wait for a reconnect, so at most `timeoutMs`. */
+export async function closeRedis(client: Redis, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  clearTimeout(timer);
+  client.disconnect();
+}
