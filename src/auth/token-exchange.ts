@@ -41,8 +41,8 @@ const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 export class TokenExchangeError extends Error {
   constructor(
     message: string,
-    /** The issuer's `error` code, when it answered with one. */
-    readonly issuerError?: string,
+    /** The issuer's `error` code and `error_description` (cut short), when it answered with them. */
+    readonly issuerError?: { readonly code: string; readonly description: string | undefined },
     options?: { cause?: unknown },
   ) {
     super(message, options);
@@ -194,7 +194,12 @@ export class TokenExchange {
       const answer = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
       if (status !== 200) {
         const code = typeof answer.error === 'string' && ERROR_CODE.test(answer.error) ? answer.error : undefined;
-        throw new TokenExchangeError(`the token endpoint refused the exchange (HTTP ${status})`, code);
+        // The issuer's own words say what to change (a client setting, an audience): logged, bounded, never sent to the client.
+        const description = typeof answer.error_description === 'string' ? answer.error_description.slice(0, 300) : undefined;
+        throw new TokenExchangeError(
+          `the token endpoint refused the exchange (HTTP ${status})`,
+          code === undefined ? undefined : { code, description },
+        );
       }
       const token = answer.access_token;
       if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(token)) {
@@ -220,7 +225,12 @@ export class TokenExchange {
         error instanceof TokenExchangeError ? error : new TokenExchangeError('the token exchange failed', undefined, { cause: error });
       const cause = failure.cause as { code?: string; message?: string } | undefined;
       logger.warn(
-        { audience, issuerError: failure.issuerError, cause: cause?.code ?? cause?.message },
+        {
+          audience,
+          issuerError: failure.issuerError?.code,
+          issuerErrorDescription: failure.issuerError?.description,
+          cause: cause?.code ?? cause?.message,
+        },
         `token exchange failed: ${failure.message}`,
       );
       throw failure;
