@@ -32,7 +32,7 @@ import {
   type LimitsRedis,
 } from './mcp/limits/index.js';
 import { StartupError } from './lib/errors.js';
-import { pathOf } from './lib/request-target.js';
+import { clientRequestId, pathOf } from './lib/request-target.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -66,13 +66,7 @@ export interface App {
   close(): Promise<void>;
 }
 
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
 const REDIS_STARTUP_WAIT_MS = 2000;
-
-function requestId(request: { headers: Record<string, string | string[] | undefined> }): string {
-  const inbound = request.headers['x-request-id'];
-  return typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
-}
 
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
 async function listenOn(
@@ -212,7 +206,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // One line per request is written by our own hook below, with the documented fields.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
-    genReqId: requestId,
+    // Always our own: a client choosing the id that audit and request lines carry could make two
+    // requests look like one. Theirs is logged beside it (clientRequestId).
+    genReqId: () => randomUUID(),
     childLoggerFactory: (parent, bindings, options) =>
       new LazyChildLogger(parent as Logger, bindings, options) as unknown as FastifyBaseLogger,
     trustProxy: false,
@@ -236,6 +232,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const { decision, reason, identity } = request.auth;
       logRequest({
         reqId: request.id,
+        clientRequestId: clientRequestId(request.headers),
         method: request.method,
         path: pathOf(request.url),
         status: reply.raw.statusCode,

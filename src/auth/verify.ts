@@ -11,6 +11,8 @@ import { hasDuplicateKeys } from '../lib/json-text.js';
 
 export interface Identity {
   readonly user: string;
+  /** The token's `iss`: an MCP session belongs to an issuer and subject (mcp/sessions.ts). */
+  readonly issuer?: string;
   readonly subject: string | undefined;
   readonly email: string | undefined;
   readonly groups: readonly string[] | undefined;
@@ -59,8 +61,10 @@ interface CheckedHeader {
 
 // Three base64url parts (the signature may be empty, so that `alg: none` reaches its own reason).
 const COMPACT_JWS = /^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
-// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header.
-const UNCLEAN = /[\p{Cc}\u2028\u2029]/u;
+// Control characters (C0, DEL, C1) and Unicode line breaks would let a claim smuggle a header;
+// white space at either end is trimmed by HTTP on the way to the upstream (and by Go and Node
+// when they read the header) but not by the policy, so the two would see different users or groups.
+const UNCLEAN = /[\p{Cc}\u2028\u2029]|^\s|\s$/u;
 const MAX_FORWARDED_LENGTH = 4096;
 const MAX_KNOWN_HEADERS = 100;
 // The header must be parsed before any key is known (it names alg and kid); issuers' headers are
@@ -153,7 +157,10 @@ function forwardable(claims: Claims, name: string): string | undefined {
   const value = claims[name];
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || UNCLEAN.test(value) || value.length > MAX_FORWARDED_LENGTH) {
-    throw new Rejection('invalid_claim', `${name} claim is not a clean string`);
+    throw new Rejection(
+      'invalid_claim',
+      `${name} claim is not a clean string (control characters, white space at either end, or over 4096 characters)`,
+    );
   }
   return value;
 }
@@ -167,7 +174,7 @@ function forwardableGroups(claims: Claims): string[] | undefined {
   const value = claims.groups;
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || !value.every((g) => typeof g === 'string' && !UNCLEAN.test(g) && !g.includes(','))) {
-    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas');
+    throw new Rejection('invalid_claim', 'groups claim is not a list of clean strings without commas (nor white space at either end)');
   }
   return value as string[];
 }
@@ -243,6 +250,7 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
     const identity: Identity = {
       user,
+      issuer: config.issuer,
       subject,
       email,
       groups,

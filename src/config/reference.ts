@@ -26,6 +26,7 @@ export function helpText(): string {
     'Usage: mcp-auth-sidecar            serve (SIGTERM/SIGINT drain and exit 0; SIGHUP is ignored)',
     '       mcp-auth-sidecar --version  print the version',
     '       mcp-auth-sidecar --help     print this',
+    '       mcp-auth-sidecar policy check|explain|test ...   check a tool policy offline (policy --help)',
     '',
     'Configuration comes from the environment:',
     ...rows,

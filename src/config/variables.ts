@@ -424,9 +424,10 @@ export const VARIABLES = [
   row({
     name: 'RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS',
     key: 'rateLimitInFlightExpirySeconds',
-    kind: integer(10, 86400),
-    default: '900',
-    meaning: 'an in-flight count in Redis untouched this long is dropped (a replica that crashed mid-call leaks nothing for longer)',
+    kind: integer(3, 900),
+    default: '10',
+    meaning:
+      "lease of a tool call's in-flight slot in Redis, renewed every third of it while the call runs: a slot not renewed (a replica gone, a slot Redis took after its answer had timed out during a stall) stops counting after this long",
   }),
   row({
     name: 'REDIS_URL',

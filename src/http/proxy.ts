@@ -32,6 +32,17 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   return new Set(value.split(',').map((name) => name.trim()));
 }
 
+/**
+ * Headers the sidecar reads to judge a request (the body's type and coding, the MCP session and
+ * version, the 2026-07-28 Mcp-* headers): a client listing one in `Connection` must not make the
+ * upstream see a request without it while the sidecar judged it with it. Kept whatever
+ * `Connection` says; the headers the sidecar sets (identity, X-Forwarded-*, X-Request-Id) are
+ * set after the client's are stripped, so no listing removes those either.
+ */
+function isJudgedHeader(name: string): boolean {
+  return name.startsWith('mcp-') || name === 'content-type' || name === 'content-length' || name === 'content-encoding';
+}
+
 /** The upstream's response headers without its hop-by-hop ones: the client's connection is ours to manage. */
 export function responseHeaders(headers: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
   const listed = connectionListed(headers.connection);
@@ -99,7 +110,7 @@ export function forwardedHeaders(
   const headers: Record<string, string | string[]> = {};
   const forward = authorization === 'forward';
   for (const name in inbound) {
-    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || listed?.has(name) === true) continue;
+    if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || (listed?.has(name) === true && !isJudgedHeader(name))) continue;
     // The client's credentials (a token, a DPoP proof) are the sidecar's to check, not the upstream's.
     if ((name === 'authorization' || name === 'dpop') && !forward) continue;
     headers[name] = inbound[name]!;

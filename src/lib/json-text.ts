@@ -20,7 +20,7 @@ export function closingQuote(text: string, open: number): number {
 }
 
 /** Member names written in a valid JSON text: strings followed by a colon. */
-function countMemberNames(json: string): number {
+export function countMemberNames(json: string): number {
   let count = 0;
   let start = json.indexOf('"');
   while (start !== -1) {

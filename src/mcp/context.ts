@@ -1,7 +1,8 @@
 // What every MCP exchange shares: configuration, guards, sessions, the tools the upstream listed
-// (the only values the `tool` label takes), requests in flight by session and id (so that
-// notifications/cancelled finds its request), and the one place an ended message is recorded:
-// the audit line, the counters, and the guards' settle.
+// (the only values the `tool` label takes, and the argument names of their input schemas),
+// requests in flight by session and id (so that notifications/cancelled finds its request, and
+// an id is never in flight twice in one session), and the one place an ended message is
+// recorded: the audit line, the counters, and the guards' settle.
 
 import type { Config } from '../config/config.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -9,20 +10,27 @@ import type { Caller, ClientMessage, Guard } from './guard.js';
 import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
+import { goFoldKey } from '../lib/go-fold.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
+/** Tools whose input schema's property names are remembered, and properties kept per tool. */
+const MAX_TOOL_SCHEMAS = 1000;
+const MAX_SCHEMA_PROPERTIES = 200;
+const MAX_PROPERTY_LENGTH = 256;
 
 /** One client request or notification, from the moment it was read until its outcome. */
 export interface Pending {
   readonly message: ClientMessage;
   readonly caller: Caller;
   readonly reqId: string;
+  /** The client's X-Request-Id, for the audit line. */
+  readonly clientRequestId?: string | undefined;
   readonly startedAt: number;
   readonly bytesIn: number;
   /** Guards that allowed it: each is settled once when it ends. */
-  readonly allowedBy: readonly Guard[];
-  readonly rule: string | undefined;
+  readonly allowedBy: Guard[];
+  rule: string | undefined;
   /** Guards that rewrite its result (list filtering); undefined for most. */
   readonly rewriters: readonly Guard[] | undefined;
   /** Key in the in-flight map, for requests of a session. */
@@ -38,6 +46,8 @@ export function idKey(id: string | number): string {
 export class McpContext {
   readonly sessions = new Sessions();
   private readonly tools = new Set<string>();
+  /** Per tool listed, its input schema's property names by Go fold key (read-request.ts: argumentProblem). */
+  private readonly schemas = new Map<string, ReadonlyMap<string, string>>();
   private readonly inFlight = new Map<string, Pending>();
   readonly rewriting: boolean;
 
@@ -50,27 +60,62 @@ export class McpContext {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
   }
 
-  /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS. */
+  /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS; and their input schemas' property names. */
   learnTools(result: unknown): void {
     const tools = (result as { tools?: unknown } | undefined)?.tools;
     if (!Array.isArray(tools)) return;
     for (const tool of tools) {
-      if (this.tools.size >= MAX_TOOL_LABELS) return;
       const name = (tool as { name?: unknown } | null)?.name;
-      if (typeof name === 'string') this.tools.add(name);
+      if (typeof name !== 'string') continue;
+      if (this.tools.size < MAX_TOOL_LABELS) this.tools.add(name);
+      this.learnSchema(name, (tool as { inputSchema?: { properties?: unknown } }).inputSchema?.properties);
     }
+  }
+
+  private learnSchema(tool: string, properties: unknown): void {
+    if (typeof properties !== 'object' || properties === null || tool.length > MAX_PROPERTY_LENGTH) return;
+    const folds = new Map<string, string>();
+    for (const property in properties) {
+      if (folds.size === MAX_SCHEMA_PROPERTIES) break;
+      if (property.length <= MAX_PROPERTY_LENGTH) folds.set(goFoldKey(property), property);
+    }
+    this.schemas.delete(tool);
+    if (this.schemas.size >= MAX_TOOL_SCHEMAS) this.schemas.delete(this.schemas.keys().next().value!);
+    this.schemas.set(tool, folds);
+  }
+
+  /** A listed tool's input schema properties, by Go fold key; undefined for a tool never listed. */
+  schemaOf(tool: string): ReadonlyMap<string, string> | undefined {
+    return this.schemas.get(tool);
   }
 
   toolLabel(tool: string | undefined): string {
     return tool !== undefined && this.tools.has(tool) ? tool : 'other';
   }
 
-  track(pending: Pending): void {
+  /**
+   * Registers the requests of one body as in flight in their session, all or none: false when
+   * one of their ids already is (the server would answer both on one stream, and a reply could
+   * be matched to the wrong request).
+   */
+  reserve(pendings: readonly Pending[]): boolean {
+    for (const pending of pendings) {
+      const key = this.inFlightKey(pending);
+      if (key !== undefined && this.inFlight.has(key)) return false;
+    }
+    for (const pending of pendings) {
+      const key = this.inFlightKey(pending);
+      if (key === undefined) continue;
+      pending.inFlightKey = key;
+      this.inFlight.set(key, pending);
+    }
+    return true;
+  }
+
+  private inFlightKey(pending: Pending): string | undefined {
     const { sessionId } = pending.caller;
     const { id } = pending.message;
-    if (sessionId === undefined || id === undefined) return;
-    pending.inFlightKey = `${sessionId}\n${idKey(id)}`;
-    this.inFlight.set(pending.inFlightKey, pending);
+    return sessionId === undefined || id === undefined ? undefined : `${sessionId}\n${idKey(id)}`;
   }
 
   /** notifications/cancelled: the request it names, in the same session, ends as cancelled. */
@@ -87,7 +132,7 @@ export class McpContext {
   end(pending: Pending, outcome: Outcome, rpcErrorCode: number | undefined, bytesOut: number, sessionId = pending.caller.sessionId): void {
     if (pending.ended) return;
     pending.ended = true;
-    if (pending.inFlightKey !== undefined) this.inFlight.delete(pending.inFlightKey);
+    if (pending.inFlightKey !== undefined && this.inFlight.get(pending.inFlightKey) === pending) this.inFlight.delete(pending.inFlightKey);
     if (pending.cancelled && (outcome === 'upstream_error' || outcome === 'unknown' || outcome === 'result')) outcome = 'cancelled';
     const { message, caller, reqId, startedAt, rule, bytesIn } = pending;
     for (const guard of pending.allowedBy) {
@@ -109,6 +154,7 @@ export class McpContext {
     const session = this.sessions.get(sessionId);
     this.audit({
       reqId,
+      clientRequestId: pending.clientRequestId,
       user: caller.identity.user,
       subject: caller.identity.subject,
       binding: caller.identity.jkt === undefined ? 'bearer' : 'dpop',

@@ -23,6 +23,7 @@ import type { Caller, ClientMessage } from './guard.js';
 import type { Outcome } from './audit.js';
 import { idKey, type McpContext, type Pending } from './context.js';
 import type { ClientResponse } from './messages.js';
+import { clientOf, ownerOf } from './sessions.js';
 import { ResponseFramer, type BodyKind, type Handling, type Replacement, type ResponseEnd, type UnitHandler } from './framing.js';
 
 type Json = Record<string, unknown>;
@@ -59,6 +60,7 @@ function isId(value: unknown): value is string | number {
 
 export interface ExchangeStart {
   readonly reqId: string;
+  readonly clientRequestId?: string | undefined;
   readonly caller: Caller;
   readonly startedAt: number;
   readonly bytesIn: number;
@@ -74,7 +76,7 @@ export class McpExchange implements UnitHandler {
   /** What the proxy calls with the response's bytes. */
   readonly reader: ResponseFramer;
   private state: ExchangeState = 'awaiting';
-  /** Requests of the body by id: what the upstream's responses are matched against. */
+  /** Requests of the body by id: what the upstream's responses are matched against (ids are unique: read-request.ts, McpContext.reserve). */
   private readonly requests = new Map<string, Pending>();
   /** Notifications, and the `unparsed` line: they end when the response does. */
   private readonly others: Pending[] = [];
@@ -96,10 +98,11 @@ export class McpExchange implements UnitHandler {
     this.reader = new ResponseFramer(this, context.config.mcpMaxBodyBytes);
     // Where a body's requests are registered by id, for the responses to be matched against.
     for (const pending of origin.pending) {
-      if (pending.message.id === undefined) this.others.push(pending);
+      const id = pending.message.id;
+      // A request whose id is taken (never, as bodies are read) still ends with the others.
+      if (id === undefined || this.requests.has(idKey(id))) this.others.push(pending);
       else {
-        this.requests.set(idKey(pending.message.id), pending);
-        context.track(pending);
+        this.requests.set(idKey(id), pending);
         if (pending.rewriters !== undefined) this.held++;
       }
     }
@@ -213,13 +216,10 @@ export class McpExchange implements UnitHandler {
     let sessionId: string | undefined;
     if (requested === 'tools/list') this.context.learnTools(result);
     else if (requested === 'initialize' && this.responseSession !== undefined) {
-      const info = pending.message.params?.clientInfo;
-      const client =
-        isObject(info) && typeof info.name === 'string'
-          ? `${info.name}/${typeof info.version === 'string' ? info.version : ''}`
-          : undefined;
+      // The session the upstream created belongs to whoever initialized it (read-request.ts refuses it to anyone else).
       const version = isObject(result) && typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined;
-      this.context.sessions.start(this.responseSession, client, version);
+      const client = clientOf(pending.message.params?.clientInfo);
+      this.context.sessions.start(this.responseSession, client, version, ownerOf(pending.caller.identity));
       sessionId = this.responseSession;
     }
     let replacement: Json | undefined;
@@ -274,8 +274,9 @@ export class McpExchange implements UnitHandler {
     this.moveTo('done');
     const unanswered: Outcome = failure ?? (failed || !unread ? 'upstream_error' : 'unknown');
     for (const pending of this.requests.values()) this.end(pending, unanswered, undefined);
+    // Notifications end when the response does; a request among them had its id taken.
     const accepted: Outcome = failure ?? (failed ? 'upstream_error' : 'result');
-    for (const pending of this.others) this.end(pending, accepted, undefined);
+    for (const pending of this.others) this.end(pending, pending.message.id === undefined ? accepted : unanswered, undefined);
     for (const response of this.origin.responses) {
       const request = this.context.sessions.answered(this.origin.caller.sessionId, idKey(response.id));
       const outcome = failure ?? (failed ? 'upstream_error' : response.error ? 'rpc_error' : 'result');
@@ -285,11 +286,12 @@ export class McpExchange implements UnitHandler {
 
   /** A message of the body that no guard judged: the `unparsed` line, a client's answer to a server request. */
   private pendingOf(message: Pick<ClientMessage, 'method' | 'id'>): Pending {
-    const { reqId, caller, startedAt, bytesIn } = this.origin;
+    const { reqId, clientRequestId, caller, startedAt, bytesIn } = this.origin;
     return {
       message: { ...message, params: undefined, tool: undefined, prompt: undefined, resource: undefined, arguments: undefined },
       caller,
       reqId,
+      clientRequestId,
       startedAt,
       bytesIn,
       allowedBy: [],

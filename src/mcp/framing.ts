@@ -82,6 +82,9 @@ export class ResponseFramer implements ResponseReader {
     this.kind = bodyKind(headers);
     if (this.kind === 'sse') this.sse = new SseReader(this.maxBytes);
     this.handling = this.handler.start(statusCode, headers, this.kind);
+    // Held events may be rewritten or dropped: the upstream's length would no longer be the
+    // body's (a plain HTTP client would wait for bytes that never come). Node chunks it instead.
+    if (this.kind === 'sse' && this.handling === 'hold') delete headers['content-length'];
     if (this.handling === 'pass' || this.kind === 'sse') return true;
     if (this.kind === 'unreadable') {
       // Its replacement is JSON.

@@ -11,5 +11,6 @@ import { McpContext } from './context.js';
 import { createInterceptor } from './intercept.js';
 
 export function createMcpInterceptor(config: Config, metrics: Metrics, logger: Logger, guards: readonly Guard[]): Interceptor {
-  return createInterceptor(new McpContext(config, guards, metrics, createAuditWriter(logger, config)));
+  const audit = createAuditWriter(logger, config, () => metrics.auditFailures.inc());
+  return createInterceptor(new McpContext(config, guards, metrics, audit));
 }

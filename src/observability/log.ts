@@ -70,6 +70,8 @@ export function createLogger(level: string, destination: DestinationStream = new
 /** The one line every request logs when it ends (its fields are documented). */
 export interface RequestLine {
   reqId: string;
+  /** The client's X-Request-Id, bounded; reqId is always the sidecar's own. */
+  clientRequestId?: string | undefined;
   method: string;
   path: string;
   status: number;
@@ -95,7 +97,9 @@ export function createRequestLogger(logger: Logger): (line: RequestLine) => void
   return function logRequest(line: RequestLine): void {
     if (!logger.isLevelEnabled('info')) return;
     let json =
-      `${info.start()},"reqId":${text(line.reqId)},"method":${text(line.method)},"path":${text(line.path)}` +
+      `${info.start()},"reqId":${text(line.reqId)}` +
+      (line.clientRequestId === undefined ? '' : `,"clientRequestId":${text(line.clientRequestId)}`) +
+      `,"method":${text(line.method)},"path":${text(line.path)}` +
       `,"status":${line.status},"durationMs":${line.durationMs},"decision":${text(line.decision)}`;
     if (line.reason !== undefined) json += `,"reason":${text(line.reason)}`;
     if (line.user !== undefined) json += `,"user":${text(line.user)}`;

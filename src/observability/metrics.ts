@@ -23,6 +23,7 @@ export interface Metrics {
   readonly policyLastReloadSuccessful: Gauge<'file'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
+  readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
   readonly dpopRedisErrors: Counter;
@@ -30,7 +31,18 @@ export interface Metrics {
 }
 
 // MCP outcomes (src/mcp/audit.ts), repeated here so that metrics.ts imports nothing of src/mcp.
-const MCP_OUTCOMES = ['result', 'tool_error', 'rpc_error', 'denied', 'limited', 'upstream_error', 'cancelled', 'unknown'];
+const MCP_OUTCOMES = [
+  'result',
+  'tool_error',
+  'rpc_error',
+  'denied',
+  'limited',
+  'upstream_error',
+  'cancelled',
+  'unknown',
+  'invalid_request',
+  'forbidden_session',
+];
 // Tool calls take milliseconds to minutes.
 const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
@@ -138,6 +150,11 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     rateLimitBackendErrors: new Counter({
       name: 'mcp_auth_rate_limit_backend_errors_total',
       help: 'Rate limit checks the backend (Redis) could not answer.',
+      registers,
+    }),
+    auditFailures: new Counter({
+      name: 'mcp_auth_audit_failures_total',
+      help: 'Audit lines that could not be written whole (written without their arguments, marked auditError).',
       registers,
     }),
     httpRefused: new Counter({

@@ -35,9 +35,11 @@ export function imageEnv(stages = parseDockerfile()): Record<string, string> {
   return env;
 }
 
-/** The runtime stage's CMD (exec form) as an argument list: ['node', ...flags, 'dist/main.js']. */
+/** The runtime stage's ENTRYPOINT (exec form) as an argument list: ['node', ...flags, 'dist/main.js']. */
 export function imageCommand(stages = parseDockerfile()): string[] {
-  const cmd = stages.at(-1)!.lines.find((l) => /^CMD\s/i.test(l));
-  if (cmd === undefined) throw new Error('the Dockerfile has no CMD');
-  return JSON.parse(cmd.slice(4)) as string[];
+  const entrypoint = stages.at(-1)!.lines.find((l) => /^ENTRYPOINT\s/i.test(l));
+  if (entrypoint === undefined) throw new Error('the Dockerfile has no ENTRYPOINT');
+  if (stages.at(-1)!.lines.some((l) => /^CMD\s/i.test(l)))
+    throw new Error('the Dockerfile has a CMD: arguments would not reach the entry point alone');
+  return JSON.parse(entrypoint.slice('ENTRYPOINT'.length)) as string[];
 }

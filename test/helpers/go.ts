@@ -1,8 +1,9 @@
-// The Go test programs (test/go, built once per run by stack-setup.ts): the go-sdk MCP server and
-// the go-sdk and mcp-go clients.
+// The Go test programs (test/go, built once per run by stack-setup.ts): the go-sdk and mcp-go MCP
+// servers, the go-sdk and mcp-go clients, and gofold (encoding/json's folding table).
 //
 //   const go = useGo();                              // undefined: skipped (one line; CI=true fails)
 //   const server = await startGoServer();            // server.url = http://127.0.0.1:PORT/mcp
+//   const mcpgo = await startGoServer(undefined, 'mcpgo');
 //   const run = await runGoClient('mcpgo', sidecarUrl + '/mcp', token);
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,8 +13,25 @@ import { skipMissing } from './tools.js';
 export interface GoPrograms {
   /** The go-sdk server: `server [address]`, prints `listening http://HOST:PORT/mcp`. */
   server: string;
+  /** The mcp-go server, the same way. */
+  mcpgoServer: string;
   gosdkClient: string;
   mcpgoClient: string;
+  /** Prints encoding/json's member-name folding table (src/lib/go-fold.ts carries it). */
+  gofold: string;
+}
+
+/** A call a Go server ran, as it printed it (`ran {json}`): what its handler received. */
+export interface RanCall {
+  server: 'go-sdk' | 'mcp-go';
+  method: string;
+  tool?: string;
+  prompt?: string;
+  uri?: string;
+  /** The resource a file server would open for `uri` (dot segments resolved). */
+  resolved?: string;
+  arguments?: Record<string, unknown>;
+  user?: string;
 }
 
 const info = inject('go');
@@ -34,13 +52,38 @@ export interface GoServer {
   /** http://127.0.0.1:PORT, for UPSTREAM_URL. */
   origin: string;
   process: ChildProcess;
+  /** Every call the server ran so far, in order. */
+  ran: RanCall[];
+  /** Resolves once `count` calls matching `where` have run (bounded by the test's timeout). */
+  waitForRan(where: (call: RanCall) => boolean, count?: number): Promise<RanCall[]>;
   close(): Promise<void>;
 }
 
-/** Starts the go-sdk MCP server on a free loopback port (bounded wait for its listening line). */
-export async function startGoServer(address = '127.0.0.1:0'): Promise<GoServer> {
+/** Starts the go-sdk (or mcp-go) MCP server on a free loopback port (bounded wait for its listening line). */
+export async function startGoServer(address = '127.0.0.1:0', kind: 'gosdk' | 'mcpgo' = 'gosdk'): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
-  const child = spawn(info.server, [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(kind === 'gosdk' ? info.server : info.mcpgoServer, [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const ran: RanCall[] = [];
+  const waiters = new Set<() => void>();
+  let pending = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    pending += chunk.toString();
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) if (line.startsWith('ran ')) ran.push(JSON.parse(line.slice(4)) as RanCall);
+    for (const wake of waiters) wake();
+  });
+  const waitForRan = (where: (call: RanCall) => boolean, count = 1) =>
+    new Promise<RanCall[]>((resolve) => {
+      const check = () => {
+        const found = ran.filter(where);
+        if (found.length < count) return;
+        waiters.delete(check);
+        resolve(found);
+      };
+      waiters.add(check);
+      check();
+    });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -65,6 +108,8 @@ export async function startGoServer(address = '127.0.0.1:0'): Promise<GoServer> 
     url,
     origin: new URL(url).origin,
     process: child,
+    ran,
+    waitForRan,
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

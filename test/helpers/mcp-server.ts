@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
 import type { EventStore } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -24,9 +24,25 @@ export interface SeenMcpRequest {
   closed: Promise<void>;
 }
 
+/** A call the server ran, with what its handler received (as the Go test servers print theirs). */
+export interface RanCall {
+  server: 'ts-sdk';
+  method: string;
+  tool?: string;
+  prompt?: string;
+  uri?: string;
+  /** The resource a file server would open for `uri` (dot segments resolved). */
+  resolved?: string;
+  arguments?: Record<string, unknown>;
+}
+
 export interface McpTestServer {
   readonly url: string;
   readonly seen: SeenMcpRequest[];
+  /** With `calls`: every query, drop_table, echo, resource read and prompt it ran. */
+  readonly ran: RanCall[];
+  /** Resolves once `count` calls matching `where` have run (bounded by the test's timeout). */
+  waitForRan(where: (call: RanCall) => boolean, count?: number): Promise<RanCall[]>;
   /** Resolves when a `wait` tool call starts; its request closing resolves `closed`. */
   readonly waiting: { started: Promise<void>; closed: Promise<void> }[];
   /** Ends every pending `wait` tool call. */
@@ -67,8 +83,20 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-export async function startMcpServer(options: { port?: number; stateless?: boolean; jsonResponse?: boolean } = {}): Promise<McpTestServer> {
+/**
+ * `calls`: also the tools, resource template and prompt the one-reading tests call (query,
+ * drop_table, echo; file:///public/{+path}; greet), each recording what it ran in `ran`.
+ */
+export async function startMcpServer(
+  options: { port?: number; stateless?: boolean; jsonResponse?: boolean; calls?: boolean } = {},
+): Promise<McpTestServer> {
   const seen: SeenMcpRequest[] = [];
+  const ran: RanCall[] = [];
+  const ranWaiters = new Set<() => void>();
+  const record = (call: Omit<RanCall, 'server'>) => {
+    ran.push({ server: 'ts-sdk', ...call });
+    for (const wake of ranWaiters) wake();
+  };
   const waiting: McpTestServer['waiting'] = [];
   const releases: (() => void)[] = [];
   const servers = new Set<McpServer>();
@@ -110,6 +138,7 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
       isError: true,
       content: [{ type: 'text', text: 'the tool failed' }],
     }));
+    if (options.calls) addCalls(server, record);
     servers.add(server);
     return server;
   }
@@ -205,6 +234,19 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
   return {
     url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
     seen,
+    ran,
+    waitForRan(where, count = 1) {
+      return new Promise((resolve) => {
+        const check = () => {
+          const found = ran.filter(where);
+          if (found.length < count) return;
+          ranWaiters.delete(check);
+          resolve(found);
+        };
+        ranWaiters.add(check);
+        check();
+      });
+    },
     waiting,
     release() {
       for (const release of releases.splice(0)) release();
@@ -226,4 +268,45 @@ export async function startMcpServer(options: { port?: number; stateless?: boole
       await new Promise<void>((resolve) => http.close(() => resolve()));
     },
   };
+}
+
+/** The tools, resource template and prompt of `calls`: each records what its handler received. */
+function addCalls(server: McpServer, record: (call: Omit<RanCall, 'server'>) => void): void {
+  const text = (t: string) => ({ content: [{ type: 'text' as const, text: t }] });
+  server.registerTool(
+    'query',
+    { description: 'pretends to run a read-only SQL query', inputSchema: { sql: z.string().optional() } },
+    async (args) => {
+      record({ method: 'tools/call', tool: 'query', arguments: args });
+      return text(`rows for: ${args.sql ?? ''}`);
+    },
+  );
+  server.registerTool(
+    'drop_table',
+    { description: 'pretends to drop a table', inputSchema: { table: z.string().optional() } },
+    async (args) => {
+      record({ method: 'tools/call', tool: 'drop_table', arguments: args });
+      return text(`dropped ${args.table ?? ''}`);
+    },
+  );
+  server.registerTool('echo', { description: 'returns its text', inputSchema: { text: z.string().optional() } }, async (args) => {
+    record({ method: 'tools/call', tool: 'echo', arguments: args });
+    return text(args.text ?? '');
+  });
+  // A file server's template. The SDK reads the requested URI with WHATWG URL, which resolves dot
+  // segments (%2e included) before any template is matched: `uri` is what the server read.
+  server.registerResource(
+    'files',
+    new ResourceTemplate('file:///{+path}', { list: undefined }),
+    { mimeType: 'text/plain' },
+    async (uri) => {
+      const resolved = `file://${new URL(uri.href).pathname}`;
+      record({ method: 'resources/read', uri: uri.href, resolved });
+      return { contents: [{ uri: uri.href, mimeType: 'text/plain', text: `contents of ${resolved}` }] };
+    },
+  );
+  server.registerPrompt('greet', { description: 'greets someone', argsSchema: { who: z.string().optional() } }, async (args) => {
+    record({ method: 'prompts/get', prompt: 'greet', arguments: args });
+    return { messages: [{ role: 'user', content: { type: 'text', text: `hello ${args.who ?? ''}` } }] };
+  });
 }

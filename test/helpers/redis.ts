@@ -1,7 +1,7 @@
 // A real Redis for the rate-limit tests: Debian's redis-server on a free loopback port, no
 // persistence, optionally with a password and with TLS only (a throwaway CA and server
-// certificate made by openssl). stop()/start() on the same port for outage tests; every wait
-// is bounded.
+// certificate made by openssl). stop()/start() on the same port for outage tests, pause()/resume()
+// (SIGSTOP/SIGCONT) for stalls; every wait is bounded.
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,6 +17,10 @@ export interface TestRedis {
   readonly caFile: string | undefined;
   /** Stops the server (an outage); start() brings it back on the same port, empty. */
   stop(): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections stay open, commands wait, as in a long stall or a failover. */
+  pause(): void;
+  /** Lets a paused server go on (SIGCONT): it then runs what was sent to it meanwhile. */
+  resume(): void;
   start(): Promise<void>;
   close(): Promise<void>;
 }
@@ -111,6 +115,8 @@ export async function startRedis(options: { password?: string; tls?: boolean } =
       const proc = child;
       child = undefined;
       if (proc === undefined || proc.exitCode !== null) return resolve();
+      // A paused server would not handle SIGTERM until it runs again.
+      proc.kill('SIGCONT');
       const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
       proc.once('exit', () => {
         clearTimeout(timer);
@@ -128,6 +134,12 @@ export async function startRedis(options: { password?: string; tls?: boolean } =
     caFile,
     stop,
     start,
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
+    },
     async close() {
       await stop();
       rmSync(dir, { recursive: true, force: true });

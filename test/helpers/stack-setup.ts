@@ -15,7 +15,8 @@ export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin-password' };
 
 export type KeycloakInfo = { url: string; managementUrl: string; pid: number; log: string } | { missing: string };
-export type GoInfo = { server: string; gosdkClient: string; mcpgoClient: string } | { missing: string };
+export type GoInfo =
+  { server: string; mcpgoServer: string; gosdkClient: string; mcpgoClient: string; gofold: string } | { missing: string };
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -36,6 +37,7 @@ function lookup(name: string): string | undefined {
 
 /** The test files of this run that import a helper: all when the command line names none. */
 function needed(helper: string): boolean {
+  // Test files sit in folders by kind (test/unit, test/integration, test/interop).
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
     .map((f) => join('test', f));
@@ -81,7 +83,13 @@ function buildGo(go: string): GoInfo {
   const hash = createHash('sha256');
   for (const file of sources) hash.update(`${file}\0`).update(readFileSync(join(root, file)));
   const dir = join(cache, `go-test-${hash.digest('hex').slice(0, 16)}`);
-  const programs = { server: join(dir, 'server'), gosdkClient: join(dir, 'gosdk-client'), mcpgoClient: join(dir, 'mcpgo-client') };
+  const programs = {
+    server: join(dir, 'server'),
+    mcpgoServer: join(dir, 'mcpgo-server'),
+    gosdkClient: join(dir, 'gosdk-client'),
+    mcpgoClient: join(dir, 'mcpgo-client'),
+    gofold: join(dir, 'gofold'),
+  };
   if (!Object.values(programs).every((p) => existsSync(p))) {
     mkdirSync(cache, { recursive: true });
     const tmp = mkdtempSync(join(cache, '.go-build-'));

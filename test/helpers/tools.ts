@@ -14,6 +14,8 @@ export const INSTALL: Record<string, string> = {
   kubectl:
     "kubectl 1.21 or newer, or kustomize: GOBIN=/usr/local/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1 (Debian's kubernetes-client is 1.20, without kustomize components)",
   go: 'the Go toolchain >= 1.25 (Debian 12 golang-go is 1.19, too old)',
+  helm: 'GOBIN=/usr/local/bin go install -ldflags "-X helm.sh/helm/v4/internal/version.version=v4.3.2" helm.sh/helm/v4/cmd/helm@v4.3.2',
+  actionlint: 'GOBIN=/usr/local/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12',
   java: 'apt-get install openjdk-17-jre-headless',
   mvn: 'apt-get install maven',
   openssl: 'apt-get install openssl',

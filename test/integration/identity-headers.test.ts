@@ -329,4 +329,32 @@ describe('identity headers', () => {
     }
     expect(upstream.seen).toHaveLength(0);
   });
+
+  // HTTP trims white space around a header value (and Go's and Node's readers with it), the policy
+  // does not: a user " alice" would be "alice" upstream. Such a claim is refused, never trimmed.
+  it.each([
+    { preferred_username: ' alice' },
+    { preferred_username: 'alice ' },
+    { preferred_username: 'alice\u00a0' },
+    { preferred_username: '\u3000alice' },
+    { sub: 'u-1 ' },
+    { groups: ['/alpha', ' /bravo'] },
+    { groups: ['/alpha\t'] },
+  ])('rejects a claim with white space at either end as invalid_claim: %j', async (claims) => {
+    const { url } = await start();
+    const res = await request(url, { headers: { authorization: `Bearer ${await issuer.mint(claims)}` } });
+    expect(res.statusCode).toBe(401);
+    expect(((await res.body.json()) as { reason: string }).reason).toBe('invalid_claim');
+    expect(upstream.seen).toHaveLength(0);
+  });
+
+  it('forwards claims with white space inside them', async () => {
+    const { url } = await start();
+    const res = await request(url, {
+      headers: { authorization: `Bearer ${await issuer.mint({ preferred_username: 'Alice Smith', groups: ['/team a', '/b'] })}` },
+    });
+    expect(res.statusCode).toBe(200);
+    await res.body.text();
+    expect(upstream.seen[0]!.headers).toMatchObject({ 'x-verified-user': 'Alice Smith', 'x-verified-groups': '/team a,/b' });
+  });
 });

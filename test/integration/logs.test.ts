@@ -107,7 +107,7 @@ describe('logs', () => {
     expect(lines().some((l) => l.msg === 'key set refresh failed')).toBe(true);
   });
 
-  it('write one line per request with the documented fields, and carry the request id both ways', async () => {
+  it("write one line per request with the documented fields and the sidecar's own request id, the client's beside it", async () => {
     output.length = 0;
     upstream.seen.length = 0;
     const token = await issuer.mint();
@@ -118,15 +118,18 @@ describe('logs', () => {
     const rejected = await request(`${sidecar.url}/mcp`, { headers: { 'x-request-id': 'bad id\twith spaces' } });
     await rejected.body.text();
 
-    expect(accepted.headers['x-request-id']).toBe('req-123');
-    expect(upstream.seen[0]!.headers['x-request-id']).toBe('req-123');
+    // Ours, whatever the client sent: a client must not choose the id our lines carry.
+    const own = String(accepted.headers['x-request-id']);
+    expect(own).toMatch(/^[0-9a-f-]{36}$/);
+    expect(upstream.seen[0]!.headers['x-request-id']).toBe(own);
     const generated = String(rejected.headers['x-request-id']);
     expect(generated).toMatch(/^[0-9a-f-]{36}$/);
 
     const requestLines = lines().filter((l) => l.msg === 'request');
     expect(requestLines).toHaveLength(2);
     expect(requestLines[0]).toMatchObject({
-      reqId: 'req-123',
+      reqId: own,
+      clientRequestId: 'req-123',
       method: 'GET',
       path: '/mcp/tools',
       status: 200,
@@ -137,6 +140,7 @@ describe('logs', () => {
     });
     expect(requestLines[1]).toMatchObject({
       reqId: generated,
+      clientRequestId: 'bad id\twith spaces',
       method: 'GET',
       path: '/mcp',
       status: 401,
@@ -150,7 +154,14 @@ describe('logs', () => {
     const failed = await request(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${token}`, 'x-request-id': 'req-456' } });
     await failed.body.text();
     expect(failed.statusCode).toBe(502);
-    expect(lines().find((l) => l.msg === 'upstream request failed')).toMatchObject({ reqId: 'req-456', kind: 'reset' });
+    expect(lines().find((l) => l.msg === 'upstream request failed')).toMatchObject({
+      reqId: failed.headers['x-request-id'],
+      kind: 'reset',
+    });
+    // However long the client's id, the line keeps 128 bytes of it.
+    const long = await request(`${sidecar.url}/mcp`, { headers: { 'x-request-id': 'x'.repeat(10_000) } });
+    await long.body.text();
+    expect(lines().find((l) => l.reqId === long.headers['x-request-id'])).toMatchObject({ clientRequestId: `${'x'.repeat(128)}…` });
   });
 });
 

@@ -127,7 +127,8 @@ describe.each([
         'content-type': 'application/json',
         accept: 'application/json, text/event-stream',
         'mcp-session-id': transport.sessionId!,
-        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        // Batches exist only before 2025-06-18: sent as a 2025-03-26 client would.
+        'mcp-protocol-version': '2025-03-26',
       },
       body: JSON.stringify([
         { jsonrpc: '2.0', id: 'a', method: 'tools/call', params: { name: 'whoami', arguments: {} } },

@@ -55,7 +55,8 @@ describe.each([
         'content-type': 'application/json',
         accept: 'application/json, text/event-stream',
         'mcp-session-id': transport.sessionId!,
-        'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        // Batches exist only before 2025-06-18: those are sent as a 2025-03-26 client would.
+        'mcp-protocol-version': Array.isArray(body) ? '2025-03-26' : LATEST_PROTOCOL_VERSION,
       },
       body: JSON.stringify(body),
     });

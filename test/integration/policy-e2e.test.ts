@@ -277,7 +277,8 @@ describe.each([
   it('judges every element of a batch: one denied element refuses the batch, nothing is forwarded', async () => {
     const { transport } = await connect('alice');
     const batch = `[${callBody('query', { table: 'alpha_orders' }, 1)},${callBody('drop_table', {}, 2)}]`;
-    const response = await post('alice', batch, { 'mcp-session-id': transport.sessionId! });
+    // Batches exist only before 2025-06-18: sent as a 2025-03-26 client would.
+    const response = await post('alice', batch, { 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-03-26' });
     const answers = (await response.body.json()) as { id: number; error?: { code: number } }[];
     expect(answers.map((a) => a.id).sort()).toEqual([1, 2]);
     expect(answers.every((a) => a.error !== undefined)).toBe(true);

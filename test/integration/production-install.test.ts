@@ -2,14 +2,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { imageCommand, imageEnv } from '../helpers/dockerfile.js';
 
 // The Dockerfile's steps without Docker: build, then in an empty directory install the
-// production dependencies from the lock file and copy dist/, then start it as CMD does, with the image's ENV.
+// production dependencies from the lock file and copy dist/, then start it as the ENTRYPOINT does, with the image's ENV.
 describe('the production install the image is made of', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sidecar-image-'));
   let issuer: TestIssuer | undefined;
@@ -34,10 +34,17 @@ describe('the production install the image is made of', () => {
     // The built entry finds package.json from dist/ as the image lays it out.
     const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
     expect(execFileSync(process.execPath, ['dist/main.js', '--version'], { cwd: dir, encoding: 'utf8' })).toBe(`${version}\n`);
+    // The policy command ships in the image: `docker run IMAGE policy test /p/policy.yaml /p/cases.yaml`.
+    const policyTest = execFileSync(
+      process.execPath,
+      ['dist/main.js', 'policy', 'test', resolve('examples/policy/datastore.yaml'), resolve('examples/policy/datastore.cases.yaml')],
+      { cwd: dir, encoding: 'utf8' },
+    );
+    expect(policyTest).toMatch(/^\d+ passed, 0 failed$/m);
 
     issuer = await startIssuer();
     await issuer.addKey();
-    const [, ...args] = imageCommand(); // CMD without 'node': this Node runs it
+    const [, ...args] = imageCommand(); // the ENTRYPOINT without node: this Node runs it
     const child = spawn(process.execPath, args, {
       cwd: dir,
       env: {

@@ -174,6 +174,87 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     expect(counter(await metrics(sidecars[1]!), 'mcp_auth_rate_limited_total{scope="concurrency"}')).toBe(1);
   });
 
+  // A stall (a failover, a long pause) is not an outage: the connection stays, commands wait,
+  // and Redis runs them when it goes on, after their answers have timed out. A slot taken then
+  // must not count against the user for longer than one lease.
+  it.each(['allow', 'deny'])(
+    'gives back, once a Redis stall ends, the in-flight slots taken during it (RATE_LIMIT_ON_REDIS_ERROR=%s)',
+    async (mode) => {
+      await startTwo({ RATE_LIMIT_CONCURRENT_TOOL_CALLS: '1', RATE_LIMIT_ON_REDIS_ERROR: mode, RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS: '3' });
+      const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
+      expect(await call(a, 'whoami')).toBe('ok');
+      redis.pause();
+      try {
+        // Each acquire goes out, waits REDIS_TIMEOUT_MS (200) and the mode decides; Redis holds them.
+        for (const client of [a, b, a]) {
+          const result = await call(client, 'whoami');
+          if (mode === 'allow') expect(result).toBe('ok');
+          else expect((result as McpError).message).toContain('rate limit unavailable');
+        }
+      } finally {
+        redis.resume();
+      }
+      // Redis now runs the acquires it held: none of them may keep a slot past one lease (3 s).
+      const resumed = Date.now();
+      let result: unknown;
+      do result = await call(a, 'whoami');
+      while (result !== 'ok' && Date.now() - resumed < 5000 && (await new Promise((resolve) => setTimeout(resolve, 100, true))));
+      expect(result).toBe('ok');
+      expect(Date.now() - resumed).toBeLessThan(4000);
+      expect([await call(a, 'whoami'), await call(b, 'whoami')]).toEqual(['ok', 'ok']);
+    },
+  );
+
+  it('drops a slot whose holder is gone (a replica that died mid-call) after one lease, not a key lifetime', async () => {
+    await startTwo({ RATE_LIMIT_CONCURRENT_TOOL_CALLS: '1', RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS: '3' });
+    const a = await connect(sidecars[0]!, ALICE);
+    const probe = new Redis(redis.url);
+    try {
+      // A slot as a replica takes it, leased for 3 s by Redis's clock, never renewed nor released.
+      const [seconds, micros] = (await probe.time()) as unknown as [string, string];
+      await probe.zadd(
+        'mcp-auth:inflight:s.alice-sub',
+        Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + 3000,
+        'dead-replica:1',
+      );
+      const refused = await call(a, 'whoami');
+      expect((refused as McpError).message).toContain('in flight');
+      const started = Date.now();
+      let result: unknown = refused;
+      while (result !== 'ok' && Date.now() - started < 6000) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        result = await call(a, 'whoami');
+      }
+      expect(result).toBe('ok');
+      expect(Date.now() - started).toBeLessThan(4500);
+    } finally {
+      probe.disconnect();
+    }
+  });
+
+  it('keeps the slot of a call running longer than a lease, and gives it back when the call ends', async () => {
+    await startTwo({ RATE_LIMIT_CONCURRENT_TOOL_CALLS: '1', RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS: '3' });
+    const [a, b] = [await connect(sidecars[0]!, ALICE), await connect(sidecars[1]!, ALICE)];
+    const waiting = mcp.waiting.length;
+    const held = call(a, 'wait');
+    while (mcp.waiting.length === waiting) await new Promise((resolve) => setImmediate(resolve));
+    await mcp.waiting[waiting]!.started;
+    // Two leases later the call still counts: its replica renews it.
+    await new Promise((resolve) => setTimeout(resolve, 6500));
+    expect(((await call(b, 'whoami')) as McpError).message).toContain('in flight');
+    mcp.release();
+    expect(await held).toBe('ok');
+    const probe = new Redis(redis.url);
+    try {
+      const deadline = Date.now() + 5000;
+      while ((await probe.exists('mcp-auth:inflight:s.alice-sub')) === 1 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(await probe.exists('mcp-auth:inflight:s.alice-sub')).toBe(0);
+    } finally {
+      probe.disconnect();
+    }
+  }, 20_000);
+
   it('applies a ConfigMap update of limits: with its rules, over RATE_LIMIT_*; a bad section keeps the last good version of both and counts a failure', async () => {
     const ALLOW_ALL = 'rules:\n  - name: everyone\n    effect: allow\n    when: "true"\n';
     const policy = configMap('policy.yaml', `${ALLOW_ALL}limits:\n  tools:\n    whoami: { perMinute: 1 }\n`);

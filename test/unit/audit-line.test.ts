@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createAuditWriter, type AuditLine } from '../../src/mcp/audit.js';
+import { AUDIT_BOUNDS, MAX_VALUE_DEPTH, createAuditWriter, cutUtf8, type AuditLine } from '../../src/mcp/audit.js';
 import { captureLog } from '../helpers/log-capture.js';
 
 // The audit line is built as text, most values quoted without JSON.stringify (audit.ts): every
@@ -73,17 +73,95 @@ describe('the audit line as text', () => {
         reqId: value,
         user: value,
         subject: value,
-        sessionId: value,
-        client: value,
-        protocolVersion: value,
-        method: value,
-        tool: value,
+        sessionId: cutUtf8(value, AUDIT_BOUNDS.sessionId),
+        client: cutUtf8(value, AUDIT_BOUNDS.client),
+        protocolVersion: cutUtf8(value, AUDIT_BOUNDS.method),
+        method: cutUtf8(value, AUDIT_BOUNDS.method),
+        tool: cutUtf8(value, AUDIT_BOUNDS.name),
         policyRule: value,
-        rpcId: value,
+        rpcId: cutUtf8(value, AUDIT_BOUNDS.rpcId),
       });
       // Names over 128 characters are cut and marked.
       expect(line.argumentNames).toEqual([value.length > 128 ? `${value.slice(0, 128)}…` : value, 'other']);
     });
+  });
+
+  it("cuts every string the client chose to its documented length, marked '…', however long it was", () => {
+    const log = captureLog();
+    const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'values', auditArgumentBytes: 256 })!;
+    const huge = 'é'.repeat(500_000);
+    write({
+      ...base,
+      clientRequestId: huge,
+      sessionId: huge,
+      client: huge,
+      method: huge,
+      tool: huge,
+      prompt: huge,
+      resource: huge,
+      rpcId: huge,
+      arguments: { [huge]: huge, list: [huge, huge] },
+    });
+    log.logger.flush();
+    const [line] = log.audit();
+    const cut = (bytes: number) => expect.stringMatching(new RegExp(`^é{${Math.floor(bytes / 2)}}…$`));
+    expect(line).toMatchObject({
+      clientRequestId: cut(AUDIT_BOUNDS.clientRequestId),
+      sessionId: cut(AUDIT_BOUNDS.sessionId),
+      client: cut(AUDIT_BOUNDS.client),
+      method: cut(AUDIT_BOUNDS.method),
+      tool: cut(AUDIT_BOUNDS.name),
+      prompt: cut(AUDIT_BOUNDS.name),
+      resource: cut(AUDIT_BOUNDS.resource),
+      rpcId: cut(AUDIT_BOUNDS.rpcId),
+    });
+    expect(log.text().length).toBeLessThan(6000);
+  });
+
+  it('writes argument values nested past any depth (AUDIT_ARGUMENTS=values) without throwing: cut and marked', () => {
+    const log = captureLog();
+    let failures = 0;
+    const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'values', auditArgumentBytes: 256 }, () => failures++)!;
+    // As JSON.parse gives it: 100,000 levels (JSON.stringify overflows the stack on it).
+    const text = `{"deep":${'['.repeat(100_000)}${']'.repeat(100_000)},"shallow":{"a":[1,{"b":"c"}]},"wide":${JSON.stringify(Array(10_000).fill('x'))}}`;
+    const args = JSON.parse(text) as Record<string, unknown>;
+    expect(() => JSON.stringify(args)).toThrow(RangeError);
+    write({ ...base, arguments: args, argumentsText: text });
+    log.logger.flush();
+    const [line] = log.audit();
+    const values = line!.arguments as Record<string, unknown>;
+    expect(values.deep).toBe(`${'['.repeat(MAX_VALUE_DEPTH)}…`);
+    expect(values.shallow).toEqual({ a: [1, { b: 'c' }] });
+    expect(values.wide).toMatch(/^\["x","x",.*…$/);
+    expect(Buffer.byteLength(values.wide as string)).toBeLessThanOrEqual(256 + 3);
+    expect(line).not.toHaveProperty('auditError');
+    expect(failures).toBe(0);
+  });
+
+  it('writes a line it cannot write whole without its arguments, marked auditError, and counts the failure', () => {
+    const log = captureLog();
+    let failures = 0;
+    const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'names', auditArgumentBytes: 256 }, () => failures++)!;
+    // No text as written, and a value JSON cannot hold: hashing its JSON throws.
+    expect(() => write({ ...base, arguments: { n: 1n }, argumentsText: undefined })).not.toThrow();
+    log.logger.flush();
+    expect(log.audit()).toEqual([
+      expect.objectContaining({ reqId: 'r-1', method: 'tools/call', tool: 'query', outcome: 'result', auditError: true }),
+    ]);
+    expect(log.audit()[0]).not.toHaveProperty('argumentNames');
+    expect(failures).toBe(1);
+  });
+
+  it("carries the client's X-Request-Id beside the sidecar's own", () => {
+    const log = captureLog();
+    const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'names', auditArgumentBytes: 256 })!;
+    write({ ...base, clientRequestId: 'client-chose-this' });
+    write(base);
+    log.logger.flush();
+    expect(log.audit().map((line) => [line.reqId, line.clientRequestId])).toEqual([
+      ['r-1', 'client-chose-this'],
+      ['r-1', undefined],
+    ]);
   });
 
   it('hashes the arguments as written in the body when given, else their compact JSON', () => {

@@ -70,7 +70,7 @@ describe('configuration from the environment', () => {
       rateLimitToolPerMinute: 0,
       rateLimitConcurrentToolCalls: 0,
       rateLimitOnRedisError: 'allow',
-      rateLimitInFlightExpirySeconds: 900,
+      rateLimitInFlightExpirySeconds: 10,
       redisUrl: undefined,
       redisTimeoutMs: 250,
       redisKeyPrefix: 'mcp-auth',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decide, factsOf, visible } from '../../src/mcp/policy/decide.js';
-import { compileExpression } from '../../src/mcp/policy/expression.js';
+import { compileExpression } from '../../src/mcp/policy/compile.js';
 import { PolicyGuard } from '../../src/mcp/policy/guard.js';
 import { MCP_METHODS } from '../../src/mcp/messages.js';
 import { createMetrics } from '../../src/observability/metrics.js';
@@ -38,6 +38,25 @@ const ann: Identity = {
 };
 
 describe('policy decisions', () => {
+  it('hides a listed resource or template whose URI a read would be refused for (dot segments), even from a rule that allows its prefix', () => {
+    const guard = new PolicyGuard(rules(['public', 'allow', 'mcp.resource.startsWith("file:///public/")']), { mode: 'enforce' });
+    const caller = { identity: ann, sessionId: undefined };
+    const resources = [{ uri: 'file:///public/a' }, { uri: 'file:///public/../secret' }, { uri: 'file:///public/%2e%2e/secret' }];
+    expect(guard.rewriteResult(message('resources/list'), { resources }, caller)).toEqual({ resources: [{ uri: 'file:///public/a' }] });
+    const resourceTemplates = [{ uriTemplate: 'file:///public/{name}' }, { uriTemplate: 'file:///public/../{name}' }];
+    expect(guard.rewriteResult(message('resources/templates/list'), { resourceTemplates }, caller)).toEqual({
+      resourceTemplates: [{ uriTemplate: 'file:///public/{name}' }],
+    });
+  });
+
+  it('cuts the name a denial message repeats', () => {
+    const guard = new PolicyGuard(rules(['none', 'deny', 'true']), { mode: 'enforce' });
+    const decision = guard.judge(message('tools/call', 'x'.repeat(1_000_000)), { identity: ann, sessionId: undefined });
+    expect(decision).toMatchObject({ effect: 'deny' });
+    expect((decision as { message: string }).message.length).toBeLessThan(400);
+    expect((decision as { message: string }).message).toContain('x…');
+  });
+
   it('a deny rule that fails to evaluate denies a call (fail closed), but cannot block plumbing', () => {
     const policy = rules(
       ['everyone', 'allow', 'mcp.method == "tools/call"'],

@@ -1,6 +1,6 @@
 // The rate limits as a Guard: per user, per user and tool, and tool calls in flight per user.
 // Windows are rate-limiter-flexible's fixed windows (RateLimiterRedis, one Lua call each, or
-// RateLimiterMemory); the in-flight count is a Redis counter with an expiry (redis.ts) or a
+// RateLimiterMemory); the in-flight count is a set of leased slots in Redis (redis.ts) or a
 // per-process map. Every check of one message is issued in the same tick, so with Redis an
 // allowed tool call is one auto-pipelined round trip.
 //
@@ -11,12 +11,14 @@
 //
 // A new version of the policy file's limits (replace) swaps the limiters, not the counts.
 
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
+import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 import { closeRedis, connectRedis, redisReady, type LimitsRedis } from './redis.js';
 
 type Scope = 'user' | 'tool' | 'concurrency';
@@ -24,43 +26,102 @@ const ALLOW: Decision = { effect: 'allow' };
 const WINDOW_SECONDS = 60;
 const STARTUP_WAIT_MS = 2000;
 
+/** A slot a tool call holds while it runs: given back exactly once, by settle. */
+interface Slot {
+  readonly user: string;
+  /** The call's id in Redis. */
+  readonly id?: string;
+}
+
 interface InFlight {
   /** Changed by new rules; the counts stay, so calls in flight keep their slots. */
   limit: number;
-  /** Whether the user had room; when true the call holds a slot until release. */
-  acquire(user: string): Promise<boolean>;
-  release(user: string): Promise<void>;
+  /** A slot for one more call of the user, or undefined when the user has `limit` in flight. */
+  acquire(user: string): Promise<Slot | undefined>;
+  release(slot: Slot): Promise<void>;
+  close(): void;
 }
 
 class MemoryInFlight implements InFlight {
   readonly #counts = new Map<string, number>();
   constructor(public limit: number) {}
-  acquire(user: string): Promise<boolean> {
+  acquire(user: string): Promise<Slot | undefined> {
     const n = this.#counts.get(user) ?? 0;
-    if (n >= this.limit) return Promise.resolve(false);
+    if (n >= this.limit) return Promise.resolve(undefined);
     this.#counts.set(user, n + 1);
-    return Promise.resolve(true);
+    return Promise.resolve({ user });
   }
-  release(user: string): Promise<void> {
-    const n = (this.#counts.get(user) ?? 1) - 1;
-    if (n <= 0) this.#counts.delete(user);
-    else this.#counts.set(user, n);
+  release(slot: Slot): Promise<void> {
+    const n = (this.#counts.get(slot.user) ?? 1) - 1;
+    if (n <= 0) this.#counts.delete(slot.user);
+    else this.#counts.set(slot.user, n);
     return Promise.resolve();
   }
+  close(): void {}
 }
 
+/** This process's calls, told apart from every other replica's in the same sets. */
+const PROCESS = randomUUID();
+let calls = 0;
+
+/**
+ * Slots leased in Redis (redis.ts): each held call renews its lease every third of it, so a
+ * slot whose holder is gone, or that Redis took only after its answer had timed out, lapses
+ * within one lease (RATE_LIMIT_IN_FLIGHT_EXPIRY_SECONDS) instead of counting until a key expires.
+ */
 class RedisInFlight implements InFlight {
+  /** Held slots by call id, renewed until released. */
+  readonly #held = new Map<string, Slot & { readonly key: string }>();
+  readonly #renewal: NodeJS.Timeout;
+
   constructor(
     private readonly client: LimitsRedis,
     private readonly prefix: string,
     public limit: number,
-    private readonly expirySeconds: number,
-  ) {}
-  async acquire(user: string): Promise<boolean> {
-    return (await this.client.inFlightAcquire(`${this.prefix}:inflight:${user}`, this.limit, this.expirySeconds)) <= this.limit;
+    private readonly leaseMs: number,
+    private readonly onError: (error: unknown) => void,
+  ) {
+    this.#renewal = setInterval(() => this.#renew(), Math.max(1000, Math.floor(leaseMs / 3)));
+    this.#renewal.unref();
   }
-  async release(user: string): Promise<void> {
-    await this.client.inFlightRelease(`${this.prefix}:inflight:${user}`, this.expirySeconds);
+
+  async acquire(user: string): Promise<Slot | undefined> {
+    const key = `${this.prefix}:inflight:${user}`;
+    const id = `${PROCESS}:${++calls}`;
+    let taken: number;
+    try {
+      taken = await this.client.inFlightAcquire(key, this.limit, this.leaseMs, id);
+    } catch (error) {
+      // Redis may still run the acquire once it answers again: the release goes behind it on the
+      // same connection (in order), and if it cannot, the unrenewed slot lapses after one lease.
+      this.client.inFlightRelease(key, id).catch(() => {});
+      throw error;
+    }
+    if (taken !== 1) return undefined;
+    const slot = { user, id, key };
+    this.#held.set(id, slot);
+    return slot;
+  }
+
+  async release(slot: Slot): Promise<void> {
+    const held = this.#held.get(slot.id!);
+    if (held === undefined) return;
+    this.#held.delete(slot.id!);
+    await this.client.inFlightRelease(held.key, held.id!);
+  }
+
+  close(): void {
+    clearInterval(this.#renewal);
+  }
+
+  #renew(): void {
+    const byKey = new Map<string, string[]>();
+    for (const { key, id } of this.#held.values()) {
+      const ids = byKey.get(key);
+      if (ids === undefined) byKey.set(key, [id!]);
+      else ids.push(id!);
+    }
+    for (const [key, ids] of byKey) this.client.inFlightRenew(key, this.leaseMs, ...ids).catch(this.onError);
   }
 }
 
@@ -125,7 +186,8 @@ export class LimitsGuard implements Guard {
   #primary: Store;
   #local: Store;
   /** Where each allowed tool call took its in-flight slot, so settle gives it back there. */
-  readonly #slots = new WeakMap<ClientMessage, Store>();
+  readonly #slots = new WeakMap<ClientMessage, { store: Store; slot: Slot }>();
+  readonly #inFlights: InFlight[] = [];
   #redisFailing = false;
 
   constructor(
@@ -137,7 +199,9 @@ export class LimitsGuard implements Guard {
     sharedRedis?: () => LimitsRedis,
   ) {
     const memory = (name: string, points: number) => new RateLimiterMemory({ keyPrefix: name, points, duration: WINDOW_SECONDS });
-    this.#localFor = storeFor(memory, new MemoryInFlight(rules.concurrentToolCalls));
+    const local = new MemoryInFlight(rules.concurrentToolCalls);
+    this.#inFlights.push(local);
+    this.#localFor = storeFor(memory, local);
     this.#local = this.#localFor(rules);
     if (config.redisUrl === undefined) {
       this.#primary = this.#local;
@@ -155,7 +219,11 @@ export class LimitsGuard implements Guard {
     const prefix = config.redisKeyPrefix;
     const redis = (name: string, points: number) =>
       new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}:${name}`, points, duration: WINDOW_SECONDS });
-    this.#primaryFor = storeFor(redis, new RedisInFlight(client, prefix, rules.concurrentToolCalls, config.rateLimitInFlightExpirySeconds));
+    const leased = new RedisInFlight(client, prefix, rules.concurrentToolCalls, config.rateLimitInFlightExpirySeconds * 1000, (error) =>
+      this.#backendFailed(error),
+    );
+    this.#inFlights.push(leased);
+    this.#primaryFor = storeFor(redis, leased);
     this.#primary = this.#primaryFor(rules);
   }
 
@@ -187,11 +255,11 @@ export class LimitsGuard implements Guard {
     }
   }
 
-  settle(message: ClientMessage, caller: Caller): void {
-    const store = this.#slots.get(message);
-    if (store === undefined) return;
+  settle(message: ClientMessage, _caller?: Caller): void {
+    const held = this.#slots.get(message);
+    if (held === undefined) return;
     this.#slots.delete(message);
-    store.inFlight!.release(userKey(caller)).catch((error: unknown) => this.#backendFailed(error));
+    held.store.inFlight!.release(held.slot).catch((error: unknown) => this.#backendFailed(error));
   }
 
   /** Waits (bounded) for the first connection, so the first requests count in Redis; never fails start-up. */
@@ -205,6 +273,7 @@ export class LimitsGuard implements Guard {
   }
 
   async close(): Promise<void> {
+    for (const inFlight of this.#inFlights) inFlight.close();
     if (this.#redis !== undefined && this.#ownsRedis) await closeRedis(this.#redis, this.config.redisTimeoutMs);
   }
 
@@ -230,29 +299,30 @@ export class LimitsGuard implements Guard {
       toolLimiter?.consume(`${user}:${part(message.tool!)}`),
       call ? store.inFlight?.acquire(user) : undefined,
     ]);
-    const acquired = slot.status === 'fulfilled' && slot.value === true;
+    const acquired = slot.status === 'fulfilled' ? slot.value : undefined;
     const failure = [byUser, byTool, slot].find((r) => r.status === 'rejected' && !(r.reason instanceof RateLimiterRes));
     let refusal: { scope: Scope; retryAfterSeconds: number } | undefined;
     if (failure === undefined) {
       if (byUser.status === 'rejected') refusal = { scope: 'user', retryAfterSeconds: retryAfter(byUser.reason as RateLimiterRes) };
       else if (byTool.status === 'rejected') refusal = { scope: 'tool', retryAfterSeconds: retryAfter(byTool.reason as RateLimiterRes) };
-      else if (slot.status === 'fulfilled' && slot.value === false) refusal = { scope: 'concurrency', retryAfterSeconds: 1 };
+      else if (call && store.inFlight !== undefined && acquired === undefined) refusal = { scope: 'concurrency', retryAfterSeconds: 1 };
     }
     if (failure !== undefined || refusal !== undefined) {
-      if (acquired) store.inFlight!.release(user).catch((error: unknown) => this.#backendFailed(error));
+      if (acquired !== undefined) store.inFlight!.release(acquired).catch((error: unknown) => this.#backendFailed(error));
     }
     if (failure !== undefined) throw new BackendError('rate limit store failed', { cause: (failure as PromiseRejectedResult).reason });
     if (refusal !== undefined) {
       this.metrics.rateLimited.inc({ scope: refusal.scope });
       return { effect: 'limit', ...refusal, message: MESSAGES[refusal.scope](message.tool, refusal.retryAfterSeconds) };
     }
-    if (acquired) this.#slots.set(message, store);
+    if (acquired !== undefined) this.#slots.set(message, { store, slot: acquired });
     return ALLOW;
   }
 }
 
 const MESSAGES: Record<Scope, (tool: string | undefined, seconds: number) => string> = {
   user: (_tool, s) => `rate limit exceeded: too many requests from this user; retry in ${s} s`,
-  tool: (tool, s) => `rate limit exceeded: too many calls of tool ${JSON.stringify(tool)} from this user; retry in ${s} s`,
+  tool: (tool, s) =>
+    `rate limit exceeded: too many calls of tool ${JSON.stringify(cutUtf8(tool ?? '', AUDIT_BOUNDS.name))} from this user; retry in ${s} s`,
   concurrency: () => 'rate limit exceeded: too many tool calls of this user in flight; retry when one has finished',
 };

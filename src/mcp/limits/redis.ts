@@ -7,21 +7,32 @@ import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import type { Config, RedisUrl } from '../../config/config.js';
 
-// Increments a user's in-flight count unless it is at the limit; the expiry is renewed on every
-// change, so the count of a replica that died mid-call is dropped once nobody touches it.
-const ACQUIRE = `local n = redis.call('incr', KEYS[1])
-if n > tonumber(ARGV[1]) then redis.call('decr', KEYS[1]) end
-redis.call('expire', KEYS[1], ARGV[2])
-return n`;
-// Decrements it; at zero (or a count that expired meanwhile) the key goes.
-const RELEASE = `local n = redis.call('decr', KEYS[1])
-if n <= 0 then redis.call('del', KEYS[1]) return 0 end
-redis.call('expire', KEYS[1], ARGV[1])
-return n`;
+// Tool calls in flight per user: a sorted set of call ids, each scored with the end of its lease
+// (Redis's own clock, so replicas' clocks do not matter). A running call renews its lease; a
+// call whose lease ends without renewal (a replica that died mid-call, or an acquire that Redis
+// ran only after its answer had timed out, during a stall) stops counting: nothing leaks longer
+// than one lease, whatever Redis did meanwhile.
+const ACQUIRE = `local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`;
+// Idempotent: a call released twice, or never acquired, changes nothing. An empty set is deleted by Redis.
+const RELEASE = `return redis.call('ZREM', KEYS[1], ARGV[1])`;
+// Renews the leases of the calls named (ARGV[2..]) that are still held.
+const RENEW = `local t = redis.call('TIME')
+local until_ = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 0`;
 
 export interface LimitsRedis extends Redis {
-  inFlightAcquire(key: string, limit: number, expirySeconds: number): Promise<number>;
-  inFlightRelease(key: string, expirySeconds: number): Promise<number>;
+  /** 1: the call holds a slot for `leaseMs`; 0: the user had `limit` calls in flight. */
+  inFlightAcquire(key: string, limit: number, leaseMs: number, call: string): Promise<number>;
+  inFlightRelease(key: string, call: string): Promise<number>;
+  inFlightRenew(key: string, leaseMs: number, ...calls: string[]): Promise<number>;
 }
 
 export function connectRedis(url: RedisUrl, config: Pick<Config, 'redisTimeoutMs' | 'redisCaFile'>): LimitsRedis {
@@ -39,6 +50,7 @@ export function connectRedis(url: RedisUrl, config: Pick<Config, 'redisTimeoutMs
   });
   client.defineCommand('inFlightAcquire', { numberOfKeys: 1, lua: ACQUIRE });
   client.defineCommand('inFlightRelease', { numberOfKeys: 1, lua: RELEASE });
+  client.defineCommand('inFlightRenew', { numberOfKeys: 1, lua: RENEW });
   return client as LimitsRedis;
 }
 

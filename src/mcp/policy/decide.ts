@@ -13,8 +13,10 @@
 
 import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
-import type { Facts, Truth } from './expression.js';
+import type { Facts, Truth } from './cel.js';
 import type { Rule } from './file.js';
+import { resolvesElsewhere } from '../read-request.js';
+import { candidates } from './tool-index.js';
 
 export interface Judgement {
   readonly allowed: boolean;
@@ -79,21 +81,6 @@ function missingSubject(message: ClientMessage): string | undefined {
 }
 
 const quote = JSON.stringify;
-const MAX_CANDIDATE_LISTS = 1000;
-const candidateLists = new WeakMap<readonly Rule[], Map<string, readonly Rule[]>>();
-
-/** The rules that can be true for a tool name, in file order: those limited to other tools are skipped unread. */
-function candidates(rules: readonly Rule[], tool: string): readonly Rule[] {
-  let byTool = candidateLists.get(rules);
-  if (byTool === undefined) candidateLists.set(rules, (byTool = new Map<string, readonly Rule[]>()));
-  let list = byTool.get(tool);
-  if (list === undefined) {
-    list = rules.filter((rule) => rule.expression.tools === undefined || rule.expression.tools.has(tool));
-    if (byTool.size >= MAX_CANDIDATE_LISTS) byTool.clear(); // tool names are the client's choice: bounded
-    byTool.set(tool, list);
-  }
-  return list;
-}
 
 function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
   const rules = candidates(all, facts.mcp.tool);
@@ -154,7 +141,11 @@ function call(method: string, tool: string | undefined, prompt: string | undefin
   return { method, id: undefined, params: undefined, tool, prompt, resource, arguments: undefined };
 }
 
-/** The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read of a resource or template. */
+/**
+ * The call a list item stands for: tools/call of a tool, prompts/get of a prompt, resources/read
+ * of a resource or template. None (the item is not shown) for a resource or template whose URI
+ * a read would be refused for (dot segments: read-request.ts).
+ */
 export function callOf(listMethod: string, item: unknown): ClientMessage | undefined {
   if (typeof item !== 'object' || item === null) return undefined;
   const { name, uri, uriTemplate } = item as { name?: unknown; uri?: unknown; uriTemplate?: unknown };
@@ -164,9 +155,11 @@ export function callOf(listMethod: string, item: unknown): ClientMessage | undef
     case 'prompts/list':
       return typeof name === 'string' ? call('prompts/get', undefined, name, undefined) : undefined;
     case 'resources/list':
-      return typeof uri === 'string' ? call('resources/read', undefined, undefined, uri) : undefined;
+      return typeof uri === 'string' && !resolvesElsewhere(uri) ? call('resources/read', undefined, undefined, uri) : undefined;
     case 'resources/templates/list':
-      return typeof uriTemplate === 'string' ? call('resources/read', undefined, undefined, uriTemplate) : undefined;
+      return typeof uriTemplate === 'string' && !resolvesElsewhere(uriTemplate)
+        ? call('resources/read', undefined, undefined, uriTemplate)
+        : undefined;
     default:
       return undefined;
   }

@@ -3,13 +3,16 @@
 
 import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Scalar } from 'yaml';
-import { ExpressionError, compileExpression, type CompiledExpression } from './expression.js';
+import { compileExpression, type CompiledExpression } from './compile.js';
+import { ExpressionError } from './typecheck.js';
 
 export interface Rule {
   readonly name: string;
   readonly effect: 'allow' | 'deny';
   readonly when: string;
   readonly expression: CompiledExpression;
+  /** The line the rule starts on, for messages about it. */
+  readonly line?: number;
 }
 
 export interface PolicyDocument {
@@ -136,7 +139,8 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
         at(sourceOffset(text, whenNode, error.offset), `rule ${JSON.stringify(name ?? '?')}: ${error.message}`);
         continue;
       }
-      if (name !== undefined && (effect === 'allow' || effect === 'deny')) rules.push({ name, effect, when, expression });
+      if (name !== undefined && (effect === 'allow' || effect === 'deny'))
+        rules.push({ name, effect, when, expression, line: lines.linePos(item.range?.[0] ?? 0).line });
     }
   }
   if (problems.length > 0) throw new PolicyError(file, problems);

@@ -7,6 +7,7 @@ import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
 import { methodLabel } from '../messages.js';
 import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
 import type { Rule } from './file.js';
+import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 
 /** JSON-RPC code of a denial: in the range JSON-RPC leaves to servers, unused by MCP and its SDKs (docs/tool-policy.md). */
 export const POLICY_DENIED_CODE = -32003;
@@ -103,7 +104,9 @@ function annotationsIn(item: unknown): Readonly<Record<string, unknown>> | undef
 
 function denialMessage(message: ClientMessage): string {
   const subject = message.tool ?? message.prompt ?? message.resource;
+  // The names are the client's: cut as in the audit line, so an answer never echoes megabytes.
+  const method = cutUtf8(message.method, AUDIT_BOUNDS.method);
   return subject === undefined
-    ? `Forbidden: ${message.method} is not allowed by the tool policy`
-    : `Forbidden: ${message.method} of ${JSON.stringify(subject)} is not allowed by the tool policy`;
+    ? `Forbidden: ${method} is not allowed by the tool policy`
+    : `Forbidden: ${method} of ${JSON.stringify(cutUtf8(subject, message.resource !== undefined ? AUDIT_BOUNDS.resource : AUDIT_BOUNDS.name))} is not allowed by the tool policy`;
 }

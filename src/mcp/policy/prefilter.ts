@@ -1,0 +1,59 @@
+// Prefilters: a top-level conjunct comparing a fact with constants (`mcp.tool == "x"`,
+// `mcp.method in ["a", "b"]`, `"/alpha" in groups`) is decided in JS and left out of CEL. It is
+// exact because those facts are always bound with their type, so the conjunct is never an error;
+// when it is false the whole && is false, whatever the rest would give.
+
+import type { Expr } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
+import type { Facts } from './cel.js';
+import { LIST_FACTS, STRING_FACTS, constant, factName } from './syntax.js';
+
+/** A conjunct's truth, decided in JS: false excludes the message. */
+export type Prefilter = (facts: Facts) => boolean;
+
+function reader(fact: string): (facts: Facts) => unknown {
+  if (fact === 'user') return (f) => f.user;
+  if (fact === 'groups') return (f) => f.groups;
+  if (fact === 'roles') return (f) => f.roles;
+  const field = fact.slice('mcp.'.length) as 'method' | 'tool' | 'prompt' | 'resource';
+  return (f) => f.mcp[field];
+}
+
+/** The conjunct as a prefilter, or undefined when it is not one of the forms above. */
+export function prefilterOf(expr: Expr): Prefilter | undefined {
+  if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
+  const { function: name, args } = expr.exprKind.value;
+  if (name === '_==_' && args.length === 2) {
+    for (const [fact, other] of [
+      [args[0], args[1]],
+      [args[1], args[0]],
+    ] as const) {
+      const f = factName(fact);
+      const c = constant(other);
+      if (f !== undefined && STRING_FACTS.has(f) && c?.kind === 'stringValue') {
+        const get = reader(f);
+        const value = c.value as string;
+        return (facts) => get(facts) === value;
+      }
+    }
+  }
+  if (name === '@in' && args.length === 2) {
+    const f = factName(args[0]);
+    const list = args[1];
+    if (f !== undefined && STRING_FACTS.has(f) && list?.exprKind.case === 'listExpr') {
+      const values = list.exprKind.value.elements.map(constant);
+      if (values.every((c) => c?.kind === 'stringValue')) {
+        const set = new Set(values.map((c) => c!.value as string));
+        const get = reader(f);
+        return (facts) => set.has(get(facts) as string);
+      }
+    }
+    const container = factName(list);
+    const c = constant(args[0]);
+    if (container !== undefined && LIST_FACTS.has(container) && c?.kind === 'stringValue') {
+      const get = reader(container);
+      const value = c.value as string;
+      return (facts) => (get(facts) as readonly string[]).includes(value);
+    }
+  }
+  return undefined;
+}
