@@ -4,14 +4,15 @@
 // rejection reason; they run on every request, after the token's verdict (cached or not), so the
 // verdict cache never skips them.
 //
-// jose verifies the proof (signature with the embedded public key, `typ`, `alg` allowlist, `iat`
-// window) and computes the key's thumbprint (RFC 7638): proofs are signed by many client keys,
-// each seen once per request, where the token's own check (verify.ts) is on a few issuer keys
-// imported once. jose is loaded only with DPoP on. The rest is checked here: one header, no
-// private key members, `htm`, `htu`, `ath`, the key thumbprint, the nonce, the `jti`.
+// jose verifies the proof (signature with the public key of its header, `typ`, `alg` allowlist,
+// `iat` window), imports that key and computes its thumbprint (RFC 7638): proofs come signed by
+// many client keys, where the token's own check (verify.ts) is on a few issuer keys. jose is
+// loaded only with DPoP on. The rest is checked here: one header, no private key members, `htm`,
+// `htu`, `ath`, the key thumbprint against `cnf.jkt`, the nonce, the `jti`.
 
 import { hash } from 'node:crypto';
-import type { JWK } from 'jose';
+import type { CryptoKey, JWK } from 'jose';
+import { Lru } from '../lib/lru.js';
 import type { Config } from '../config/config.js';
 import { Rejection } from '../lib/errors.js';
 import { hasDuplicateKeys } from '../lib/json-text.js';
@@ -42,6 +43,8 @@ export interface ProofChecker {
 
 // A proof is a short JWT (a header with a public key, a few claims): larger is not a proof.
 const MAX_PROOF_LENGTH = 8192;
+// Clients' proof headers remembered with their key (each a few hundred bytes and a CryptoKey).
+const MAX_PROOF_KEYS = 1000;
 const MAX_JTI_LENGTH = 256;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 // RFC 7517/7518 private key members (and `k`, a symmetric key): a proof carries a public key only.
@@ -129,38 +132,65 @@ export interface ProofCheckerOptions {
   now?: () => number;
 }
 
+/** A proof header checked once: the thumbprint of its key and the key imported for jose. */
+interface ProofKey {
+  readonly thumbprint: string;
+  readonly key: CryptoKey;
+}
+
 export async function createProofChecker(
   config: DpopConfig,
   { replay, nonces, now = Date.now }: ProofCheckerOptions,
 ): Promise<ProofChecker> {
-  const { EmbeddedJWK, calculateJwkThumbprint, jwtVerify, errors } = await import('jose');
-  const algorithms = [...config.algorithms];
+  const { calculateJwkThumbprint, importJWK, jwtVerify, errors } = await import('jose');
+  const algorithms: string[] = [...config.algorithms];
   const tolerance = config.clockToleranceSeconds;
   const maxAge = config.dpopProofMaxAgeSeconds;
   // A proof is good from `iat - tolerance` to `iat + maxAge + tolerance`: its jti is kept that long.
   const rememberMs = (maxAge + 2 * tolerance) * 1000;
   const origin = new URL(config.resourceUrl).origin;
 
+  /**
+   * A client signs every proof with one key, so every proof it sends has the same protected
+   * header (typ, alg, jwk): the header's key is checked, thumbprinted and imported once, the
+   * work jose's EmbeddedJWK would redo each time (bench/RESULTS.md). Only checked headers are kept.
+   */
+  const proofKeys = new Lru<ProofKey>(MAX_PROOF_KEYS);
+  async function proofKey(encodedHeader: string): Promise<ProofKey> {
+    const known = proofKeys.get(encodedHeader);
+    if (known !== undefined) return known;
+    const header = decodedPart(encodedHeader, 'header');
+    const { jwk, alg } = header;
+    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw proofError('DPoP proof header has no jwk');
+    if (PRIVATE_MEMBERS.some((member) => member in jwk)) throw proofError('DPoP proof jwk holds a private or symmetric key');
+    if (typeof alg !== 'string' || !algorithms.includes(alg)) throw proofError('DPoP proof signing algorithm is not allowed');
+    const { use, alg: keyAlg } = jwk as JWK;
+    if ((use !== undefined && use !== 'sig') || (keyAlg !== undefined && keyAlg !== alg)) {
+      throw proofError('DPoP proof jwk is not for this signature');
+    }
+    let entry: ProofKey;
+    try {
+      const key = await importJWK(jwk as JWK, alg);
+      if (!('type' in key) || key.type !== 'public') throw new Error('not a public key');
+      entry = { thumbprint: await calculateJwkThumbprint(jwk as JWK, 'sha256'), key };
+    } catch {
+      throw proofError('DPoP proof jwk is not a public key for its alg');
+    }
+    // A copy as the key: a slice would keep the whole proof alive.
+    proofKeys.set(Buffer.from(encodedHeader, 'latin1').toString('latin1'), entry);
+    return entry;
+  }
+
   async function check(request: ProofRequest, token: string, jkt: string): Promise<void> {
     const proof = proofHeader(request.rawHeaders);
     const [encodedHeader, encodedClaims] = proof.split('.') as [string, string];
-    const header = decodedPart(encodedHeader, 'header');
     const claims = decodedPart(encodedClaims, 'payload');
-    const jwk = header.jwk;
-    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw proofError('DPoP proof header has no jwk');
-    if (PRIVATE_MEMBERS.some((member) => member in jwk)) throw proofError('DPoP proof jwk holds a private or symmetric key');
-
+    const { thumbprint, key: publicKey } = await proofKey(encodedHeader);
     // The cheapest refusal of a stolen token first: a proof by another key than the token's.
-    let thumbprint: string;
-    try {
-      thumbprint = await calculateJwkThumbprint(jwk as JWK, 'sha256');
-    } catch {
-      throw proofError('DPoP proof jwk is not a key');
-    }
     if (thumbprint !== jkt) throw new Rejection('dpop_binding_mismatch', 'DPoP proof is signed by another key than the token is bound to');
 
     try {
-      await jwtVerify(proof, EmbeddedJWK, {
+      await jwtVerify(proof, publicKey, {
         typ: 'dpop+jwt',
         algorithms,
         requiredClaims: ['jti', 'htm', 'htu', 'iat'],
