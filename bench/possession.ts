@@ -10,6 +10,7 @@
 // 3. Side by side, UPSTREAM_TOKEN=none against UPSTREAM_TOKEN=exchange, one reused token: after
 //    the first request the exchanged token comes from the cache, so the two should cost the same
 //    (and the token endpoint is called once).
+// A control pair (two identical sidecars) first shows how far apart the method puts equals.
 // BENCH_ROUNDS (default 5) of BENCH_SECONDS (default 5) for each pair.
 
 import { KeyObject, randomUUID, sign } from 'node:crypto';
@@ -166,6 +167,11 @@ const exchangeEnv = {
 };
 const proofFile = (round: number) => `${OUT}possession-proofs-${round}.txt`;
 const pairs: Pair[] = [
+  {
+    name: 'control: Bearer against Bearer (two identical sidecars, DPOP=allow)',
+    env: [dpopEnv, dpopEnv],
+    options: () => Promise.resolve([{ headers: [`Authorization: Bearer ${bearer}`] }, { headers: [`Authorization: Bearer ${bearer}`] }]),
+  },
   {
     name: 'DPoP (a new proof each request) against Bearer (the same token reused), DPOP=allow',
     env: [dpopEnv, dpopEnv],
