@@ -13,7 +13,7 @@
 // A control pair (two identical sidecars) first shows how far apart the method puts equals.
 // BENCH_ROUNDS (default 5) of BENCH_SECONDS (default 5) for each pair.
 
-import { KeyObject, randomUUID, sign } from 'node:crypto';
+import { KeyObject, createPublicKey, randomUUID, sign, verify as cryptoVerify } from 'node:crypto';
 import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { EmbeddedJWK, calculateJwkThumbprint, importJWK, jwtVerify } from 'jose';
@@ -101,6 +101,7 @@ void cachedVerify(bearer);
 const N = 2000;
 const passes = await Promise.all(Array.from({ length: 5 }, () => proofs(key, bound, N)));
 const importedKey = await importJWK(key.publicJwk, 'ES256');
+const keyObject = createPublicKey({ key: key.publicJwk as never, format: 'jwk' });
 const checker = await createProofChecker(config, { replay: new ProofMemory(Date.now) });
 let pass = 0;
 const rawHeaders = (proof: string) => ['authorization', `DPoP ${bound}`, 'dpop', proof];
@@ -124,6 +125,20 @@ const inProcess: [string, number][] = [
     "jose's jwtVerify with the key imported once (what the check keeps of jose per proof)",
     await best(async () => {
       for (const proof of passes[0]!) await jwtVerify(proof, importedKey, { typ: 'dpop+jwt', algorithms: ['ES256'] });
+    }, N),
+  ],
+  [
+    'node:crypto.verify of the same signature, KeyObject imported once (the floor, synchronous; not what the sidecar runs)',
+    await best(() => {
+      for (const proof of passes[0]!) {
+        const dot = proof.lastIndexOf('.');
+        cryptoVerify(
+          'sha256',
+          Buffer.from(proof.slice(0, dot)),
+          { key: keyObject, dsaEncoding: 'ieee-p1363' },
+          Buffer.from(proof.slice(dot + 1), 'base64url'),
+        );
+      }
     }, N),
   ],
   [
