@@ -6,8 +6,8 @@ const json = process.env.VITEST_JSON;
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Keycloak (started once, only when a file that needs it runs) and the Go test programs.
-    globalSetup: ['./test/helpers/stack-setup.ts'],
+    // Keycloak and Jaeger (each started once, only when a file that needs it runs) and the Go test programs.
+    globalSetup: ['./test/helpers/stack-setup.ts', './test/helpers/jaeger-setup.ts'],
     testTimeout: 20_000,
     hookTimeout: 20_000,
     // Two cores: real servers and child processes per test file.

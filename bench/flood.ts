@@ -7,11 +7,19 @@
 // valid token every 100 ms. Reports the sidecar's peak resident set (against the pod's 256 MiB)
 // and how the legitimate client fared, for MAX_CONNECTIONS=auto and, to compare, for 8192
 // (the cap main had). Prints a markdown table for RESULTS.md.
+// Then a flood of rejected requests over TLS: the sidecar with TLS on its proxy port, wrk sending
+// requests without a token on FLOOD_TLS_CONNECTIONS keep-alive connections (default 1000) as
+// fast as it can for FLOOD_SECONDS, while the legitimate client opens a new TLS connection with
+// a valid token every 100 ms; reports its p50 / p99 and the sidecar's peak resident set.
+// FLOOD_ONLY=tls runs only that part (FLOOD_TLS_MAX_CONNECTIONS: its MAX_CONNECTIONS, default auto);
+// FLOOD_DIST names another build's main.js (to compare).
 
 import { writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { startIssuer } from '../test/helpers/issuer.js';
-import { IMAGE_ARGS, OUT, buildSidecar, rssMb, sidecarEnv, spawnPinned, stop, waitForPort } from './lib.js';
+import { createCa } from '../test/helpers/certificates.js';
+import { IMAGE_ARGS, OUT, buildSidecar, rssMb, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
 const SOCKETS = Number(process.env.FLOOD_SOCKETS ?? 10_000);
 const SECONDS = Number(process.env.FLOOD_SECONDS ?? 20);
@@ -32,6 +40,9 @@ type Behaviour = 'unfinished headers' | 'rejected, then waits' | 'silent';
 const ALL_BEHAVIOURS: Behaviour[] = ['unfinished headers', 'rejected, then waits', 'silent'];
 /** FLOOD_ONLY=headers: every socket sends unfinished headers, the costliest to hold (the red team's 310 MiB). */
 const BEHAVIOURS: Behaviour[] = process.env.FLOOD_ONLY === 'headers' ? ['unfinished headers'] : ALL_BEHAVIOURS;
+const TLS_CONNECTIONS = Number(process.env.FLOOD_TLS_CONNECTIONS ?? 1000);
+/** The sidecar measured: this checkout's build, or FLOOD_DIST's main.js. */
+const SIDECAR_ARGS = IMAGE_ARGS.map((arg) => (arg === 'dist/main.js' ? (process.env.FLOOD_DIST ?? arg) : arg));
 const UNFINISHED = `GET /mcp HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(15_000)}`;
 
 /** One hostile slot: holds a connection its way, and opens a new one whenever the sidecar closes it. */
@@ -52,13 +63,12 @@ function hostile(port: number, behaviour: Behaviour, stats: { opened: number; li
   });
 }
 
-/** One legitimate request on a new connection: its status, or 0 when the connection failed or timed out (5 s). */
-function legitimate(port: number, token: string): Promise<{ status: number; ms: number }> {
+/** One legitimate request on a new connection (TLS when `ca` is given): its status, or 0 when the connection failed or timed out (5 s). */
+function legitimate(port: number, token: string, ca?: string): Promise<{ status: number; ms: number }> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1', () =>
-      socket.write(`GET /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`),
-    );
+    const send = () => socket.write(`GET /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+    const socket = ca === undefined ? connect(port, '127.0.0.1', send) : tlsConnect({ port, host: '127.0.0.1', ca }, send);
     let answer = '';
     const done = () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0), ms: performance.now() - started });
     socket.setTimeout(5000, () => socket.destroy());
@@ -81,12 +91,22 @@ const upstreamPort = await freePort();
 const upstream = spawnPinned(0, ['bench/targets/upstream.mjs'], { PORT: String(upstreamPort) });
 await waitForPort(upstreamPort);
 
+/** The valid client's p50 and p99 in ms, over the requests that were served. */
+function quantiles(results: { status: number; ms: number }[]): string {
+  const latencies = results
+    .filter((r) => r.status === 200)
+    .map((r) => r.ms)
+    .sort((a, b) => a - b);
+  const p = (q: number) => (latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!);
+  return `${p(0.5).toFixed(1)} / ${p(0.99).toFixed(1)}`;
+}
+
 const rows: string[] = [];
-for (const maxConnections of ['auto', '8192']) {
+for (const maxConnections of process.env.FLOOD_ONLY === 'tls' ? [] : ['auto', '8192']) {
   const [port, adminPort] = [await freePort(), await freePort()];
   const sidecar = spawnPinned(
     1,
-    IMAGE_ARGS,
+    SIDECAR_ARGS,
     {
       ...sidecarEnv({ port, adminPort, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstreamPort}` }),
       MAX_CONNECTIONS: maxConnections,
@@ -126,25 +146,73 @@ for (const maxConnections of ['auto', '8192']) {
   await stop(sidecar);
 
   const served = results.filter((r) => r.status === 200);
-  const latencies = served.map((r) => r.ms).sort((a, b) => a - b);
-  const p = (q: number) => (latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!);
   const row =
     `| ${maxConnections} | ${SOCKETS} | ${stats.opened} | ${idleMib.toFixed(0)} | ${peak.toFixed(0)} | ${peak < LIMIT_MIB ? 'yes' : '**no**'} ` +
-    `| ${served.length}/${results.length} | ${p(0.5).toFixed(1)} / ${p(0.99).toFixed(1)} | ${evicted} | ${refused} |`;
+    `| ${served.length}/${results.length} | ${quantiles(results)} | ${evicted} | ${refused} |`;
   process.stderr.write(`${row}\n`);
   rows.push(row);
   // Let the hostile sockets of this round close before the next starts.
   await new Promise((resolve) => setTimeout(resolve, 1000));
 }
+
+// Rejected requests over TLS, on connections the flood keeps.
+const tlsRows: string[] = [];
+if (process.env.FLOOD_ONLY === undefined || process.env.FLOOD_ONLY === 'tls') {
+  const ca = createCa('openssl');
+  const leaf = ca.issue('01');
+  const [certFile, keyFile] = [`${OUT}flood-cert.pem`, `${OUT}flood-key.pem`];
+  writeFileSync(certFile, leaf.cert);
+  writeFileSync(keyFile, leaf.key);
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const sidecar = spawnPinned(
+    1,
+    SIDECAR_ARGS,
+    {
+      ...sidecarEnv({ port, adminPort, issuer: issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstreamPort}` }),
+      TLS_CERT_FILE: certFile,
+      TLS_KEY_FILE: keyFile,
+      MAX_CONNECTIONS: process.env.FLOOD_TLS_MAX_CONNECTIONS ?? 'auto',
+      LOG_LEVEL: 'warn',
+    },
+    'inherit',
+  );
+  await waitForPort(port);
+  const idleMib = rssMb(sidecar.pid!);
+  let peak = idleMib;
+  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(sidecar.pid!))), 100);
+  const endsAt = Date.now() + SECONDS * 1000;
+  const flood = wrk(`https://127.0.0.1:${port}/mcp`, SECONDS, TLS_CONNECTIONS);
+  const results: { status: number; ms: number }[] = [];
+  while (Date.now() < endsAt) {
+    results.push(await legitimate(port, token, ca.cert));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const rejected = await flood;
+  clearInterval(sampler);
+  await stop(sidecar);
+  ca.close();
+  const served = results.filter((r) => r.status === 200);
+  const row =
+    `| ${TLS_CONNECTIONS} | ${Math.round(rejected.rps)} | ${rejected.requests - rejected.non2xx} | ${idleMib.toFixed(0)} | ${peak.toFixed(0)} | ` +
+    `${peak < LIMIT_MIB ? 'yes' : '**no**'} | ${served.length}/${results.length} | ${quantiles(results)} |`;
+  process.stderr.write(`${row}\n`);
+  tlsRows.push(row);
+}
 await stop(upstream);
 await issuer.close();
 
 const lines = [
-  `Flood of ${SOCKETS} hostile sockets (${BEHAVIOURS.join(', ')}) for ${SECONDS} s, reconnecting ${RECONNECT_MS} ms after a close, sidecar with the image's flags (${IMAGE_ARGS.slice(0, -1).join(' ')}), Node ${process.version} runs the flood.`,
+  `Flood of ${SOCKETS} hostile sockets (${BEHAVIOURS.join(', ')}) for ${SECONDS} s, reconnecting ${RECONNECT_MS} ms after a close, sidecar ${SIDECAR_ARGS.at(-1)} with the image's flags (${IMAGE_ARGS.slice(0, -1).join(' ')}), Node ${process.version} runs the flood.`,
   '',
   '| MAX_CONNECTIONS | hostile sockets at once | hostile connections opened | RSS idle MiB | RSS peak MiB | under 256 MiB | valid client served | its ms p50 / p99 | evicted | refused (408/431/400) |',
   '|---|---:|---:|---:|---:|---|---:|---:|---:|---:|',
   ...rows,
+  '',
+  `Rejected requests over TLS: wrk -c${TLS_CONNECTIONS} without a token for ${SECONDS} s (P-256 certificate), the valid client on a new TLS connection every 100 ms.`,
+  '',
+  '| flood connections | rejected req/s | answered 2xx (0 expected) | RSS idle MiB | RSS peak MiB | under 256 MiB | valid client served | its ms p50 / p99 |',
+  '|---:|---:|---:|---:|---:|---|---:|---:|',
+  ...tlsRows,
 ];
 writeFileSync(`${OUT}flood.md`, lines.join('\n') + '\n');
 process.stdout.write(lines.join('\n') + '\n');

@@ -40,7 +40,7 @@ import { createVerifier } from '../src/auth/verify.js';
 import { withVerdictCache } from '../src/auth/verdict-cache.js';
 import { RemoteKeySet } from '../src/auth/keyset.js';
 import { createLogger } from '../src/observability/log.js';
-import { loadConfig } from '../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../src/config/config.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -96,7 +96,13 @@ const keys = new RemoteKeySet({
   logger: createLogger('silent'),
 });
 await keys.start();
-const cachedVerify = withVerdictCache(createVerifier(config, keys), { maxEntries: 10_000, keys, now: Date.now });
+const cachedVerify = withVerdictCache(
+  createVerifier(
+    config,
+    trustedIssuers(config).map((entry) => ({ issuer: entry, keys })),
+  ),
+  { maxEntries: 10_000, keys, now: Date.now },
+);
 void cachedVerify(bearer);
 const N = 2000;
 const passes = await Promise.all(Array.from({ length: 5 }, () => proofs(key, bound, N)));

@@ -1,6 +1,7 @@
 // npm run profile -- SCENARIO: the built sidecar under `node --cpu-prof` while wrk sends one
-// scenario (reused, fresh, none, bad, unknown, sse; mcp and mcp-sse: bench:mcp's tools/call POSTs
-// answered as JSON or as an event stream, with AUDIT and POLICY_FILE passed on to the sidecar)
+// scenario (reused, fresh, none, malformed, bad, unknown, expired, sse; mcp and mcp-sse: bench:mcp's
+// tools/call POSTs answered as JSON or as an event stream, with AUDIT, POLICY_FILE and OTEL_* passed
+// on to the sidecar; mcp-2026: the same calls as MCP 2026-07-28 sends them, answered as JSON)
 // for PROFILE_SECONDS (default 6); prints the functions with the most self time. The
 // .cpuprofile stays in bench/out/profiles/ for Chrome DevTools.
 
@@ -8,7 +9,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { IMAGE_ARGS, OUT, buildSidecar, distinctTokens, sidecarEnv, spawnPinned, stop, waitForPort, wrk } from './lib.js';
 
-const SCENARIOS = ['reused', 'fresh', 'none', 'bad', 'unknown', 'sse', 'mcp', 'mcp-sse'] as const;
+const SCENARIOS = ['reused', 'fresh', 'none', 'malformed', 'bad', 'unknown', 'expired', 'sse', 'mcp', 'mcp-sse', 'mcp-2026'] as const;
 const scenario = (process.argv[2] ?? 'reused') as (typeof SCENARIOS)[number];
 if (!SCENARIOS.includes(scenario)) throw new Error(`scenario must be one of ${SCENARIOS.join(', ')}`);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 6);
@@ -37,6 +38,8 @@ const sidecar = spawnPinned(
     }),
     ...(process.env.AUDIT === undefined ? {} : { AUDIT: process.env.AUDIT }),
     ...(process.env.POLICY_FILE === undefined ? {} : { POLICY_FILE: process.env.POLICY_FILE }),
+    // Tracing: OTEL_EXPORTER_OTLP_ENDPOINT and the rest (e.g. bench/targets/otlp-sink.mjs's address).
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name.startsWith('OTEL_'))),
   },
   'inherit',
 );
@@ -47,16 +50,25 @@ const auth = [`Authorization: Bearer ${token}`];
 if (scenario === 'fresh') {
   await wrk(url, SECONDS, 50, { script: 'bench/fresh-tokens.lua', scriptArg: tokenFile });
 } else if (mcp) {
-  await wrk(`${url}/${scenario}`, SECONDS, 50, { headers: auth, script: 'bench/mcp-call.lua', scriptArg: 'application/json' });
+  const modern = scenario === 'mcp-2026';
+  await wrk(`${url}/${modern ? 'mcp' : scenario}`, SECONDS, 50, {
+    headers: auth,
+    script: modern ? 'bench/mcp-2026-call.lua' : 'bench/mcp-call.lua',
+    scriptArg: process.env.PROFILE_CONTENT_TYPE ?? 'application/json',
+  });
 } else {
   const unknownKid = `Authorization: Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`;
+  const expired = `Authorization: Bearer ${await issuer.mint({ exp: Math.floor(Date.now() / 1000) - 3600 })}`;
   const headers = {
     reused: auth,
     none: [],
+    // Not a compact JWS: refused before any key is looked at.
+    malformed: [`Authorization: Bearer ${token.replaceAll('.', '_')}`],
     bad: [`Authorization: Bearer ${token.slice(0, -8)}AAAAAAAA`],
     unknown: [unknownKid],
+    expired: [expired],
     sse: auth,
-  }[scenario as 'reused' | 'none' | 'bad' | 'unknown' | 'sse'];
+  }[scenario as 'reused' | 'none' | 'malformed' | 'bad' | 'unknown' | 'expired' | 'sse'];
   await wrk(`${url}/${scenario === 'sse' ? 'sse' : 'mcp'}`, SECONDS, 50, { headers });
 }
 await stop(sidecar);

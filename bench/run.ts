@@ -3,6 +3,12 @@
 // core 0, the proxy under test alone on core 1. Prints a markdown table for RESULTS.md.
 // BENCH_SECONDS (default 8), BENCH_ROUNDS (default 3, the median is reported) and
 // BENCH_TARGETS (default bare,naive,sidecar) set what runs; BENCH_NODE, the Node binary they run on.
+// BENCH_TLS: `both` (default) measures every proxy a second time with TLS on its proxy port (a
+// P-256 certificate; wrk keeps its connections, so a handshake is paid only when a proxy closes
+// one), `off` or `only`. Besides req/s, each row has the proxy's CPU time a request (user +
+// system over requests): on a shared machine, where wrk may not keep a proxy busy, the ratio of
+// CPU costs still says what the proxy would do alone. And each proxy's peak resident set (VmHWM)
+// over all its scenarios of a round.
 // The sidecar runs as the image runs it (the Dockerfile's ENV lines and CMD), the baselines
 // with Node's defaults; the target sidecar-v8-defaults is the sidecar without the image's V8 settings, to see what they change.
 // The target oauth2-proxy is the peer platform teams use instead: oauth2-proxy v7.15 (`go install`,
@@ -10,16 +16,18 @@
 // issuer and upstream. It is in the default targets when its binary is found.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
-import { cpus, homedir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, homedir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { startIssuer } from '../test/helpers/issuer.js';
+import { createCa } from '../test/helpers/certificates.js';
 import {
   IMAGE_ARGS,
   IMAGE_ENV,
   OUT,
   PINNING,
   buildSidecar,
+  cpuSeconds,
   pinned,
   TARGET_NODE,
   distinctTokens,
@@ -40,6 +48,9 @@ const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
 type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults' | 'oauth2-proxy';
 const OAUTH2_PROXY = [process.env.BENCH_OAUTH2_PROXY, join(homedir(), 'go', 'bin', 'oauth2-proxy')].find((p) => p && existsSync(p));
 const TARGETS = (process.env.BENCH_TARGETS ?? `bare,naive,sidecar${OAUTH2_PROXY ? ',oauth2-proxy' : ''}`).split(',') as Target[];
+const TLS_CHOICES: Record<string, boolean[]> = { both: [false, true], off: [false], only: [true] };
+const TLS_MODES = TLS_CHOICES[process.env.BENCH_TLS ?? 'both'] ?? [];
+if (TLS_MODES.length === 0) throw new Error('BENCH_TLS is both, off or only');
 const PORTS = { upstream: 18000, bare: 18001, naive: 18002, sidecar: 18003, 'sidecar-v8-defaults': 18004, 'oauth2-proxy': 18005 };
 const ARGS = {
   bare: ['bench/targets/bare-proxy.mjs'],
@@ -54,9 +65,17 @@ const ARGS = {
  * tokens' aud `account` is accepted), no login flow for a request without one (--api-route: 401).
  * Flush interval 0 so that an event stream reaches the client event by event as through the sidecar.
  */
-function oauth2ProxyArgs(issuer: string, upstreamUrl: string): string[] {
+function oauth2ProxyArgs(issuer: string, upstreamUrl: string, tls: Tls | undefined): string[] {
   return [
-    `--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`,
+    ...(tls === undefined
+      ? [`--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`]
+      : [
+          // Its plain listener on a port of its own, unused.
+          `--http-address=127.0.0.1:${PORTS['oauth2-proxy'] + 100}`,
+          `--https-address=127.0.0.1:${PORTS['oauth2-proxy']}`,
+          `--tls-cert-file=${tls.certFile}`,
+          `--tls-key-file=${tls.keyFile}`,
+        ]),
     `--upstream=${upstreamUrl}/`,
     '--provider=oidc',
     `--oidc-issuer-url=${issuer}`,
@@ -75,16 +94,31 @@ function oauth2ProxyArgs(issuer: string, upstreamUrl: string): string[] {
   ];
 }
 
-async function startTarget(name: Target, env: Record<string, string>): Promise<ChildProcess> {
+interface Tls {
+  certFile: string;
+  keyFile: string;
+}
+
+/** The environment that gives a target TLS on its proxy port: the sidecar's variables, which the baselines read too. */
+function tlsEnv(tls: Tls | undefined): Record<string, string> {
+  return tls === undefined ? {} : { TLS_CERT_FILE: tls.certFile, TLS_KEY_FILE: tls.keyFile };
+}
+
+/** Peak resident set of a process so far, MiB. */
+function peakRssMb(pid: number): number {
+  return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+async function startTarget(name: Target, env: Record<string, string>, tls: Tls | undefined): Promise<ChildProcess> {
   let child: ChildProcess;
   if (name === 'oauth2-proxy') {
     if (!OAUTH2_PROXY)
       throw new Error(
         'oauth2-proxy not found: go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6 (.ci/run does), or set BENCH_OAUTH2_PROXY',
       );
-    const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(env.ISSUER!, env.UPSTREAM_URL!));
+    const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(env.ISSUER!, env.UPSTREAM_URL!, tls));
     child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  } else child = spawnPinned(1, ARGS[name], env, 'inherit');
+  } else child = spawnPinned(1, ARGS[name], { ...env, ...tlsEnv(tls) }, 'inherit');
   await waitForPort(PORTS[name]);
   return child;
 }
@@ -116,54 +150,87 @@ async function main() {
   const badSignature = `${token.slice(0, -8)}AAAAAAAA`;
   const unknownKid = await issuer.mint({}, { header: { kid: 'not-in-the-set' } });
 
-  const results: Record<string, { rps: number[]; p50: number[]; p99: number[]; rss: number[] }> = {};
-  const record = (row: string, r: WrkResult, rss: number) => {
-    const entry = (results[row] ??= { rps: [], p50: [], p99: [], rss: [] });
+  const expired = await issuer.mint({ exp: Math.floor(Date.now() / 1000) - 3600 });
+  const ca = createCa('openssl');
+  const leaf = ca.issue('01');
+  const tls: Tls = { certFile: `${OUT}bench-cert.pem`, keyFile: `${OUT}bench-key.pem` };
+  writeFileSync(tls.certFile, leaf.cert);
+  writeFileSync(tls.keyFile, leaf.key);
+  ca.close();
+
+  type Row = { rps: number[]; micros: number[]; p50: number[]; p99: number[]; rss: number[] };
+  const results: Record<string, Row> = {};
+  const peaks: Record<string, number[]> = {};
+  const record = (row: string, r: WrkResult, micros: number, rss: number) => {
+    const entry = (results[row] ??= { rps: [], micros: [], p50: [], p99: [], rss: [] });
     entry.rps.push(r.rps);
+    entry.micros.push(micros);
     entry.p50.push(r.p50);
     entry.p99.push(r.p99);
     entry.rss.push(rss);
     process.stderr.write(
-      `${row}: ${Math.round(r.rps)} req/s p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms rss ${rss.toFixed(0)} MB${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}\n`,
+      `${row}: ${Math.round(r.rps)} req/s ${micros.toFixed(1)} µs p50 ${r.p50.toFixed(2)} ms p99 ${r.p99.toFixed(2)} ms rss ${rss.toFixed(0)} MB${r.non2xx ? ` non-2xx ${r.non2xx}` : ''}\n`,
     );
   };
   const auth = [`Authorization: Bearer ${token}`];
   const jwksFetchesDuringFlood: Record<string, number> = {};
 
   for (let round = 0; round < ROUNDS; round++) {
-    record('upstream directly', await wrk(`${upstreamUrl}/mcp`, SECONDS, CONNECTIONS), rssMb(upstream.pid!));
-    for (const name of TARGETS) {
-      const target = await startTarget(name, env[name]);
-      const url = `http://127.0.0.1:${PORTS[name]}`;
-      const measure = async (row: string, path: string, options: Parameters<typeof wrk>[3] = {}) =>
-        record(`${name}: ${row}`, await wrk(`${url}${path}`, SECONDS, CONNECTIONS, options), rssMb(target.pid!));
-      await wrk(`${url}/mcp`, SECONDS, CONNECTIONS, { headers: auth }); // warm-up, not recorded
-      await measure('reused token', '/mcp', { headers: auth });
-      if (name !== 'bare') await measure('never-seen tokens', '', { script: 'bench/fresh-tokens.lua', scriptArg: freshFile });
-      await measure('SSE response', '/sse', { headers: auth });
-      if (name.startsWith('sidecar') || name === 'oauth2-proxy') {
-        await measure('rejected, no token', '/mcp');
-        await measure('rejected, bad signature', '/mcp', { headers: [`Authorization: Bearer ${badSignature}`] });
-        const before = issuer.requests.jwks;
-        await measure('rejected, unknown kid', '/mcp', { headers: [`Authorization: Bearer ${unknownKid}`] });
-        jwksFetchesDuringFlood[name] = Math.max(jwksFetchesDuringFlood[name] ?? 0, issuer.requests.jwks - before);
+    record('upstream directly', await wrk(`${upstreamUrl}/mcp`, SECONDS, CONNECTIONS), 0, rssMb(upstream.pid!));
+    for (const withTls of TLS_MODES) {
+      for (const name of TARGETS) {
+        const target = await startTarget(name, env[name], withTls ? tls : undefined);
+        const label = withTls ? `${name} (TLS)` : name;
+        const url = `${withTls ? 'https' : 'http'}://127.0.0.1:${PORTS[name]}`;
+        const measure = async (row: string, path: string, options: Parameters<typeof wrk>[3] = {}) => {
+          const before = cpuSeconds(target.pid!);
+          const result = await wrk(`${url}${path}`, SECONDS, CONNECTIONS, options);
+          record(`${label}: ${row}`, result, ((cpuSeconds(target.pid!) - before) * 1e6) / result.requests, rssMb(target.pid!));
+        };
+        await wrk(`${url}/mcp`, SECONDS, CONNECTIONS, { headers: auth }); // warm-up, not recorded
+        await measure('reused token', '/mcp', { headers: auth });
+        if (name !== 'bare') await measure('never-seen tokens', '', { script: 'bench/fresh-tokens.lua', scriptArg: freshFile });
+        if (!withTls) await measure('SSE response', '/sse', { headers: auth });
+        if (name !== 'bare') {
+          await measure('rejected, no token', '/mcp');
+          await measure('rejected, bad signature', '/mcp', { headers: [`Authorization: Bearer ${badSignature}`] });
+        }
+        if (!withTls && (name.startsWith('sidecar') || name === 'oauth2-proxy')) {
+          await measure('rejected, expired', '/mcp', { headers: [`Authorization: Bearer ${expired}`] });
+          const before = issuer.requests.jwks;
+          await measure('rejected, unknown kid', '/mcp', { headers: [`Authorization: Bearer ${unknownKid}`] });
+          jwksFetchesDuringFlood[name] = Math.max(jwksFetchesDuringFlood[name] ?? 0, issuer.requests.jwks - before);
+        }
+        (peaks[label] ??= []).push(peakRssMb(target.pid!));
+        await stop(target);
       }
-      await stop(target);
     }
   }
   await stop(upstream);
   await issuer.close();
 
-  const bare = median(results['bare: reused token']?.rps ?? [NaN]);
+  // Each row against the bare proxy forwarding a request, both over TLS or both not.
+  const bare = (row: string) => results[row.includes('(TLS)') ? 'bare (TLS): reused token' : 'bare: reused token'];
   const lines = [
-    `| scenario | req/s | × bare proxy | p50 ms | p99 ms | RSS MB |`,
-    `|---|---:|---:|---:|---:|---:|`,
-    ...Object.entries(results).map(
-      ([row, r]) =>
-        `| ${row} | ${Math.round(median(r.rps))} | ${(median(r.rps) / bare).toFixed(2)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`,
-    ),
+    `| scenario | req/s | × bare proxy | CPU µs a request | × bare proxy, by CPU | p50 ms | p99 ms | RSS MB |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|`,
+    ...Object.entries(results).map(([row, r]) => {
+      const base = bare(row);
+      const times = (value: number | undefined) => (value === undefined ? '' : value.toFixed(2));
+      const rps = median(r.rps);
+      const micros = median(r.micros);
+      return `| ${row} | ${Math.round(rps)} | ${times(base && rps / median(base.rps))} | ${micros ? micros.toFixed(1) : ''} | ${times(base && micros ? median(base.micros) / micros : undefined)} | ${median(r.p50).toFixed(2)} | ${median(r.p99).toFixed(2)} | ${median(r.rss).toFixed(0)} |`;
+    }),
     '',
-    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(
+    `| proxy | peak RSS (VmHWM) MiB, over a round's scenarios |`,
+    `|---|---:|`,
+    ...Object.entries(peaks).map(([label, values]) => `| ${label} | ${median(values).toFixed(0)} |`),
+    '',
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(
+        ' ',
+      )} at the end, targets on Node ${execFileSync(TARGET_NODE, ['--version'], { encoding: 'utf8' }).trim()}, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} rounds (median), ${PINNING}; sidecar as the image runs it: ${Object.entries(
       IMAGE_ENV,
     )
       .map(([name, value]) => `${name}=${value}`)

@@ -10,7 +10,7 @@ import { createVerifier } from '../src/auth/verify.js';
 import { withVerdictCache } from '../src/auth/verdict-cache.js';
 import { RemoteKeySet } from '../src/auth/keyset.js';
 import { createLogger } from '../src/observability/log.js';
-import { loadConfig } from '../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../src/config/config.js';
 import { distinctTokens } from './lib.js';
 
 const issuer = await startIssuer();
@@ -25,7 +25,11 @@ const keys = new RemoteKeySet({
   logger: createLogger('silent'),
 });
 await keys.start();
-const verify = createVerifier(loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' }), keys);
+const config = loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' });
+const verify = createVerifier(
+  config,
+  trustedIssuers(config).map((entry) => ({ issuer: entry, keys })),
+);
 const cachedVerify = withVerdictCache(verify, { maxEntries: 10_000, keys, now: Date.now });
 const remembered = tokens.slice(0, 500);
 const rememberedBad = remembered.map((t) => `${t.slice(0, -8)}AAAAAAAA`);
@@ -81,18 +85,8 @@ const rows: [string, number][] = [
   ],
   ['a remembered token (verdict cache hit)', await best(() => remembered.forEach((t) => void cachedVerify(t)), remembered.length)],
   [
-    'a remembered bad signature (cache hit, thrown and caught)',
-    await best(
-      () =>
-        rememberedBad.forEach((t) => {
-          try {
-            void cachedVerify(t);
-          } catch {
-            // the remembered rejection: what is measured
-          }
-        }),
-      rememberedBad.length,
-    ),
+    'a remembered bad signature (cache hit, the rejection returned)',
+    await best(() => rememberedBad.forEach((t) => void cachedVerify(t)), rememberedBad.length),
   ],
 ];
 keys.close();

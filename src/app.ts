@@ -3,14 +3,19 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from './http/status-codes.js';
+import { STATUS_CODES } from './lib/status-codes.js';
 import type { Logger } from 'pino';
 import './http/request-state.js';
-import type { Config } from './config/config.js';
-import { createMetrics, type Metrics } from './observability/metrics.js';
+import { trustedIssuers, type Config } from './config/config.js';
+import { tracingSettings } from './config/otel.js';
+import { createMetrics, createScrape, zeroIssuer, type Metrics } from './observability/metrics.js';
+import type { Tracing } from './tracing/tracing.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { LazyChildLogger, createLogger, createRequestLogger } from './observability/log.js';
 import { RemoteKeySet, type KeySource } from './auth/keyset.js';
-import { createVerifier } from './auth/verify.js';
+import { createVerifier, keyHolder, type IssuerKeys } from './auth/verify.js';
+import { Introspector } from './auth/introspection.js';
+import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, extractCredential, type AuthState } from './auth/authenticate.js';
 import { createDpop } from './auth/dpop.js';
@@ -19,20 +24,13 @@ import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.j
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
-import { createPolicyGuard, readPolicyAtStart, type PolicyAtStart } from './mcp/policy/index.js';
-import { watchPolicyFile } from './mcp/policy-file.js';
+import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import {
-  LimitsFileError,
-  closeRedis,
-  connectRedis,
-  createLimits,
-  redisReady,
-  rulesFromConfig,
-  type LimitsRedis,
-} from './mcp/limits/index.js';
-import { StartupError } from './lib/errors.js';
+import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
+import type { LimitsRedis } from './mcp/limits/redis.js';
+import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
+import { ErrorResponse, prepare } from './lib/error-response.js';
 import { CertificateReloader, readTlsPair } from './http/tls.js';
 import type { Server as HttpsServer } from 'node:https';
 import { ConnectionGuard, clientLimits, type ClientLimits } from './http/connections.js';
@@ -49,15 +47,22 @@ export interface AppOptions {
   clientLimits?: Partial<ClientLimits>;
   /** Guards judging every MCP message, in order (the tool policy, then the rate limits). */
   guards?: readonly Guard[];
+  /** Where spans go instead of the OTLP endpoint (tests: the SDK's in-memory exporter); tracing still needs config.tracing. */
+  spanExporter?: SpanExporter;
 }
 
 export interface App {
   readonly config: Config;
   readonly proxy: FastifyInstance;
   readonly admin: FastifyInstance;
+  /** The key set of the first issuer (OIDC_ISSUER). */
   readonly keys: KeySource;
+  /** Every trusted issuer: its settings, key set and introspection. */
+  readonly issuers: readonly IssuerKeys[];
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Undefined without an OTLP endpoint. */
+  readonly tracing: Tracing | undefined;
   /** What the proxy port allows its clients, MAX_CONNECTIONS=auto resolved. */
   readonly clientLimits: ClientLimits;
   /** Starts the key set and both listeners; resolves with their URLs. */
@@ -98,15 +103,19 @@ async function listenOn(
 }
 
 /** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
-function startLimits(
+async function startLimits(
   config: Config,
   metrics: Metrics,
   logger: Logger,
   policyFile: PolicyAtStart | undefined,
-  redis: (() => LimitsRedis) | undefined,
+  redis: (() => Promise<LimitsRedis>) | undefined,
 ) {
   try {
-    return createLimits(config, metrics, logger, policyFile?.document.limits, redis);
+    // Loaded only when some limit is set: rate-limiter-flexible and the Redis client are megabytes of a resident set.
+    if (!anyLimit(withLimitsSection(rulesFromConfig(config), policyFile?.document.limits))) return undefined;
+    const { createLimits } = await import('./mcp/limits/index.js');
+    const client = await redis?.();
+    return createLimits(config, metrics, logger, policyFile?.document.limits, client && (() => client));
   } catch (error) {
     if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
     throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
@@ -119,38 +128,68 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const now = options.now ?? Date.now;
   // Requests on the proxy port not yet finished: read by the in-flight gauge and by the drain.
   let active = 0;
-  const metrics = createMetrics(() => active);
-  const keys =
-    options.keys ??
-    new RemoteKeySet({
-      issuer: config.issuer,
-      jwksUri: config.jwksUri,
-      refreshMs: config.jwksRefreshSeconds * 1000,
-      cooldownMs: config.jwksCooldownSeconds * 1000,
-      maxStaleMs: config.jwksMaxStaleSeconds * 1000,
-      logger,
-      now,
-      onRefresh: (result, count, lastSuccessMs) => {
-        metrics.jwksRefresh.inc({ result });
-        metrics.jwksKeys.set(count);
-        if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set(lastSuccessMs / 1000);
-      },
-    });
-  // One Redis connection (REDIS_URL) for whatever needs one: rate limits, DPoP proofs seen.
+  const traced = tracingSettings(config);
+  const metrics = createMetrics(() => active, { exemplars: traced !== undefined });
+  // OpenTelemetry is loaded only when an endpoint is configured (tracing/tracing.ts).
+  const tracing =
+    traced === undefined
+      ? undefined
+      : (await import('./tracing/tracing.js')).startTracing(traced, {
+          logger,
+          metrics,
+          upstreamUrl: config.upstreamUrl,
+          exporter: options.spanExporter,
+        });
+  // Every trusted issuer with a key set of its own (the first may be given: tests, a static set)
+  // and its introspection when configured.
+  const issuers: IssuerKeys[] = trustedIssuers(config).map((entry, index) => {
+    const issuer = entry.issuer;
+    zeroIssuer(metrics, issuer, entry.introspection !== undefined);
+    const keys =
+      (index === 0 ? options.keys : undefined) ??
+      new RemoteKeySet({
+        issuer,
+        jwksUri: entry.jwksUri,
+        refreshMs: config.jwksRefreshSeconds * 1000,
+        cooldownMs: config.jwksCooldownSeconds * 1000,
+        maxStaleMs: config.jwksMaxStaleSeconds * 1000,
+        logger: index === 0 ? logger : logger.child({ issuer }),
+        now,
+        onRefresh: (result, count, lastSuccessMs) => {
+          metrics.jwksRefresh.inc({ result, issuer });
+          metrics.jwksKeys.set({ issuer }, count);
+          if (lastSuccessMs !== undefined) metrics.jwksLastSuccess.set({ issuer }, lastSuccessMs / 1000);
+        },
+      });
+    const introspector =
+      entry.introspection &&
+      new Introspector({
+        issuer,
+        settings: entry.introspection,
+        variable: index === 0 ? 'OIDC_INTROSPECTION_CLIENT_SECRET_FILE' : 'ISSUERS_FILE',
+        logger,
+        now,
+        onResult: (result) => metrics.introspection.inc({ issuer, result }),
+      });
+    return { issuer: entry, keys, ...(introspector ? { introspector } : {}) };
+  });
+  const keys = issuers[0]!.keys;
+  // One Redis connection (REDIS_URL) for whatever needs one: rate limits, DPoP proofs seen. Its
+  // module (and ioredis) is loaded only when one of them does.
   let redis: LimitsRedis | undefined;
+  let connecting: Promise<LimitsRedis> | undefined;
   const sharedRedis =
     config.redisUrl === undefined
       ? undefined
-      : () => {
-          if (redis === undefined) {
+      : () =>
+          (connecting ??= import('./mcp/limits/redis.js').then(({ connectRedis }) => {
             redis = connectRedis(config.redisUrl!, config);
             // Every failed attempt is an 'error' event; its users count and log their own failures.
             redis.on('error', () => {});
-          }
-          return redis;
-        };
+            return redis;
+          }));
   const dpop = await createDpop(config, {
-    redis: config.dpop === 'off' ? undefined : sharedRedis?.(),
+    redis: config.dpop === 'off' ? undefined : await sharedRedis?.(),
     now,
     logger,
     onRedisError: () => metrics.dpopRedisErrors.inc(),
@@ -169,12 +208,25 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       : undefined;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
-  const verify = withVerdictCache(createVerifier(config, keys, now), {
+  // Traced, each key set's fetches are spans of the verification that waits on them.
+  const verifying = tracing === undefined ? issuers : issuers.map((i) => ({ ...i, keys: tracing.keySource(i.keys) }));
+  const cachedVerify = withVerdictCache(createVerifier(config, verifying, now), {
     maxEntries: config.verdictCacheSize,
-    keys,
+    keys: keyHolder(issuers),
     now,
-    onLookup: (hit) => (hit ? cacheHits : cacheMisses).inc(),
+    onLookup:
+      tracing === undefined
+        ? (hit) => (hit ? cacheHits : cacheMisses).inc()
+        : (hit) => {
+            (hit ? cacheHits : cacheMisses).inc();
+            tracing.cacheLookup(hit);
+          },
   });
+  const verify = withIssuerVerdicts(
+    cachedVerify,
+    metrics.issuerVerdicts,
+    issuers.map((i) => i.issuer.issuer),
+  );
   let draining = false;
   // Once draining and nothing is in flight, every open connection is idle or unused (clients
   // keep spare keep-alive sockets): close them all, so the drain ends with the last request.
@@ -218,6 +270,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const connections = new ConnectionGuard(proxy.server, limits, () => metrics.connectionsEvicted.inc());
   const edgeCheck = createEdgeCheck(config.allowedOrigins);
   proxy.decorateRequest<AuthState | null>('auth', null);
+  if (tracing !== undefined) {
+    proxy.decorateRequest('trace', undefined);
+    proxy.addHook('onRequest', tracing.onRequest);
+  }
 
   // Counts the request in flight and writes its one log line when the response closes, streams included.
   proxy.addHook('onRequest', (request, reply, done) => {
@@ -242,6 +298,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         user: identity?.user,
         subject: identity?.subject,
         aborted: !reply.raw.writableFinished,
+        traceId: request.trace?.traceId,
+        spanId: request.trace?.spanId,
       });
     });
     // Before anything else, the metadata path included: an Origin not allowed, a coding not forwarded.
@@ -252,58 +310,103 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
-  proxy.addHook('onRequest', createAuthenticateHook(verify, metrics, resourceMetadataUrl(config.resourceUrl), connections, dpop));
+  proxy.addHook(
+    'onRequest',
+    createAuthenticateHook(
+      tracing === undefined ? verify : tracing.verifier(verify),
+      metrics,
+      resourceMetadataUrl(config.resourceUrl),
+      connections,
+      config.resourceScopes,
+      dpop,
+    ),
+  );
   // Fastify's default error answer carries the error's message, which may quote the request.
+  const serverError = prepare(OWN_ERRORS.server_error);
+  const clientErrors = new Map<number, ErrorResponse>();
   proxy.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-    if (status === 500) request.log.error({ errorType: error.name, code: error.code }, 'request failed');
-    reply
-      .code(status)
-      .header('cache-control', 'no-store')
-      .send({ error: status === 500 ? 'server_error' : 'invalid_request', error_description: STATUS_CODES[status] ?? 'error' });
+    reply.hijack();
+    if (status === 500) {
+      request.log.error({ errorType: error.name, code: error.code }, 'request failed');
+      serverError.write(reply.raw, request.id);
+      return;
+    }
+    let answer = clientErrors.get(status);
+    if (answer === undefined) {
+      answer = prepare({ status, error: 'invalid_request', description: STATUS_CODES[status] ?? 'the request is not valid' });
+      clientErrors.set(status, answer);
+    }
+    answer.write(reply.raw, request.id);
   });
   registerResourceMetadata(proxy, config);
   // The tool policy judges first (POLICY_FILE; none: no guard), then the guards given, then the
   // rate limits: a call the policy denies costs no limit.
-  const policyFile = readPolicyAtStart(config);
-  const policy = createPolicyGuard(config, metrics, logger, policyFile);
-  const rateLimits = startLimits(config, metrics, logger, policyFile, sharedRedis);
+  // Loaded only with POLICY_FILE: the YAML parser and the CEL evaluator are megabytes of a resident set.
+  const policyModule = config.policyFile === undefined ? undefined : await import('./mcp/policy/index.js');
+  const policyFile = policyModule?.readPolicyAtStart(config);
+  const policy = policyModule?.createPolicyGuard(config, metrics, logger, policyFile);
+  const rateLimits = await startLimits(config, metrics, logger, policyFile, sharedRedis);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
   const watchedPolicy =
     policyFile === undefined
       ? undefined
-      : watchPolicyFile(policyFile, { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) }, metrics, logger);
+      : (await import('./mcp/policy-file.js')).watchPolicyFile(
+          policyFile,
+          { policy, limits: rateLimits, limitsBase: rulesFromConfig(config) },
+          metrics,
+          logger,
+        );
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
   // The client's token, verified by the hook, is what is exchanged for the upstream's.
   const upstreamCredential =
     tokenExchange &&
     ((request: FastifyRequest) =>
-      tokenExchange.authorizationFor((extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token));
+      tokenExchange.authorizationFor(
+        (extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token,
+        request.auth.identity!.issuer ?? config.issuer,
+      ));
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards), upstreamCredential);
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
-  admin.get('/metrics', async (_request, reply) =>
-    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
-  );
-  registerHealth(admin, { keys, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
+  if (tracing === undefined) {
+    admin.get('/metrics', async (_request, reply) =>
+      reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+    );
+  } else {
+    // Exemplars exist only in OpenMetrics, which Prometheus asks for.
+    const scrape = createScrape(metrics.registry);
+    admin.get('/metrics', async (request, reply) => {
+      const { contentType, body } = await scrape(request.headers.accept);
+      return reply.header('content-type', contentType).send(body);
+    });
+  }
+  registerHealth(admin, { issuers, upstreamUrl: config.upstreamUrl, isDraining: () => draining });
 
   return {
     config,
     proxy,
     admin,
     keys,
+    issuers,
     metrics,
     logger,
+    tracing,
     clientLimits: limits,
     async listen() {
       // MAX_CONNECTIONS=auto is worked out here, so the operator sees the number it came to.
       logger.info({ clientLimits: limits }, 'client limits');
-      await keys.start();
+      await Promise.all(issuers.map((i) => i.keys.start()));
+      for (const i of issuers) i.introspector?.start();
       await rateLimits?.connected();
-      if (redis !== undefined && dpop !== undefined && !(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
+      if (
+        redis !== undefined &&
+        dpop !== undefined &&
+        !(await (await import('./mcp/limits/redis.js')).redisReady(redis, REDIS_STARTUP_WAIT_MS))
+      ) {
         logger.warn(
           { waitedMs: REDIS_STARTUP_WAIT_MS },
           'DPoP: Redis not reachable at start-up; proofs are checked for replay by this replica alone until it is',
@@ -318,18 +421,24 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     async close() {
       draining = true;
+      const deadline = performance.now() + config.shutdownGraceSeconds * 1000;
       const force = setTimeout(() => proxy.server.closeAllConnections(), config.shutdownGraceSeconds * 1000);
       force.unref();
       const closed = proxy.close();
       closeConnectionsIfIdle();
       await closed;
       clearTimeout(force);
-      keys.close();
+      for (const i of issuers) {
+        i.keys.close();
+        i.introspector?.close();
+      }
       certificates?.close();
       watchedPolicy?.close();
       tokenExchange?.close();
       await rateLimits?.close();
-      if (redis !== undefined) await closeRedis(redis, config.redisTimeoutMs);
+      if (redis !== undefined) await (await import('./mcp/limits/redis.js')).closeRedis(redis, config.redisTimeoutMs);
+      // The spans of the last requests go out within what is left of the grace time.
+      await tracing?.shutdown(deadline - performance.now());
       await admin.close();
     },
   };

@@ -7,9 +7,9 @@
 import { hash, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { renderRejection } from '../../dist/auth/authenticate.js';
-import { Rejection } from '../../dist/errors.js';
-import { createLogger, createRequestLogger } from '../../dist/log.js';
-import { createMetrics } from '../../dist/metrics.js';
+import { Rejection } from '../../dist/lib/errors.js';
+import { createLogger, createRequestLogger } from '../../dist/observability/log.js';
+import { createMetrics } from '../../dist/observability/metrics.js';
 
 const logRequest = createRequestLogger(createLogger('info'));
 const metrics = createMetrics();
@@ -48,7 +48,5 @@ createServer((req, res) => {
       aborted: false,
     });
   });
-  const { status, headers, body } = answers[reason];
-  res.writeHead(status, [...headers, 'x-request-id', id]);
-  res.end(body);
+  answers[reason].write(res, id);
 }).listen(Number(process.env.PORT), '127.0.0.1');

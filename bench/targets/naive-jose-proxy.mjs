@@ -1,10 +1,13 @@
 // What a hand-made middleware usually is: jose's jwtVerify with a remote JWKS on every request.
+// TLS_CERT_FILE and TLS_KEY_FILE (as the sidecar reads them): HTTPS on its port.
+import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 const jwks = createRemoteJWKSet(new URL(process.env.JWKS_URI));
-const app = Fastify({ logger: false });
+const https = process.env.TLS_CERT_FILE && { cert: readFileSync(process.env.TLS_CERT_FILE), key: readFileSync(process.env.TLS_KEY_FILE) };
+const app = Fastify({ logger: false, ...(https ? { https } : {}) });
 await app.register(proxy, {
   upstream: process.env.UPSTREAM_URL,
   preHandler: async (request, reply) => {

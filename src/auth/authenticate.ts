@@ -1,11 +1,18 @@
 // The request hook that decides accept or reject for every non-public request on the proxy port.
 
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
-import { Rejection } from '../lib/errors.js';
+import { REJECTION_REASONS, Rejection, type RejectionReason } from '../lib/errors.js';
+import { ErrorResponse } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
-import type { Identity, Verdict, Verify } from './verify.js';
+import type { Identity, Verdict } from './verify.js';
 import { checkBinding, type DpopOptions, type Scheme } from './dpop.js';
+
+/**
+ * Verification as this hook calls it: the verdict cache's, which returns rejections rather than
+ * throwing them (auth/verdict-cache.ts); the request is for a tracing wrapper (tracing/tracing.ts).
+ */
+export type RequestVerify = (token: string, request: FastifyRequest) => Verdict | Rejection | Promise<Verdict | Rejection>;
 
 export interface AuthState {
   decision: 'accept' | 'reject' | 'public';
@@ -19,11 +26,14 @@ export interface Credential {
   readonly scheme: Scheme;
 }
 
-/** The bearer token of a request (the Bearer scheme only), or why there is none. */
-export function extractBearerToken(rawHeaders: readonly string[]): string | Rejection {
-  const credential = extractCredential(rawHeaders, 'off');
-  return credential instanceof Rejection ? credential : credential.token;
-}
+// The rejections of a request without a usable token: one object each, not one per request.
+const NO_TOKEN = new Rejection('missing_token');
+const NOT_BEARER = new Rejection('missing_token', 'Authorization header does not use the Bearer scheme');
+const NOT_BEARER_OR_DPOP = new Rejection('missing_token', 'Authorization header does not use the Bearer or DPoP scheme');
+const BEARER_NOT_ALLOWED = new Rejection('dpop_required');
+const SEVERAL_HEADERS = new Rejection('malformed_token', 'several Authorization headers');
+const EMPTY_TOKEN = new Rejection('malformed_token', 'Bearer token is empty');
+const EMPTY_DPOP_TOKEN = new Rejection('malformed_token', 'DPoP token is empty');
 
 /**
  * The token of a request, read from the raw headers (Node keeps only the first Authorization),
@@ -35,23 +45,21 @@ export function extractCredential(rawHeaders: readonly string[], dpop: 'off' | '
   let value: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.length === 13 && rawHeaders[i]!.toLowerCase() === 'authorization') {
-      if (value !== undefined) return new Rejection('malformed_token', 'several Authorization headers');
+      if (value !== undefined) return SEVERAL_HEADERS;
       value = rawHeaders[i + 1]!;
     }
   }
-  if (value === undefined) return new Rejection('missing_token');
+  if (value === undefined) return NO_TOKEN;
   // The scheme found by a scan that stops at the first blank, not a regular expression over the ~1 KB value.
   const header = value.trim();
   let schemeEnd = 0;
   while (schemeEnd < header.length && !isSpaceOrTab(header.charCodeAt(schemeEnd))) schemeEnd++;
   const name = header.slice(0, schemeEnd).toLowerCase();
   const scheme: Scheme | undefined = name === 'bearer' ? 'bearer' : name === 'dpop' && dpop !== 'off' ? 'dpop' : undefined;
-  if (scheme === undefined) {
-    return new Rejection('missing_token', `Authorization header does not use the ${dpop === 'off' ? 'Bearer' : 'Bearer or DPoP'} scheme`);
-  }
-  if (scheme === 'bearer' && dpop === 'require') return new Rejection('dpop_required');
+  if (scheme === undefined) return dpop === 'off' ? NOT_BEARER : NOT_BEARER_OR_DPOP;
+  if (scheme === 'bearer' && dpop === 'require') return BEARER_NOT_ALLOWED;
   const token = header.slice(schemeEnd).trim();
-  if (token === '') return new Rejection('malformed_token', `${scheme === 'bearer' ? 'Bearer' : 'DPoP'} token is empty`);
+  if (token === '') return scheme === 'bearer' ? EMPTY_TOKEN : EMPTY_DPOP_TOKEN;
   // Not scanned for white space here (1.5 µs a request): verification accepts base64url and
   // dots only, and says so when a token holds anything else.
   return { token, scheme };
@@ -65,13 +73,6 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-export interface RejectionResponse {
-  status: number;
-  /** Name, value, name, value... as Node's writeHead takes them; the request id comes last. */
-  headers: string[];
-  body: string;
-}
-
 /**
  * The WWW-Authenticate values of a rejection: Bearer (RFC 6750); with DPoP on, DPoP (RFC 9449
  * section 7.1) for a failed proof, a request that used the DPoP scheme, or DPOP=require, and
@@ -80,32 +81,39 @@ export interface RejectionResponse {
 function challenges(
   rejection: Rejection,
   resourceMetadataUrl: string,
+  scopes: readonly string[],
   dpop: Pick<DpopOptions, 'mode' | 'algorithms'> | undefined,
   scheme: Scheme | undefined,
 ): string[] {
+  let params = `resource_metadata=${quote(resourceMetadataUrl)}`;
+  // The scopes a client should ask for (RESOURCE_SCOPES), as the MCP authorization spec asks of a 401.
+  if (rejection.status === 401 && scopes.length > 0) params += `, scope=${quote(scopes.join(' '))}`;
   const error = rejection.challengeError;
   const errorPart = error === undefined ? '' : `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
-  const metadata = `resource_metadata=${quote(resourceMetadataUrl)}`;
-  const bearer = `Bearer ${metadata}${errorPart}`;
+  const bearer = `Bearer ${params}${errorPart}`;
   if (dpop === undefined) return [bearer];
   const algs = `algs=${quote(dpop.algorithms.join(' '))}`;
-  if (dpop.mode === 'require' || rejection.dpop || scheme === 'dpop') return [`DPoP ${metadata}${errorPart}, ${algs}`];
-  return [bearer, `DPoP ${metadata}, ${algs}`];
+  if (dpop.mode === 'require' || rejection.dpop || scheme === 'dpop') return [`DPoP ${params}${errorPart}, ${algs}`];
+  return [bearer, `DPoP ${params}, ${algs}`];
 }
 
 /** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
 export function renderRejection(
   rejection: Rejection,
   resourceMetadataUrl: string,
+  scopes: readonly string[] = [],
   dpop?: Pick<DpopOptions, 'mode' | 'algorithms'>,
   scheme?: Scheme,
-): RejectionResponse {
-  const body = JSON.stringify({ error: rejection.code, reason: rejection.reason, error_description: rejection.message });
-  const headers = ['content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body))];
-  for (const challenge of challenges(rejection, resourceMetadataUrl, dpop, scheme)) headers.push('www-authenticate', challenge);
-  headers.push('cache-control', 'no-store');
-  if (rejection.status === 503) headers.push('retry-after', '5');
-  return { status: rejection.status, headers, body };
+): ErrorResponse {
+  const headers: Record<string, string | readonly string[]> = {
+    'www-authenticate': challenges(rejection, resourceMetadataUrl, scopes, dpop, scheme),
+  };
+  if (rejection.status === 503) headers['retry-after'] = '5';
+  return new ErrorResponse(
+    rejection.status,
+    { error: rejection.code, reason: rejection.reason, error_description: rejection.message },
+    headers,
+  );
 }
 
 /**
@@ -114,38 +122,46 @@ export function renderRejection(
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined, dpop: DpopOptions | undefined) {
-  const rendered = new Map<string, RejectionResponse>();
+function createRejectionSender(
+  resourceMetadataUrl: string,
+  connections: ConnectionGuard | undefined,
+  scopes: readonly string[],
+  dpop: DpopOptions | undefined,
+) {
+  // By reason, then by message: two lookups of strings that already exist, no key built per request.
+  // With DPoP on, a request that used the DPoP scheme is challenged for it alone: answers of its own.
+  const byReason = () => new Map<RejectionReason, Map<string, ErrorResponse>>(REJECTION_REASONS.map((reason) => [reason, new Map()]));
+  const answers = byReason();
+  const dpopAnswers = dpop === undefined ? answers : byReason();
   return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection, scheme: Scheme | undefined): void {
-    // The challenge depends on the scheme only with DPoP on.
-    const id = `${dpop !== undefined && scheme === 'dpop' ? 'd' : ''}${rejection.reason}:${rejection.message}`;
-    let response = rendered.get(id);
-    if (response === undefined) {
-      response = renderRejection(rejection, resourceMetadataUrl, dpop, scheme);
-      rendered.set(id, response);
+    const byMessage = (scheme === 'dpop' ? dpopAnswers : answers).get(rejection.reason)!;
+    let answer = byMessage.get(rejection.message);
+    if (answer === undefined) {
+      answer = renderRejection(rejection, resourceMetadataUrl, scopes, dpop, scheme);
+      byMessage.set(rejection.message, answer);
     }
     reply.hijack();
-    const headers = [...response.headers, 'x-request-id', request.id];
     // The nonce changes with time: never part of the remembered answer.
     const nonce = dpop?.checker.nonce();
-    if (nonce !== undefined) headers.push('dpop-nonce', nonce);
-    // A connection that never carried an accepted request is not kept after a rejection: a
-    // client without a valid token cannot hold connections (http/connections.ts).
-    if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) headers.push('connection', 'close');
-    reply.raw.writeHead(response.status, headers);
-    reply.raw.end(response.body);
+    // Whether the connection stays: a client without a valid token cannot hold connections it
+    // does not use (http/connections.ts).
+    const connection = connections?.connectionAfterUnaccepted(request.raw, reply.raw);
+    answer.write(reply.raw, request.id, connection, nonce === undefined ? undefined : ['dpop-nonce', nonce]);
   };
 }
 
 export function createAuthenticateHook(
-  verify: Verify,
+  verify: RequestVerify,
   metrics: Metrics,
   resourceMetadataUrl: string,
   connections?: ConnectionGuard,
+  scopes: readonly string[] = [],
   dpop?: DpopOptions,
 ) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, dpop);
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes, dpop);
   const mode = dpop?.mode ?? 'off';
+  // The counter of each reason found once: prom-client's inc({ reason }) hashes the labels every time.
+  const rejected = new Map(REJECTION_REASONS.map((reason) => [reason, metrics.rejected.labels(reason)]));
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown, scheme?: Scheme): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
@@ -154,23 +170,82 @@ export function createAuthenticateHook(
       request.log.error({ errorType: (error as Error | undefined)?.name }, 'verification failed unexpectedly');
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
-    metrics.rejected.inc({ reason: rejection.reason });
+    rejected.get(rejection.reason)!.inc();
     sendRejection(request, reply, rejection, scheme);
   }
 
-  function accept(request: FastifyRequest, identity: Identity): void {
+  function accept(request: FastifyRequest, identity: Identity, done: HookHandlerDoneFunction): void {
     request.auth.decision = 'accept';
     request.auth.identity = identity;
     metrics.accepted.inc();
     connections?.authenticated(request.raw.socket);
+    done();
+  }
+
+  // performance.now() and observe(): prom-client's startTimer() allocates two closures, two hrtime
+  // arrays and a labels object. With tracing the histogram keeps exemplars (observability/metrics.ts),
+  // and the exemplar points at this request's trace.
+  const verifyDuration = metrics.verifyDuration;
+  const exemplars = (verifyDuration as unknown as { enableExemplars?: boolean }).enableExemplars === true;
+  const observe = (request: FastifyRequest, startedAt: number) => {
+    const value = (performance.now() - startedAt) / 1000;
+    if (exemplars) verifyDuration.observe({ value, exemplarLabels: request.trace?.exemplar });
+    else verifyDuration.observe(value);
+  };
+
+  /**
+   * The verdict, then possession: the token's scheme must fit it, and a DPoP request's proof is
+   * checked here, after the verdict (cached or not), so no cache ever skips it. The timing covers both.
+   */
+  function decide(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    result: Verdict | Rejection,
+    credential: Credential,
+    startedAt: number,
+    done: HookHandlerDoneFunction,
+  ): void {
+    const { token, scheme } = credential;
+    if (result instanceof Rejection) {
+      observe(request, startedAt);
+      reject(request, reply, result, scheme);
+      return;
+    }
+    const jkt = result.identity.jkt;
+    try {
+      checkBinding(scheme, jkt);
+    } catch (error) {
+      observe(request, startedAt);
+      reject(request, reply, error, scheme);
+      return;
+    }
+    if (scheme === 'bearer') {
+      observe(request, startedAt);
+      accept(request, result.identity, done);
+      return;
+    }
+    const proofRequest = { method: request.method, url: request.url, rawHeaders: request.raw.rawHeaders };
+    dpop!.checker.check(proofRequest, token, jkt!).then(
+      () => {
+        observe(request, startedAt);
+        // The nonce for the client's next proof (RFC 9449 section 9); a rejection carries its own.
+        const nonce = dpop!.checker.nonce();
+        if (nonce !== undefined) reply.raw.setHeader('dpop-nonce', nonce);
+        accept(request, result.identity, done);
+      },
+      (error: unknown) => {
+        observe(request, startedAt);
+        reject(request, reply, error, scheme);
+      },
+    );
   }
 
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
-      // Not kept either when nothing on it was accepted: else Node's keep-alive time would
-      // replace the shorter idle time of an unauthenticated connection (http/connections.ts).
-      if (connections !== undefined && !connections.isAuthenticated(request.raw.socket)) reply.raw.shouldKeepAlive = false;
+      // Counted like a rejection on a connection that has carried no accepted request (http/connections.ts).
+      const connection = connections?.connectionAfterUnaccepted(request.raw, reply.raw);
+      if (connection !== undefined) reply.raw.setHeader(connection[0], connection[1]);
       done();
       return;
     }
@@ -179,44 +254,26 @@ export function createAuthenticateHook(
       reject(request, reply, credential);
       return;
     }
-    const { token, scheme } = credential;
     // Only verifications are timed: a request without a usable token would drag the quantiles down.
-    const stopTimer = metrics.verifyDuration.startTimer();
-    const failed = (error: unknown) => {
-      stopTimer();
-      reject(request, reply, error, scheme);
-    };
-    const passed = (identity: Identity) => {
-      stopTimer();
-      accept(request, identity);
-      done();
-    };
-    // The token's scheme must fit its verdict, and a DPoP request's proof is checked here, after
-    // the verdict (cached or not): no cache ever skips it.
-    const possession = (verdict: Verdict): void => {
-      try {
-        checkBinding(scheme, verdict.identity.jkt);
-      } catch (error) {
-        failed(error);
-        return;
-      }
-      if (scheme === 'bearer') {
-        passed(verdict.identity);
-        return;
-      }
-      const nonce = dpop!.checker.nonce();
-      if (nonce !== undefined) reply.raw.setHeader('dpop-nonce', nonce);
-      const proofRequest = { method: request.method, url: request.url, rawHeaders: request.raw.rawHeaders };
-      dpop!.checker.check(proofRequest, token, verdict.identity.jkt!).then(() => passed(verdict.identity), failed);
-    };
+    const startedAt = performance.now();
     let result;
     try {
-      result = verify(token);
+      result = verify(credential.token, request);
     } catch (error) {
-      failed(error);
+      observe(request, startedAt);
+      reject(request, reply, error, credential.scheme);
       return;
     }
-    if (result instanceof Promise) result.then(possession, failed);
-    else possession(result);
+    if (!(result instanceof Promise)) {
+      decide(request, reply, result, credential, startedAt, done);
+      return;
+    }
+    result.then(
+      (settled) => decide(request, reply, settled, credential, startedAt, done),
+      (error: unknown) => {
+        observe(request, startedAt);
+        reject(request, reply, error, credential.scheme);
+      },
+    );
   };
 }

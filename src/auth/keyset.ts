@@ -4,14 +4,16 @@
 
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Dispatcher } from 'undici';
 import { Rejection } from '../lib/errors.js';
 import { Agent } from '../lib/undici.js';
+import { requestJson } from './fetch-json.js';
 
 export interface VerificationKey {
   readonly kid: string | undefined;
   readonly alg: string | undefined;
   readonly key: KeyObject;
+  /** The issuer whose key set holds it: a verdict stays valid only while that set does. */
+  readonly issuer?: string;
 }
 
 export interface KeySetStatus {
@@ -76,6 +78,7 @@ export function keyFitsAlgorithm(key: VerificationKey, alg: string): boolean {
 export function importSigningKeys(
   document: unknown,
   previous: readonly VerificationKey[] = [],
+  issuer?: string,
 ): {
   keys: VerificationKey[];
   skipped: number;
@@ -88,7 +91,7 @@ export function importSigningKeys(
   const keys: VerificationKey[] = [];
   let skipped = 0;
   for (const jwk of (document as { keys: unknown[] }).keys) {
-    const key = importSigningKey(jwk);
+    const key = importSigningKey(jwk, issuer);
     if (key === undefined) {
       skipped++;
       continue;
@@ -99,7 +102,7 @@ export function importSigningKeys(
   return { keys, skipped };
 }
 
-function importSigningKey(jwk: unknown): VerificationKey | undefined {
+function importSigningKey(jwk: unknown, issuer: string | undefined): VerificationKey | undefined {
   if (typeof jwk !== 'object' || jwk === null) return undefined;
   const { kty, use, kid, alg, key_ops: keyOps } = jwk as Record<string, unknown>;
   if (use !== undefined && use !== 'sig') return undefined;
@@ -111,7 +114,7 @@ function importSigningKey(jwk: unknown): VerificationKey | undefined {
   try {
     const key = createPublicKey({ key: publicPart as never, format: 'jwk' });
     if (key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) return undefined;
-    return { kid, alg, key };
+    return issuer === undefined ? { kid, alg, key } : { kid, alg, key, issuer };
   } catch {
     return undefined;
   }
@@ -233,7 +236,7 @@ export class RemoteKeySet implements KeySource {
     try {
       this.jwksUri ??= await this.discover();
       const document = await this.fetchJson(this.jwksUri);
-      const { keys, skipped } = importSigningKeys(document, this.keys);
+      const { keys, skipped } = importSigningKeys(document, this.keys, this.options.issuer);
       if (keys.length === 0) throw new Error('JWKS has no usable signing key');
       this.keys = keys;
       this.byKid = new Map();
@@ -267,52 +270,6 @@ export class RemoteKeySet implements KeySource {
 
   /** A bounded GET: timeout, size cap, no redirects. */
   private fetchJson(url: string): Promise<unknown> {
-    const maxBytes = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    const { origin, pathname, search } = new URL(url);
-    return new Promise((resolve, reject) => {
-      let controller: Dispatcher.DispatchController | undefined;
-      let settled = false;
-      let statusCode = 0;
-      let size = 0;
-      const chunks: Buffer[] = [];
-      const settle = (error: Error | undefined): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(deadline);
-        if (error !== undefined) return reject(error);
-        if (statusCode !== 200) return reject(new Error(`GET ${url} answered ${statusCode}`));
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-        } catch (parseError) {
-          reject(parseError as Error);
-        }
-      };
-      // One deadline for the whole exchange, connecting included: a request not yet started
-      // when it passes is aborted as soon as it starts.
-      const tooLong = new Error(`GET ${url} took longer than ${this.fetchTimeoutMs} ms`);
-      const deadline = setTimeout(() => {
-        settle(tooLong);
-        controller?.abort(tooLong);
-      }, this.fetchTimeoutMs);
-      this.agent.dispatch(
-        { origin, path: `${pathname}${search}`, method: 'GET', headers: { accept: 'application/json' } },
-        {
-          onRequestStart: (started) => {
-            controller = started;
-            if (settled) started.abort(tooLong);
-          },
-          onResponseStart: (_controller, status) => {
-            statusCode = status;
-          },
-          onResponseData: (active, chunk) => {
-            size += chunk.length;
-            if (size > maxBytes) active.abort(new Error(`GET ${url} body exceeds ${maxBytes} bytes`));
-            else chunks.push(chunk);
-          },
-          onResponseEnd: () => settle(undefined),
-          onResponseError: (_controller, error) => settle(error),
-        },
-      );
-    });
+    return requestJson(this.agent, url, { timeoutMs: this.fetchTimeoutMs, maxBytes: this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES });
   }
 }

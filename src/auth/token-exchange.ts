@@ -154,8 +154,13 @@ export class TokenExchange {
     this.#agent.close().catch(() => undefined);
   }
 
-  /** The Authorization value the upstream gets for a client's verified token; rejects with a TokenExchangeError. */
-  authorizationFor(subjectToken: string): string | Promise<string> {
+  /**
+   * The Authorization value the upstream gets for a client's verified token, vouched for by
+   * `issuer`; rejects with a TokenExchangeError. Only the exchanging issuer's own tokens are sent
+   * to it: a token of another trusted issuer (ISSUERS_FILE) is never shown to this one.
+   */
+  authorizationFor(subjectToken: string, issuer: string = this.#options.issuer): string | Promise<string> {
+    if (issuer !== this.#options.issuer) return this.#foreign(issuer);
     const id = hash('sha256', subjectToken, 'base64');
     const cached = this.#cache.get(id);
     if (cached !== undefined) {
@@ -168,6 +173,15 @@ export class TokenExchange {
       this.#pending.set(id, pending);
     }
     return pending;
+  }
+
+  #foreign(issuer: string): Promise<string> {
+    this.#options.onExchange?.('failure');
+    this.#options.logger.warn(
+      { tokenIssuer: issuer, exchangeIssuer: this.#options.issuer },
+      'token exchange failed: the token is of another issuer than OIDC_ISSUER, which alone exchanges tokens',
+    );
+    return Promise.reject(new TokenExchangeError('the token is of another issuer than the one that exchanges tokens'));
   }
 
   async #exchange(id: string, subjectToken: string): Promise<string> {

@@ -4,14 +4,15 @@
 // whole check is synchronous unless an unknown kid sends us to the issuer.
 
 import { constants, verify as verifySignatureBytes } from 'node:crypto';
-import type { Config } from '../config/config.js';
+import type { Config, TrustedIssuer } from '../config/config.js';
 import { Rejection } from '../lib/errors.js';
 import type { KeySource, VerificationKey } from './keyset.js';
 import { hasDuplicateKeys } from '../lib/json-text.js';
+import type { Introspector } from './introspection.js';
 
 export interface Identity {
   readonly user: string;
-  /** The token's `iss`: an MCP session belongs to an issuer and subject (mcp/sessions.ts). */
+  /** The issuer that vouched for the token (its `iss`): X-Verified-Issuer, the policy's `token.iss`; an MCP session belongs to an issuer and subject (mcp/sessions.ts). */
   readonly issuer?: string;
   readonly subject: string | undefined;
   readonly email: string | undefined;
@@ -20,6 +21,8 @@ export interface Identity {
   readonly roles?: readonly string[];
   /** The claims less the per-token ones (PER_TOKEN_CLAIMS): kept only when a tool policy is configured (its CEL `jwt`). */
   readonly claims?: Readonly<Record<string, unknown>>;
+  /** The token's `scope`, split at spaces: kept only when a tool policy is configured (rules' `scopes:`, CEL `token.scopes`). */
+  readonly scopes?: readonly string[];
   /**
    * The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449): such a token
    * is accepted only with the DPoP scheme and a proof signed by that key, checked every request.
@@ -29,28 +32,30 @@ export interface Identity {
 
 export interface Verdict {
   readonly identity: Identity;
-  readonly key: VerificationKey;
+  /** The key that verified the signature; undefined for an opaque token that introspection vouched for. */
+  readonly key: VerificationKey | undefined;
   /** When the token stops being valid: `exp` plus the clock tolerance, in ms. */
   readonly validUntilMs: number;
 }
 
-export type VerifierConfig = Pick<
-  Config,
-  | 'issuer'
-  | 'audiences'
-  | 'allowedAzp'
-  | 'algorithms'
-  | 'clockToleranceSeconds'
-  | 'userClaim'
-  | 'tokenType'
-  | 'requiredGroups'
-  | 'requiredRoles'
-  | 'policyFile'
-  | 'forwardUnverifiedEmail'
-  | 'dpop'
->;
+export type VerifierConfig = Pick<Config, 'algorithms' | 'clockToleranceSeconds' | 'policyFile' | 'forwardUnverifiedEmail' | 'dpop'>;
 
+/** One trusted issuer as the verifier uses it: its settings, its own key set, and its introspection when configured. */
+export interface IssuerKeys {
+  readonly issuer: TrustedIssuer;
+  readonly keys: KeySource;
+  readonly introspector?: Introspector;
+}
+
+/** Verification: a Verdict, or a Rejection thrown. */
 export type Verify = (token: string) => Verdict | Promise<Verdict>;
+
+/**
+ * Verification that returns its Rejection instead of throwing it (the verdict cache's, see
+ * verdict-cache.ts): a remembered rejection is the answer to most hostile requests, and a throw
+ * cost more than looking it up. Anything else thrown is a bug, and still thrown.
+ */
+export type VerifyToResult = (token: string) => Verdict | Rejection | Promise<Verdict | Rejection>;
 
 type Claims = Record<string, unknown>;
 
@@ -78,16 +83,22 @@ const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES
 // A SHA-256 thumbprint, base64url without padding (RFC 7638, RFC 9449 section 6.1).
 const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 
+/**
+ * How long a refusal of a token's form or header stands: for good, whatever the key set does (a
+ * token never changes), so that the verdict cache may remember it like a bad signature.
+ */
+const FOR_GOOD = () => true;
+
 /** The three parts of a compact JWS, still encoded; never trusts their contents. */
 function splitCompact(token: string): { encodedHeader: string; encodedClaims: string; signingInput: Buffer; signature: Buffer } {
   // One pass over the token for the common case; the slow path only words the rejection.
   if (!COMPACT_JWS.test(token)) {
     // eslint-disable-next-line no-control-regex -- control characters are what is looked for
-    if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters');
+    if (/[\x00-\x20\xa0]/.test(token)) throw new Rejection('malformed_token', 'token contains white space or control characters', FOR_GOOD);
     const parts = token.split('.').length;
-    if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted');
-    if (parts !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts');
-    throw new Rejection('malformed_token', 'token parts are not base64url');
+    if (parts === 5) throw new Rejection('malformed_token', 'encrypted tokens (JWE) are not accepted', FOR_GOOD);
+    if (parts !== 3) throw new Rejection('malformed_token', 'token is not a compact JWS of three parts', FOR_GOOD);
+    throw new Rejection('malformed_token', 'token parts are not base64url', FOR_GOOD);
   }
   const headerEnd = token.indexOf('.');
   const payloadEnd = token.indexOf('.', headerEnd + 1);
@@ -106,14 +117,14 @@ function decodeJsonObject(part: string, what: string): Claims {
   try {
     value = JSON.parse(text);
   } catch {
-    throw new Rejection('malformed_token', `token ${what} is not JSON`);
+    throw new Rejection('malformed_token', `token ${what} is not JSON`, FOR_GOOD);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new Rejection('malformed_token', `token ${what} is not a JSON object`);
+    throw new Rejection('malformed_token', `token ${what} is not a JSON object`, FOR_GOOD);
   }
   // RFC 7519 lets a parser keep the last of duplicate names; two parsers disagreeing on which
   // `sub` counts is how confusion attacks start, so a duplicate is refused outright.
-  if (hasDuplicateKeys(text, value)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`);
+  if (hasDuplicateKeys(text, value)) throw new Rejection('malformed_token', `token ${what} has duplicate member names`, FOR_GOOD);
   return value as Claims;
 }
 
@@ -201,17 +212,38 @@ function sameGroups(a: readonly string[] | undefined, b: readonly string[] | und
   return a.length === b.length && a.every((group, i) => group === b[i]);
 }
 
-export function createVerifier(config: VerifierConfig, keys: KeySource, now: () => number = Date.now): Verify {
-  const algorithms = new Set<string>(config.algorithms);
-  const audiences = new Set(config.audiences);
-  const allowedAzp = new Set(config.allowedAzp);
+/** The answer stands as long as the configuration does: it names no key and no time. */
+const ALWAYS = (): boolean => true;
+// An opaque token as RFC 6750 writes one (b64token), for an issuer that introspects every token.
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/** Whether a verdict's key is still in the key set of the issuer that holds it. */
+export function keyHolder(issuers: readonly IssuerKeys[]): Pick<KeySource, 'has'> {
+  if (issuers.length === 1) return issuers[0]!.keys;
+  const byIssuer = new Map(issuers.map((i) => [i.issuer.issuer, i.keys]));
+  return { has: (key) => key.issuer !== undefined && byIssuer.get(key.issuer)?.has(key) === true };
+}
+
+/** The claim checks and identity of one issuer: every issuer keeps its own settings and its own identities. */
+function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspector }: IssuerKeys, now: () => number) {
+  const audiences = new Set(entry.audiences);
+  const allowedAzp = new Set(entry.allowedAzp);
   const toleranceMs = config.clockToleranceSeconds * 1000;
   // With DPoP on, Keycloak's DPoP-bound access tokens (`typ: DPoP`) are access tokens too.
   const dpopType = config.dpop !== 'off';
-  const expectedType = dpopType ? `${config.tokenType} or DPoP` : config.tokenType;
+  const expectedType = dpopType ? `${entry.tokenType} or DPoP` : entry.tokenType;
+  const keepClaims = config.policyFile !== undefined;
+  // The claims whose absence sends a token to introspection (`when: missing-claims`): the user
+  // claim; `groups` when required groups or the tool policy read them; `realm_access` when
+  // required roles do (a user without realm roles has none, so a policy alone does not ask).
+  const needsGroups = keepClaims || entry.requiredGroups.length > 0;
+  const needsRoles = entry.requiredRoles.length > 0;
+  const lacksNeededClaim = (claims: Claims): boolean =>
+    claims[entry.userClaim] === undefined ||
+    (needsGroups && claims.groups === undefined) ||
+    (needsRoles && claims.realm_access === undefined);
 
   const identities = new Map<string, Identity>();
-  const keepClaims = config.policyFile !== undefined;
   /** The policy's claims of a shared Identity, as JSON: what a new token's claims are compared with. */
   const claimsJson = new WeakMap<Identity, string>();
   /**
@@ -232,8 +264,9 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     let claims: Claims | undefined;
     let json: string | undefined;
     if (keepClaims) {
-      claims = {};
-      for (const name in all) if (!PER_TOKEN_CLAIMS.has(name)) claims[name] = all[name];
+      // Defined, not assigned: a claim named __proto__ stays a claim the rules see, not a prototype
+      // they read through (CEL cannot take an object without one).
+      claims = Object.fromEntries(Object.entries(all).filter(([name]) => !PER_TOKEN_CLAIMS.has(name)));
       json = JSON.stringify(claims);
     }
     if (
@@ -248,13 +281,20 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
+    const issuer = entry.issuer;
     const identity: Identity = {
       user,
-      issuer: config.issuer,
+      issuer,
       subject,
       email,
       groups,
-      ...(claims === undefined ? {} : { roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles), claims }),
+      ...(claims === undefined
+        ? {}
+        : {
+            roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles),
+            claims,
+            scopes: typeof all.scope === 'string' ? all.scope.split(' ').filter((s) => s !== '') : [],
+          }),
       ...(jkt === undefined ? {} : { jkt }),
     };
     if (json !== undefined) claimsJson.set(identity, json);
@@ -262,8 +302,35 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     return identity;
   }
 
-  function checkClaims(claims: Claims, key: VerificationKey): Verdict {
-    if (claims.iss !== config.issuer) throw new Rejection('wrong_issuer');
+  /** The identity in the claims, and the issuer's required groups or roles. */
+  function identify(claims: Claims, key: VerificationKey | undefined, exp: number, jkt: string | undefined): Verdict {
+    const userValue = claims[entry.userClaim];
+    if (userValue === undefined || userValue === '') {
+      throw new Rejection('missing_claim', `token has no ${entry.userClaim} claim`);
+    }
+    // An address Keycloak never verified is the user's own typing: not forwarded as verified.
+    const email = forwardable(claims, 'email');
+    const identity = sharedIdentity(
+      forwardable(claims, entry.userClaim)!,
+      forwardable(claims, 'sub'),
+      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined,
+      forwardableGroups(claims),
+      jkt,
+      claims,
+    );
+
+    if (entry.requiredGroups.length > 0 || entry.requiredRoles.length > 0) {
+      const groups = new Set(stringList(claims.groups));
+      const roles = new Set(stringList((claims.realm_access as { roles?: unknown } | undefined)?.roles));
+      const granted = entry.requiredGroups.some((g) => groups.has(g)) || entry.requiredRoles.some((r) => roles.has(r));
+      if (!granted) throw new Rejection('forbidden');
+    }
+    return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
+  }
+
+  /** The token's claims, then (when configured and needed) what the issuer's introspection adds. */
+  function checkClaims(claims: Claims, key: VerificationKey | undefined, token: string): Verdict | Promise<Verdict> {
+    if (claims.iss !== entry.issuer) throw new Rejection('wrong_issuer');
 
     const nowMs = now();
     const exp = numericDate(claims, 'exp');
@@ -279,43 +346,61 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
     if (!audienceOk && !azpOk) throw new Rejection('wrong_audience');
 
     const jkt = boundKey(claims);
-    if (config.tokenType !== '' && claims.typ !== config.tokenType && !(dpopType && claims.typ === 'DPoP' && jkt !== undefined)) {
+    if (entry.tokenType !== '' && claims.typ !== entry.tokenType && !(dpopType && claims.typ === 'DPoP' && jkt !== undefined)) {
       throw new Rejection('wrong_token_type', `token typ must be ${expectedType}`);
     }
-
-    const userValue = claims[config.userClaim];
-    if (userValue === undefined || userValue === '') {
-      throw new Rejection('missing_claim', `token has no ${config.userClaim} claim`);
+    if (introspector !== undefined && key !== undefined && (introspector.when === 'always' || lacksNeededClaim(claims))) {
+      return introspector.introspect(token, exp * 1000).then((extra) => identify(merged(claims, extra), key, exp, jkt));
     }
-    // An address Keycloak never verified is the user's own typing: not forwarded as verified.
-    const email = forwardable(claims, 'email');
-    const identity = sharedIdentity(
-      forwardable(claims, config.userClaim)!,
-      forwardable(claims, 'sub'),
-      claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined,
-      forwardableGroups(claims),
-      jkt,
-      claims,
-    );
-
-    if (config.requiredGroups.length > 0 || config.requiredRoles.length > 0) {
-      const groups = new Set(stringList(claims.groups));
-      const roles = new Set(stringList((claims.realm_access as { roles?: unknown } | undefined)?.roles));
-      const granted = config.requiredGroups.some((g) => groups.has(g)) || config.requiredRoles.some((r) => roles.has(r));
-      if (!granted) throw new Rejection('forbidden');
-    }
-    return { identity, key, validUntilMs: exp * 1000 + toleranceMs };
+    return identify(claims, key, exp, jkt);
   }
+
+  /**
+   * A signed token's claims over what introspection said of it: the token's own claims win, the
+   * answer fills in what the token leaves out. An answer about another subject or issuer is refused.
+   */
+  function merged(claims: Claims, extra: Claims): Claims {
+    const differs = (name: string) => extra[name] !== undefined && claims[name] !== undefined && extra[name] !== claims[name];
+    if (differs('sub') || differs('iss')) {
+      throw new Rejection('invalid_claim', 'the introspection answer names another subject or issuer than the token');
+    }
+    return { ...extra, ...claims };
+  }
+
+  /** An opaque token: everything comes from introspection (the issuer's answer stands in for a signature). */
+  function checkOpaque(token: string): Promise<Verdict> {
+    return introspector!.introspect(token, undefined).then((claims) => {
+      if (claims.iss !== undefined && claims.iss !== entry.issuer) throw new Rejection('wrong_issuer');
+      return checkClaims({ ...claims, iss: entry.issuer }, undefined, token);
+    });
+  }
+
+  return { entry, keys, checkClaims, checkOpaque, introspects: introspector !== undefined };
+}
+
+/** Names the issuer on a rejection made for one of its tokens (the per-issuer metric). */
+function ofIssuer(rejection: Rejection, issuer: string): Rejection {
+  rejection.issuer = issuer;
+  return rejection;
+}
+
+export function createVerifier(config: VerifierConfig, issuers: readonly IssuerKeys[], now: () => number = Date.now): Verify {
+  const algorithms = new Set<string>(config.algorithms);
+  const checks = issuers.map((i) => issuerChecks(config, i, now));
+  const byIssuer = new Map(checks.map((c) => [c.entry.issuer, c]));
+  const single = checks.length === 1 ? checks[0] : undefined;
+  // An opaque token names no issuer: it goes to the first issuer that introspects every token, and to no other.
+  const opaque = checks.find((c) => c.introspects && c.entry.introspection?.when === 'always');
 
   /** The header's parameters, or why they are refused (the documented order: structure and alg, key, signature, then claims). */
   function checkHeader(header: Claims): CheckedHeader {
     const alg = header.alg;
-    if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm');
-    if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported');
-    if (header.b64 !== undefined) throw new Rejection('malformed_token', 'unencoded payloads are not supported');
+    if (typeof alg !== 'string' || !algorithms.has(alg)) throw new Rejection('unsupported_algorithm', undefined, FOR_GOOD);
+    if (header.crit !== undefined) throw new Rejection('malformed_token', 'critical header parameters are not supported', FOR_GOOD);
+    if (header.b64 !== undefined) throw new Rejection('malformed_token', 'unencoded payloads are not supported', FOR_GOOD);
     const kid = header.kid;
     if (kid !== undefined && (typeof kid !== 'string' || kid.length > 256)) {
-      throw new Rejection('malformed_token', 'kid header is not a short string');
+      throw new Rejection('malformed_token', 'kid header is not a short string', FOR_GOOD);
     }
     return { alg, kid };
   }
@@ -330,24 +415,62 @@ export function createVerifier(config: VerifierConfig, keys: KeySource, now: () 
   }
 
   return function verify(token: string): Verdict | Promise<Verdict> {
-    const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
-    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large');
-    const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
-    // jku, x5u, jwk and x5c are never read: keys come only from the configured key set.
-    const finish = (key: VerificationKey): Verdict => {
-      if (!signatureIsValid(alg, key, signingInput, signature)) throw new Rejection('invalid_signature', undefined, () => keys.has(key));
-      try {
-        // Only now is the payload parsed: JSON that no key signed is never read (a 5,000-level
-        // nested payload under a garbage signature costs a signature check, not a parse).
-        return checkClaims(decodeJsonObject(encodedClaims, 'payload'), key);
-      } catch (error) {
-        // Under a good signature the claims are fixed and time only moves on, so the answer is
-        // final for this key, except for a token that is not valid yet.
-        const rejection = error as Rejection;
-        throw rejection.reason === 'not_yet_valid' ? rejection : new Rejection(rejection.reason, rejection.detail, () => keys.has(key));
+    if (opaque !== undefined && !COMPACT_JWS.test(token) && B64TOKEN.test(token)) {
+      const parts = token.split('.').length;
+      if (parts !== 3 && parts !== 5) {
+        return opaque.checkOpaque(token).catch((error: unknown) => Promise.reject(ofIssuer(error as Rejection, opaque.entry.issuer)));
       }
+    }
+    const { encodedHeader, encodedClaims, signingInput, signature } = splitCompact(token);
+    if (encodedHeader.length > MAX_ENCODED_HEADER) throw new Rejection('malformed_token', 'token header is too large', FOR_GOOD);
+    const { alg, kid } = knownHeaders.get(encodedHeader) ?? remember(encodedHeader, checkHeader(decodeJsonObject(encodedHeader, 'header')));
+    // With one issuer the payload is parsed only after the signature verifies (JSON that no key
+    // signed is never read). With several, its `iss` picks the issuer, and so the key set, before
+    // any key is looked up: a token never meets another issuer's keys (kids may repeat across
+    // realms), and an issuer not trusted costs no fetch.
+    let issuer = single;
+    let claims: Claims | undefined;
+    if (issuer === undefined) {
+      claims = decodeJsonObject(encodedClaims, 'payload');
+      issuer = typeof claims.iss === 'string' ? byIssuer.get(claims.iss) : undefined;
+      if (issuer === undefined) throw new Rejection('wrong_issuer', undefined, ALWAYS);
+    }
+    const { entry, keys } = issuer;
+    const checkClaims = issuer.checkClaims;
+    // Under a good signature the claims are fixed and time only moves on, so the answer is final
+    // for this key, except for a token that is not valid yet or an introspection not answered.
+    const settled = (error: unknown, key: VerificationKey): Rejection => {
+      const rejection = error as Rejection;
+      return ofIssuer(
+        rejection.reason === 'not_yet_valid' || rejection.reason === 'introspection_unavailable'
+          ? rejection
+          : new Rejection(rejection.reason, rejection.detail, () => keys.has(key)),
+        entry.issuer,
+      );
     };
-    const key = keys.resolve(kid, alg);
-    return key instanceof Promise ? key.then(finish) : finish(key);
+    // jku, x5u, jwk and x5c are never read: keys come only from the issuer's own key set.
+    const finish = (key: VerificationKey): Verdict | Promise<Verdict> => {
+      if (!signatureIsValid(alg, key, signingInput, signature)) {
+        throw ofIssuer(new Rejection('invalid_signature', undefined, () => keys.has(key)), entry.issuer);
+      }
+      let result;
+      try {
+        // Only now is the payload parsed (with one issuer): a 5,000-level nested payload under a
+        // garbage signature costs a signature check, not a parse.
+        result = checkClaims(claims ?? decodeJsonObject(encodedClaims, 'payload'), key, token);
+      } catch (error) {
+        throw settled(error, key);
+      }
+      return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(settled(error, key))) : result;
+    };
+    let key;
+    try {
+      key = keys.resolve(kid, alg);
+    } catch (error) {
+      throw ofIssuer(error as Rejection, entry.issuer);
+    }
+    return key instanceof Promise
+      ? key.then(finish, (error: unknown) => Promise.reject(ofIssuer(error as Rejection, entry.issuer)))
+      : finish(key);
   };
 }

@@ -3,9 +3,11 @@
 
 import { INVALID, show, type Field } from './kinds.js';
 import { VARIABLES, type Variable } from './variables.js';
+import type { TrustedIssuer } from './issuers.js';
 
 export { RedisUrl } from './redis-url.js';
 export { helpText } from './reference.js';
+export { type IntrospectionSettings, type TrustedIssuer } from './issuers.js';
 export { SUPPORTED_ALGORITHMS, VARIABLES, type Algorithm, type Variable } from './variables.js';
 
 type Row = (typeof VARIABLES)[number];
@@ -103,10 +105,45 @@ function crossChecks(config: Config, problems: string[]): void {
   if (config.dpopNonce && config.dpop === 'off') {
     problems.push('DPOP_NONCE=on needs DPOP=allow or DPOP=require: with DPOP=off no proof is read');
   }
+  if (config.introspectionWhen !== 'off') {
+    for (const [name, value] of [
+      ['OIDC_INTROSPECTION_CLIENT_ID', config.introspectionClientId],
+      ['OIDC_INTROSPECTION_CLIENT_SECRET_FILE', config.introspectionClientSecretFile],
+    ] as const) {
+      if (value === undefined) problems.push(`${name} is required with OIDC_INTROSPECTION=${config.introspectionWhen}`);
+    }
+  }
+  if (config.furtherIssuers.some((i) => i.issuer === config.issuer)) {
+    problems.push(`ISSUERS_FILE lists OIDC_ISSUER (${config.issuer}) again: the OIDC_* variables describe it, list only further issuers`);
+  }
   const { headersTimeoutSeconds: headers, requestTimeoutSeconds: request } = config;
   if (headers > request) {
     problems.push(
       `HEADERS_TIMEOUT_SECONDS=${headers} is longer than REQUEST_TIMEOUT_SECONDS=${request}: the headers are part of the request`,
     );
   }
+}
+
+/** Every trusted issuer: OIDC_ISSUER with the OIDC_* variables first, then ISSUERS_FILE's in order. */
+export function trustedIssuers(config: Config): readonly TrustedIssuer[] {
+  const first: TrustedIssuer = {
+    issuer: config.issuer,
+    jwksUri: config.jwksUri,
+    audiences: config.audiences,
+    allowedAzp: config.allowedAzp,
+    userClaim: config.userClaim,
+    tokenType: config.tokenType,
+    requiredGroups: config.requiredGroups,
+    requiredRoles: config.requiredRoles,
+    introspection:
+      config.introspectionWhen === 'off' || config.introspectionClientId === undefined || config.introspectionClientSecretFile === undefined
+        ? undefined
+        : {
+            endpoint: config.introspectionEndpoint,
+            clientId: config.introspectionClientId,
+            clientSecretFile: config.introspectionClientSecretFile,
+            when: config.introspectionWhen,
+          },
+  };
+  return [first, ...config.furtherIssuers];
 }

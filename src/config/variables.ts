@@ -5,6 +5,8 @@
 
 import { boolean, choice, httpUrl, integer, INVALID, list, optional, show, splitList, text, type Kind } from './kinds.js';
 import { redisUrl } from './redis-url.js';
+import { issuersFile } from './issuers.js';
+import { OTEL_VARIABLES } from './otel.js';
 
 export const SUPPORTED_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number];
@@ -157,6 +159,40 @@ export const VARIABLES = [
     key: 'requiredRoles',
     kind: list(),
     meaning: 'comma list; at least one must be in `realm_access.roles`',
+  }),
+  row({
+    name: 'OIDC_INTROSPECTION',
+    key: 'introspectionWhen',
+    kind: choice(['off', 'missing-claims', 'always']),
+    default: 'off',
+    meaning:
+      "token introspection (RFC 7662) for `OIDC_ISSUER`: `missing-claims` when a token lacks a claim the configuration needs (Keycloak's lightweight access tokens), `always` for every new token (opaque ones too); results are kept until the token expires (see [Several issuers and introspection](security.md#several-issuers-and-introspection))",
+  }),
+  row({
+    name: 'OIDC_INTROSPECTION_ENDPOINT',
+    key: 'introspectionEndpoint',
+    kind: optional(httpUrl()),
+    shown: 'from discovery',
+    meaning: 'introspection endpoint of `OIDC_ISSUER`',
+  }),
+  row({
+    name: 'OIDC_INTROSPECTION_CLIENT_ID',
+    key: 'introspectionClientId',
+    kind: optional(text()),
+    meaning: 'client id the sidecar introspects with (a confidential client of the realm)',
+  }),
+  row({
+    name: 'OIDC_INTROSPECTION_CLIENT_SECRET_FILE',
+    key: 'introspectionClientSecretFile',
+    kind: optional(text()),
+    meaning: "file holding that client's secret (a mounted Secret; a new secret is picked up without a restart)",
+  }),
+  row({
+    name: 'ISSUERS_FILE',
+    key: 'furtherIssuers',
+    kind: issuersFile(),
+    meaning:
+      'YAML list of further trusted issuers, each with its own key set, audiences, user claim and rules (see [Several issuers and introspection](security.md#several-issuers-and-introspection)); the `OIDC_*` variables describe the first',
   }),
   row({
     name: 'UPSTREAM_URL',
@@ -455,4 +491,5 @@ export const VARIABLES = [
     kind: optional(text()),
     meaning: 'PEM file of the CA(s) that signed the Redis server certificate (`rediss://`); empty: the system CAs',
   }),
+  ...OTEL_VARIABLES,
 ] as const;

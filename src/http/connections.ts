@@ -1,14 +1,21 @@
 // Client connections of the proxy port: their limits, and who may hold one. A connection that has
 // never carried an accepted request is on probation: it has UNAUTHENTICATED_IDLE_SECONDS of
-// silence, a rejection on it closes it, and at MAX_CONNECTIONS the oldest such connection makes
-// room for a new one. So a client without a valid token cannot hold what a valid client needs:
-// a flood of them costs its own sockets, not Coder's (test/integration/connection-flood.test.ts).
+// silence, and at MAX_CONNECTIONS the oldest such connection makes room for a new one. So a
+// client without a valid token cannot hold what a valid client needs: a flood of them costs its
+// own sockets, not Coder's (test/integration/connection-flood.test.ts).
+//
+// A rejection does not close a connection on probation by itself: a new connection (and TLS
+// handshake) for every rejected request cost far more than the rejection. It is closed with the
+// answer only when the guard is under pressure (more than half of MAX_CONNECTIONS open), after
+// REJECTIONS_PER_CONNECTION answers without an accepted request, or when the request has a body
+// that would have to be read first (chunked, or over DRAINED_BODY_BYTES).
 
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
 import type { Config } from '../config/config.js';
+import { CLOSE, type ConnectionHeader } from '../lib/error-response.js';
 
 export interface ClientLimits {
   /** Time to receive a request's headers (slow-header clients). */
@@ -25,7 +32,17 @@ export interface ClientLimits {
   unauthenticatedIdleMs: number;
   /** Silence allowed between requests on a connection that has. */
   keepAliveTimeoutMs: number;
+  /** Answers without an accepted request (rejections, the public metadata) a connection on probation gets; the last one closes it. */
+  rejectionsPerConnection: number;
 }
+
+/** The default of rejectionsPerConnection: as many requests as nginx's `keepalive_requests` allows any connection. */
+export const REJECTIONS_PER_CONNECTION = 1000;
+/**
+ * A rejected request's body Node reads and drops to reuse the connection, as its Content-Length
+ * declares it; a longer one, or a chunked one of unknown length, closes the connection instead.
+ */
+export const DRAINED_BODY_BYTES = 64 * 1024;
 
 const MiB = 1024 * 1024;
 /** Assumed when no cgroup limit can be read: the pod limit of k8s/ (256 Mi). */
@@ -73,24 +90,47 @@ export function clientLimits(config: Config, overrides: Partial<ClientLimits> = 
     maxHeaderBytes: config.maxHeaderBytes,
     unauthenticatedIdleMs: config.unauthenticatedIdleSeconds * 1000,
     keepAliveTimeoutMs: config.keepAliveTimeoutSeconds * 1000,
+    rejectionsPerConnection: REJECTIONS_PER_CONNECTION,
     ...overrides,
   };
 }
 
 const AUTHENTICATED = Symbol('authenticated');
 const EVICTED = Symbol('evicted');
-type TrackedSocket = Socket & { [AUTHENTICATED]?: true; [EVICTED]?: true };
+const UNACCEPTED = Symbol('unaccepted answers');
+type TrackedSocket = Socket & { [AUTHENTICATED]?: true; [EVICTED]?: true; [UNACCEPTED]?: number };
+
+/** Whether Node can read what is left of a request's body cheaply enough to reuse its connection. */
+function bodyIsDrainable(request: IncomingMessage): boolean {
+  if (request.complete) return true;
+  const headers = request.headers;
+  if (headers['transfer-encoding'] !== undefined) return false;
+  const length = headers['content-length'];
+  return length === undefined || Number(length) <= DRAINED_BODY_BYTES;
+}
 
 export class ConnectionGuard {
   /** Connections on probation, oldest first (a Set keeps insertion order). */
   private readonly probation = new Set<Socket>();
   private open = 0;
+  /** More connections open than this is pressure: answers without an accepted request close theirs. */
+  private readonly pressureAbove: number;
+  /** What a kept connection on probation is told of its idle time (Node would say KEEP_ALIVE_TIMEOUT_SECONDS). */
+  private readonly probationKeepAlive: ConnectionHeader;
+  /** A 'finish' listener of a response: Node has just given the kept connection its keep-alive time; it gets its own. */
+  private readonly restoreIdleTime: (this: ServerResponse) => void;
 
   constructor(
     server: Server,
     private readonly limits: ClientLimits,
     private readonly onEvict: () => void,
   ) {
+    this.pressureAbove = Math.floor(limits.maxConnections / 2);
+    this.probationKeepAlive = ['keep-alive', `timeout=${Math.floor(limits.unauthenticatedIdleMs / 1000)}`];
+    const idleMs = limits.unauthenticatedIdleMs;
+    this.restoreIdleTime = function (this: ServerResponse) {
+      this.req.socket.setTimeout(idleMs);
+    };
     // With TLS, requests arrive on the TLS socket made after the handshake (its own object), and
     // the handshake itself is bounded by the server's handshakeTimeout.
     server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => this.admit(socket));
@@ -112,6 +152,7 @@ export class ConnectionGuard {
       this.onEvict();
     }
     this.open++;
+    (socket as TrackedSocket)[UNACCEPTED] = 0;
     this.probation.add(socket);
     socket.setTimeout(this.limits.unauthenticatedIdleMs, () => socket.destroy());
     socket.once('close', () => {
@@ -131,7 +172,24 @@ export class ConnectionGuard {
     socket.setTimeout(0);
   }
 
-  isAuthenticated(socket: Socket): boolean {
-    return (socket as TrackedSocket)[AUTHENTICATED] === true;
+  /**
+   * A request is answered without being accepted (a rejection, or the public metadata): returns
+   * the header the answer must carry about its connection, if any. An authenticated connection
+   * stays as Node keeps it (undefined). One on probation is closed (`connection: close`) under
+   * pressure, at its REJECTIONS_PER_CONNECTION-th such answer, or when the request's body is not
+   * worth reading; otherwise it stays open with its short idle time, and says so (`keep-alive`).
+   */
+  connectionAfterUnaccepted(request: IncomingMessage, res: ServerResponse): ConnectionHeader | undefined {
+    const socket = request.socket as TrackedSocket;
+    if (socket[AUTHENTICATED] === true) return undefined;
+    const answered = (socket[UNACCEPTED] ?? 0) + 1;
+    socket[UNACCEPTED] = answered;
+    // The client's own `connection: close` (or HTTP/1.0): Node closes it anyway.
+    if (!res.shouldKeepAlive) return undefined;
+    if (this.open > this.pressureAbove || answered >= this.limits.rejectionsPerConnection || !bodyIsDrainable(request)) return CLOSE;
+    // Node gives a kept connection KEEP_ALIVE_TIMEOUT_SECONDS once the answer is written (its own
+    // 'finish' listener, added before this one); the next request sets the timeout aside again.
+    res.on('finish', this.restoreIdleTime);
+    return this.probationKeepAlive;
   }
 }

@@ -1,9 +1,14 @@
 // RFC 9728 protected resource metadata, served by the sidecar itself without a token.
 
 import type { FastifyInstance } from 'fastify';
-import type { Config } from '../config/config.js';
+import { trustedIssuers, type Config } from '../config/config.js';
+import { OWN_ERRORS } from '../lib/errors.js';
+import { prepare } from '../lib/error-response.js';
+import { WELL_KNOWN } from '../lib/resource-metadata.js';
 
-const WELL_KNOWN = '/.well-known/oauth-protected-resource';
+export { resourceMetadataUrl } from '../lib/resource-metadata.js';
+
+const READ_ONLY = prepare(OWN_ERRORS.metadata_read_only, undefined, { allow: 'GET, HEAD' });
 
 /** The paths the metadata is served at: the bare well-known path, and it followed by RESOURCE_URL's path. */
 export function resourceMetadataPaths(resourceUrl: string): string[] {
@@ -11,17 +16,11 @@ export function resourceMetadataPaths(resourceUrl: string): string[] {
   return path === '/' ? [WELL_KNOWN] : [WELL_KNOWN, `${WELL_KNOWN}${path}`];
 }
 
-/** The metadata URL a client is pointed at from WWW-Authenticate (RFC 9728 section 3.1). */
-export function resourceMetadataUrl(resourceUrl: string): string {
-  const url = new URL(resourceUrl);
-  const path = url.pathname === '/' ? '' : url.pathname;
-  return `${url.origin}${WELL_KNOWN}${path}`;
-}
-
 export function registerResourceMetadata(app: FastifyInstance, config: Config): void {
   const document = {
     resource: config.resourceUrl,
-    authorization_servers: [config.issuer],
+    // Every trusted issuer: a client picks the one its user belongs to.
+    authorization_servers: trustedIssuers(config).map((i) => i.issuer),
     bearer_methods_supported: ['header'],
     ...(config.resourceScopes.length > 0 ? { scopes_supported: config.resourceScopes } : {}),
     // RFC 9728 section 2: what DPoP proofs may be signed with, and whether only DPoP-bound tokens pass.
@@ -45,8 +44,10 @@ export function registerResourceMetadata(app: FastifyInstance, config: Config): 
         method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
         url,
         config: { public: true },
-        handler: async (_request, reply) =>
-          reply.code(405).header('allow', 'GET, HEAD').send({ error: 'method_not_allowed', error_description: 'metadata is read-only' }),
+        handler: (request, reply) => {
+          reply.hijack();
+          READ_ONLY.write(reply.raw, request.id);
+        },
       });
     }
   });

@@ -11,9 +11,11 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config/config.js';
-import { TOKEN_EXCHANGE_FAILED, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { OWN_ERRORS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
+import { type ErrorResponse, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import { Pool } from '../lib/undici.js';
+import { privateCacheControl } from './cache-control.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Identity } from '../auth/verify.js';
 
@@ -23,6 +25,14 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transf
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'proxy-authorization', 'expect', 'host', 'x-request-id']);
 const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'];
 
+const UPSTREAM_ANSWERS = Object.fromEntries(
+  (Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]).map((kind) => [kind, prepare(UPSTREAM_FAILURES[kind])]),
+) as Record<UpstreamFailureKind, ErrorResponse>;
+const PATH_NOT_PLAIN = prepare(OWN_ERRORS.path_not_plain);
+const SERVER_ERROR = prepare(OWN_ERRORS.server_error);
+const METHOD_NOT_FORWARDED = prepare(OWN_ERRORS.method_not_forwarded, undefined, { allow: FORWARDED_METHODS.join(', ') });
+const EXCHANGE_FAILED_ANSWER = prepare(OWN_ERRORS.token_exchange_failed, 'token_exchange_failed');
+
 /** The header names a Connection header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionListed(connection: string | string[] | undefined): Set<string> | undefined {
   if (connection === undefined) return undefined;
@@ -30,6 +40,10 @@ function connectionListed(connection: string | string[] | undefined): Set<string
   // What nearly every peer sends lists no other header (keep-alive is hop-by-hop already): no set to build.
   if (value === 'keep-alive' || value === 'close') return undefined;
   return new Set(value.split(',').map((name) => name.trim()));
+}
+
+function isEventStream(contentType: OutgoingHttpHeaders[string]): boolean {
+  return typeof contentType === 'string' && contentType.slice(0, 17).toLowerCase() === 'text/event-stream';
 }
 
 /**
@@ -125,6 +139,7 @@ export function forwardedHeaders(
 
   headers['x-verified-user'] = headerValue(identity.user);
   if (identity.subject !== undefined) headers['x-verified-subject'] = headerValue(identity.subject);
+  if (identity.issuer !== undefined) headers['x-verified-issuer'] = headerValue(identity.issuer);
   if (identity.email !== undefined) headers['x-verified-email'] = headerValue(identity.email);
   if (identity.groups !== undefined) {
     const all = headerValue(identity.groups.join(','));
@@ -260,6 +275,10 @@ class Forward implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>): void {
     const outgoing = responseHeaders(headers);
     outgoing['x-request-id'] ??= this.request.id;
+    // Every forwarded request is authenticated: its answer is one user's.
+    outgoing['cache-control'] = privateCacheControl(outgoing['cache-control']);
+    // A proxy in front (nginx) must not buffer an event stream (the MCP transport's SHOULD).
+    if (isEventStream(outgoing['content-type'])) outgoing['x-accel-buffering'] = 'no';
     if (this.reader !== undefined && !this.reader.onStart(statusCode, outgoing)) {
       this.held = { statusCode, headers: outgoing };
       return;
@@ -274,7 +293,7 @@ class Forward implements Dispatcher.DispatchHandler {
     // Node sends headers with the first body chunk; an event stream (an MCP GET stream) may stay
     // silent for long, and the client must see its headers now, or at the latest once the data
     // that came with them has been written (one write instead of two).
-    if (String(outgoing['content-type']).startsWith('text/event-stream')) setImmediate(() => this.flushHeadersOfSilentStream());
+    if (isEventStream(outgoing['content-type'])) setImmediate(() => this.flushHeadersOfSilentStream());
   }
 
   private flushHeadersOfSilentStream(): void {
@@ -334,36 +353,17 @@ class Forward implements Dispatcher.DispatchHandler {
       this.res.destroy();
       return;
     }
-    const failure = UPSTREAM_FAILURES[kind];
-    const body = JSON.stringify({ error: failure.error, error_description: failure.description });
-    this.res.writeHead(failure.status, {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-      'x-request-id': this.request.id,
-    });
-    this.res.end(body);
+    UPSTREAM_ANSWERS[kind].write(this.res, this.request.id);
   }
 }
 
 /** The answer when the upstream's own token could not be obtained (UPSTREAM_TOKEN=exchange). */
 function sendExchangeFailure(request: FastifyRequest, res: ServerResponse, forwarding: Forwarding | undefined): void {
-  request.auth.reason = TOKEN_EXCHANGE_FAILED.reason;
+  request.auth.reason = 'token_exchange_failed';
   // The messages read from the body end as the upstream's failure: they never reached it.
   forwarding?.reader?.onError('connect');
-  if (res.headersSent || res.destroyed) return;
-  const body = JSON.stringify({
-    error: TOKEN_EXCHANGE_FAILED.error,
-    reason: TOKEN_EXCHANGE_FAILED.reason,
-    error_description: TOKEN_EXCHANGE_FAILED.description,
-  });
-  res.writeHead(TOKEN_EXCHANGE_FAILED.status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    'x-request-id': request.id,
-  });
-  res.end(body);
+  if (res.destroyed) return;
+  EXCHANGE_FAILED_ANSWER.write(res, request.id);
 }
 
 export function registerProxy(
@@ -412,10 +412,8 @@ export function registerProxy(
     const identity = request.auth.identity;
     if (identity === undefined) throw new Error('unauthenticated request reached the proxy');
     if (!isPlainPath(request.url)) {
-      reply
-        .code(400)
-        .header('cache-control', 'no-store')
-        .send({ error: 'invalid_request', error_description: 'request path must be absolute, without . or .. segments' });
+      reply.hijack();
+      PATH_NOT_PLAIN.write(reply.raw, request.id);
       return;
     }
     reply.hijack();
@@ -431,8 +429,7 @@ export function registerProxy(
         (error: unknown) => {
           // A bug in the interceptor: fail closed, nothing forwarded.
           request.log.error({ err: error }, 'request interceptor failed');
-          if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-          reply.raw.end('{"error":"internal_error"}');
+          SERVER_ERROR.write(reply.raw, request.id);
         },
       );
     } else {
@@ -464,15 +461,19 @@ export function registerProxy(
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
+    const outgoing = forwardedHeaders(request, upstream.host, identity, credential, config.groupsHeaderMaxBytes);
+    // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
+    const reader =
+      request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);
     pool.dispatch(
       {
         method: request.method,
         // The target exactly as the client sent it: Coder may sign it.
         path: request.url,
-        headers: forwardedHeaders(request, upstream.host, identity, credential, config.groupsHeaderMaxBytes),
+        headers: outgoing,
         body,
       },
-      new Forward(request, res, onFailure, forwarding?.reader),
+      new Forward(request, res, onFailure, reader),
     );
   };
 
@@ -485,11 +486,8 @@ export function registerProxy(
   });
   // Every path is routed, so what is not found is a method not forwarded. Fastify's own answer
   // quotes the target, query string included.
-  app.setNotFoundHandler((_request, reply) => {
-    reply
-      .code(405)
-      .header('allow', FORWARDED_METHODS.join(', '))
-      .header('cache-control', 'no-store')
-      .send({ error: 'method_not_allowed', error_description: 'the request method is not forwarded' });
+  app.setNotFoundHandler((request, reply) => {
+    reply.hijack();
+    METHOD_NOT_FORWARDED.write(reply.raw, request.id);
   });
 }

@@ -6,47 +6,19 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { STATUS_CODES } from './status-codes.js';
 import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { HTTP_REFUSALS, type HttpRefusalReason } from '../lib/errors.js';
+import { HTTP_REFUSALS, HTTP_REFUSAL_REASONS, type HttpRefusalReason } from '../lib/errors.js';
 import { pathOf } from '../lib/request-target.js';
+import { CLOSE, prepare } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 
-interface RenderedRefusal {
-  status: number;
-  body: string;
-  /** Name, value, ... as writeHead takes them; the request id is added per request. */
-  headers: string[];
-}
-
-function render(reason: HttpRefusalReason): RenderedRefusal {
-  const { status, error, description } = HTTP_REFUSALS[reason];
-  const body = JSON.stringify({ error, reason, error_description: description });
-  return {
-    status,
-    body,
-    headers: [
-      'content-type',
-      'application/json; charset=utf-8',
-      'content-length',
-      String(Buffer.byteLength(body)),
-      'cache-control',
-      'no-store',
-      // A client refused for how it speaks HTTP does not keep the connection (nor its memory).
-      'connection',
-      'close',
-    ],
-  };
-}
-
-const RENDERED = new Map((Object.keys(HTTP_REFUSALS) as HttpRefusalReason[]).map((reason) => [reason, render(reason)]));
+// A client refused for how it speaks HTTP does not keep the connection (nor its memory).
+const ANSWERS = new Map(HTTP_REFUSAL_REASONS.map((reason) => [reason, prepare(HTTP_REFUSALS[reason], reason)]));
 
 function writeRefusal(res: ServerResponse, reason: HttpRefusalReason, requestId: string): void {
-  const { status, headers, body } = RENDERED.get(reason)!;
-  res.writeHead(status, [...headers, 'x-request-id', requestId]);
-  res.end(body);
+  ANSWERS.get(reason)!.write(res, requestId, CLOSE);
 }
 
 /** Answers a request the edge checks refuse, from a hook; the request line is written when it closes. */
@@ -92,17 +64,13 @@ export function createClientErrorHandler(logger: Logger, metrics: Metrics) {
     // A reset: the client is gone, nothing was refused.
     if (error.code === 'ECONNRESET' || socket.destroyed) return;
     const reason = clientErrorReason(error.code);
-    const { status, headers, body } = RENDERED.get(reason)!;
+    const answer = ANSWERS.get(reason)!;
     const reqId = randomUUID();
     metrics.httpRefused.inc({ reason });
     // Only fixed fields: the error's message and its raw packet may quote the request.
-    logger.info({ reqId, status, decision: 'reject', reason, parserError: error.code }, 'request');
+    logger.info({ reqId, status: answer.status, decision: 'reject', reason, parserError: error.code }, 'request');
     const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (socket.writable && inFlight?.headersSent !== true) {
-      let head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n`;
-      for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-      socket.write(`${head}x-request-id: ${reqId}\r\n\r\n${body}`);
-    }
+    if (socket.writable && inFlight?.headersSent !== true) socket.write(answer.text(reqId));
     socket.destroy();
   };
 }

@@ -14,8 +14,10 @@ export const REJECTIONS = {
   wrong_token_type: { status: 401, description: 'token is not an access token' },
   missing_claim: { status: 401, description: 'token lacks a required claim' },
   invalid_claim: { status: 401, description: 'token claim is not a clean string' },
+  inactive_token: { status: 401, description: 'token is not active at its issuer (revoked, or unknown to it)' },
   forbidden: { status: 403, description: 'token lacks a required group or role' },
   jwks_unavailable: { status: 503, description: 'signing keys of the issuer are not available' },
+  introspection_unavailable: { status: 503, description: 'token introspection at the issuer is not available' },
   // Proof of possession (RFC 9449): `error` is the code of the DPoP challenge and the JSON body.
   invalid_dpop_proof: { status: 401, description: 'DPoP proof is missing or invalid', error: 'invalid_dpop_proof' },
   dpop_replay: { status: 401, description: 'DPoP proof was used before', error: 'invalid_dpop_proof' },
@@ -38,6 +40,8 @@ export const REJECTION_REASONS = Object.keys(REJECTIONS) as RejectionReason[];
  */
 export class Rejection {
   readonly message: string;
+  /** The trusted issuer the token named, once verification knew it (mcp_auth_issuer_verdicts_total). */
+  issuer: string | undefined;
 
   constructor(
     readonly reason: RejectionReason,
@@ -49,6 +53,7 @@ export class Rejection {
     readonly stands?: () => boolean,
   ) {
     this.message = detail ?? REJECTIONS[reason].description;
+    this.issuer = undefined;
   }
 
   get status(): number {
@@ -88,14 +93,6 @@ export const UPSTREAM_FAILURES = {
 
 export type UpstreamFailureKind = keyof typeof UPSTREAM_FAILURES;
 
-/** UPSTREAM_TOKEN=exchange and no token for the upstream: the request is not forwarded without it. */
-export const TOKEN_EXCHANGE_FAILED = {
-  status: 502,
-  error: 'bad_gateway',
-  reason: 'token_exchange_failed',
-  description: 'the identity provider did not exchange the token for one of the upstream',
-} as const;
-
 /**
  * Requests refused for how they are sent, not for their token: by Node's parser (bad syntax,
  * headers over the limit, too slow), by the router (a target that does not decode), or by the
@@ -113,6 +110,26 @@ export const HTTP_REFUSALS = {
 
 export type HttpRefusalReason = keyof typeof HTTP_REFUSALS;
 export const HTTP_REFUSAL_REASONS = Object.keys(HTTP_REFUSALS) as HttpRefusalReason[];
+
+/**
+ * The sidecar's other answers of its own, after authentication: what it does not forward, an MCP
+ * body it cannot judge, and its own failure. Codes from the same vocabulary as the tables above.
+ */
+export const OWN_ERRORS = {
+  method_not_forwarded: { status: 405, error: 'method_not_allowed', description: 'the request method is not forwarded' },
+  metadata_read_only: { status: 405, error: 'method_not_allowed', description: 'metadata is read-only' },
+  path_not_plain: { status: 400, error: 'invalid_request', description: 'request path must be absolute, without . or .. segments' },
+  body_too_large: { status: 413, error: 'payload_too_large', description: 'request body is larger than MCP_MAX_BODY_BYTES' },
+  body_not_judged: { status: 400, error: 'invalid_request', description: 'request body cannot be judged' },
+  rate_limited: { status: 429, error: 'rate_limited', description: 'rate limit reached' },
+  server_error: { status: 500, error: 'server_error', description: 'the sidecar failed to handle the request' },
+  // UPSTREAM_TOKEN=exchange and no token for the upstream: the request is not forwarded without it.
+  token_exchange_failed: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'the identity provider did not exchange the token for one of the upstream',
+  },
+} as const;
 
 /**
  * Start-up cannot go on: `variable` names the setting to fix (`PORT`, `ADMIN_PORT`,
@@ -139,3 +156,39 @@ export class StartupError extends Error {
     return typeof code === 'string' ? code : undefined;
   }
 }
+
+/**
+ * JSON-RPC error codes of the answers the sidecar gives MCP messages itself. Its own codes lie in
+ * -32000 to -32019, the part of JSON-RPC's server-error range that MCP (since 2026-07-28) leaves to
+ * implementations; MCP reserves -32020 to -32099 for codes it defines, and the sidecar uses those
+ * (and JSON-RPC's own) only with their defined meaning. README: Error codes.
+ */
+export const RPC_CODES = {
+  /** The tool policy denied the message. */
+  policyDenied: -32003,
+  /** The session named belongs to another subject (read-request.ts: SESSION_FORBIDDEN, HTTP 403). */
+  sessionForbidden: -32004,
+  /** A rate limit refused a tool call (was -32029, inside MCP's range, before 2026-07-28 reserved it). */
+  rateLimited: -32010,
+  /** A guard could not decide about the message (fail closed). */
+  notJudged: -32011,
+  /** The response could not be read or matched to its request, so the tool policy could not be applied to it. */
+  responseUnchecked: -32012,
+  /**
+   * The one reading refused the request before any guard (read-request.ts): a body the server
+   * could read otherwise than the sidecar (member names folding together, duplicate ids, a batch
+   * its version lacks, dot segments), a malformed session id, a body on another method, an id in flight.
+   */
+  requestRefused: -32013,
+  // Codes JSON-RPC and MCP define, used with their meaning:
+  /** MCP HeaderMismatch: an Mcp-* or MCP-Protocol-Version header disagrees with the body, or is missing or malformed. */
+  headerMismatch: -32020,
+  /** JSON-RPC Invalid params: also MCP's answer to a request lacking a required `_meta` field. */
+  invalidParams: -32602,
+  /** JSON-RPC Method not found: a 2026-07-28 server's answer (with 404) to a method it does not serve. */
+  methodNotFound: -32601,
+  /** JSON-RPC Invalid Request: a body that is not JSON-RPC (a 2026-07-28 request's answer). */
+  invalidRequest: -32600,
+  /** JSON-RPC Parse error: a body that is not UTF-8 JSON (a 2026-07-28 request's answer). */
+  parseError: -32700,
+} as const;

@@ -21,8 +21,20 @@ export type Outcome =
   | 'upstream_error'
   | 'cancelled'
   | 'unknown'
+  | 'header_mismatch'
+  | 'input_required'
+  | 'subscribed'
   | 'invalid_request'
   | 'forbidden_session';
+/**
+ * Every outcome, as the audit line and mcp_auth_mcp_messages_total write it: `header_mismatch`, a
+ * 2026-07-28 request whose headers disagree with its body (refused, nothing forwarded);
+ * `input_required`, a multi round-trip result asking the client for input (the retry is a
+ * message of its own); `subscribed`, a subscriptions/listen stream that has opened (its line at
+ * the end has the outcome of the stream); `invalid_request`, a request the one reading refused
+ * (read-request.ts: nothing forwarded); `forbidden_session`, a request naming a session another
+ * subject started (refused, nothing forwarded).
+ */
 export const OUTCOMES: readonly Outcome[] = [
   'result',
   'tool_error',
@@ -32,6 +44,9 @@ export const OUTCOMES: readonly Outcome[] = [
   'upstream_error',
   'cancelled',
   'unknown',
+  'header_mismatch',
+  'input_required',
+  'subscribed',
   'invalid_request',
   'forbidden_session',
 ];
@@ -45,6 +60,8 @@ export interface AuditLine {
   subject: string | undefined;
   /** How the token was held: `dpop` (bound to the key of a proof checked on the request) or `bearer`. */
   binding: 'bearer' | 'dpop';
+  /** The issuer that vouched for the caller's token (several may be trusted). */
+  issuer?: string | undefined;
   sessionId: string | undefined;
   client: string | undefined;
   protocolVersion: string | undefined;
@@ -56,6 +73,16 @@ export interface AuditLine {
   /** The arguments as written in the request body; hashed instead of re-serialising `arguments`. */
   argumentsText?: string | undefined;
   rpcId: string | number | undefined;
+  /** The trace of the message's span when tracing recorded one, else of its `_meta` `traceparent`. */
+  traceId?: string | undefined;
+  /** The message's span, when tracing recorded one. */
+  spanId?: string | undefined;
+  /** A retry of a multi round-trip request (it carries `inputResponses`). */
+  inputResponses?: boolean | undefined;
+  /** Outcome input_required: the methods of the input requested (elicitation/create, sampling/createMessage, roots/list). */
+  inputRequests?: readonly string[] | undefined;
+  /** The end of a subscriptions/listen stream: the notifications it carried. */
+  notifications?: number | undefined;
   outcome: Outcome;
   rpcErrorCode: number | undefined;
   policyRule: string | undefined;
@@ -194,6 +221,7 @@ export function createAuditWriter(
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
     json += `,"binding":"${line.binding}"`;
+    if (line.issuer !== undefined) json += `,"issuer":${quoteCut(line.issuer, B.resource)}`;
     if (line.sessionId !== undefined) json += `,"sessionId":${quoteCut(line.sessionId, B.sessionId)}`;
     if (line.client !== undefined) json += `,"client":${quoteCut(line.client, B.client)}`;
     if (line.protocolVersion !== undefined) json += `,"protocolVersion":${quoteCut(line.protocolVersion, B.method)}`;
@@ -207,7 +235,13 @@ export function createAuditWriter(
       if (values) json += `,"arguments":${argumentValues(args, valueBytes)}`;
     }
     if (line.rpcId !== undefined) json += `,"rpcId":${typeof line.rpcId === 'string' ? quoteCut(line.rpcId, B.rpcId) : text(line.rpcId)}`;
+    if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}"`;
+    if (line.spanId !== undefined) json += `,"spanId":"${line.spanId}"`;
+    if (line.inputResponses === true) json += ',"inputResponses":true';
     json += `,"outcome":"${line.outcome}"`;
+    if (line.inputRequests !== undefined)
+      json += `,"inputRequests":[${line.inputRequests.map((kind) => quoteCut(kind, B.method)).join(',')}]`;
+    if (line.notifications !== undefined) json += `,"notifications":${line.notifications}`;
     if (line.rpcErrorCode !== undefined) json += `,"rpcErrorCode":${line.rpcErrorCode}`;
     if (line.policyRule !== undefined) json += `,"policyRule":${quote(line.policyRule)}`;
     if (!withArguments) json += ',"auditError":true';

@@ -10,7 +10,10 @@ import type { Caller, ClientMessage, Guard } from './guard.js';
 import type { AuditWriter, Outcome } from './audit.js';
 import { methodLabel } from './messages.js';
 import { Sessions } from './sessions.js';
+import { ParamHeaders } from './param-headers.js';
 import { goFoldKey } from '../lib/go-fold.js';
+import { READ_BUDGET_BYTES, ReadBudget } from './read-budget.js';
+import type { MessageTrace } from '../tracing/mcp-trace.js';
 
 /** At most this many tool names become label values (a client cannot grow the label set). */
 export const MAX_TOOL_LABELS = 200;
@@ -33,10 +36,16 @@ export interface Pending {
   rule: string | undefined;
   /** Guards that rewrite its result (list filtering); undefined for most. */
   readonly rewriters: readonly Guard[] | undefined;
+  /** The message's span, with tracing on. */
+  readonly trace?: MessageTrace | undefined;
   /** Key in the in-flight map, for requests of a session. */
   inFlightKey: string | undefined;
   cancelled: boolean;
   ended: boolean;
+  /** An input_required result: the kinds of input it asked for. */
+  inputRequests?: readonly string[];
+  /** A subscriptions/listen stream that opened: the notifications it has carried so far. */
+  notifications?: number;
 }
 
 export function idKey(id: string | number): string {
@@ -45,6 +54,10 @@ export function idKey(id: string | number): string {
 
 export class McpContext {
   readonly sessions = new Sessions();
+  /** Bytes of request bodies read at once, across every request (read-budget.ts). */
+  readonly readBudget: ReadBudget;
+  /** The Mcp-Param-* marks of the tools the upstream listed (MCP 2026-07-28). */
+  readonly paramHeaders = new ParamHeaders();
   private readonly tools = new Set<string>();
   /** Per tool listed, its input schema's property names by Go fold key (read-request.ts: argumentProblem). */
   private readonly schemas = new Map<string, ReadonlyMap<string, string>>();
@@ -52,12 +65,13 @@ export class McpContext {
   readonly rewriting: boolean;
 
   constructor(
-    readonly config: Pick<Config, 'mcpMaxBodyBytes'>,
+    readonly config: Pick<Config, 'mcpMaxBodyBytes' | 'resourceUrl'>,
     readonly guards: readonly Guard[],
     readonly metrics: Metrics,
     readonly audit: AuditWriter | undefined,
   ) {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
+    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes));
   }
 
   /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS; and their input schemas' property names. */
@@ -134,7 +148,7 @@ export class McpContext {
     pending.ended = true;
     if (pending.inFlightKey !== undefined && this.inFlight.get(pending.inFlightKey) === pending) this.inFlight.delete(pending.inFlightKey);
     if (pending.cancelled && (outcome === 'upstream_error' || outcome === 'unknown' || outcome === 'result')) outcome = 'cancelled';
-    const { message, caller, reqId, startedAt, rule, bytesIn } = pending;
+    const { message, caller, startedAt } = pending;
     for (const guard of pending.allowedBy) {
       try {
         guard.settle?.(message, caller);
@@ -144,23 +158,57 @@ export class McpContext {
     }
     const seconds = (performance.now() - startedAt) / 1000;
     const { metrics } = this;
+    if (pending.notifications !== undefined) metrics.subscriptionsOpen.dec();
+    const trace = pending.trace;
+    trace?.end(outcome, rpcErrorCode);
     metrics.mcpMessages.inc({ method: methodLabel(message.method), outcome });
     if (message.method === 'tools/call') {
       const tool = this.toolLabel(message.tool);
       metrics.toolCalls.inc({ tool, outcome });
-      metrics.toolCallDuration.observe({ tool }, seconds);
+      // With tracing, the histogram keeps exemplars: the call's trace.
+      // (prom-client types exemplar labels with the metric's label names.)
+      if (metrics.exemplars) {
+        const exemplarLabels = (trace?.exemplar ?? {}) as Record<'tool', string>;
+        metrics.toolCallDuration.observe({ labels: { tool }, value: seconds, exemplarLabels });
+      } else metrics.toolCallDuration.observe({ tool }, seconds);
     }
+    this.write(pending, outcome, rpcErrorCode, bytesOut, sessionId, seconds);
+  }
+
+  /**
+   * A subscriptions/listen stream opened (the upstream answered with an event stream): its first
+   * audit line, outcome `subscribed`; the second comes when it ends. Counted as open meanwhile.
+   */
+  opened(pending: Pending, bytesOut: number): void {
+    if (pending.ended || pending.notifications !== undefined) return;
+    pending.notifications = 0;
+    this.metrics.subscriptionsOpen.inc();
+    this.write(pending, 'subscribed', undefined, bytesOut, pending.caller.sessionId, (performance.now() - pending.startedAt) / 1000);
+  }
+
+  private write(
+    pending: Pending,
+    outcome: Outcome,
+    rpcErrorCode: number | undefined,
+    bytesOut: number,
+    sessionId: string | undefined,
+    seconds: number,
+  ): void {
     if (this.audit === undefined) return;
+    const { message, caller } = pending;
     const session = this.sessions.get(sessionId);
+    // A 2026-07-28 request says in its _meta what initialize said for a session.
+    const meta = message.meta;
     this.audit({
-      reqId,
+      reqId: pending.reqId,
       clientRequestId: pending.clientRequestId,
       user: caller.identity.user,
       subject: caller.identity.subject,
       binding: caller.identity.jkt === undefined ? 'bearer' : 'dpop',
+      issuer: caller.identity.issuer,
       sessionId,
-      client: session?.client,
-      protocolVersion: session?.protocolVersion,
+      client: session?.client ?? meta?.client,
+      protocolVersion: session?.protocolVersion ?? meta?.protocolVersion ?? caller.protocolVersion,
       method: message.method,
       tool: message.tool,
       prompt: message.prompt,
@@ -168,11 +216,17 @@ export class McpContext {
       arguments: message.arguments,
       argumentsText: message.argumentsText,
       rpcId: message.id,
+      // The message's span when tracing recorded one, else the client's trace id from _meta.
+      traceId: pending.trace?.traceId ?? meta?.traceId,
+      spanId: pending.trace?.spanId,
+      inputResponses: message.inputResponses,
+      inputRequests: pending.inputRequests,
+      notifications: outcome === 'subscribed' ? undefined : pending.notifications,
       outcome,
       rpcErrorCode,
-      policyRule: rule,
+      policyRule: pending.rule,
       durationMs: Math.round(seconds * 1_000_000) / 1000,
-      bytesIn,
+      bytesIn: pending.bytesIn,
       bytesOut,
     });
   }

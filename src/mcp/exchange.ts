@@ -22,11 +22,16 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { Caller, ClientMessage } from './guard.js';
 import type { Outcome } from './audit.js';
 import { idKey, type McpContext, type Pending } from './context.js';
-import type { ClientResponse } from './messages.js';
+import { methodLabel, type ClientResponse } from './messages.js';
+import { inputRequestKinds } from './results.js';
+import { RPC_CODES } from '../lib/errors.js';
 import { clientOf, ownerOf } from './sessions.js';
 import { ResponseFramer, type BodyKind, type Handling, type Replacement, type ResponseEnd, type UnitHandler } from './framing.js';
 
 type Json = Record<string, unknown>;
+
+/** The requests an input_required result may answer (MCP 2026-07-28, multi round-trip requests). */
+const MULTI_ROUND_TRIP: ReadonlySet<string> = new Set(['tools/call', 'prompts/get', 'resources/read']);
 
 export type ExchangeState = 'awaiting' | 'holding' | 'passing' | 'unreadable' | 'failed-closed' | 'done';
 
@@ -39,9 +44,9 @@ export const TRANSITIONS: Readonly<Record<ExchangeState, readonly ExchangeState[
   done: [],
 };
 
-const UNFILTERED = { code: -32603, message: 'the response could not be read to apply the tool policy' };
+const UNFILTERED = { code: RPC_CODES.responseUnchecked, message: 'the response could not be read to apply the tool policy' };
 const UNMATCHED = {
-  code: -32603,
+  code: RPC_CODES.responseUnchecked,
   message: "a result outside its request's response cannot be checked against the tool policy (use the Streamable HTTP transport)",
 };
 const FINISHED_BY: Record<ResponseEnd, Outcome | undefined> = {
@@ -90,6 +95,8 @@ export class McpExchange implements UnitHandler {
   private answeredHere: Set<string> | undefined;
   /** Mcp-Session-Id of the response (initialize creates it). */
   private responseSession: string | undefined;
+  /** The subscriptions/listen request whose stream this response is (MCP 2026-07-28). */
+  private listen: Pending | undefined;
 
   constructor(
     private readonly context: McpContext,
@@ -122,6 +129,15 @@ export class McpExchange implements UnitHandler {
     this.kind = kind;
     const session = headers['mcp-session-id'];
     if (typeof session === 'string') this.responseSession = session;
+    // A subscriptions/listen request answered with an event stream: the subscription is open.
+    if (kind === 'sse' && statusCode < 300) {
+      for (const pending of this.requests.values()) {
+        if (pending.message.method === 'subscriptions/listen') {
+          this.listen = pending;
+          this.context.opened(pending, this.reader.bytesOut);
+        }
+      }
+    }
     if (this.held > 0 && (kind !== 'unreadable' || statusCode === 200)) {
       // A reply to rewrite: held until read. In a form that cannot be read, the framer drops it
       // and the held requests get errors at the end instead (fail closed).
@@ -191,6 +207,11 @@ export class McpExchange implements UnitHandler {
     if (typeof method === 'string') {
       // A request of the server (sampling, elicitation, roots): its answer comes in a later POST.
       if (isId(id)) this.context.sessions.serverRequest(this.origin.caller.sessionId, idKey(id), method);
+      else if (this.listen !== undefined && !this.listen.ended) {
+        // A change notification on a subscription's stream: it passes, counted.
+        this.listen.notifications = (this.listen.notifications ?? 0) + 1;
+        this.context.metrics.subscriptionNotifications.inc({ method: methodLabel(method) });
+      }
       return undefined;
     }
     const error = isObject(message.error) ? message.error : undefined;
@@ -214,8 +235,10 @@ export class McpExchange implements UnitHandler {
     const { result } = message;
     const { method: requested } = pending.message;
     let sessionId: string | undefined;
-    if (requested === 'tools/list') this.context.learnTools(result);
-    else if (requested === 'initialize' && this.responseSession !== undefined) {
+    if (requested === 'tools/list') {
+      this.context.learnTools(result);
+      this.context.paramHeaders.learn(result);
+    } else if (requested === 'initialize' && this.responseSession !== undefined) {
       // The session the upstream created belongs to whoever initialized it (read-request.ts refuses it to anyone else).
       const version = isObject(result) && typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined;
       const client = clientOf(pending.message.params?.clientInfo);
@@ -241,7 +264,10 @@ export class McpExchange implements UnitHandler {
       if (changed) replacement = { ...message, result: current };
     }
     const toolError = requested === 'tools/call' && isObject(result) && result.isError === true;
-    this.end(pending, toolError ? 'tool_error' : 'result', undefined, sessionId);
+    // A multi round-trip request's interim result (2026-07-28): the retry is a message of its own.
+    const inputRequests = MULTI_ROUND_TRIP.has(requested) ? inputRequestKinds(result) : undefined;
+    if (inputRequests !== undefined) pending.inputRequests = inputRequests;
+    this.end(pending, inputRequests !== undefined ? 'input_required' : toolError ? 'tool_error' : 'result', undefined, sessionId);
     return replacement;
   }
 

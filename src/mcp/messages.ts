@@ -3,10 +3,13 @@
 
 import { hasDuplicateKeys } from '../lib/json-text.js';
 import { argumentsTexts } from './arguments-text.js';
-import type { ClientMessage } from './guard.js';
+import type { ClientMessage, MessageMeta } from './guard.js';
+import { clientOf } from './sessions.js';
 
-/** Every method MCP defines (2024-11-05 to 2025-11-25), client's and server's: the `method` label's values. */
+/** Every method MCP defines (2024-11-05 to 2026-07-28), client's and server's: the `method` label's values. */
 export const MCP_METHODS: ReadonlySet<string> = new Set([
+  'server/discover',
+  'subscriptions/listen',
   'initialize',
   'ping',
   'tools/list',
@@ -38,6 +41,7 @@ export const MCP_METHODS: ReadonlySet<string> = new Set([
   'notifications/roots/list_changed',
   'notifications/elicitation/complete',
   'notifications/tasks/status',
+  'notifications/subscriptions/acknowledged',
 ]);
 
 /** The method label: an MCP method name, `unparsed` for a body that was not read, else `other`. */
@@ -82,6 +86,32 @@ function isId(value: unknown): value is string | number {
   return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
 }
 
+// W3C Trace Context: version, a trace id of 32 lower-case hex digits, a parent id, flags;
+// versions after 00 may append fields.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(-[^]*)?$/;
+const ALL_ZERO = /^0+$/;
+
+/** The trace id of a `traceparent` value, when it is well-formed. */
+export function traceIdOf(traceparent: unknown): string | undefined {
+  if (typeof traceparent !== 'string' || traceparent.length > 512) return undefined;
+  const match = TRACEPARENT.exec(traceparent);
+  if (match === null) return undefined;
+  const [, version, traceId, rest] = match;
+  if (version === 'ff' || (version === '00' && rest !== undefined) || ALL_ZERO.test(traceId!)) return undefined;
+  return traceId;
+}
+
+function metaOf(raw: unknown): MessageMeta | undefined {
+  if (!isObject(raw)) return undefined;
+  const version = raw['io.modelcontextprotocol/protocolVersion'];
+  return {
+    protocolVersion: typeof version === 'string' ? version : undefined,
+    capabilities: isObject(raw['io.modelcontextprotocol/clientCapabilities']),
+    client: clientOf(raw['io.modelcontextprotocol/clientInfo']),
+    traceId: traceIdOf(raw.traceparent),
+  };
+}
+
 /** One parsed JSON-RPC request or notification, with the names a guard and the audit read. */
 export function clientMessage(method: string, id: string | number | undefined, rawParams: unknown, argumentsText?: string): ClientMessage {
   const params = isObject(rawParams) ? rawParams : undefined;
@@ -90,7 +120,9 @@ export function clientMessage(method: string, id: string | number | undefined, r
   const args = isObject(params?.arguments) ? params.arguments : undefined;
   const isResource = method === 'resources/read' || method === 'resources/subscribe' || method === 'resources/unsubscribe';
   const takesArguments = method === 'tools/call' || method === 'prompts/get';
-  return {
+  const message: {
+    -readonly [K in keyof ClientMessage]: ClientMessage[K];
+  } = {
     method,
     id,
     params,
@@ -100,6 +132,10 @@ export function clientMessage(method: string, id: string | number | undefined, r
     arguments: takesArguments ? args : undefined,
     argumentsText: takesArguments && args !== undefined ? argumentsText : undefined,
   };
+  // Only messages with these members pay for them: 2025 traffic has neither.
+  if (params !== undefined && params._meta !== undefined) message.meta = metaOf(params._meta);
+  if (params !== undefined && params.inputResponses !== undefined) message.inputResponses = true;
+  return message;
 }
 
 /**

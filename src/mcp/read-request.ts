@@ -16,17 +16,20 @@
 // Pure functions over bytes and parsed values: no HTTP here.
 
 import { countMemberNames } from '../lib/json-text.js';
+import { RPC_CODES } from '../lib/errors.js';
 import { goFoldKey, mayFold } from '../lib/go-fold.js';
 import { argumentsTexts } from './arguments-text.js';
 import type { Outcome } from './audit.js';
 import type { ClientMessage } from './guard.js';
 import { clientMessage, type ClientResponse } from './messages.js';
 import { allowsBatches } from './protocol-version.js';
+import { CLIENT_NAME_BYTES, CLIENT_VERSION_BYTES } from './sessions.js';
+import { cutUtf8 } from '../lib/utf8.js';
 
-/** JSON-RPC's own code for a body that is not a valid request. */
-export const INVALID_REQUEST_CODE = -32600;
+/** The code of a refusal of the one reading (lib/errors.ts RPC_CODES; docs/mcp.md: Error codes). */
+export const INVALID_REQUEST_CODE = RPC_CODES.requestRefused;
 /** A session another subject created (README: Sessions). */
-export const SESSION_FORBIDDEN_CODE = -32004;
+export const SESSION_FORBIDDEN_CODE = RPC_CODES.sessionForbidden;
 
 /** Why the sidecar answers a request itself, before any guard: the HTTP status, the JSON-RPC error, the audit outcome. */
 export interface Refusal {
@@ -227,6 +230,19 @@ export function resolvesElsewhere(uri: string): boolean {
   return DOT_SEGMENT.test(text);
 }
 
+/**
+ * What of a message is kept while it is in flight: an initialize's clientInfo as the session
+ * keeps it (name and version, cut: sessions.ts), so a megabyte name is not held until the answer
+ * comes (nothing reads more of it).
+ */
+function kept(message: ClientMessage): ClientMessage {
+  const info = message.method === 'initialize' ? message.params?.clientInfo : undefined;
+  if (!isObject(info)) return message;
+  const bounded = (value: unknown, bytes: number) => (typeof value === 'string' ? cutUtf8(value, bytes) : value);
+  const clientInfo = { name: bounded(info.name, CLIENT_NAME_BYTES), version: bounded(info.version, CLIENT_VERSION_BYTES) };
+  return { ...message, params: { ...message.params, clientInfo } };
+}
+
 /** The resource URI a message names for a guard: params.uri of the resource methods, params.ref.uri of completion/complete. */
 function resourceUri(message: ClientMessage): string | undefined {
   if (message.resource !== undefined) return message.resource;
@@ -281,7 +297,7 @@ export function readMessages(body: Buffer, protocolVersion: string, withArgument
       const params = element.params;
       // Scanned once a body, and only when some message has an arguments object.
       if (withArgumentsText && texts === undefined && isObject(params) && isObject(params.arguments)) texts = argumentsTexts(text, batch);
-      const message = clientMessage(method, id, params, texts?.[index]);
+      const message = kept(clientMessage(method, id, params, texts?.[index]));
       const uri = resourceUri(message);
       if (uri !== undefined && resolvesElsewhere(uri)) {
         return refusal(

@@ -81,6 +81,9 @@ export interface RequestLine {
   user: string | undefined;
   subject: string | undefined;
   aborted: boolean;
+  /** The request's span, when tracing recorded one. */
+  traceId?: string | undefined;
+  spanId?: string | undefined;
 }
 
 /**
@@ -105,6 +108,7 @@ export function createRequestLogger(logger: Logger): (line: RequestLine) => void
     if (line.user !== undefined) json += `,"user":${text(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${text(line.subject)}`;
     if (line.aborted) json += ',"aborted":true';
+    if (line.traceId !== undefined) json += `,"traceId":"${line.traceId}","spanId":"${line.spanId}"`;
     info.end(json);
   };
 }

@@ -1,18 +1,30 @@
 // The registry and every metric the docs name (the names are an interface). One registry per app, so tests can build many.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type OpenMetricsContentType,
+  type RegistryContentType,
+} from 'prom-client';
 import { VERSION } from '../lib/version.js';
 import { HTTP_REFUSAL_REASONS, REJECTION_REASONS, UPSTREAM_FAILURES, type UpstreamFailureKind } from '../lib/errors.js';
 
 export interface Metrics {
   readonly registry: Registry;
+  /** Whether the histograms keep exemplars (tracing on): they are then observed with `{ labels, value, exemplarLabels }`. */
+  readonly exemplars: boolean;
   readonly accepted: Counter;
   readonly rejected: Counter<'reason'>;
   readonly verifyDuration: Histogram;
   readonly upstreamFailures: Counter<'kind'>;
-  readonly jwksRefresh: Counter<'result'>;
-  readonly jwksKeys: Gauge;
-  readonly jwksLastSuccess: Gauge;
+  readonly jwksRefresh: Counter<'result' | 'issuer'>;
+  readonly jwksKeys: Gauge<'issuer'>;
+  readonly jwksLastSuccess: Gauge<'issuer'>;
+  readonly issuerVerdicts: Counter<'issuer' | 'verdict'>;
+  readonly introspection: Counter<'issuer' | 'result'>;
   readonly inFlight: Gauge;
   readonly verdictCache: Counter<'result'>;
   readonly mcpMessages: Counter<'method' | 'outcome'>;
@@ -23,6 +35,9 @@ export interface Metrics {
   readonly policyLastReloadSuccessful: Gauge<'file'>;
   readonly rateLimited: Counter<'scope'>;
   readonly rateLimitBackendErrors: Counter;
+  readonly headerMismatches: Counter<'header'>;
+  readonly subscriptionsOpen: Gauge;
+  readonly subscriptionNotifications: Counter<'method'>;
   readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
@@ -40,23 +55,48 @@ const MCP_OUTCOMES = [
   'upstream_error',
   'cancelled',
   'unknown',
+  'header_mismatch',
+  'input_required',
+  'subscribed',
   'invalid_request',
   'forbidden_session',
 ];
+// The headers a 2026-07-28 request's headers are checked by (src/mcp/request-metadata.ts).
+const MISMATCHED_HEADERS = ['mcp-protocol-version', 'mcp-method', 'mcp-name', 'mcp-param'];
 // Tool calls take milliseconds to minutes.
 const TOOL_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 // Verification is microseconds on a cached key and tens of milliseconds when it waits on the issuer.
 const VERIFY_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5];
 
+/** Every series of one trusted issuer at 0, so that rate() alerts work before its first event. */
+export function zeroIssuer(metrics: Metrics, issuer: string, introspects: boolean): void {
+  for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result, issuer }, 0);
+  for (const verdict of ['accepted', ...REJECTION_REASONS]) metrics.issuerVerdicts.inc({ issuer, verdict }, 0);
+  if (introspects) for (const result of ['active', 'inactive', 'error']) metrics.introspection.inc({ issuer, result }, 0);
+}
+
+/** prom-client takes exemplars only on a registry set to OpenMetrics (createScrape serves both formats). */
+function openMetricsRegistry(): Registry {
+  const registry = new Registry<OpenMetricsContentType>();
+  registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  return registry as unknown as Registry;
+}
+
+export interface MetricsOptions {
+  /** Histograms keep exemplars (a trace id per bucket), shown to scrapes that ask for OpenMetrics: with tracing on. */
+  readonly exemplars?: boolean;
+}
+
 /** `requestsInFlight` is read when Prometheus scrapes: the app keeps the count as a plain number. */
-export function createMetrics(requestsInFlight: () => number = () => 0): Metrics {
-  const registry = new Registry();
+export function createMetrics(requestsInFlight: () => number = () => 0, { exemplars = false }: MetricsOptions = {}): Metrics {
+  const registry = exemplars ? openMetricsRegistry() : new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
 
   const metrics: Metrics = {
     registry,
+    exemplars,
     accepted: new Counter({ name: 'mcp_auth_accepted_total', help: 'Requests whose token was accepted and forwarded.', registers }),
     rejected: new Counter({
       name: 'mcp_auth_rejected_total',
@@ -68,6 +108,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       name: 'mcp_auth_verify_duration_seconds',
       help: 'Time to verify a bearer token.',
       buckets: VERIFY_BUCKETS,
+      enableExemplars: exemplars,
       registers,
     }),
     upstreamFailures: new Counter({
@@ -76,16 +117,35 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       labelNames: ['kind'],
       registers,
     }),
+    // Labelled by issuer (only configured ones): each trusted issuer has a key set of its own.
     jwksRefresh: new Counter({
       name: 'mcp_auth_jwks_refresh_total',
-      help: 'Key set fetches, by result.',
-      labelNames: ['result'],
+      help: 'Key set fetches, by result and issuer.',
+      labelNames: ['result', 'issuer'],
       registers,
     }),
-    jwksKeys: new Gauge({ name: 'mcp_auth_jwks_keys', help: 'Signing keys in the current key set.', registers }),
+    jwksKeys: new Gauge({
+      name: 'mcp_auth_jwks_keys',
+      help: 'Signing keys in the current key set, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    }),
     jwksLastSuccess: new Gauge({
       name: 'mcp_auth_jwks_last_success_timestamp_seconds',
-      help: 'Unix time of the last successful key set fetch.',
+      help: 'Unix time of the last successful key set fetch, by issuer.',
+      labelNames: ['issuer'],
+      registers,
+    }),
+    issuerVerdicts: new Counter({
+      name: 'mcp_auth_issuer_verdicts_total',
+      help: 'Verified tokens by the trusted issuer they named and verdict (accepted, or the rejection reason). Tokens naming no trusted issuer are only in mcp_auth_rejected_total.',
+      labelNames: ['issuer', 'verdict'],
+      registers,
+    }),
+    introspection: new Counter({
+      name: 'mcp_auth_introspection_requests_total',
+      help: "Calls to an issuer's token introspection endpoint, by issuer and result (active, inactive, error: no usable answer).",
+      labelNames: ['issuer', 'result'],
       registers,
     }),
     inFlight: new Gauge({
@@ -119,6 +179,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       help: 'Time from a tools/call request to its outcome, by tool.',
       labelNames: ['tool'],
       buckets: TOOL_BUCKETS,
+      enableExemplars: exemplars,
       registers,
     }),
     policyDecisions: new Counter({
@@ -152,6 +213,23 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
       help: 'Rate limit checks the backend (Redis) could not answer.',
       registers,
     }),
+    headerMismatches: new Counter({
+      name: 'mcp_auth_mcp_header_mismatches_total',
+      help: 'MCP 2026-07-28 requests refused because a header disagreed with the body (or was missing or malformed), by header.',
+      labelNames: ['header'],
+      registers,
+    }),
+    subscriptionsOpen: new Gauge({
+      name: 'mcp_auth_mcp_subscriptions_open',
+      help: 'subscriptions/listen streams open now.',
+      registers,
+    }),
+    subscriptionNotifications: new Counter({
+      name: 'mcp_auth_mcp_subscription_notifications_total',
+      help: 'Notifications the upstream sent on subscriptions/listen streams, by method.',
+      labelNames: ['method'],
+      registers,
+    }),
     auditFailures: new Counter({
       name: 'mcp_auth_audit_failures_total',
       help: 'Audit lines that could not be written whole (written without their arguments, marked auditError).',
@@ -183,7 +261,6 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
   for (const kind of Object.keys(UPSTREAM_FAILURES) as UpstreamFailureKind[]) metrics.upstreamFailures.inc({ kind }, 0);
-  for (const result of ['success', 'failure']) metrics.jwksRefresh.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.verdictCache.inc({ result }, 0);
   for (const outcome of MCP_OUTCOMES) {
     metrics.mcpMessages.inc({ method: 'tools/call', outcome }, 0);
@@ -195,6 +272,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
   for (const result of ['success', 'failure']) metrics.tokenExchanges.inc({ result }, 0);
+  for (const header of MISMATCHED_HEADERS) metrics.headerMismatches.inc({ header }, 0);
   new Gauge({
     name: 'mcp_auth_build_info',
     help: 'Always 1: the sidecar version and the Node.js version running it.',
@@ -202,4 +280,53 @@ export function createMetrics(requestsInFlight: () => number = () => 0): Metrics
     registers,
   }).set({ version: VERSION, node: process.versions.node }, 1);
   return metrics;
+}
+
+/** Tracing's own counter, registered when tracing is on (tracing/export.ts). */
+export function createSpansDropped(registry: Registry): Counter<'reason'> {
+  const counter = new Counter({
+    name: 'mcp_auth_trace_spans_dropped_total',
+    help: 'Spans that never reached the collector, by reason (queue_full: more ended spans waiting than OTEL_BSP_MAX_QUEUE_SIZE; export_failed: the collector was down, slow or refused them).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['queue_full', 'export_failed']) counter.inc({ reason }, 0);
+  return counter;
+}
+
+export interface Scrape {
+  readonly contentType: string;
+  readonly body: string;
+}
+
+const OPENMETRICS = /application\/openmetrics-text/i;
+
+/**
+ * Answers scrapes in Prometheus text, or in OpenMetrics (the one format with exemplars) when the
+ * scrape asks for it, as Prometheus does. prom-client writes the format its registry is set to,
+ * and renames counters while writing OpenMetrics (drops `_total`, for good): each scrape sets
+ * the format it needs and puts the names back, and scrapes take turns.
+ */
+export function createScrape(prometheus: Registry): (accept: string | undefined) => Promise<Scrape> {
+  const registry = prometheus as unknown as Registry<RegistryContentType>;
+  const native = registry.contentType;
+  let previous: Promise<unknown> = Promise.resolve();
+  const scrape = async (contentType: RegistryContentType): Promise<Scrape> => {
+    const metrics = registry.getMetricsAsArray() as unknown as { name: string }[];
+    const names = metrics.map((metric) => metric.name);
+    registry.setContentType(contentType);
+    try {
+      return { contentType, body: await registry.metrics() };
+    } finally {
+      registry.setContentType(native);
+      metrics.forEach((metric, i) => (metric.name = names[i]!));
+    }
+  };
+  return (accept) => {
+    const run = () =>
+      scrape(accept !== undefined && OPENMETRICS.test(accept) ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
+    const result = previous.then(run, run);
+    previous = result.catch(() => undefined);
+    return result;
+  };
 }

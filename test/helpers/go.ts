@@ -8,15 +8,17 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
-import { skipMissing } from './tools.js';
+import { freePort, skipMissing } from './tools.js';
 
 export interface GoPrograms {
-  /** The go-sdk server: `server [address]`, prints `listening http://HOST:PORT/mcp`. */
+  /** The go-sdk server: `server [address] [stateless]`, prints `listening http://HOST:PORT/mcp`. */
   server: string;
   /** The mcp-go server, the same way. */
   mcpgoServer: string;
   gosdkClient: string;
   mcpgoClient: string;
+  /** go-sdk's conformance/everything-server: `everything-server -http ADDRESS` (stateless, every path). */
+  everythingServer: string;
   /** Prints encoding/json's member-name folding table (src/lib/go-fold.ts carries it). */
   gofold: string;
 }
@@ -59,10 +61,19 @@ export interface GoServer {
   close(): Promise<void>;
 }
 
-/** Starts the go-sdk (or mcp-go) MCP server on a free loopback port (bounded wait for its listening line). */
-export async function startGoServer(address = '127.0.0.1:0', kind: 'gosdk' | 'mcpgo' = 'gosdk'): Promise<GoServer> {
+/**
+ * Starts the go-sdk (or, `kind: 'mcpgo'`, the mcp-go) MCP server on a free loopback port (bounded
+ * wait for its listening line); `stateless`: the go-sdk's stateless mode (MCP 2026-07-28 too) with
+ * the tools that revision's tests use.
+ */
+export async function startGoServer(
+  address = '127.0.0.1:0',
+  { kind = 'gosdk', stateless = false }: { kind?: 'gosdk' | 'mcpgo'; stateless?: boolean } = {},
+): Promise<GoServer> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
-  const child = spawn(kind === 'gosdk' ? info.server : info.mcpgoServer, [address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (stateless && kind !== 'gosdk') throw new Error('only the go-sdk server has a stateless mode');
+  const program = kind === 'gosdk' ? info.server : info.mcpgoServer;
+  const child = spawn(program, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
   const ran: RanCall[] = [];
   const waiters = new Set<() => void>();
   let pending = '';
@@ -125,16 +136,32 @@ export interface ClientRun {
   stderr: string;
   /** Wall time from start to exit. */
   ms: number;
-  /** Parsed stdout on success: { tools: string[], whoami: { user, subject, email, groups, authorization } }. */
-  result?: { tools: string[]; whoami: Record<string, unknown> };
+  /**
+   * Parsed stdout on success: { protocol, tools: string[], whoami: { user, subject, email, groups,
+   * authorization } }, or with MCP_STEPS { protocol, tools, steps: { step: { text } | { error } } }.
+   */
+  result?: {
+    protocol: string;
+    tools: string[];
+    whoami: Record<string, unknown>;
+    steps?: Record<string, { text?: string; error?: string }>;
+  };
 }
 
-/** Runs one Go client against `url` with `token` as Bearer (none when undefined); it gives up after 10 s. */
-export async function runGoClient(kind: 'gosdk' | 'mcpgo', url: string, token?: string): Promise<ClientRun> {
+/**
+ * Runs one Go client against `url` with `token` as Bearer (none when undefined); it gives up after
+ * 10 s. `env`: MCP_PROTOCOL, MCP_STEPS, MCP_ARGS_<TOOL> (see the programs' comments).
+ */
+export async function runGoClient(
+  kind: 'gosdk' | 'mcpgo',
+  url: string,
+  token?: string,
+  extra: Record<string, string> = {},
+): Promise<ClientRun> {
   if (!info || 'missing' in info) throw new Error('Go programs are not built');
   const binary = kind === 'gosdk' ? info.gosdkClient : info.mcpgoClient;
   const started = performance.now();
-  const env = { ...process.env, MCP_TOKEN: token ?? '' };
+  const env = { ...process.env, MCP_TOKEN: token ?? '', ...extra };
   const child = spawn(binary, [url], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
@@ -148,4 +175,40 @@ export async function runGoClient(kind: 'gosdk' | 'mcpgo', url: string, token?: 
   const run: ClientRun = { code, stdout, stderr, ms: performance.now() - started };
   if (code === 0) run.result = JSON.parse(stdout);
   return run;
+}
+
+/** go-sdk's conformance/everything-server (stateless) on a free loopback port; `url` is its MCP endpoint. */
+export async function startEverythingServer(): Promise<GoServer> {
+  if (!info || 'missing' in info) throw new Error('Go programs are not built');
+  const port = await freePort();
+  const child = spawn(info.everythingServer, ['-http', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`everything-server did not start in 10 s: ${stderr}`)), 10_000);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('listening at')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`everything-server exited (${code}): ${stderr}`));
+    });
+  });
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    origin: `http://127.0.0.1:${port}`,
+    process: child,
+    // It prints no `ran` lines: nothing to wait for.
+    ran: [],
+    waitForRan: () => Promise.reject(new Error('everything-server does not report the calls it runs')),
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

@@ -26,12 +26,32 @@ export interface MintOptions {
   omit?: string[];
 }
 
+/**
+ * The issuer's introspection endpoint (RFC 7662): a JWT it signed is active with its own claims
+ * plus `extraClaims`, unless revoked; an opaque token is active when listed in `opaque`.
+ */
+export interface TestIntrospection {
+  readonly endpoint: string;
+  /** Client id and secret it accepts (HTTP Basic). */
+  client: { id: string; secret: string };
+  /** Claims added to every active answer (what a lightweight token leaves out). */
+  extraClaims: Record<string, unknown>;
+  /** Opaque tokens and their claims. */
+  readonly opaque: Map<string, Record<string, unknown>>;
+  readonly revoked: Set<string>;
+  /** `down`: 503; `hang`: no answer; `garbage`: not JSON. */
+  mode: 'ok' | 'down' | 'hang' | 'garbage';
+  /** Calls answered or not, by token. */
+  readonly calls: string[];
+}
+
 export interface TestIssuer {
   readonly url: string;
   readonly issuer: string;
   readonly jwksUri: string;
   readonly keys: SigningKey[];
   readonly requests: { discovery: number; jwks: number };
+  readonly introspection: TestIntrospection;
   mode: JwksMode;
   /** Creates a key and publishes it (unless `publish` is false). */
   addKey(alg?: string, options?: { kid?: string; publish?: boolean }): Promise<SigningKey>;
@@ -90,6 +110,50 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
     mode: 'ok' as JwksMode,
     token: undefined as TokenHandler | undefined,
   };
+  const introspection: TestIntrospection = {
+    endpoint: '',
+    client: { id: 'mcp-sidecar', secret: 'sidecar-secret' },
+    extraClaims: {},
+    opaque: new Map(),
+    revoked: new Set(),
+    mode: 'ok',
+    calls: [],
+  };
+  const introspect = (req: IncomingMessage, res: ServerResponse) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      const token = new URLSearchParams(body).get('token') ?? '';
+      introspection.calls.push(token);
+      if (introspection.mode === 'hang') return void hanging.add(res);
+      if (introspection.mode === 'down') {
+        res.statusCode = 503;
+        return void res.end('down');
+      }
+      res.setHeader('content-type', 'application/json');
+      if (introspection.mode === 'garbage') return void res.end('<html>');
+      const [scheme, credentials] = (req.headers.authorization ?? '').split(' ');
+      const [id, secret] = Buffer.from(credentials ?? '', 'base64')
+        .toString()
+        .split(':')
+        .map((part) => decodeURIComponent(part.replace(/\+/g, ' ')));
+      if (scheme !== 'Basic' || id !== introspection.client.id || secret !== introspection.client.secret) {
+        res.statusCode = 401;
+        return void res.end('{"error":"invalid_client"}');
+      }
+      let claims: Record<string, unknown> | undefined = introspection.opaque.get(token);
+      if (claims === undefined && token.split('.').length === 3) {
+        try {
+          claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+        } catch {
+          claims = undefined;
+        }
+      }
+      const active = claims !== undefined && !introspection.revoked.has(token);
+      res.end(JSON.stringify(active ? { ...claims, ...introspection.extraClaims, active: true } : { active: false }));
+    });
+  };
 
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const issuer = `${url}${realmPath}`;
@@ -102,6 +166,7 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
           issuer,
           jwks_uri: `${issuer}/protocol/openid-connect/certs`,
           token_endpoint: `${issuer}/protocol/openid-connect/token`,
+          introspection_endpoint: `${issuer}/protocol/openid-connect/token/introspect`,
           id_token_signing_alg_values_supported: ['RS256'],
         }),
       );
@@ -114,6 +179,7 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
       req.on('end', () => handler({ headers: req.headers, form: new URLSearchParams(Buffer.concat(chunks).toString()) }, res));
       return;
     }
+    if (req.url === `${realmPath}/protocol/openid-connect/token/introspect` && req.method === 'POST') return introspect(req, res);
     if (req.url === `${realmPath}/protocol/openid-connect/certs`) {
       requests.jwks++;
       switch (state.mode) {
@@ -156,6 +222,7 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const issuer = `${url}${realmPath}`;
+  (introspection as { endpoint: string }).endpoint = `${issuer}/protocol/openid-connect/token/introspect`;
 
   const api: TestIssuer = {
     url,
@@ -163,12 +230,13 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
     jwksUri: `${issuer}/protocol/openid-connect/certs`,
     keys,
     requests,
+    introspection,
     get mode() {
       return state.mode;
     },
     set mode(mode: JwksMode) {
       state.mode = mode;
-      if (mode !== 'hang') for (const res of hanging) res.destroy();
+      if (mode !== 'hang' && introspection.mode !== 'hang') for (const res of hanging) res.destroy();
     },
     async addKey(alg = 'RS256', { kid, publish = true } = {}) {
       const key = await createSigningKey(alg, kid);

@@ -20,6 +20,9 @@ export interface SeenMcpRequest {
   sessionId: string | undefined;
   protocolVersion: string | undefined;
   lastEventId: string | undefined;
+  /** The W3C trace context the request carried (the sidecar's span, with tracing on), and its baggage. */
+  traceparent: string | undefined;
+  baggage: string | undefined;
   /** Resolves when this HTTP request's response closes (finished or cut). */
   closed: Promise<void>;
 }
@@ -206,6 +209,8 @@ export async function startMcpServer(
       sessionId: header(req, 'mcp-session-id'),
       protocolVersion: header(req, 'mcp-protocol-version'),
       lastEventId: header(req, 'last-event-id'),
+      traceparent: header(req, 'traceparent'),
+      baggage: header(req, 'baggage'),
       closed: new Promise<void>((resolve) => res.once('close', () => resolve())),
     });
     let handling: Promise<void>;

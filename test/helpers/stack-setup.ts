@@ -16,7 +16,15 @@ export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin-password' };
 
 export type KeycloakInfo = { url: string; managementUrl: string; pid: number; log: string } | { missing: string };
 export type GoInfo =
-  { server: string; mcpgoServer: string; gosdkClient: string; mcpgoClient: string; gofold: string } | { missing: string };
+  | {
+      server: string;
+      mcpgoServer: string;
+      gosdkClient: string;
+      mcpgoClient: string;
+      everythingServer: string;
+      gofold: string;
+    }
+  | { missing: string };
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -27,7 +35,7 @@ declare module 'vitest' {
 
 const cache = process.env.KEYCLOAK_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'mcp-auth-sidecar');
 
-function lookup(name: string): string | undefined {
+export function lookup(name: string): string | undefined {
   try {
     return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined;
   } catch {
@@ -36,7 +44,7 @@ function lookup(name: string): string | undefined {
 }
 
 /** The test files of this run that import a helper: all when the command line names none. */
-function needed(helper: string): boolean {
+export function needed(helper: string): boolean {
   // Test files sit in folders by kind (test/unit, test/integration, test/interop).
   const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.test.ts'))
@@ -88,12 +96,18 @@ function buildGo(go: string): GoInfo {
     mcpgoServer: join(dir, 'mcpgo-server'),
     gosdkClient: join(dir, 'gosdk-client'),
     mcpgoClient: join(dir, 'mcpgo-client'),
+    everythingServer: join(dir, 'everything-server'),
     gofold: join(dir, 'gofold'),
   };
   if (!Object.values(programs).every((p) => existsSync(p))) {
     mkdirSync(cache, { recursive: true });
     const tmp = mkdtempSync(join(cache, '.go-build-'));
     execFileSync(go, ['build', '-o', `${tmp}/`, './cmd/...'], { cwd: root, stdio: 'inherit' });
+    // The go-sdk's conformance server, from the module go.mod pins (the official conformance suite's target).
+    execFileSync(go, ['build', '-o', `${tmp}/`, 'github.com/modelcontextprotocol/go-sdk/conformance/everything-server'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
   }

@@ -20,6 +20,10 @@ export const INSTALL: Record<string, string> = {
   mvn: 'apt-get install maven',
   openssl: 'apt-get install openssl',
   keycloak: 'scripts/fetch-keycloak.sh (needs mvn and java)',
+  jaeger:
+    'Jaeger all-in-one v1.75.0 (as .ci/run builds it): go mod download github.com/jaegertracing/jaeger@v1.75.0, then go build -o ~/go/bin/jaeger ./cmd/jaeger in that module',
+  conformance:
+    'the MCP conformance suite on Node >= 22, as .ci/run installs them: Node 24 in .ci/node24, @modelcontextprotocol/conformance in .ci/conformance',
 };
 
 /** Set by test/helpers/skip-reporter.ts: the file each skip is appended to, for the run's one summary line. */

@@ -51,6 +51,27 @@ describe('the Grafana dashboard', () => {
     expect(variables.server!.allValue).toBe('.+');
   });
 
+  it('leads from the audit lines of tool calls to their traces (traceId, the traces data source)', () => {
+    const panel = (dashboard.panels as (Panel & Record<string, any>)[]).find(
+      (p) => p.datasource?.type === 'loki' && /trace/i.test(p.title),
+    )!;
+    expect(panel.targets![0]!.expr).toContain('"msg":"mcp"');
+    const link = panel.fieldConfig.overrides.find((o: any) => o.matcher.options === 'traceId').properties.find((p: any) => p.id === 'links')
+      .value[0].url as string;
+    expect(link).toContain('${__value.raw}');
+    expect(link).toContain('${traces}');
+    expect(dashboard.templating.list.find((v) => v.name === 'traces')).toMatchObject({ query: 'tempo' });
+    // No two panels overlap.
+    const cells = new Set<string>();
+    for (const p of dashboard.panels as (Panel & { gridPos: { x: number; y: number; w: number; h: number } })[]) {
+      for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++)
+        for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+          expect(cells.has(`${x},${y}`), `${p.title} overlaps at ${x},${y}`).toBe(false);
+          cells.add(`${x},${y}`);
+        }
+    }
+  });
+
   it('has panels for certificate expiry, policy reload state, Redis errors, refused requests and evictions', () => {
     const uses = (metric: string) => queries.filter((q) => q.expr.includes(metric)).map((q) => q.title);
     for (const metric of [

@@ -47,6 +47,7 @@ describe('identity headers', () => {
       'x-verified-user: root',
       'X-VERIFIED-EMAIL: boss@example.com',
       'X-Verified-Groups: /admins',
+      'X-Verified-Issuer: https://evil.example.com/realms/coder',
       'x-VeRiFiEd-Anything: yes',
       'Connection: close',
     ]);
@@ -58,6 +59,7 @@ describe('identity headers', () => {
     expect(verified).toEqual([
       ['x-verified-user', 'alice'],
       ['x-verified-subject', 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90'],
+      ['x-verified-issuer', issuer.issuer],
       ['x-verified-email', 'alice@example.com'],
       ['x-verified-groups', '/alpha,/bravo'],
     ]);
@@ -86,6 +88,7 @@ describe('identity headers', () => {
     expect(names.filter((name) => name.startsWith('x-verified-'))).toEqual([
       'x-verified-user',
       'x-verified-subject',
+      'x-verified-issuer',
       'x-verified-email',
       'x-verified-groups',
     ]);

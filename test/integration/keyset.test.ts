@@ -24,6 +24,11 @@ async function metric(sidecar: RunningSidecar, line: RegExp): Promise<number> {
   return Number(match?.[1]);
 }
 
+/** A key set series of one issuer (each trusted issuer has its own). */
+function jwksMetric(name: string, issuerUrl: string, labels = ''): RegExp {
+  return new RegExp(`${name}\\{${labels}issuer="${issuerUrl.replace(/[.]/g, '\\.')}"\\}`);
+}
+
 /** Polls until `check` is true; fails after `deadlineMs`. For outcomes driven by the sidecar's own retry timers. */
 async function eventually(check: () => Promise<boolean>, deadlineMs = 10_000): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -61,7 +66,7 @@ describe('key set lifecycle', () => {
     const keyB = await issuer.addKey('ES256', { kid: 'key-b' });
     expect(await status(s, await issuer.mint({}, { key: keyB }))).toEqual([200, undefined]);
     expect(issuer.requests.jwks).toBe(fetches + 1);
-    expect(await metric(s, /mcp_auth_jwks_keys/)).toBe(2);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_keys', issuer.issuer))).toBe(2);
   });
 
   it('100 concurrent requests with an unknown kid cause one fetch per cooldown', async () => {
@@ -86,8 +91,8 @@ describe('key set lifecycle', () => {
       await expect(keys.refresh()).rejects.toThrow();
       expect(await status(s, await issuer.mint())).toEqual([200, undefined]);
     }
-    expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="failure"\}/)).toBe(3);
-    expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="success"\}/)).toBe(1);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_refresh_total', issuer.issuer, 'result="failure",'))).toBe(3);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_refresh_total', issuer.issuer, 'result="success",'))).toBe(1);
     expect((await request(`${s.adminUrl}/readyz`)).statusCode).toBe(200);
   });
 
@@ -190,10 +195,12 @@ describe('key set lifecycle', () => {
     await setup();
     const before = Date.now() / 1000;
     const s = await start();
-    expect(await metric(s, /mcp_auth_jwks_keys/)).toBe(1);
-    expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="success"\}/)).toBe(1);
-    expect(await metric(s, /mcp_auth_jwks_refresh_total\{result="failure"\}/)).toBe(0);
-    expect(await metric(s, /mcp_auth_jwks_last_success_timestamp_seconds/)).toBeGreaterThanOrEqual(Math.floor(before));
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_keys', issuer.issuer))).toBe(1);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_refresh_total', issuer.issuer, 'result="success",'))).toBe(1);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_refresh_total', issuer.issuer, 'result="failure",'))).toBe(0);
+    expect(await metric(s, jwksMetric('mcp_auth_jwks_last_success_timestamp_seconds', issuer.issuer))).toBeGreaterThanOrEqual(
+      Math.floor(before),
+    );
   });
 });
 

@@ -113,10 +113,10 @@ describe('MCP request bodies', () => {
       expect(JSON.parse(res.body)).toMatchObject({
         jsonrpc: '2.0',
         id: null,
-        error: { code: -32600, message: expect.stringContaining('twice') },
+        error: { code: -32013, message: expect.stringContaining('twice') },
       });
       const line = (await log.waitForAudit(() => true, audited + 1)).at(-1);
-      expect(line).toMatchObject({ method: 'unparsed', outcome: 'invalid_request', rpcErrorCode: -32600 });
+      expect(line).toMatchObject({ method: 'unparsed', outcome: 'invalid_request', rpcErrorCode: -32013 });
     }
     expect(upstream.seen.length).toBe(before);
   });
@@ -154,7 +154,7 @@ describe('MCP request bodies', () => {
     }
     const twice = await post(guarded, '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}');
     expect(twice.status).toBe(400);
-    expect(JSON.parse(twice.body)).toMatchObject({ error: { code: -32600 } });
+    expect(JSON.parse(twice.body)).toMatchObject({ error: { code: -32013 } });
     expect(upstream.seen.length).toBe(before);
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RPC_CODES } from '../../src/lib/errors.js';
 import type { ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
@@ -56,7 +57,11 @@ describe('replies a guard must rewrite fail closed', () => {
   };
   const reply = (status: number, headers: Record<string, string>, body: string | Buffer) =>
     upstream.handle((_req, res: ServerResponse) => res.writeHead(status, headers).end(body));
-  const unfiltered = { jsonrpc: '2.0', id: 1, error: { code: -32603, message: 'the response could not be read to apply the tool policy' } };
+  const unfiltered = {
+    jsonrpc: '2.0',
+    id: 1,
+    error: { code: RPC_CODES.responseUnchecked, message: 'the response could not be read to apply the tool policy' },
+  };
 
   it('a compressed JSON reply: the client gets the error as plain JSON', async () => {
     reply(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync(SECRET));
@@ -64,7 +69,10 @@ describe('replies a guard must rewrite fail closed', () => {
     expect(JSON.parse(text)).toEqual(unfiltered);
     expect(headers['content-encoding']).toBeUndefined();
     expect(headers['content-type']).toBe('application/json');
-    expect((await log.waitForAudit((l) => l.rpcId === 1))[0]).toMatchObject({ outcome: 'upstream_error', rpcErrorCode: -32603 });
+    expect((await log.waitForAudit((l) => l.rpcId === 1))[0]).toMatchObject({
+      outcome: 'upstream_error',
+      rpcErrorCode: RPC_CODES.responseUnchecked,
+    });
   });
 
   it('a JSON reply larger than MCP_MAX_BODY_BYTES, and one that is not JSON', async () => {

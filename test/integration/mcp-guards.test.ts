@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RPC_CODES } from '../../src/lib/errors.js';
 import { request } from 'undici';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -102,7 +103,7 @@ describe.each([
     expect(await call.body.json()).toMatchObject({
       jsonrpc: '2.0',
       id: 5,
-      error: { code: -32029, message: 'too many calls', data: { retryAfterSeconds: 7 } },
+      error: { code: RPC_CODES.rateLimited, message: 'too many calls', data: { retryAfterSeconds: 7 } },
     });
     const list = await raw({ jsonrpc: '2.0', id: 6, method: 'prompts/list' });
     expect(list.statusCode).toBe(429);

@@ -14,8 +14,9 @@ const gc = runInNewContext('gc') as () => void;
 const run = promisify(execFile);
 
 // In a process of its own (vitest and the MCP SDK load fetch in this one): starts the sidecar,
-// sends one request through it, and reports which of undici's entry points were loaded.
-const REPORT_UNDICI_LOADED = `
+// sends one request through it, and reports which of undici's entry points were loaded, and which
+// libraries of optional features (CommonJS, so require.cache lists them).
+const REPORT_LOADED = `
   const { createRequire } = await import('node:module');
   const require = createRequire(process.cwd() + '/');
   // Required, not imported: on Node 24 an import of node:http reads its lazy WebSocket export, and
@@ -32,6 +33,9 @@ const REPORT_UNDICI_LOADED = `
     status: res.statusCode,
     undiciIndex: Object.keys(require.cache).filter((file) => file.endsWith('/node_modules/undici/index.js')),
     nodeUndici: process.moduleLoadList.filter((name) => name.includes('deps/undici')),
+    features: ['yaml', 'rate-limiter-flexible', 'ioredis'].filter((name) =>
+      Object.keys(require.cache).some((file) => file.includes('/node_modules/' + name + '/')),
+    ),
   }));
 `;
 
@@ -83,15 +87,29 @@ describe('memory', () => {
     expect(grown).toBeLessThan(1.5 * 1024 * 1024);
   }, 60_000);
 
-  it("loads neither undici's index nor Node's bundled undici (3 MB of heap for code that never runs)", async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', REPORT_UNDICI_LOADED], {
+  /** What a sidecar with `env` loads, in a process of its own. */
+  async function loaded(env: Record<string, string> = {}) {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', REPORT_LOADED], {
       env: {
         PATH: process.env.PATH,
-        ...testEnv(issuer, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }),
+        ...testEnv(issuer, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }, env),
         TEST_AUTHORIZATION: `Bearer ${await issuer.mint()}`,
       },
       timeout: 30_000,
     });
-    expect(JSON.parse(stdout)).toEqual({ status: 200, undiciIndex: [], nodeUndici: [] });
+    return JSON.parse(stdout) as { status: number; undiciIndex: string[]; nodeUndici: string[]; features: string[] };
+  }
+
+  it("loads neither undici's index nor Node's bundled undici (3 MB of heap for code that never runs)", async () => {
+    expect(await loaded()).toMatchObject({ status: 200, undiciIndex: [], nodeUndici: [] });
   }, 40_000);
+
+  it('loads the libraries of the tool policy and the rate limits only when they are configured (about 16 MiB resident)', async () => {
+    expect((await loaded()).features).toEqual([]);
+    const configured = await loaded({
+      POLICY_FILE: new URL('../../examples/policy/datastore.yaml', import.meta.url).pathname,
+      RATE_LIMIT_USER_PER_MINUTE: '600',
+    });
+    expect(configured.features).toEqual(['yaml', 'rate-limiter-flexible', 'ioredis']);
+  }, 60_000);
 });

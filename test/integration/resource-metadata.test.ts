@@ -38,11 +38,16 @@ describe('RFC 9728 protected resource metadata', () => {
     },
   );
 
-  it('is the URL a 401 points to', async () => {
+  it('is the URL a 401 points to, with the scopes to ask for (RESOURCE_SCOPES)', async () => {
     const res = await request(`${sidecar.url}/mcp`);
     await res.body.text();
     expect(res.headers['www-authenticate']).toBe(
-      'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"',
+      'Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", scope="openid datastore"',
+    );
+    const invalid = await request(`${sidecar.url}/mcp`, { headers: { authorization: 'Bearer not-a-jwt' } });
+    await invalid.body.text();
+    expect(invalid.headers['www-authenticate']).toMatch(
+      /^Bearer resource_metadata="https:\/\/mcp\.example\.com\/\.well-known\/oauth-protected-resource\/mcp", scope="openid datastore", error="invalid_token", /,
     );
   });
 

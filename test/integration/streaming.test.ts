@@ -39,6 +39,9 @@ describe('streaming through the sidecar', () => {
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toBe('text/event-stream');
     expect(res.headers['content-encoding']).toBeUndefined();
+    // For a proxy in front (nginx): do not buffer; for any cache in front: this user's only.
+    expect(res.headers['x-accel-buffering']).toBe('no');
+    expect(res.headers['cache-control']).toBe('private, no-cache');
     const reader = res.body[Symbol.asyncIterator]();
     // Each event arrives before the upstream writes the next one: nothing is held back.
     expect(String((await reader.next()).value)).toBe('data: one\n\n');

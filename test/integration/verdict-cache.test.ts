@@ -108,6 +108,25 @@ describe('the verdict cache', () => {
     expect(upstream.seen).toHaveLength(0);
   });
 
+  it('remembers a malformed token or a refused header for good, across a change of the key set', async () => {
+    await start();
+    const good = await issuer.mint();
+    const [header, payload, signature] = good.split('.') as [string, string, string];
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
+    for (const [token, reason] of [
+      [`${header}.${payload}`, 'malformed_token'],
+      [`${header}.${payload}.${signature}.x.y`, 'malformed_token'],
+      [none, 'unsupported_algorithm'],
+    ] as const) {
+      const before = await lookups();
+      expect(await call(token)).toEqual([401, reason]);
+      await issuer.addKey('RS256', { kid: `key-${before.miss}` });
+      await (sidecar.app.keys as RemoteKeySet).refresh();
+      expect(await call(token)).toEqual([401, reason]);
+      expect(await lookups()).toEqual({ hit: before.hit + 1, miss: before.miss + 1 });
+    }
+  });
+
   it('never remembers "not yet valid": the same token is accepted once its time has come', async () => {
     let clock = Date.now();
     await start({}, () => clock);

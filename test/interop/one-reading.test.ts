@@ -63,7 +63,7 @@ async function startUpstream(kind: Upstream['kind']): Promise<Upstream> {
     const server: McpTestServer = await startMcpServer({ calls: true });
     return { kind, origin: server.url, ran: server.ran, waitForRan: (where) => server.waitForRan(where), close: () => server.close() };
   }
-  const server: GoServer = await startGoServer(undefined, kind === 'go-sdk' ? 'gosdk' : 'mcpgo');
+  const server: GoServer = await startGoServer(undefined, { kind: kind === 'go-sdk' ? 'gosdk' : 'mcpgo' });
   return { kind, origin: server.origin, ran: server.ran, waitForRan: (where) => server.waitForRan(where), close: () => server.close() };
 }
 
@@ -237,7 +237,7 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
     for (const body of bodies) {
       const answer = await send(body);
       expect(answer.status, body).toBe(400);
-      expect(answer.messages[0]).toMatchObject({ jsonrpc: '2.0', error: { code: -32600 } });
+      expect(answer.messages[0]).toMatchObject({ jsonrpc: '2.0', error: { code: -32013 } });
     }
   });
 
@@ -302,10 +302,25 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
         method,
       );
       expect(answer.status, method).toBe(400);
-      expect(answer.messages[0]).toMatchObject({ error: { code: -32600 } });
+      expect(answer.messages[0]).toMatchObject({ error: { code: -32013 } });
       const { ran } = await outcome(answer, before);
       expect(ran).toEqual([]);
     }
+  });
+
+  it('audits a call with arguments nested 5,000 deep (AUDIT_ARGUMENTS=values): the line is written, the answer arrives, no reset', async () => {
+    const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`;
+    const answer = await send(
+      `{"jsonrpc":"2.0","id":61,"method":"tools/call","params":{"name":"query","arguments":{"sql":"deep","deep":${deep}}}}`,
+    );
+    // The go-sdk refuses so deep a value itself (HTTP 400); the others run the call.
+    if (kind === 'go-sdk') expect(answer.status).toBe(400);
+    else expect(answer.messages[0]).toMatchObject({ id: 61, result: expect.anything() });
+    const line = log.audit().find((l) => l.reqId === answer.reqId)!;
+    expect(line).toMatchObject({ tool: 'query', argumentNames: ['sql', 'deep'], outcome: kind === 'go-sdk' ? 'upstream_error' : 'result' });
+    expect(line).not.toHaveProperty('auditError');
+    const metrics = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+    expect(metrics).toContain('mcp_auth_upstream_failures_total{kind="reset"} 0');
   });
 
   it('cuts client names and versions, tool names and ids to their documented lengths in audit lines and answers', async () => {
@@ -366,6 +381,33 @@ describe('a body on a method other than POST, to a server that routes by path', 
     return { endpoint, close };
   }
 
+  it("keeps a legacy session (its endpoint's ?sessionId=) to the subject that used it first", async () => {
+    const token = await issuer.mint({ sub: 'alice-sub', preferred_username: 'alice' });
+    const bob = await issuer.mint({ sub: 'bob-sub', preferred_username: 'bob' });
+    const stream = await legacyEndpoint(sidecar.url, token);
+    try {
+      const init = (who: string) =>
+        request(stream.endpoint, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${who}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            jsonrpc: '2.0',
+            id: 0,
+            method: 'initialize',
+            params: { protocolVersion: '2024-11-05', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+          }),
+        });
+      const mine = await init(token);
+      expect(mine.statusCode).toBe(202);
+      await mine.body.dump();
+      const theirs = await init(bob);
+      expect(theirs.statusCode).toBe(403);
+      expect(await theirs.body.json()).toMatchObject({ error: { code: -32004 } });
+    } finally {
+      stream.close();
+    }
+  });
+
   it('runs a PUT directly (the class is real) and refuses it through the sidecar', async () => {
     const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'drop_table', arguments: { table: 't' } } });
     const init = (endpoint: string, headers: Record<string, string>) =>
@@ -399,7 +441,7 @@ describe('a body on a method other than POST, to a server that routes by path', 
         body,
       });
       expect(put.statusCode).toBe(400);
-      expect(await put.body.json()).toMatchObject({ error: { code: -32600 } });
+      expect(await put.body.json()).toMatchObject({ error: { code: -32013 } });
       expect(server.ran.slice(ranBefore)).toEqual([]);
     } finally {
       through.close();

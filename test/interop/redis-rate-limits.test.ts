@@ -13,12 +13,13 @@ import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.j
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { findTool } from '../helpers/tools.js';
+import { RPC_CODES } from '../../src/lib/errors.js';
 import { configMap, until } from '../helpers/configmap.js';
 
 const redisServer = findTool('redis-server');
 const ALICE = { sub: 'alice-sub', preferred_username: 'alice' };
 const BOB = { sub: 'bob-sub', preferred_username: 'bob' };
-const RATE_LIMITED = -32029;
+const RATE_LIMITED = RPC_CODES.rateLimited;
 
 // Two sidecars (two real apps, as two replicas of the pod would run them) share one Redis,
 // in front of one real MCP server; the clients are the official TypeScript MCP SDK.

@@ -71,6 +71,14 @@ const RULES: Rule[] = [
       (i.from.startsWith('mcp/limits/') && i.to.startsWith('mcp/policy/')),
   },
   {
+    name: 'tracing/ sees the stages through their types only',
+    broken: (i) => stage(i.from) === 'tracing' && ['auth', 'http', 'mcp'].includes(stage(i.to)) && !i.typeOnly,
+  },
+  {
+    name: 'tracing/ is loaded only by app.ts, when an endpoint is configured (else OpenTelemetry stays unloaded)',
+    broken: (i) => stage(i.to) === 'tracing' && stage(i.from) !== 'tracing' && !i.typeOnly && i.from !== 'app.ts',
+  },
+  {
     name: 'nothing imports the wiring (app.ts, serve.ts, main.ts)',
     broken: (i) => ['app.ts', 'serve.ts', 'main.ts'].includes(i.to) && i.from !== 'main.ts' && i.from !== 'serve.ts',
   },
@@ -90,6 +98,13 @@ describe('the import rules of ARCHITECTURE.md', () => {
     expect(broken).toEqual([]);
   });
 
+  it('OpenTelemetry is imported only under tracing/ (elsewhere as types at most)', () => {
+    const outside = sourceFiles(src)
+      .filter((file) => stage(relative(src, file)) !== 'tracing')
+      .filter((file) => /^(import|export)\s+(?!type\b)[^;]*?\bfrom\s+'@opentelemetry\//ms.test(readFileSync(file, 'utf8')));
+    expect(outside.map((file) => relative(src, file))).toEqual([]);
+  });
+
   it('every rule can catch a crossing', () => {
     const crossings: Import[] = [
       { from: 'lib/lru.ts', to: 'auth/verify.ts', typeOnly: true },
@@ -99,6 +114,8 @@ describe('the import rules of ARCHITECTURE.md', () => {
       { from: 'auth/verify.ts', to: 'mcp/guard.ts', typeOnly: true },
       { from: 'http/proxy.ts', to: 'mcp/guard.ts', typeOnly: true },
       { from: 'mcp/policy/guard.ts', to: 'mcp/limits/guard.ts', typeOnly: true },
+      { from: 'tracing/tracing.ts', to: 'auth/verify.ts', typeOnly: false },
+      { from: 'http/proxy.ts', to: 'tracing/request-trace.ts', typeOnly: false },
       { from: 'http/proxy.ts', to: 'app.ts', typeOnly: true },
     ];
     for (const rule of RULES) expect(crossings.some(rule.broken), rule.name).toBe(true);

@@ -28,6 +28,28 @@ describe('the audit line as text', () => {
     bytesOut: 200,
   };
 
+  it('writes the 2026-07-28 fields: trace id, a retry, the input asked for, the notifications of a subscription', () => {
+    const log = captureLog();
+    const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'names', auditArgumentBytes: 256 })!;
+    write({
+      ...base,
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      inputResponses: true,
+      outcome: 'input_required',
+      inputRequests: ['elicitation/create', 'odd "kind"'],
+    });
+    write({ ...base, method: 'subscriptions/listen', tool: undefined, arguments: undefined, outcome: 'cancelled', notifications: 3 });
+    const [first, second] = log.audit();
+    expect(first).toMatchObject({
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      inputResponses: true,
+      outcome: 'input_required',
+      inputRequests: ['elicitation/create', 'odd "kind"'],
+    });
+    expect(second).toMatchObject({ method: 'subscriptions/listen', outcome: 'cancelled', notifications: 3 });
+    expect(second).not.toHaveProperty('traceId');
+  });
+
   it('gives back every string as written, however odd: quotes, backslashes, controls, unicode, lone surrogates, long ones', () => {
     const log = captureLog();
     const write = createAuditWriter(log.logger, { audit: true, auditArguments: 'names', auditArgumentBytes: 256 })!;

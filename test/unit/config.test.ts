@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ConfigError, loadConfig, SUPPORTED_ALGORITHMS } from '../../src/config/config.js';
+import { SecretHeaders, tracingSettings } from '../../src/config/otel.js';
 
 const run = promisify(execFile);
 const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
@@ -32,6 +33,11 @@ describe('configuration from the environment', () => {
       dpopNonce: false,
       requiredGroups: [],
       requiredRoles: [],
+      introspectionWhen: 'off',
+      introspectionEndpoint: undefined,
+      introspectionClientId: undefined,
+      introspectionClientSecretFile: undefined,
+      furtherIssuers: [],
       upstreamUrl: 'http://127.0.0.1:8000',
       upstreamTimeoutSeconds: 30,
       forwardAuthorization: false,
@@ -75,8 +81,26 @@ describe('configuration from the environment', () => {
       redisTimeoutMs: 250,
       redisKeyPrefix: 'mcp-auth',
       redisCaFile: undefined,
+      otelEndpoint: undefined,
+      otelTracesEndpoint: undefined,
+      otelProtocol: 'http/protobuf',
+      otelTracesProtocol: 'http/protobuf',
+      otelHeaders: expect.any(SecretHeaders),
+      otelTracesHeaders: expect.any(SecretHeaders),
+      otelTimeoutMs: 10_000,
+      otelTracesTimeoutMs: 10_000,
+      otelServiceName: undefined,
+      otelResourceAttributes: {},
+      otelTracesSampler: 'parentbased_always_on',
+      otelTracesSamplerArg: 1,
+      otelQueueSize: 2048,
+      otelScheduleDelayMs: 5000,
+      otelTracesExporter: 'otlp',
+      otelSdkDisabled: false,
     });
     expect(Object.isFrozen(loadConfig(minimal))).toBe(true);
+    // No endpoint: no tracing.
+    expect(tracingSettings(loadConfig(minimal))).toBeUndefined();
   });
 
   it('parses lists, booleans and an explicitly empty token type', () => {

@@ -153,6 +153,32 @@ describe('policy explain', () => {
     expect(result.out).toContain('listed in tools/list: yes');
   });
 
+  it('shows which scopes a call needs, and when a call is refused for scopes alone', () => {
+    const policy = write(
+      'scoped.yaml',
+      `rules:
+  - name: alpha-drops-with-write
+    effect: allow
+    when: '"/alpha" in groups && mcp.tool == "drop"'
+    scopes: [datastore.write]
+`,
+    );
+    const claims = (scope: string) =>
+      write(
+        `claims-${scope.length}.json`,
+        JSON.stringify({ iss: 'https://idp/realms/a', preferred_username: 'alice', groups: ['/alpha'], scope }),
+      );
+    const denied = run('explain', policy, '--claims', claims('openid'), '--method', 'tools/call', '--tool', 'drop');
+    expect(denied.code).toBe(3);
+    expect(denied.out).toContain('deny: allow rule "alpha-drops-with-write" matches but the token lacks the scope datastore.write');
+    expect(denied.out).toContain('scopes needed: datastore.write (refused for scopes alone: 403 insufficient_scope, a client can step up)');
+    expect(denied.out).toContain('token: iss "https://idp/realms/a"  scopes: ["openid"]');
+    expect(denied.out).toContain('allow alpha-drops-with-write: true (needs scopes datastore.write)');
+    const allowed = run('explain', policy, '--claims', claims('openid datastore.write'), '--method', 'tools/call', '--tool', 'drop');
+    expect(allowed.code).toBe(0);
+    expect(allowed.out).toContain('scopes needed: datastore.write\n');
+  });
+
   it('names what it needs (exit 2)', () => {
     const result = run('explain', `${EXAMPLES}/datastore.yaml`, '--claims', `${EXAMPLES}/claims/alice.json`);
     expect(result.code).toBe(2);

@@ -9,7 +9,7 @@ import type { ClientMessage } from '../../src/mcp/guard.js';
 import type { Identity } from '../../src/auth/verify.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import { RemoteKeySet } from '../../src/auth/keyset.js';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig, trustedIssuers } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startIssuer } from '../helpers/issuer.js';
 
@@ -38,6 +38,34 @@ const ann: Identity = {
 };
 
 describe('policy decisions', () => {
+  it('allows server/discover to everyone, even against a deny rule that matches everything', () => {
+    const policy = rules(['nobody', 'deny', 'true']);
+    expect(decide(policy, message('server/discover'), ann)).toMatchObject({ allowed: true, rule: undefined });
+    expect(decide(policy, message('initialize'), ann)).toMatchObject({ allowed: false, rule: 'nobody' });
+  });
+
+  it('passes subscriptions/listen as plumbing, judging each subscribed resource as resources/read of it', () => {
+    const policy = rules(['alpha-docs', 'allow', 'mcp.method == "resources/read" && mcp.resource.startsWith("docs://alpha/")']);
+    const listen = (notifications: unknown): ClientMessage => ({ ...message('subscriptions/listen'), params: { notifications } });
+    expect(decide(policy, listen({ toolsListChanged: true }), ann)).toMatchObject({ allowed: true });
+    expect(decide(policy, listen({ resourceSubscriptions: ['docs://alpha/a', 'docs://alpha/b'] }), ann)).toMatchObject({ allowed: true });
+    const denied = decide(policy, listen({ resourceSubscriptions: ['docs://alpha/a', 'docs://bravo/x'] }), ann);
+    expect(denied).toMatchObject({ allowed: false, subject: 'docs://bravo/x' });
+    expect(denied.reason).toContain('subscription to "docs://bravo/x": no allow rule matches');
+    expect(decide(policy, listen({ resourceSubscriptions: [7] }), ann)).toMatchObject({ allowed: false });
+    expect(decide(policy, listen({ resourceSubscriptions: Array(101).fill('docs://alpha/a') }), ann)).toMatchObject({ allowed: false });
+    expect(decide(rules(['no-listen', 'deny', 'mcp.method == "subscriptions/listen"']), listen({}), ann)).toMatchObject({
+      allowed: false,
+      rule: 'no-listen',
+    });
+    const guard = new PolicyGuard(policy, { mode: 'enforce' });
+    const refusal = guard.judge(listen({ resourceSubscriptions: ['docs://bravo/x'] }), { identity: ann, sessionId: undefined });
+    expect(refusal).toMatchObject({
+      effect: 'deny',
+      message: 'Forbidden: subscriptions/listen of resource "docs://bravo/x" is not allowed by the tool policy',
+    });
+  });
+
   it('hides a listed resource or template whose URI a read would be refused for (dot segments), even from a rule that allows its prefix', () => {
     const guard = new PolicyGuard(rules(['public', 'allow', 'mcp.resource.startsWith("file:///public/")']), { mode: 'enforce' });
     const caller = { identity: ann, sessionId: undefined };
@@ -170,10 +198,11 @@ describe('the identity a policy sees', () => {
       const env = { OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder' };
       const claims = { preferred_username: 'ann', groups: ['/alpha'], realm_access: { roles: ['auditor'] } };
       const [t1, t2] = [await issuer.mint(claims), await issuer.mint(claims)];
-      const plain = (await createVerifier(loadConfig(env), keys)(t1)).identity;
+      const verifier = (config: ReturnType<typeof loadConfig>) => createVerifier(config, [{ issuer: trustedIssuers(config)[0]!, keys }]);
+      const plain = (await verifier(loadConfig(env))(t1)).identity;
       expect([plain.roles, plain.claims]).toEqual([undefined, undefined]);
 
-      const verify = createVerifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }), keys);
+      const verify = verifier(loadConfig({ ...env, POLICY_FILE: '/etc/policy/policy.yaml' }));
       const first = (await verify(t1)).identity;
       expect(first.roles).toEqual(['auditor']);
       expect(first.claims).toMatchObject({ preferred_username: 'ann', iss: issuer.issuer, azp: 'coder' });
@@ -181,9 +210,76 @@ describe('the identity a policy sees', () => {
       expect((await verify(t2)).identity).toBe(first);
       const other = (await verify(await issuer.mint({ ...claims, groups: ['/bravo'] }))).identity;
       expect(other).not.toBe(first);
+
+      // A claim named __proto__ stays a claim: it never becomes the prototype the rules read through.
+      const proto = (await verify(await issuer.mint({ ...claims, ...(JSON.parse('{"__proto__":{"admin":true}}') as object) }))).identity;
+      expect(Object.hasOwn(proto.claims!, '__proto__')).toBe(true);
+      expect((proto.claims as Record<string, unknown>).admin).toBeUndefined();
+      const rule = compileExpression('jwt.preferred_username == "ann" && !("admin" in jwt)');
+      expect(rule.evaluate(factsOf(message('tools/call', 'query', {}), proto, undefined))).toBe(true);
     } finally {
       keys.close();
       await issuer.close();
     }
+  });
+});
+
+describe('scopes and the token in rules', () => {
+  const scoped = parsePolicy(`rules:
+  - name: alpha-reads
+    effect: allow
+    when: '"/alpha" in groups && mcp.tool == "query"'
+  - name: alpha-drops-with-write
+    effect: allow
+    when: '"/alpha" in groups && mcp.tool == "drop"'
+    scopes: [datastore.write, datastore.admin]
+  - name: anyone-drops-from-partners
+    effect: allow
+    when: 'token.iss == "https://idp.example/realms/partners" && mcp.tool == "drop"'
+`).rules!;
+
+  it('an allow rule with scopes allows only a token holding them all; otherwise the call is refused for scopes alone', () => {
+    const writer = { ...ann, scopes: ['openid', 'datastore.write', 'datastore.admin'] };
+    expect(decide(scoped, message('tools/call', 'drop'), writer)).toMatchObject({
+      allowed: true,
+      rule: 'alpha-drops-with-write',
+      scopes: ['datastore.write', 'datastore.admin'],
+    });
+    expect(decide(scoped, message('tools/call', 'drop'), { ...ann, scopes: ['openid', 'datastore.write'] })).toEqual({
+      allowed: false,
+      rule: 'alpha-drops-with-write',
+      reason: 'allow rule "alpha-drops-with-write" matches but the token lacks the scope datastore.admin',
+      scopes: ['datastore.write', 'datastore.admin'],
+    });
+    // Not in /alpha: no rule would allow it, whatever the scopes: an ordinary denial, nothing to step up to.
+    expect(decide(scoped, message('tools/call', 'drop'), { ...ann, groups: [], scopes: [] })).toEqual({
+      allowed: false,
+      rule: undefined,
+      reason: 'no allow rule matches',
+    });
+    expect(decide(scoped, message('tools/call', 'query'), { ...ann, scopes: [] })).toMatchObject({ allowed: true, rule: 'alpha-reads' });
+  });
+
+  it('another allow rule without scopes still allows; a tool reachable after a step-up is listed', () => {
+    const partner = { ...ann, issuer: 'https://idp.example/realms/partners', scopes: [] };
+    expect(decide(scoped, message('tools/call', 'drop'), partner)).toMatchObject({ allowed: true, rule: 'anyone-drops-from-partners' });
+    expect(visible(scoped, message('tools/call', 'drop'), { ...ann, scopes: [] })).toMatchObject({ allowed: true });
+    expect(factsOf(message('ping'), partner, undefined).token).toEqual({ iss: 'https://idp.example/realms/partners', scopes: [] });
+  });
+
+  it('reads token.scopes in a when, and refuses scopes on a deny rule, a bad scope list or an unknown token field', () => {
+    const policy = rules(['writers', 'allow', '"datastore.write" in token.scopes']);
+    expect(decide(policy, message('tools/call', 'x'), { ...ann, scopes: ['datastore.write'] })).toMatchObject({ allowed: true });
+    expect(decide(policy, message('tools/call', 'x'), ann)).toMatchObject({ allowed: false });
+    expect(() => parsePolicy('rules:\n  - name: d\n    effect: deny\n    when: "true"\n    scopes: [a]\n')).toThrow(
+      /policy:2:5: scopes: belongs on allow rules/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: "true"\n    scopes: ["has space"]\n')).toThrow(
+      /scopes must be a non-empty list of scope names/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: token.sub == "x"\n')).toThrow(
+      /token has no field sub: it has iss, scopes/,
+    );
+    expect(() => parsePolicy('rules:\n  - name: a\n    effect: allow\n    when: token.iss == 1\n')).toThrow(/token.iss is a string/);
   });
 });

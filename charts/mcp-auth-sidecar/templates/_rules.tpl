@@ -52,15 +52,16 @@
           summary: "the sidecar of {{ $labels.mcp_auth_sidecar }} answers 503: no usable Keycloak key set"
           description: "Requests are refused because no key set was ever loaded or the last good one is older than JWKS_MAX_STALE_SECONDS."
       - alert: McpAuthKeySetRefreshFailing
+        # By issuer: each trusted issuer has a key set of its own.
         expr: |
-          sum by (namespace, mcp_auth_sidecar, instance) (increase(mcp_auth_jwks_refresh_total{mcp_auth_sidecar!="", result="failure"}[15m])) > 0
+          sum by (namespace, mcp_auth_sidecar, instance, issuer) (increase(mcp_auth_jwks_refresh_total{mcp_auth_sidecar!="", result="failure"}[15m])) > 0
           and
-          sum by (namespace, mcp_auth_sidecar, instance) (increase(mcp_auth_jwks_refresh_total{mcp_auth_sidecar!="", result="success"}[15m])) == 0
+          sum by (namespace, mcp_auth_sidecar, instance, issuer) (increase(mcp_auth_jwks_refresh_total{mcp_auth_sidecar!="", result="success"}[15m])) == 0
         for: 5m
         labels:
           severity: warning
         annotations:
-          summary: "the sidecar of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} cannot refresh the Keycloak key set"
+          summary: "the sidecar of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} cannot refresh the key set of {{ $labels.issuer }}"
           description: "Key set fetches fail and none succeeded in 15 minutes; the last good set keeps serving until JWKS_MAX_STALE_SECONDS."
       - alert: McpAuthKeySetStale
         expr: time() - mcp_auth_jwks_last_success_timestamp_seconds{mcp_auth_sidecar!=""} > 3600
@@ -68,8 +69,19 @@
         labels:
           severity: warning
         annotations:
-          summary: "the key set of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} is {{ $value | humanizeDuration }} old"
+          summary: "the key set of {{ $labels.issuer }} in {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} is {{ $value | humanizeDuration }} old"
           description: "No successful key set fetch for over an hour (refresh runs every JWKS_REFRESH_SECONDS); rotated Keycloak keys will not be accepted."
+      - alert: McpAuthIntrospectionFailing
+        expr: |
+          sum by (namespace, mcp_auth_sidecar, instance, issuer) (increase(mcp_auth_introspection_requests_total{mcp_auth_sidecar!="", result="error"}[5m])) > 0
+          and
+          sum by (namespace, mcp_auth_sidecar, instance, issuer) (increase(mcp_auth_introspection_requests_total{mcp_auth_sidecar!="", result=~"active|inactive"}[5m])) == 0
+        for: 5m
+        labels:
+          severity: critical
+        annotations:
+          summary: "the sidecar of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} cannot introspect tokens at {{ $labels.issuer }}"
+          description: "Token introspection calls fail and none succeeded in 5 minutes: tokens already introspected keep working until they expire, new ones that need introspection get 503 introspection_unavailable. The warn log \"introspection failed\" says why (endpoint down, 401 for a wrong client secret, a timeout)."
       - alert: McpAuthUpstreamFailures
         expr: sum by (namespace, mcp_auth_sidecar, kind) (rate(mcp_auth_upstream_failures_total{mcp_auth_sidecar!=""}[5m])) > 0.1
         for: 5m

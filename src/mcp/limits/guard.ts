@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../../config/config.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
+import type { Caller, ClientMessage, Decision, DecisionAttributes, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
 import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 import { closeRedis, connectRedis, redisReady, type LimitsRedis } from './redis.js';
@@ -177,6 +177,7 @@ const userKey = (caller: Caller) => {
 };
 
 export class LimitsGuard implements Guard {
+  readonly name = 'rate limits';
   readonly #redis: LimitsRedis | undefined;
   /** Whether the connection is this guard's own (else the app's, shared, closed by the app). */
   readonly #ownsRedis: boolean = false;
@@ -249,10 +250,25 @@ export class LimitsGuard implements Guard {
           scope: 'user',
           retryAfterSeconds: 1,
           message: 'rate limit unavailable (the limit store does not answer): try again shortly',
+          backendError: true,
         };
       }
-      return this.#check(this.#local, message, user);
+      const decided = await this.#check(this.#local, message, user);
+      return decided.effect === 'deny' ? decided : { ...decided, backendError: true };
     }
+  }
+
+  describe(decision: Decision): DecisionAttributes {
+    const described: Record<string, string | boolean> = {
+      'mcp_auth.rate_limit.store': this.#redis === undefined ? 'memory' : 'redis',
+      'mcp_auth.rate_limit.limited': decision.effect === 'limit',
+    };
+    if (decision.effect === 'limit') described['mcp_auth.rate_limit.scope'] = decision.scope;
+    if (decision.effect !== 'deny' && decision.backendError === true) {
+      described['mcp_auth.rate_limit.backend_error'] = true;
+      described['error.type'] = 'backend_error';
+    }
+    return described;
   }
 
   settle(message: ClientMessage, _caller?: Caller): void {

@@ -19,6 +19,8 @@ export interface Facts {
     readonly resource: string;
   };
   readonly tool: { readonly annotations: Readonly<Record<string, unknown>> };
+  /** The token: the issuer that vouched for it, and its scopes (`scope`, split at spaces). */
+  readonly token: { readonly iss: string; readonly scopes: readonly string[] };
 }
 
 /** A CEL value of three-valued logic: `unknown` = depends on the call's arguments; `error` = evaluation failed. */
@@ -52,6 +54,10 @@ function activationOf(facts: Facts): Record<string, unknown> {
         ['resource', facts.mcp.resource],
       ]),
       tool: new Map([['annotations', facts.tool.annotations]]),
+      token: new Map<string, unknown>([
+        ['iss', facts.token.iss],
+        ['scopes', facts.token.scopes],
+      ]),
     };
     activations.set(facts, activation);
   }

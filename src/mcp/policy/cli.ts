@@ -45,11 +45,13 @@ function identityOf(claims: Record<string, unknown>, userClaim: string): Identit
   const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
   return {
     user: text(claims[userClaim]) ?? text(claims.sub) ?? '',
+    issuer: text(claims.iss),
     subject: text(claims.sub),
     email: text(claims.email),
     groups: strings(claims.groups),
     roles: strings((claims.realm_access as { roles?: unknown } | undefined)?.roles) ?? [],
     claims,
+    scopes: (text(claims.scope) ?? '').split(' ').filter((scope) => scope !== ''),
   };
 }
 
@@ -75,7 +77,14 @@ function explain(rules: readonly Rule[], values: Record<string, string | undefin
   const judgement = decide(rules, message, identity, annotations);
   io.out(`${judgement.allowed ? 'allow' : 'deny'}: ${judgement.reason}`);
   io.out(`rule: ${judgement.rule ?? '(none)'}`);
+  // The scopes the call needs (the deciding allow rule's); refused for them alone: the client gets 403 insufficient_scope and can step up.
+  if (judgement.scopes !== undefined) {
+    io.out(
+      `scopes needed: ${judgement.scopes.join(' ')}${judgement.allowed ? '' : ' (refused for scopes alone: 403 insufficient_scope, a client can step up)'}`,
+    );
+  }
   io.out(`user: ${identity.user}  groups: ${JSON.stringify(identity.groups ?? [])}  roles: ${JSON.stringify(identity.roles)}`);
+  io.out(`token: iss ${JSON.stringify(identity.issuer ?? '')}  scopes: ${JSON.stringify(identity.scopes)}`);
   if (LIST_ITEMS[values.method] !== undefined)
     io.out('lists pass; their items are filtered: ask about the call an item stands for, e.g. --method tools/call --tool NAME');
   if (values.method === 'tools/call' && values.tool !== undefined) {
@@ -84,7 +93,10 @@ function explain(rules: readonly Rule[], values: Record<string, string | undefin
   }
   io.out('each rule on this call (true, false, or error: failed to evaluate):');
   const facts = factsOf(message, identity, annotations);
-  for (const rule of rules) io.out(`  ${rule.effect} ${rule.name}: ${String(rule.expression.evaluate(facts))}`);
+  for (const rule of rules) {
+    const scopes = rule.scopes === undefined ? '' : ` (needs scopes ${rule.scopes.join(' ')})`;
+    io.out(`  ${rule.effect} ${rule.name}: ${String(rule.expression.evaluate(facts))}${scopes}`);
+  }
   return judgement.allowed ? 0 : 3;
 }
 
@@ -123,7 +135,7 @@ function explainTools(rules: readonly Rule[], identity: Identity, tools: readonl
     const shown = visible(rules, call, identity, tool.annotations);
     const called = decide(rules, call, identity, tool.annotations);
     io.out(
-      `  ${tool.name}: ${shown.allowed ? 'listed' : 'hidden'} (${shown.rule ?? 'no rule'}); a call without arguments: ${called.allowed ? 'allow' : 'deny'} (${called.rule ?? called.reason})`,
+      `  ${tool.name}: ${shown.allowed ? 'listed' : 'hidden'} (${shown.rule ?? 'no rule'}); a call without arguments: ${called.allowed ? 'allow' : 'deny'} (${called.rule ?? called.reason})${called.scopes === undefined ? '' : `; scopes needed: ${called.scopes.join(' ')}`}`,
     );
   }
   return 0;

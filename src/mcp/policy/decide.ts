@@ -10,6 +10,10 @@
 // - An item of a list is shown when some call of it could be allowed: the call is judged with
 //   mcp.arguments unknown; an allow rule that could be true shows it, a deny rule that is
 //   true (or fails) without looking at the arguments hides it.
+// - An allow rule with `scopes:` allows only a token whose `scope` holds every one of them. A call
+//   that such a rule would allow, and no rule allows or denies otherwise, is refused for scopes
+//   alone: the decision names the rule's scopes, which the client can step up to. Listing ignores
+//   scopes: a tool the user could call after a step-up is shown.
 
 import type { Identity } from '../../auth/verify.js';
 import type { ClientMessage } from '../guard.js';
@@ -18,11 +22,18 @@ import type { Rule } from './file.js';
 import { resolvesElsewhere } from '../read-request.js';
 import { candidates } from './tool-index.js';
 
-export interface Judgement {
+export interface PolicyDecision {
   readonly allowed: boolean;
   /** The rule that decided; undefined when none did (no rule allows, or plumbing passed). */
   readonly rule: string | undefined;
   readonly reason: string;
+  /**
+   * The scopes of the deciding allow rule: what the call needs. On a refusal, set only when the
+   * call is refused for scopes alone (a rule would allow it with them).
+   */
+  readonly scopes?: readonly string[];
+  /** What the denial is about when the message itself names nothing (a resource a subscription asks for). */
+  readonly subject?: string;
 }
 
 /** The list methods, and the member of the result holding the items. */
@@ -34,10 +45,18 @@ export const LIST_ITEMS: Readonly<Record<string, string>> = {
 };
 
 const NO_ARGUMENTS: Readonly<Record<string, unknown>> = Object.freeze({});
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+
+function holdsAll(scopes: readonly string[], needed: readonly string[]): boolean {
+  return needed.every((scope) => scopes.includes(scope));
+}
 
 export function isPlumbing(method: string): boolean {
-  return method === 'initialize' || method === 'ping' || method.startsWith('notifications/');
+  return method === 'initialize' || method === 'ping' || method === 'subscriptions/listen' || method.startsWith('notifications/');
 }
+
+/** At most this many resources of one subscriptions/listen are judged; a longer list is denied. */
+export const MAX_RESOURCE_SUBSCRIPTIONS = 100;
 
 /** The facts rules see for a message; every absent name bound empty ("" / [] / {}). */
 export function factsOf(message: ClientMessage, identity: Identity, annotations: Readonly<Record<string, unknown>> | undefined): Facts {
@@ -61,6 +80,7 @@ export function factsOf(message: ClientMessage, identity: Identity, annotations:
       resource: resource ?? '',
     },
     tool: { annotations: annotations ?? NO_ARGUMENTS },
+    token: { iss: identity.issuer ?? '', scopes: identity.scopes ?? NO_SCOPES },
   };
 }
 
@@ -82,7 +102,7 @@ function missingSubject(message: ClientMessage): string | undefined {
 
 const quote = JSON.stringify;
 
-function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): Judgement {
+function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf: (rule: Rule) => Truth, listing: boolean): PolicyDecision {
   const rules = candidates(all, facts.mcp.tool);
   for (const rule of rules) {
     if (rule.effect !== 'deny') continue;
@@ -96,18 +116,33 @@ function judge(all: readonly Rule[], facts: Facts, needsAllow: boolean, truthOf:
       };
     }
   }
+  let stepUp: Rule | undefined;
   for (const rule of rules) {
     if (rule.effect !== 'allow') continue;
     const truth = truthOf(rule);
     if (truth === true || (listing && truth === 'unknown')) {
+      if (!listing && rule.scopes !== undefined && !holdsAll(facts.token.scopes, rule.scopes)) {
+        stepUp ??= rule;
+        continue;
+      }
       return {
         allowed: true,
         rule: rule.name,
         reason: `allow rule ${quote(rule.name)} ${truth === true ? 'matches' : 'can match, depending on the arguments'}`,
+        ...(rule.scopes === undefined ? {} : { scopes: rule.scopes }),
       };
     }
   }
   if (!needsAllow) return { allowed: true, rule: undefined, reason: `${facts.mcp.method} passes unless a deny rule matches` };
+  if (stepUp !== undefined) {
+    const missing = stepUp.scopes!.filter((scope) => !facts.token.scopes.includes(scope));
+    return {
+      allowed: false,
+      rule: stepUp.name,
+      reason: `allow rule ${quote(stepUp.name)} matches but the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`,
+      scopes: stepUp.scopes!,
+    };
+  }
   return { allowed: false, rule: undefined, reason: 'no allow rule matches' };
 }
 
@@ -117,12 +152,45 @@ export function decide(
   message: ClientMessage,
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
-): Judgement {
+): PolicyDecision {
+  // The 2026-07-28 replacement of initialize: capabilities and versions, nothing of any user's.
+  // Denying it would only make a client fall back to initialize.
+  if (message.method === 'server/discover') return { allowed: true, rule: undefined, reason: 'server/discover is always allowed' };
   const missing = missingSubject(message);
   if (missing !== undefined) return { allowed: false, rule: undefined, reason: missing };
   const facts = factsOf(message, identity, annotations);
   const needsAllow = !isPlumbing(message.method) && LIST_ITEMS[message.method] === undefined;
-  return judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  const policyDecision = judge(rules, facts, needsAllow, (rule) => rule.expression.evaluate(facts), false);
+  if (!policyDecision.allowed || message.method !== 'subscriptions/listen') return policyDecision;
+  return subscribedResources(rules, message, identity) ?? policyDecision;
+}
+
+/**
+ * subscriptions/listen passes as plumbing (list-changed notifications carry nothing of a user's),
+ * but each resource it subscribes to is judged as resources/read of it: a user is not told of
+ * changes to what they may not read. Returns the denial, if any.
+ */
+function subscribedResources(rules: readonly Rule[], message: ClientMessage, identity: Identity): PolicyDecision | undefined {
+  const notifications = message.params?.notifications;
+  if (notifications === undefined || notifications === null) return undefined;
+  if (typeof notifications !== 'object' || Array.isArray(notifications)) {
+    return { allowed: false, rule: undefined, reason: 'params.notifications of subscriptions/listen must be an object' };
+  }
+  const uris = (notifications as Record<string, unknown>).resourceSubscriptions;
+  if (uris === undefined || uris === null) return undefined;
+  if (!Array.isArray(uris) || uris.length > MAX_RESOURCE_SUBSCRIPTIONS) {
+    return {
+      allowed: false,
+      rule: undefined,
+      reason: `params.notifications.resourceSubscriptions must be a list of at most ${MAX_RESOURCE_SUBSCRIPTIONS} URIs`,
+    };
+  }
+  for (const uri of uris) {
+    if (typeof uri !== 'string') return { allowed: false, rule: undefined, reason: 'a resource subscription must be a URI string' };
+    const read = decide(rules, call('resources/read', undefined, undefined, uri), identity);
+    if (!read.allowed) return { ...read, reason: `subscription to ${quote(uri)}: ${read.reason}`, subject: uri };
+  }
+  return undefined;
 }
 
 /** Whether a list item is shown: the call it stands for could be allowed for this identity. */
@@ -131,7 +199,7 @@ export function visible(
   call: ClientMessage,
   identity: Identity,
   annotations?: Readonly<Record<string, unknown>>,
-): Judgement {
+): PolicyDecision {
   const facts = factsOf(call, identity, annotations);
   return judge(rules, facts, true, (rule) => rule.expression.evaluateWithoutArguments(facts), true);
 }

@@ -13,6 +13,8 @@ export interface Rule {
   readonly expression: CompiledExpression;
   /** The line the rule starts on, for messages about it. */
   readonly line?: number;
+  /** An allow rule's `scopes:`: it allows only a token whose `scope` holds all of them. */
+  readonly scopes?: readonly string[];
 }
 
 export interface PolicyDocument {
@@ -39,7 +41,9 @@ export class PolicyError extends Error {
 }
 
 const TOP_KEYS = new Set(['rules', 'limits']);
-const RULE_KEYS = new Set(['name', 'effect', 'when', 'description']);
+const RULE_KEYS = new Set(['name', 'effect', 'when', 'description', 'scopes']);
+// A scope token as RFC 6749 section 3.3 allows it: printable ASCII without space, quote or backslash.
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 const MAX_RULES = 1000;
 
 /**
@@ -105,10 +109,19 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
         continue;
       }
       const fields = new Map<string, Scalar>();
+      let scopes: string[] | undefined;
       for (const field of item.items) {
         const name = isScalar(field.key) ? String(field.key.value) : '';
         if (!RULE_KEYS.has(name)) {
-          atNode(field.key as Node, `unknown rule key ${JSON.stringify(name)}: expected name, effect, when (and description)`);
+          atNode(field.key as Node, `unknown rule key ${JSON.stringify(name)}: expected name, effect, when (and description, scopes)`);
+        } else if (name === 'scopes') {
+          const list = field.value as Node | null;
+          const items = isSeq(list) ? list.items.map((i) => (isScalar(i) ? i.value : undefined)) : [];
+          if (!isSeq(list) || items.length === 0 || !items.every((i): i is string => typeof i === 'string' && SCOPE_TOKEN.test(i))) {
+            atNode(list ?? (field.key as Node), 'scopes must be a non-empty list of scope names (no spaces or quotes)');
+          } else {
+            scopes = [...new Set(items)];
+          }
         } else if (!isScalar(field.value) || (typeof field.value.value !== 'string' && name !== 'when')) {
           atNode((field.value as Node | null) ?? (field.key as Node), `${name} must be a string`);
         } else {
@@ -126,6 +139,8 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
       const effect = effectNode?.value;
       if (effect !== 'allow' && effect !== 'deny')
         atNode(effectNode ?? item, `effect must be allow or deny${effectNode ? `, not ${JSON.stringify(effect)}` : ''}`);
+      if (effect === 'deny' && scopes !== undefined)
+        atNode(item, 'scopes: belongs on allow rules (the scopes a call needs); a deny rule can test token.scopes in when');
       if (whenNode === undefined || typeof whenNode.value !== 'string' || whenNode.value.trim() === '') {
         atNode(whenNode ?? item, 'a rule needs when: a CEL expression (when: "true" for always)');
         continue;
@@ -140,7 +155,14 @@ export function parsePolicy(text: string, file = 'policy'): PolicyDocument {
         continue;
       }
       if (name !== undefined && (effect === 'allow' || effect === 'deny'))
-        rules.push({ name, effect, when, expression, line: lines.linePos(item.range?.[0] ?? 0).line });
+        rules.push({
+          name,
+          effect,
+          when,
+          expression,
+          line: lines.linePos(item.range?.[0] ?? 0).line,
+          ...(scopes === undefined ? {} : { scopes }),
+        });
     }
   }
   if (problems.length > 0) throw new PolicyError(file, problems);

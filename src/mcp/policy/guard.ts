@@ -2,15 +2,21 @@
 // list results, and learns tool annotations from the tools/list results passing by.
 
 import type { Counter } from 'prom-client';
-import type { Caller, ClientMessage, Decision, Guard } from '../guard.js';
+import { RPC_CODES } from '../../lib/errors.js';
+import type { Caller, ClientMessage, Decision, DecisionAttributes, Guard } from '../guard.js';
 // The audit's method label: mcp_auth_policy_decisions_total and mcp_auth_mcp_messages_total take the same values.
 import { methodLabel } from '../messages.js';
-import { LIST_ITEMS, callOf, decide, visible, type Judgement } from './decide.js';
+import { LIST_ITEMS, callOf, decide, visible, type PolicyDecision } from './decide.js';
 import type { Rule } from './file.js';
+import { isStatelessVersion } from '../protocol-version.js';
+import { CACHEABLE, privateScope } from '../results.js';
 import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
 
-/** JSON-RPC code of a denial: in the range JSON-RPC leaves to servers, unused by MCP and its SDKs (docs/tool-policy.md). */
-export const POLICY_DENIED_CODE = -32003;
+/** A message of the 2026-07-28 revision (its headers were checked against this `_meta` version). */
+const stateless = (message: ClientMessage) => isStatelessVersion(message.meta?.protocolVersion);
+
+/** JSON-RPC code of a denial (lib/errors.ts RPC_CODES; docs/mcp.md: Error codes). */
+export const POLICY_DENIED_CODE = RPC_CODES.policyDenied;
 /** Tool names whose annotations are remembered (then the oldest is forgotten). */
 const MAX_KNOWN_TOOLS = 10_000;
 
@@ -18,10 +24,11 @@ export interface PolicyGuardOptions {
   readonly mode: 'enforce' | 'audit';
   readonly decisions?: Counter<'decision' | 'method'>;
   /** Called for a message audit mode lets through that enforce mode would refuse. */
-  readonly onWouldDeny?: (message: ClientMessage, caller: Caller, judgement: Judgement) => void;
+  readonly onWouldDeny?: (message: ClientMessage, caller: Caller, policyDecision: PolicyDecision) => void;
 }
 
 export class PolicyGuard implements Guard {
+  readonly name = 'tool policy';
   private rules: readonly Rule[];
   private readonly annotations = new Map<string, Readonly<Record<string, unknown>>>();
 
@@ -43,31 +50,58 @@ export class PolicyGuard implements Guard {
   }
 
   judge(message: ClientMessage, caller: Caller): Decision {
-    const judgement = decide(
+    const policyDecision = decide(
       this.rules,
       message,
       caller.identity,
       message.tool === undefined ? undefined : this.annotations.get(message.tool),
     );
     const method = methodLabel(message.method);
-    if (judgement.allowed) {
+    if (policyDecision.allowed) {
       this.options.decisions?.inc({ decision: 'allow', method });
-      return { effect: 'allow', rule: judgement.rule };
+      return { effect: 'allow', rule: policyDecision.rule };
     }
     if (this.options.mode === 'audit') {
       this.options.decisions?.inc({ decision: 'would_deny', method });
-      this.options.onWouldDeny?.(message, caller, judgement);
-      return { effect: 'allow', rule: judgement.rule };
+      this.options.onWouldDeny?.(message, caller, policyDecision);
+      return { effect: 'allow', rule: policyDecision.rule, wouldDeny: true };
     }
     this.options.decisions?.inc({ decision: 'deny', method });
-    return { effect: 'deny', rule: judgement.rule, rpcCode: POLICY_DENIED_CODE, message: denialMessage(message) };
+    if (policyDecision.scopes !== undefined) {
+      const message_ = `${denialMessage(message, policyDecision.subject)} without the scope${policyDecision.scopes.length > 1 ? 's' : ''} ${policyDecision.scopes.join(' ')}`;
+      return { effect: 'deny', rule: policyDecision.rule, rpcCode: POLICY_DENIED_CODE, message: message_, scopes: policyDecision.scopes };
+    }
+    return {
+      effect: 'deny',
+      rule: policyDecision.rule,
+      rpcCode: POLICY_DENIED_CODE,
+      message: denialMessage(message, policyDecision.subject),
+    };
   }
 
-  rewrites(method: string): boolean {
-    return LIST_ITEMS[method] !== undefined;
+  describe(decision: Decision): DecisionAttributes {
+    const described: Record<string, string | boolean> = {
+      'mcp_auth.policy.decision': decision.effect === 'allow' ? (decision.wouldDeny === true ? 'would_deny' : 'allow') : 'deny',
+      'mcp_auth.policy.dry_run': this.options.mode === 'audit',
+    };
+    if ('rule' in decision && decision.rule !== undefined) described['mcp_auth.policy.rule'] = decision.rule;
+    return described;
+  }
+
+  /** The four lists (filtered), and under 2026-07-28 resources/read too (its cacheScope). */
+  rewrites(method: string, message?: ClientMessage): boolean {
+    return LIST_ITEMS[method] !== undefined || (method === 'resources/read' && message !== undefined && stateless(message));
   }
 
   rewriteResult(message: ClientMessage, result: unknown, caller: Caller): unknown {
+    const filtered = this.filtered(message, result, caller);
+    // A result the policy filtered, or could have: for this caller only. A shared cache that kept
+    // one user's list (or a read the policy allows them) would hand it to users it does not allow.
+    if (!stateless(message) || !CACHEABLE.has(message.method)) return filtered;
+    return privateScope(filtered ?? result) ?? filtered;
+  }
+
+  private filtered(message: ClientMessage, result: unknown, caller: Caller): unknown {
     const member = LIST_ITEMS[message.method];
     if (member === undefined || typeof result !== 'object' || result === null) return undefined;
     const items = (result as Record<string, unknown>)[member];
@@ -102,7 +136,10 @@ function annotationsIn(item: unknown): Readonly<Record<string, unknown>> | undef
     : undefined;
 }
 
-function denialMessage(message: ClientMessage): string {
+function denialMessage(message: ClientMessage, named?: string): string {
+  if (named !== undefined) {
+    return `Forbidden: ${message.method} of resource ${JSON.stringify(cutUtf8(named, AUDIT_BOUNDS.resource))} is not allowed by the tool policy`;
+  }
   const subject = message.tool ?? message.prompt ?? message.resource;
   // The names are the client's: cut as in the audit line, so an answer never echoes megabytes.
   const method = cutUtf8(message.method, AUDIT_BOUNDS.method);

@@ -14,6 +14,8 @@ function reader(fact: string): (facts: Facts) => unknown {
   if (fact === 'user') return (f) => f.user;
   if (fact === 'groups') return (f) => f.groups;
   if (fact === 'roles') return (f) => f.roles;
+  if (fact === 'token.iss') return (f) => f.token.iss;
+  if (fact === 'token.scopes') return (f) => f.token.scopes;
   const field = fact.slice('mcp.'.length) as 'method' | 'tool' | 'prompt' | 'resource';
   return (f) => f.mcp[field];
 }

@@ -5,10 +5,11 @@ import type { Expr } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
 
 export const MCP_FIELDS = ['method', 'tool', 'arguments', 'prompt', 'resource'] as const;
 /** Facts that are always a string (bound as "" when absent). */
-export const STRING_FACTS: ReadonlySet<string> = new Set(['user', 'mcp.method', 'mcp.tool', 'mcp.prompt', 'mcp.resource']);
+export const STRING_FACTS: ReadonlySet<string> = new Set(['user', 'mcp.method', 'mcp.tool', 'mcp.prompt', 'mcp.resource', 'token.iss']);
 /** Facts that are always a list of strings (bound as [] when absent). */
-export const LIST_FACTS: ReadonlySet<string> = new Set(['groups', 'roles']);
-export const TOP_LEVEL: ReadonlySet<string> = new Set(['jwt', 'user', 'groups', 'roles', 'mcp', 'tool']);
+export const LIST_FACTS: ReadonlySet<string> = new Set(['groups', 'roles', 'token.scopes']);
+export const TOP_LEVEL: ReadonlySet<string> = new Set(['jwt', 'user', 'groups', 'roles', 'mcp', 'tool', 'token']);
+export const TOKEN_FIELDS = ['iss', 'scopes'] as const;
 
 /** `user`, `mcp.tool`: the name an identifier or a one-level select of one spells; undefined for anything else. */
 export function factName(expr: Expr | undefined): string | undefined {

@@ -5,7 +5,7 @@
 
 import type { Expr } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
 import { env } from './cel.js';
-import { CONSTANT_TYPE, LIST_FACTS, MCP_FIELDS, STRING_FACTS, TOP_LEVEL, constant, factName } from './syntax.js';
+import { CONSTANT_TYPE, LIST_FACTS, MCP_FIELDS, STRING_FACTS, TOKEN_FIELDS, TOP_LEVEL, constant, factName } from './syntax.js';
 
 /** A problem with an expression at an offset into its text. */
 export class ExpressionError extends Error {
@@ -28,14 +28,15 @@ export function typecheck(root: Expr, positions: Readonly<Record<string, number>
       case 'identExpr': {
         const name = kind.value.name;
         if (bound.has(name)) return;
-        if (name === 'mcp' || name === 'tool') {
-          throw new ExpressionError(
-            `${name} is not a value on its own: use ${name === 'mcp' ? MCP_FIELDS.map((f) => `mcp.${f}`).join(', ') : 'tool.annotations'}`,
-            at(expr),
-          );
+        if (name === 'mcp' || name === 'tool' || name === 'token') {
+          const fields = { mcp: MCP_FIELDS, tool: ['annotations'], token: TOKEN_FIELDS }[name];
+          throw new ExpressionError(`${name} is not a value on its own: use ${fields.map((f) => `${name}.${f}`).join(', ')}`, at(expr));
         }
         if (!TOP_LEVEL.has(name))
-          throw new ExpressionError(`undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations`, at(expr));
+          throw new ExpressionError(
+            `undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes`,
+            at(expr),
+          );
         return;
       }
       case 'selectExpr': {
@@ -48,7 +49,10 @@ export function typecheck(root: Expr, positions: Readonly<Record<string, number>
           }
           if (base === 'tool' && field !== 'annotations')
             throw new ExpressionError(`tool has no field ${field}: it has annotations`, at(expr));
-          if (base === 'mcp' || base === 'tool') return;
+          if (base === 'token' && !(TOKEN_FIELDS as readonly string[]).includes(field)) {
+            throw new ExpressionError(`token has no field ${field}: it has ${TOKEN_FIELDS.join(', ')}`, at(expr));
+          }
+          if (base === 'mcp' || base === 'tool' || base === 'token') return;
         }
         walk(operand, bound);
         return;

@@ -4,7 +4,13 @@
 // tool call, resource read and prompt it runs is printed as one line, `ran {json}`, with what the
 // handler received, so a test can compare what the server executed with the sidecar's audit line.
 //
-// Usage: server [address]   (default 127.0.0.1:0; prints "listening http://HOST:PORT/mcp")
+// Usage: server [address] [stateless]   (default 127.0.0.1:0; prints "listening http://HOST:PORT/mcp")
+//
+// With "stateless" it serves the SDK's stateless mode (MCP 2026-07-28 beside the 2025 revisions,
+// no sessions) and adds what that revision brings: ask_name (a multi round-trip request asking
+// for the caller's name by elicitation), add_tool (changes the tool list: a
+// notifications/tools/list_changed on subscriptions/listen streams), region_query (an argument
+// mirrored into Mcp-Param-Region) and two resources, docs://alpha/readme and docs://bravo/plan.
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -157,14 +164,72 @@ func newServer() *mcp.Server {
 	return server
 }
 
+type regionIn struct {
+	Region string `json:"region"`
+	SQL    string `json:"sql"`
+}
+
+// addStatelessTools adds the tools and resources the 2026-07-28 tests use.
+func addStatelessTools(server *mcp.Server) {
+	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true}
+	mcp.AddTool(server, &mcp.Tool{Name: "ask_name", Description: "asks the caller's name (elicitation), then greets", Annotations: readOnly},
+		func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			if answer, ok := req.Params.InputResponses["user_name"].(*mcp.ElicitResult); ok && answer != nil && answer.Action == "accept" {
+				if name, _ := answer.Content["name"].(string); name != "" {
+					return text("Hello, " + name + "!"), nil, nil
+				}
+			}
+			schema := json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}`)
+			return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{
+				"user_name": &mcp.ElicitParams{Message: "What is your name?", RequestedSchema: schema},
+			}}, nil, nil
+		})
+
+	var added atomic.Int64
+	mcp.AddTool(server, &mcp.Tool{Name: "add_tool", Description: "adds a tool, so that the tool list changes", Annotations: readOnly},
+		func(_ context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			name := fmt.Sprintf("added_%d", added.Add(1))
+			mcp.AddTool(server, &mcp.Tool{Name: name, Description: "added by add_tool"},
+				func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+					return text(name), nil, nil
+				})
+			return text("added " + name), nil, nil
+		})
+
+	mcp.AddTool(server, &mcp.Tool{
+		Name:        "region_query",
+		Description: "pretends to run a query in a region (the region travels in Mcp-Param-Region too)",
+		Annotations: readOnly,
+		InputSchema: json.RawMessage(`{"type":"object","properties":{
+			"region":{"type":"string","x-mcp-header":"Region"},
+			"sql":{"type":"string"}}}`),
+	}, func(_ context.Context, req *mcp.CallToolRequest, in regionIn) (*mcp.CallToolResult, any, error) {
+		return text(fmt.Sprintf("rows in %s (Mcp-Param-Region: %s) for: %s", in.Region, header(req, "Mcp-Param-Region"), in.SQL)), nil, nil
+	})
+
+	for _, r := range []struct{ uri, text string }{{"docs://alpha/readme", "alpha's readme"}, {"docs://bravo/plan", "bravo's plan"}} {
+		content := r.text
+		server.AddResource(&mcp.Resource{URI: r.uri, Name: r.uri, MIMEType: "text/plain"},
+			func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+				return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: content}}}, nil
+			})
+	}
+}
+
 func main() {
 	address := "127.0.0.1:0"
 	if len(os.Args) > 1 {
 		address = os.Args[1]
 	}
+	stateless := len(os.Args) > 2 && os.Args[2] == "stateless"
 	server := newServer()
+	var options *mcp.StreamableHTTPOptions
+	if stateless {
+		addStatelessTools(server)
+		options = &mcp.StreamableHTTPOptions{Stateless: true}
+	}
 	// The SDK's defaults, as a Go MCP server deploys them (its loopback Host check included).
-	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, options)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", handler)
 	listener, err := net.Listen("tcp", address)

@@ -1,0 +1,193 @@
+// The trusted issuers: the first from the OIDC_* variables, the others from ISSUERS_FILE (a YAML
+// list). Each issuer has its own key set, audiences, user claim, token type, required groups or
+// roles and, optionally, token introspection (RFC 7662). The file is read once at start-up: every
+// problem is reported with its line and column, with the rest of the configuration's problems.
+
+import { readFileSync } from 'node:fs';
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type YAMLMap } from 'yaml';
+import { INVALID, show, type Kind } from './kinds.js';
+
+export type IntrospectionWhen = 'missing-claims' | 'always';
+
+export interface IntrospectionSettings {
+  /** The introspection endpoint; undefined: `introspection_endpoint` of the issuer's discovery document. */
+  readonly endpoint: string | undefined;
+  readonly clientId: string;
+  /** A file holding the client secret (a mounted Secret): re-read when it changes. */
+  readonly clientSecretFile: string;
+  /** `missing-claims`: only when the token lacks a claim the configuration needs; `always`: every new token (opaque ones too). */
+  readonly when: IntrospectionWhen;
+}
+
+export interface TrustedIssuer {
+  readonly issuer: string;
+  readonly jwksUri: string | undefined;
+  readonly audiences: readonly string[];
+  readonly allowedAzp: readonly string[];
+  readonly userClaim: string;
+  /** Required `typ` claim; empty: not checked. */
+  readonly tokenType: string;
+  readonly requiredGroups: readonly string[];
+  readonly requiredRoles: readonly string[];
+  readonly introspection: IntrospectionSettings | undefined;
+}
+
+/** Further issuers at most: each has a key set, refreshed on a timer. */
+export const MAX_ISSUERS = 50;
+const ENTRY_KEYS = [
+  'issuer',
+  'jwksUri',
+  'audiences',
+  'allowedAzp',
+  'userClaim',
+  'tokenType',
+  'requiredGroups',
+  'requiredRoles',
+  'introspection',
+] as const;
+const INTROSPECTION_KEYS = ['endpoint', 'clientId', 'clientSecretFile', 'when'] as const;
+const WHEN: readonly IntrospectionWhen[] = ['missing-claims', 'always'];
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hash === '' && url.username === '' && url.password === '';
+  } catch {
+    return false;
+  }
+}
+
+/** The issuers of an ISSUERS_FILE's text; `problem` is told each thing wrong, with its position. */
+export function parseIssuers(text: string, problem: (line: number, column: number, message: string) => void): TrustedIssuer[] {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const at = (node: Node | null | undefined, message: string) => {
+    const { line, col } = lines.linePos(node?.range?.[0] ?? 0);
+    problem(line, col, message);
+  };
+  for (const error of doc.errors) {
+    const { line, col } = lines.linePos(error.pos[0]);
+    problem(line, col, error.message.split('\n')[0]!);
+  }
+  if (doc.errors.length > 0) return [];
+  const root = doc.contents;
+  if (root === null) return [];
+  if (!isSeq(root)) {
+    at(root, 'expected a list of issuers (- issuer: https://...)');
+    return [];
+  }
+  if (root.items.length > MAX_ISSUERS) at(root, `at most ${MAX_ISSUERS} issuers`);
+  const issuers: TrustedIssuer[] = [];
+  const seen = new Set<string>();
+  for (const item of root.items as (Node | null)[]) {
+    if (!isMap(item)) {
+      at(item ?? root, 'an issuer is a mapping with at least issuer: and audiences: or allowedAzp:');
+      continue;
+    }
+    const read = fields(item, ENTRY_KEYS, 'issuer', at);
+    const issuer = read.text('issuer');
+    if (issuer === undefined) {
+      at(item, 'issuer: is required (the exact iss of its tokens)');
+      continue;
+    }
+    if (!isHttpUrl(issuer)) read.wrong('issuer', 'an absolute http(s) URL');
+    if (seen.has(issuer)) read.wrong('issuer', 'an issuer listed once (it is already trusted)');
+    seen.add(issuer);
+    const jwksUri = read.text('jwksUri');
+    if (jwksUri !== undefined && !isHttpUrl(jwksUri)) read.wrong('jwksUri', 'an absolute http(s) URL');
+    const audiences = read.list('audiences');
+    const allowedAzp = read.list('allowedAzp');
+    if (audiences.length === 0 && allowedAzp.length === 0) {
+      at(item, `issuer ${show(issuer)}: audiences and allowedAzp are both empty: set at least one`);
+    }
+    issuers.push({
+      issuer,
+      jwksUri,
+      audiences,
+      allowedAzp,
+      userClaim: read.text('userClaim') ?? 'preferred_username',
+      tokenType: read.text('tokenType', true) ?? 'Bearer',
+      requiredGroups: read.list('requiredGroups'),
+      requiredRoles: read.list('requiredRoles'),
+      introspection: read.introspection(),
+    });
+  }
+  return issuers;
+}
+
+type At = (node: Node | null | undefined, message: string) => void;
+
+/** The values of one mapping, each checked for its type; unknown keys are reported. */
+function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
+  const values = new Map<string, Node | null>();
+  for (const pair of map.items) {
+    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    if (!known.includes(key)) at(pair.key as Node, `unknown key ${show(key)} of an ${what}: expected ${known.join(', ')}`);
+    else values.set(key, pair.value as Node | null);
+  }
+  const wrong = (key: string, expected: string) => at(values.get(key) ?? map, `${key}: expected ${expected}`);
+  return {
+    wrong,
+    text(key: string, emptyAllowed = false): string | undefined {
+      const node = values.get(key);
+      if (node === undefined) return undefined;
+      const value = isScalar(node) ? node.value : undefined;
+      if (typeof value !== 'string' || (!emptyAllowed && value.trim() === '')) {
+        wrong(key, emptyAllowed ? 'a string' : 'a non-empty string');
+        return undefined;
+      }
+      return value.trim();
+    },
+    list(key: string): string[] {
+      const node = values.get(key);
+      if (node === undefined || node === null) return [];
+      const items = isSeq(node) ? node.items.map((i) => (isScalar(i) ? i.value : undefined)) : [undefined];
+      if (!items.every((i): i is string => typeof i === 'string' && i.trim() !== '')) {
+        wrong(key, 'a list of non-empty strings');
+        return [];
+      }
+      return items.map((i) => i.trim());
+    },
+    introspection(): IntrospectionSettings | undefined {
+      const node = values.get('introspection');
+      if (node === undefined || node === null) return undefined;
+      if (!isMap(node)) {
+        wrong('introspection', 'a mapping of clientId, clientSecretFile, when (and endpoint)');
+        return undefined;
+      }
+      const inner = fields(node, INTROSPECTION_KEYS, 'introspection', at);
+      const endpoint = inner.text('endpoint');
+      if (endpoint !== undefined && !isHttpUrl(endpoint)) inner.wrong('endpoint', 'an absolute http(s) URL');
+      const clientId = inner.text('clientId');
+      const clientSecretFile = inner.text('clientSecretFile');
+      const when = inner.text('when') ?? 'missing-claims';
+      if (clientId === undefined) at(node, 'introspection: clientId is required');
+      if (clientSecretFile === undefined) at(node, 'introspection: clientSecretFile is required (a file holding the secret)');
+      if (!(WHEN as readonly string[]).includes(when)) inner.wrong('when', WHEN.join(' or '));
+      if (clientId === undefined || clientSecretFile === undefined) return undefined;
+      return { endpoint, clientId, clientSecretFile, when: when as IntrospectionWhen };
+    },
+  };
+}
+
+/** ISSUERS_FILE: the path of the file, held as the issuers it lists (read at start-up). */
+export function issuersFile(): Kind<readonly TrustedIssuer[]> {
+  return {
+    accepts: 'path of a YAML file',
+    unset: () => [],
+    parse(path, field) {
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (error) {
+        return field.problem(`${field.name}=${show(path)}: cannot read the file: ${(error as Error).message}`);
+      }
+      let bad = false;
+      const issuers = parseIssuers(text, (line, column, message) => {
+        bad = true;
+        field.problem(`${field.name} ${path}:${line}:${column}: ${message}`);
+      });
+      return bad ? INVALID : issuers;
+    },
+  };
+}
