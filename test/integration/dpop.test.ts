@@ -424,7 +424,10 @@ describe('DPoP in the audit line and the tool policy', () => {
         '    when: mcp.tool == "read"',
         '  - name: writes-only-with-dpop',
         '    effect: allow',
-        '    when: mcp.tool == "write" && has(jwt.cnf) && has(jwt.cnf.jkt)',
+        '    when: mcp.tool == "write" && has(token.cnf.jkt)',
+        '  - name: exports-only-with-dpop',
+        '    effect: allow',
+        '    when: mcp.tool == "export" && has(jwt.cnf) && has(jwt.cnf.jkt)',
         '',
       ].join('\n'),
     );
@@ -441,7 +444,7 @@ describe('DPoP in the audit line and the tool policy', () => {
   const call = (tool: string, id: number) =>
     JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: {} } });
 
-  it('writes binding dpop or bearer, and a rule on jwt.cnf lets only the DPoP-bound token write', async () => {
+  it('writes binding dpop or bearer, and rules on token.cnf or jwt.cnf let only the DPoP-bound token write', async () => {
     const key = await createDpopKey();
     const bound = await issuer.mint({ typ: 'DPoP', cnf: { jkt: key.jkt } });
     const plain = await issuer.mint();
@@ -450,10 +453,14 @@ describe('DPoP in the audit line and the tool policy', () => {
     expect((await dpopCall('write', 1)).status).toBe(200);
     expect((await send(sidecar.url, `Bearer ${plain}`, [], { body: call('write', 2) })).status).toBe(200);
     expect((await send(sidecar.url, `Bearer ${plain}`, [], { body: call('read', 3) })).status).toBe(200);
-    const lines = await log.waitForAudit((line) => line.method === 'tools/call', 3);
+    expect((await dpopCall('export', 4)).status).toBe(200);
+    expect((await send(sidecar.url, `Bearer ${plain}`, [], { body: call('export', 5) })).status).toBe(200);
+    const lines = await log.waitForAudit((line) => line.method === 'tools/call', 5);
     const byId = new Map(lines.map((line) => [line.rpcId, line]));
     expect(byId.get(1)).toMatchObject({ binding: 'dpop', tool: 'write', outcome: 'result' });
     expect(byId.get(2)).toMatchObject({ binding: 'bearer', tool: 'write', outcome: 'denied' });
     expect(byId.get(3)).toMatchObject({ binding: 'bearer', tool: 'read', outcome: 'result' });
+    expect(byId.get(4)).toMatchObject({ binding: 'dpop', tool: 'export', outcome: 'result' });
+    expect(byId.get(5)).toMatchObject({ binding: 'bearer', tool: 'export', outcome: 'denied' });
   });
 });
