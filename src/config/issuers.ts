@@ -4,7 +4,9 @@
 // problem is reported with its line and column, with the rest of the configuration's problems.
 
 import { readFileSync } from 'node:fs';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type YAMLMap } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
+import type { Node, YAMLMap } from 'yaml';
 import { INVALID, show, type Kind } from './kinds.js';
 
 export type IntrospectionWhen = 'missing-claims' | 'always';
@@ -57,10 +59,15 @@ function isHttpUrl(value: string): boolean {
   }
 }
 
+// The YAML library is loaded on the first ISSUERS_FILE read, synchronously as configuration is:
+// a sidecar with one issuer and no policy never loads it.
+let loadedYaml: typeof Yaml | undefined;
+const yaml = (): typeof Yaml => (loadedYaml ??= createRequire(import.meta.url)('yaml') as typeof Yaml);
+
 /** The issuers of an ISSUERS_FILE's text; `problem` is told each thing wrong, with its position. */
 export function parseIssuers(text: string, problem: (line: number, column: number, message: string) => void): TrustedIssuer[] {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const lines = new (yaml().LineCounter)();
+  const doc = yaml().parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
   const at = (node: Node | null | undefined, message: string) => {
     const { line, col } = lines.linePos(node?.range?.[0] ?? 0);
     problem(line, col, message);
@@ -72,7 +79,7 @@ export function parseIssuers(text: string, problem: (line: number, column: numbe
   if (doc.errors.length > 0) return [];
   const root = doc.contents;
   if (root === null) return [];
-  if (!isSeq(root)) {
+  if (!yaml().isSeq(root)) {
     at(root, 'expected a list of issuers (- issuer: https://...)');
     return [];
   }
@@ -80,7 +87,7 @@ export function parseIssuers(text: string, problem: (line: number, column: numbe
   const issuers: TrustedIssuer[] = [];
   const seen = new Set<string>();
   for (const item of root.items as (Node | null)[]) {
-    if (!isMap(item)) {
+    if (!yaml().isMap(item)) {
       at(item ?? root, 'an issuer is a mapping with at least issuer: and audiences: or allowedAzp:');
       continue;
     }
@@ -121,7 +128,7 @@ type At = (node: Node | null | undefined, message: string) => void;
 function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
   const values = new Map<string, Node | null>();
   for (const pair of map.items) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    const key = yaml().isScalar(pair.key) ? String(pair.key.value) : '';
     if (!known.includes(key)) at(pair.key as Node, `unknown key ${show(key)} of an ${what}: expected ${known.join(', ')}`);
     else values.set(key, pair.value as Node | null);
   }
@@ -131,7 +138,7 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
     text(key: string, emptyAllowed = false): string | undefined {
       const node = values.get(key);
       if (node === undefined) return undefined;
-      const value = isScalar(node) ? node.value : undefined;
+      const value = yaml().isScalar(node) ? node.value : undefined;
       if (typeof value !== 'string' || (!emptyAllowed && value.trim() === '')) {
         wrong(key, emptyAllowed ? 'a string' : 'a non-empty string');
         return undefined;
@@ -141,7 +148,7 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
     list(key: string): string[] {
       const node = values.get(key);
       if (node === undefined || node === null) return [];
-      const items = isSeq(node) ? node.items.map((i) => (isScalar(i) ? i.value : undefined)) : [undefined];
+      const items = yaml().isSeq(node) ? node.items.map((i) => (yaml().isScalar(i) ? i.value : undefined)) : [undefined];
       if (!items.every((i): i is string => typeof i === 'string' && i.trim() !== '')) {
         wrong(key, 'a list of non-empty strings');
         return [];
@@ -151,7 +158,7 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
     introspection(): IntrospectionSettings | undefined {
       const node = values.get('introspection');
       if (node === undefined || node === null) return undefined;
-      if (!isMap(node)) {
+      if (!yaml().isMap(node)) {
         wrong('introspection', 'a mapping of clientId, clientSecretFile, when (and endpoint)');
         return undefined;
       }

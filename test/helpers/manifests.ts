@@ -1,10 +1,12 @@
 // Kubernetes manifests as the kustomize components and the Helm library chart render them, and
 // the checks every render must pass, whichever tool made it: each sidecar attached to its own
-// workload, its ports, policy and Redis wired to that workload's objects, nothing shared with
+// workload, its ports, policy, further issuers and Redis wired to that workload's objects, nothing shared with
 // another MCP server, every object valid against its schema.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { basename, dirname } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { expect } from 'vitest';
 import YAML from 'yaml';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
@@ -89,6 +91,7 @@ export interface AttachedSidecar {
   config: Record<string, string>;
   service: Manifest;
   policy: { configMap: Manifest; text: string } | undefined;
+  issuers: { configMap: Manifest; text: string } | undefined;
   redis: { statefulSet: Manifest; service: Manifest; networkPolicy: Manifest; secret: string } | undefined;
 }
 
@@ -140,7 +143,32 @@ export function checkSidecars(objects: Manifest[], options: CheckOptions): Attac
     const values = Object.fromEntries(env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
     const config = { ...data, ...values };
     if (config.REDIS_URL) config.REDIS_URL = config.REDIS_URL.replace('$(REDIS_PASSWORD)', 'password');
-    const loaded = loadConfig(config);
+    // Further issuers: a ConfigMap of this server mounted as a directory, holding the file the
+    // sidecar reads at start-up; loaded here from a copy, as the sidecar would read it.
+    const mountedFile = (path: string, kind: string) => {
+      const mount = (sidecar.volumeMounts ?? []).find((m: any) => m.mountPath === dirname(path));
+      expect(mount, `${name}: ${kind}'s directory is mounted`).toMatchObject({ readOnly: true });
+      const volume = (pod.volumes ?? []).find((v: any) => v.name === mount.name);
+      const configMap = find('ConfigMap', namespace, volume?.configMap?.name);
+      expect(configMap, `${name}: the ${kind} ConfigMap`).toBeDefined();
+      const text = configMap!.data[basename(path)] as string;
+      expect(text, `${name}: ${kind} in its ConfigMap`).toBeTypeOf('string');
+      return { configMap: configMap!, text };
+    };
+    let attachedIssuers: AttachedSidecar['issuers'];
+    const copies = mkdtempSync(join(tmpdir(), 'issuers-'));
+    let loaded;
+    try {
+      if (config.ISSUERS_FILE) {
+        attachedIssuers = mountedFile(config.ISSUERS_FILE, 'issuers');
+        expect(attachedIssuers.configMap.metadata.name).toContain(`${name}-auth-sidecar-issuers`);
+        config.ISSUERS_FILE = join(copies, 'issuers.yaml');
+        writeFileSync(config.ISSUERS_FILE, attachedIssuers.text);
+      }
+      loaded = loadConfig(config);
+    } finally {
+      rmSync(copies, { recursive: true, force: true });
+    }
     const ports = Object.fromEntries((sidecar.ports as { name: string; containerPort: number }[]).map((p) => [p.name, p.containerPort]));
     expect(ports, `${name}: the sidecar's ports are PORT and ADMIN_PORT`).toEqual({ proxy: loaded.port, admin: loaded.adminPort });
     expect(data.PORT, `${name}: PORT set in the ConfigMap`).toBe(String(loaded.port));
@@ -196,15 +224,9 @@ export function checkSidecars(objects: Manifest[], options: CheckOptions): Attac
     for (const mount of sidecar.volumeMounts ?? []) expect(mount.subPath, `${name}: ${mount.name} mounted whole`).toBeUndefined();
     let attachedPolicy: AttachedSidecar['policy'];
     if (loaded.policyFile !== undefined) {
-      const mount = (sidecar.volumeMounts ?? []).find((m: any) => m.mountPath === dirname(loaded.policyFile!));
-      expect(mount, `${name}: POLICY_FILE's directory is mounted`).toMatchObject({ readOnly: true });
-      const volume = (pod.volumes ?? []).find((v: any) => v.name === mount.name);
-      const policyMap = find('ConfigMap', namespace, volume?.configMap?.name);
-      expect(policyMap, `${name}: the policy ConfigMap`).toBeDefined();
-      expect(policyMap!.metadata.name).toContain(`${name}-auth-sidecar-policy`);
-      const text = policyMap!.data[basename(loaded.policyFile)] as string;
-      expect(() => parsePolicy(text, loaded.policyFile)).not.toThrow();
-      attachedPolicy = { configMap: policyMap!, text };
+      attachedPolicy = mountedFile(loaded.policyFile, 'policy');
+      expect(attachedPolicy.configMap.metadata.name).toContain(`${name}-auth-sidecar-policy`);
+      expect(() => parsePolicy(attachedPolicy!.text, loaded.policyFile)).not.toThrow();
     }
 
     // Redis: the Service REDIS_URL names, its StatefulSet's pods, reachable by this server's pods only.
@@ -229,7 +251,7 @@ export function checkSidecars(objects: Manifest[], options: CheckOptions): Attac
       ]);
       redis = { statefulSet: statefulSet!, service: redisService!, networkPolicy: redisPolicy!, secret: secret.name };
     }
-    found.push({ name, namespace, native, sidecar, pod, config: data, service, policy: attachedPolicy, redis });
+    found.push({ name, namespace, native, sidecar, pod, config: data, service, policy: attachedPolicy, issuers: attachedIssuers, redis });
   }
 
   // Each selector selects the pods of one workload only: no Service, NetworkPolicy or PodMonitor

@@ -100,7 +100,7 @@ describe('the Grafana dashboard', () => {
     }
   });
 
-  describe.skipIf(!openssl)('against a sidecar with TLS and a policy file', () => {
+  describe.skipIf(!openssl)('against a sidecar with TLS, a policy file and introspection', () => {
     let issuer: TestIssuer;
     let upstream: TestUpstream;
     let sidecar: RunningSidecar;
@@ -117,11 +117,15 @@ describe('the Grafana dashboard', () => {
       writeFileSync(join(dir, 'tls.crt'), leaf.cert);
       writeFileSync(join(dir, 'tls.key'), leaf.key);
       writeFileSync(join(dir, 'policy.yaml'), 'rules:\n  - name: all\n    effect: allow\n    when: "true"\n');
+      writeFileSync(join(dir, 'client-secret'), issuer.introspection.client.secret);
       sidecar = await startSidecar(
         testEnv(issuer, upstream, {
           TLS_CERT_FILE: join(dir, 'tls.crt'),
           TLS_KEY_FILE: join(dir, 'tls.key'),
           POLICY_FILE: join(dir, 'policy.yaml'),
+          OIDC_INTROSPECTION: 'missing-claims',
+          OIDC_INTROSPECTION_CLIENT_ID: issuer.introspection.client.id,
+          OIDC_INTROSPECTION_CLIENT_SECRET_FILE: join(dir, 'client-secret'),
         }),
       );
     });

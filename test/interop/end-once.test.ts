@@ -225,18 +225,24 @@ describe.skipIf(!redisServer)('every message ends once', () => {
   );
 
   /** A body sent in the test's session; resolves with the sidecar's request id once the answer is read. */
-  async function post(text: string, signal?: AbortSignal): Promise<string> {
+  /** A POST of `text`; `onSent` is called once the whole body is handed to the socket. */
+  async function post(text: string, signal?: AbortSignal, onSent?: () => void): Promise<string> {
+    const bytes = Buffer.from(text);
     const res = await request(`${sidecar.url}/mcp`, {
       method: 'POST',
       headers: {
         authorization: `Bearer ${token}`,
         'content-type': 'application/json',
+        'content-length': String(bytes.length),
         accept: 'application/json, text/event-stream',
         'mcp-session-id': 'end-once-session',
         // Batches exist before 2025-06-18.
         'mcp-protocol-version': '2025-03-26',
       },
-      body: text,
+      body: (async function* () {
+        yield bytes;
+        onSent?.();
+      })(),
       signal,
     });
     const reqId = String(res.headers['x-request-id']);
@@ -269,10 +275,15 @@ describe.skipIf(!redisServer)('every message ends once', () => {
         const controller = new AbortController();
         if (s.redisStallMs > 0) redis.pause();
         const stall = s.redisStallMs > 0 ? setTimeout(() => redis.resume(), s.redisStallMs) : undefined;
-        const leave = s.clientGoesAfterMs === undefined ? undefined : setTimeout(() => controller.abort(), s.clientGoesAfterMs);
+        // The client leaves that long after its whole body is sent: a body the sidecar never
+        // received has no messages to end (on a loaded machine 9 ms may pass before it arrives).
+        let leave: NodeJS.Timeout | undefined;
+        const sent = () => {
+          if (s.clientGoesAfterMs !== undefined) leave = setTimeout(() => controller.abort(), s.clientGoesAfterMs);
+        };
         let reqId: string | undefined;
         try {
-          reqId = await post(body(s), controller.signal);
+          reqId = await post(body(s), controller.signal, sent);
         } catch {
           // The client went, or the sidecar cut the response: the sidecar's lines say the rest.
         } finally {

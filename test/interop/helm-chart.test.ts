@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -40,16 +40,17 @@ describe.skipIf(!helm)('the Helm library chart', () => {
     expect(result.status).toBe(0);
     return parseManifests(result.stdout);
   };
-  const workload = (w: (typeof WORKLOADS)[number], ...args: string[]) =>
-    template(
-      w.name,
-      w.namespace,
-      '-f',
-      `test/helm/${w.dir}.yaml`,
-      '--set-file',
-      `mcpAuthSidecar.policy=test/k8s/workloads/${w.dir}/policy.yaml`,
-      ...args,
-    );
+  /** The values of a server of test/k8s/workloads: its file, its policy, and its issuers list where it has one. */
+  const valuesOf = (w: (typeof WORKLOADS)[number]) => [
+    '-f',
+    `test/helm/${w.dir}.yaml`,
+    '--set-file',
+    `mcpAuthSidecar.policy=test/k8s/workloads/${w.dir}/policy.yaml`,
+    ...(existsSync(join(REPO, `test/k8s/workloads/${w.dir}/issuers.yaml`))
+      ? ['--set-file', `mcpAuthSidecar.issuers=test/k8s/workloads/${w.dir}/issuers.yaml`]
+      : []),
+  ];
+  const workload = (w: (typeof WORKLOADS)[number], ...args: string[]) => template(w.name, w.namespace, ...valuesOf(w), ...args);
 
   beforeAll(() => {
     // The charts copied, and the library put into the example's charts/ as a user's `helm dependency build` does.
@@ -62,17 +63,7 @@ describe.skipIf(!helm)('the Helm library chart', () => {
   afterAll(() => rmSync(home, { recursive: true, force: true }));
 
   it('passes helm lint: the library, the example, and the example with each server', () => {
-    for (const args of [
-      [join(home, 'charts/mcp-auth-sidecar')],
-      [chart],
-      ...WORKLOADS.map((w) => [
-        chart,
-        '-f',
-        `test/helm/${w.dir}.yaml`,
-        '--set-file',
-        `mcpAuthSidecar.policy=test/k8s/workloads/${w.dir}/policy.yaml`,
-      ]),
-    ]) {
+    for (const args of [[join(home, 'charts/mcp-auth-sidecar')], [chart], ...WORKLOADS.map((w) => [chart, ...valuesOf(w)])]) {
       const lint = run('lint', '--strict', ...args);
       expect(lint.status, lint.stdout + lint.stderr).toBe(0);
       expect(lint.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
@@ -92,6 +83,7 @@ describe.skipIf(!helm)('the Helm library chart', () => {
     expect(servers.map((s) => s.name).sort()).toEqual(['billing-mcp', 'notes-mcp', 'weather-mcp']);
     for (const s of servers) expect(s.policy && s.redis, s.name).toBeTruthy();
     expect(servers.find((s) => s.name === 'notes-mcp')!.native).toBe(true);
+    expect(servers.filter((s) => s.issuers).map((s) => s.name)).toEqual(['billing-mcp']);
   });
 
   it.skipIf(!kustomizeTool)('renders the same objects as kustomize: containers, NetworkPolicies, PodMonitors, Redis', () => {
@@ -102,7 +94,10 @@ describe.skipIf(!helm)('the Helm library chart', () => {
         .filter((o) => o.kind !== 'Secret')
         .map((o) => {
           const copy = JSON.parse(
-            JSON.stringify(o).replace(/(-auth-sidecar-config|-auth-sidecar-policy|-rate-limit-redis)-[a-z0-9]{10}"/g, '$1"'),
+            JSON.stringify(o).replace(
+              /(-auth-sidecar-config|-auth-sidecar-policy|-auth-sidecar-issuers|-rate-limit-redis)-[a-z0-9]{10}"/g,
+              '$1"',
+            ),
           ) as Manifest;
           delete copy.spec?.template?.metadata?.annotations?.['checksum/auth-sidecar-config'];
           // Kustomize's patch puts the sidecar first, the example chart after the server: order aside.
@@ -150,6 +145,9 @@ describe.skipIf(!helm)('the Helm library chart', () => {
     expect(fails('--set', 'mcpAuthSidecar.image.repository=')).toContain('mcpAuthSidecar.image.repository is required');
     expect(fails('--set', 'mcpAuthSidecar.image.tag=')).toContain('set mcpAuthSidecar.image.digest');
     expect(fails('--set', 'mcpAuthSidecar.config.PORT=8081')).toContain('mcpAuthSidecar.config.PORT: set it with mcpAuthSidecar.port');
+    expect(fails('--set', 'mcpAuthSidecar.config.ISSUERS_FILE=/x')).toContain(
+      'mcpAuthSidecar.config.ISSUERS_FILE: set it with mcpAuthSidecar.issuers',
+    );
     expect(fails('--set', 'mcpAuthSidecar.config.RESOURCE_URL=')).toContain('mcpAuthSidecar.config.RESOURCE_URL is required');
     expect(fails('--set', 'mcpAuthSidecar.adminPort=8080')).toContain('must differ');
   });

@@ -164,8 +164,31 @@ describe.skipIf(!kustomizeTool)('three MCP servers rendered at once, with every 
     expect(server('billing-mcp').policy!.configMap.metadata.name).toBe('billing-mcp-auth-sidecar-policy');
     for (const s of servers) {
       expect(s.sidecar.env).toContainEqual({ name: 'POLICY_FILE', value: '/etc/mcp-auth-sidecar/policy/policy.yaml' });
-      expect(s.sidecar.volumeMounts).toEqual([{ name: 'auth-sidecar-policy', mountPath: '/etc/mcp-auth-sidecar/policy', readOnly: true }]);
+      expect(s.sidecar.volumeMounts).toContainEqual({
+        name: 'auth-sidecar-policy',
+        mountPath: '/etc/mcp-auth-sidecar/policy',
+        readOnly: true,
+      });
       expect(s.policy!.text).toBe(readFileSync(join(WORKLOADS, s.name.replace('-mcp', ''), 'policy.yaml'), 'utf8'));
+    }
+  });
+
+  it('mounts a list of further issuers as a directory where only its server asks for one, read as the sidecar reads it', () => {
+    const billing = server('billing-mcp');
+    expect(billing.issuers!.configMap.metadata.name).toMatch(/^billing-mcp-auth-sidecar-issuers-[a-z0-9]{10}$/);
+    expect(billing.sidecar.env).toContainEqual({ name: 'ISSUERS_FILE', value: '/etc/mcp-auth-sidecar/issuers/issuers.yaml' });
+    expect(billing.sidecar.volumeMounts).toContainEqual({
+      name: 'auth-sidecar-issuers',
+      mountPath: '/etc/mcp-auth-sidecar/issuers',
+      readOnly: true,
+    });
+    expect(billing.issuers!.text).toBe(readFileSync(join(WORKLOADS, 'billing', 'issuers.yaml'), 'utf8'));
+    for (const s of servers.filter((s) => s !== billing)) {
+      expect(s.issuers, s.name).toBeUndefined();
+      expect(
+        s.pod.volumes.map((v: { name: string }) => v.name),
+        s.name,
+      ).not.toContain('auth-sidecar-issuers');
     }
   });
 
@@ -220,9 +243,21 @@ describe.skipIf(!kustomizeTool)('rendering fails loudly, naming what is missing'
     expect(fails(key)).toContain('fieldPath `data.[policy.yaml]` is missing');
   });
 
+  it('without the issuers ConfigMap, or with the list under another key', () => {
+    const none = variant('billing', (d) =>
+      rewrite(d, 'kustomization.yaml', (t) => t.replace(/ {2}- name: auth-sidecar-issuers\n.*\n/, '')),
+    );
+    expect(fails(none)).toContain('nothing selected by ConfigMap.[noVer].[noGrp]/auth-sidecar-issuers');
+    const key = variant('billing', (d) =>
+      rewrite(d, 'kustomization.yaml', (t) => t.replace('files: [issuers.yaml]', 'files: [realms.yaml=issuers.yaml]')),
+    );
+    expect(fails(key)).toContain('fieldPath `data.[issuers.yaml]` is missing');
+  });
+
   it('with an add-on before the sidecar, or after the native form: no image-less container is added', () => {
     const message = 'fieldPath `spec.template.spec.containers.[name=auth-sidecar].image` is missing';
     expect(fails(variant('weather', (d) => components(d, ['tool-policy', 'auth-sidecar'])))).toContain(message);
+    expect(fails(variant('billing', (d) => components(d, ['issuers', 'auth-sidecar'])))).toContain(message);
     expect(fails(variant('weather', (d) => components(d, ['auth-sidecar', 'auth-sidecar-native', 'rate-limit-redis'])))).toContain(message);
     expect(fails(variant('weather', (d) => components(d, ['auth-sidecar', 'auth-sidecar-native', 'tool-policy'])))).toContain(message);
   });

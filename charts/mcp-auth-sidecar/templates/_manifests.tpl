@@ -27,6 +27,16 @@ metadata:
   namespace: {{ $namespace }}
 data:
   {{- include "mcp-auth-sidecar.configData" . | nindent 2 }}
+{{- if $v.issuers }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .server }}-auth-sidecar-issuers
+  namespace: {{ $namespace }}
+data:
+  issuers.yaml: {{ $v.issuers | quote }}
+{{- end }}
 {{- if $v.policy }}
 ---
 apiVersion: v1

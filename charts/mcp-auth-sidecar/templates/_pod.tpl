@@ -16,8 +16,12 @@ See charts/example-mcp-server/templates/deployment.yaml.
   envFrom:
     - configMapRef:
         name: {{ .server }}-auth-sidecar-config
-  {{- if or $v.rateLimitRedis.enabled $v.policy }}
+  {{- if or $v.rateLimitRedis.enabled $v.policy $v.issuers }}
   env:
+    {{- if $v.issuers }}
+    - name: ISSUERS_FILE
+      value: /etc/mcp-auth-sidecar/issuers/issuers.yaml
+    {{- end }}
     {{- if $v.rateLimitRedis.enabled }}
     - name: REDIS_PASSWORD
       valueFrom:
@@ -63,12 +67,19 @@ See charts/example-mcp-server/templates/deployment.yaml.
       drop: ["ALL"]
     seccompProfile:
       type: RuntimeDefault
-  {{- if $v.policy }}
-  # A directory, never subPath: a subPath mount never sees a ConfigMap update.
+  {{- if or $v.policy $v.issuers }}
+  # Directories, never subPath: a subPath mount never sees a ConfigMap update.
   volumeMounts:
+    {{- if $v.issuers }}
+    - name: auth-sidecar-issuers
+      mountPath: /etc/mcp-auth-sidecar/issuers
+      readOnly: true
+    {{- end }}
+    {{- if $v.policy }}
     - name: auth-sidecar-policy
       mountPath: /etc/mcp-auth-sidecar/policy
       readOnly: true
+    {{- end }}
   {{- end }}
 {{- end -}}
 
@@ -84,25 +95,29 @@ See charts/example-mcp-server/templates/deployment.yaml.
 {{- if $v.native }}{{ include "mcp-auth-sidecar.container" . }}{{ end -}}
 {{- end -}}
 
-{{- /* For volumes: the policy ConfigMap, mounted as a directory (nothing without a policy). */ -}}
+{{- /* For volumes: the issuers and policy ConfigMaps, mounted as directories (nothing without them). */ -}}
 {{- define "mcp-auth-sidecar.volumes" -}}
 {{- $v := include "mcp-auth-sidecar.values" .top | fromYaml -}}
-{{- if $v.policy -}}
-- name: auth-sidecar-policy
-  configMap:
-    name: {{ .server }}-auth-sidecar-policy
+{{- $volumes := list -}}
+{{- if $v.issuers -}}
+{{- $volumes = append $volumes (dict "name" "auth-sidecar-issuers" "configMap" (dict "name" (printf "%s-auth-sidecar-issuers" .server))) -}}
 {{- end -}}
+{{- if $v.policy -}}
+{{- $volumes = append $volumes (dict "name" "auth-sidecar-policy" "configMap" (dict "name" (printf "%s-auth-sidecar-policy" .server))) -}}
+{{- end -}}
+{{- if $volumes }}{{ toYaml $volumes }}{{ end -}}
 {{- end -}}
 
 {{- /*
 For the pod template's annotations: the Service and RESOURCE_URL the sidecar answers for, and a
-checksum of its environment, so that a change rolls the pods (the policy reloads in place).
+checksum of its environment and issuers list (both read at start-up), so that a change rolls the
+pods (the policy reloads in place).
 */ -}}
 {{- define "mcp-auth-sidecar.podAnnotations" -}}
 {{- $v := include "mcp-auth-sidecar.checked" . | fromYaml -}}
 mcp-auth-sidecar/service: {{ .service | default .server }}
 mcp-auth-sidecar/resource-url: {{ $v.config.RESOURCE_URL | quote }}
-checksum/auth-sidecar-config: {{ include "mcp-auth-sidecar.configData" . | sha256sum }}
+checksum/auth-sidecar-config: {{ print (include "mcp-auth-sidecar.configData" .) $v.issuers | sha256sum }}
 {{- end -}}
 
 {{- /* preStop (5 s) + SHUTDOWN_GRACE_SECONDS (20 s) + margin: the pod's terminationGracePeriodSeconds. */ -}}

@@ -16,12 +16,16 @@ port: 8080
 adminPort: 9090
 # The sidecar's environment: OIDC_ISSUER, OIDC_ALLOWED_AZP or OIDC_AUDIENCES, RESOURCE_URL
 # (required), UPSTREAM_URL, ... (every variable: mcp-auth-sidecar --help). Not PORT, ADMIN_PORT
-# or POLICY_FILE: those come from the keys of this chart. A change rolls the pods.
+# POLICY_FILE or ISSUERS_FILE: those come from the keys of this chart. A change rolls the pods.
 config: {}
 # The tool policy's text (helm --set-file mcpAuthSidecar.policy=policy.yaml). Set: a ConfigMap
 # <server>-auth-sidecar-policy mounted as a directory and POLICY_FILE pointing into it; a new
 # text is reloaded by the running sidecars, without a rollout.
 policy: ""
+# Further trusted issuers, the YAML list of ISSUERS_FILE (helm --set-file
+# mcpAuthSidecar.issuers=issuers.yaml). Set: a ConfigMap <server>-auth-sidecar-issuers mounted as
+# a directory and ISSUERS_FILE pointing into it; read at start-up, so a change rolls the pods.
+issuers: ""
 rateLimitRedis:
   # A small Redis (StatefulSet <server>-rate-limit-redis) shared by every replica's sidecar.
   enabled: false
@@ -64,9 +68,9 @@ start or a sidecar without what was asked for. Takes the call's dict (top, serve
 {{- if not (or $v.image.digest $v.image.tag) -}}
 {{- fail "mcp-auth-sidecar: set mcpAuthSidecar.image.digest (sha256:..., preferred) or mcpAuthSidecar.image.tag" -}}
 {{- end -}}
-{{- range $name := list "PORT" "ADMIN_PORT" "POLICY_FILE" -}}
+{{- range $name := list "PORT" "ADMIN_PORT" "POLICY_FILE" "ISSUERS_FILE" -}}
 {{- if hasKey $v.config $name -}}
-{{- fail (printf "mcp-auth-sidecar: mcpAuthSidecar.config.%s: set it with mcpAuthSidecar.%s instead (one place)" $name (get (dict "PORT" "port" "ADMIN_PORT" "adminPort" "POLICY_FILE" "policy") $name)) -}}
+{{- fail (printf "mcp-auth-sidecar: mcpAuthSidecar.config.%s: set it with mcpAuthSidecar.%s instead (one place)" $name (get (dict "PORT" "port" "ADMIN_PORT" "adminPort" "POLICY_FILE" "policy" "ISSUERS_FILE" "issuers") $name)) -}}
 {{- end -}}
 {{- end -}}
 {{- if not $v.config.RESOURCE_URL -}}
