@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { Redis } from 'ioredis';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
@@ -239,10 +240,12 @@ describe.skipIf(!redisServer)('every message ends once', () => {
         // Batches exist before 2025-06-18.
         'mcp-protocol-version': '2025-03-26',
       },
-      body: (async function* () {
-        yield bytes;
-        onSent?.();
-      })(),
+      body: Readable.from(
+        (async function* () {
+          yield bytes;
+          onSent?.();
+        })(),
+      ),
       signal,
     });
     const reqId = String(res.headers['x-request-id']);
