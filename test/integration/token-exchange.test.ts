@@ -205,6 +205,32 @@ describe('UPSTREAM_TOKEN=exchange', () => {
     expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
   });
 
+  it("a token of another trusted issuer is never sent to OIDC_ISSUER's token endpoint: 502, counted, said in the log", async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(issuing());
+    const other = await startIssuer({ realmPath: '/realms/partners' });
+    try {
+      await other.addKey('RS256');
+      const issuersFile = join(mkdtempSync(join(tmpdir(), 'exchange-issuers-')), 'issuers.yaml');
+      writeFileSync(issuersFile, `- issuer: ${other.issuer}\n  allowedAzp: [coder]\n`);
+      const log = captureLog('warn');
+      const sidecar = await start({ ISSUERS_FILE: issuersFile }, { logger: log.logger });
+      const before = upstream.seen.length;
+      const foreign = await other.mint();
+      expect(await send(sidecar.url, `Bearer ${foreign}`)).toMatchObject({ status: 502, body: { reason: 'token_exchange_failed' } });
+      expect(seen).toHaveLength(0);
+      expect(upstream.seen.length).toBe(before);
+      expect(await exchanges(sidecar)).toEqual({ success: 0, failure: 1 });
+      expect(log.text()).toContain('the token is of another issuer than OIDC_ISSUER');
+      expect(log.text()).not.toContain(foreign);
+      // The first issuer's tokens are exchanged as before.
+      expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(200);
+      expect(seen).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('a token endpoint that never answers: 502 after 5 s, not a hang', async () => {
     writeFileSync(secretFile, 'secret');
     issuer.handleToken(() => {});
