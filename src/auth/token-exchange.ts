@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { StartupError } from '../lib/errors.js';
-import { requestJson } from '../lib/json-request.js';
+import { requestAnswer } from './fetch-json.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
@@ -189,9 +189,8 @@ export class TokenExchange {
     try {
       const endpoint = await this.#endpoint();
       const startedMs = this.#now();
-      const { status, json } = await requestJson(this.#agent, {
+      const { status, json } = await requestAnswer(this.#agent, endpoint, {
         method: 'POST',
-        url: endpoint,
         headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(clientId, this.#secret) },
         body: new URLSearchParams({
           grant_type: GRANT,
@@ -264,9 +263,8 @@ export class TokenExchange {
 
   async #discover(): Promise<string> {
     const { issuer } = this.#options;
-    const { status, json } = await requestJson(this.#agent, {
+    const { status, json } = await requestAnswer(this.#agent, `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, {
       method: 'GET',
-      url: `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`,
       timeoutMs: this.#options.timeoutMs ?? TIMEOUT_MS,
       maxBytes: 1 << 20,
     });
