@@ -3,8 +3,10 @@
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { KeyObject, randomUUID, sign } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startIssuer, type SigningKey, type TestIssuer } from '../test/helpers/issuer.js';
 import { imageCommand, imageEnv } from '../test/helpers/dockerfile.js';
@@ -288,4 +290,48 @@ export async function sideBySide(targets: SideBySideTarget[], seconds: number, c
     requests: result.requests,
     non2xx: result.non2xx,
   }));
+}
+
+/** oauth2-proxy v7.15 (`go install`, .ci/run does it), or the binary BENCH_OAUTH2_PROXY names; undefined when neither is there. */
+export const OAUTH2_PROXY = [process.env.BENCH_OAUTH2_PROXY, join(homedir(), 'go', 'bin', 'oauth2-proxy')].find((p) => p && existsSync(p));
+
+/** A certificate and key file for a target's proxy port. */
+export interface Tls {
+  certFile: string;
+  keyFile: string;
+}
+
+/**
+ * oauth2-proxy validating bearer JWTs itself (--skip-jwt-bearer-tokens: the issuer's JWKS from
+ * discovery, aud checked against the client id and extra audiences; it has no azp rule, so the
+ * tokens' aud `account` is accepted), no login flow for a request without one (--api-route: 401).
+ * Flush interval 0 so that an event stream reaches the client event by event as through the sidecar.
+ */
+export function oauth2ProxyArgs(port: number, issuer: string, upstreamUrl: string, tls: Tls | undefined): string[] {
+  return [
+    ...(tls === undefined
+      ? [`--http-address=127.0.0.1:${port}`]
+      : [
+          // Its plain listener on a port of its own, unused.
+          `--http-address=127.0.0.1:${port + 100}`,
+          `--https-address=127.0.0.1:${port}`,
+          `--tls-cert-file=${tls.certFile}`,
+          `--tls-key-file=${tls.keyFile}`,
+        ]),
+    `--upstream=${upstreamUrl}/`,
+    '--provider=oidc',
+    `--oidc-issuer-url=${issuer}`,
+    '--client-id=coder',
+    '--client-secret=bench-secret',
+    '--oidc-extra-audience=account',
+    '--skip-jwt-bearer-tokens=true',
+    '--api-route=^/',
+    '--cookie-secret=0123456789abcdef0123456789abcdef',
+    '--email-domain=*',
+    '--flush-interval=0s',
+    '--request-logging=false',
+    '--standard-logging=false',
+    '--auth-logging=false',
+    '--reverse-proxy=true',
+  ];
 }

@@ -16,9 +16,8 @@
 // issuer and upstream. It is in the default targets when its binary is found.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, homedir, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { startIssuer } from '../test/helpers/issuer.js';
 import { createCa } from '../test/helpers/certificates.js';
 import {
@@ -39,6 +38,9 @@ import {
   waitForPort,
   wrk,
   type WrkResult,
+  OAUTH2_PROXY,
+  oauth2ProxyArgs,
+  type Tls,
 } from './lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -46,7 +48,6 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = 50;
 const FRESH_TOKENS = Number(process.env.BENCH_FRESH_TOKENS ?? 40_000);
 type Target = 'bare' | 'naive' | 'sidecar' | 'sidecar-v8-defaults' | 'oauth2-proxy';
-const OAUTH2_PROXY = [process.env.BENCH_OAUTH2_PROXY, join(homedir(), 'go', 'bin', 'oauth2-proxy')].find((p) => p && existsSync(p));
 const TARGETS = (process.env.BENCH_TARGETS ?? `bare,naive,sidecar${OAUTH2_PROXY ? ',oauth2-proxy' : ''}`).split(',') as Target[];
 const TLS_CHOICES: Record<string, boolean[]> = { both: [false, true], off: [false], only: [true] };
 const TLS_MODES = TLS_CHOICES[process.env.BENCH_TLS ?? 'both'] ?? [];
@@ -58,46 +59,6 @@ const ARGS = {
   sidecar: IMAGE_ARGS,
   'sidecar-v8-defaults': ['dist/main.js'],
 };
-
-/**
- * oauth2-proxy validating bearer JWTs itself (--skip-jwt-bearer-tokens: the issuer's JWKS from
- * discovery, aud checked against the client id and extra audiences; it has no azp rule, so the
- * tokens' aud `account` is accepted), no login flow for a request without one (--api-route: 401).
- * Flush interval 0 so that an event stream reaches the client event by event as through the sidecar.
- */
-function oauth2ProxyArgs(issuer: string, upstreamUrl: string, tls: Tls | undefined): string[] {
-  return [
-    ...(tls === undefined
-      ? [`--http-address=127.0.0.1:${PORTS['oauth2-proxy']}`]
-      : [
-          // Its plain listener on a port of its own, unused.
-          `--http-address=127.0.0.1:${PORTS['oauth2-proxy'] + 100}`,
-          `--https-address=127.0.0.1:${PORTS['oauth2-proxy']}`,
-          `--tls-cert-file=${tls.certFile}`,
-          `--tls-key-file=${tls.keyFile}`,
-        ]),
-    `--upstream=${upstreamUrl}/`,
-    '--provider=oidc',
-    `--oidc-issuer-url=${issuer}`,
-    '--client-id=coder',
-    '--client-secret=bench-secret',
-    '--oidc-extra-audience=account',
-    '--skip-jwt-bearer-tokens=true',
-    '--api-route=^/',
-    '--cookie-secret=0123456789abcdef0123456789abcdef',
-    '--email-domain=*',
-    '--flush-interval=0s',
-    '--request-logging=false',
-    '--standard-logging=false',
-    '--auth-logging=false',
-    '--reverse-proxy=true',
-  ];
-}
-
-interface Tls {
-  certFile: string;
-  keyFile: string;
-}
 
 /** The environment that gives a target TLS on its proxy port: the sidecar's variables, which the baselines read too. */
 function tlsEnv(tls: Tls | undefined): Record<string, string> {
@@ -116,7 +77,7 @@ async function startTarget(name: Target, env: Record<string, string>, tls: Tls |
       throw new Error(
         'oauth2-proxy not found: go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6 (.ci/run does), or set BENCH_OAUTH2_PROXY',
       );
-    const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(env.ISSUER!, env.UPSTREAM_URL!, tls));
+    const [command, args] = pinned(1, OAUTH2_PROXY, oauth2ProxyArgs(PORTS['oauth2-proxy'], env.ISSUER!, env.UPSTREAM_URL!, tls));
     child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   } else child = spawnPinned(1, ARGS[name], { ...env, ...tlsEnv(tls) }, 'inherit');
   await waitForPort(PORTS[name]);

@@ -26,8 +26,9 @@ import { registerHealth } from './http/health.js';
 import type { Guard } from './mcp/guard.js';
 import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
-import { LimitsFileError, anyLimit, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
+import { LimitsFileError, anyLimit, limitsOffSummary, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import type { LimitsRedis } from './mcp/limits/redis.js';
+import type { Redis } from 'ioredis';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './lib/error-response.js';
@@ -69,6 +70,8 @@ export interface App {
   listen(): Promise<{ proxyUrl: string; adminUrl: string }>;
   /** Readiness turns 503, the proxy stops accepting, in-flight requests get the grace time. */
   close(): Promise<void>;
+  /** For the start-up line, after listen(): the rate limits in force and the Redis state. */
+  summary(): Record<string, unknown>;
 }
 
 const REDIS_STARTUP_WAIT_MS = 2000;
@@ -189,7 +192,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
             return redis;
           }));
   const dpop = await createDpop(config, {
-    redis: config.dpop === 'off' ? undefined : await sharedRedis?.(),
+    // A Cluster answers SET, GET and its events as one Redis does: the DPoP checks use only those.
+    redis: config.dpop === 'off' ? undefined : ((await sharedRedis?.()) as Redis | undefined),
     now,
     logger,
     onRedisError: () => metrics.dpopRedisErrors.inc(),
@@ -419,6 +423,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
       return { proxyUrl, adminUrl };
     },
+    summary: () => rateLimits?.summary() ?? limitsOffSummary(config),
     async close() {
       draining = true;
       const deadline = performance.now() + config.shutdownGraceSeconds * 1000;

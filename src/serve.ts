@@ -37,7 +37,9 @@ export async function serve(env: Env): Promise<void> {
   }
   // Handlers first: whoever reads the line below may signal at once.
   handleSignals(app, logger, config.shutdownGraceSeconds);
-  logger.info({ version: VERSION, node: process.versions.node, config, ...urls }, 'mcp-auth-sidecar started');
+  // The RATE_LIMIT_* counts are shown as in force (`rateLimits`: the policy file's over them), not as set.
+  const { rateLimitUserPerMinute: _u, rateLimitToolPerMinute: _t, rateLimitConcurrentToolCalls: _c, ...shown } = config;
+  logger.info({ version: VERSION, node: process.versions.node, config: shown, ...urls, ...app.summary() }, 'mcp-auth-sidecar started');
   logger.flush();
 }
 

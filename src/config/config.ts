@@ -5,7 +5,8 @@ import { INVALID, show, type Field } from './kinds.js';
 import { VARIABLES, type Variable } from './variables.js';
 import type { TrustedIssuer } from './issuers.js';
 
-export { RedisUrl } from './redis-url.js';
+export { RedisUrl, type RedisMode, type RedisNode } from './redis-url.js';
+export { Secret } from './kinds.js';
 export { helpText } from './reference.js';
 export { type IntrospectionSettings, type TrustedIssuer } from './issuers.js';
 export { SUPPORTED_ALGORITHMS, VARIABLES, type Algorithm, type Variable } from './variables.js';
@@ -104,6 +105,11 @@ function crossChecks(config: Config, problems: string[]): void {
   }
   if (config.dpopNonce && config.dpop === 'off') {
     problems.push('DPOP_NONCE=on needs DPOP=allow or DPOP=require: with DPOP=off no proof is read');
+  }
+  if (config.redisSentinelPassword !== undefined && config.redisUrl?.mode !== 'sentinel') {
+    problems.push(
+      "REDIS_SENTINEL_PASSWORD is set but REDIS_URL is not a redis+sentinel:// URL: the data nodes' password goes in REDIS_URL (value not shown)",
+    );
   }
   if (config.introspectionWhen !== 'off') {
     for (const [name, value] of [

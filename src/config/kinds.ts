@@ -28,6 +28,31 @@ export interface Kind<T> {
 
 export const show = (text: string): string => JSON.stringify(text);
 
+/** A value never shown: logged, printed and inspected as "***"; `reveal()` only where it is used. */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '***';
+  }
+  toJSON(): string {
+    return '***';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '***';
+  }
+}
+
+/** Text that is a password or the like (`why` says so in messages); unset: undefined. */
+export function secret(why: string): Kind<Secret | undefined> {
+  return { accepts: 'text (secret)', secret: why, unset: () => undefined, parse: (value) => new Secret(value) };
+}
+
 export function text(): Kind<string> {
   return { accepts: 'text', parse: (value) => value };
 }

@@ -3,7 +3,7 @@
 // kinds.ts when none fits). Meanings are markdown: --help drops the backticks and shows a link's
 // page. Checks between variables live in config.ts, after the table pass.
 
-import { boolean, choice, httpUrl, integer, INVALID, list, optional, show, splitList, text, type Kind } from './kinds.js';
+import { boolean, choice, httpUrl, integer, INVALID, list, optional, secret, show, splitList, text, type Kind } from './kinds.js';
 import { redisUrl } from './redis-url.js';
 import { issuersFile } from './issuers.js';
 import { OTEL_VARIABLES } from './otel.js';
@@ -71,6 +71,17 @@ const isBrowserOrigin = (origin: string): boolean => {
     return false;
   }
 };
+
+/**
+ * REDIS_KEY_PREFIX: braces would make the prefix the keys' hash tag, every user's counters in one
+ * Cluster slot (or, unbalanced, the keys of one check in different slots).
+ */
+function keyPrefix(): Kind<string> {
+  return {
+    accepts: 'text without `{` `}`',
+    parse: (value, field) => (/[{}]/.test(value) ? field.expected('a prefix without { or } (the sidecar sets the hash tags)') : value),
+  };
+}
 
 /** AUDIT: on or off, held as a boolean. */
 function onOff(): Kind<boolean> {
@@ -469,7 +480,15 @@ export const VARIABLES = [
     name: 'REDIS_URL',
     key: 'redisUrl',
     kind: redisUrl(),
-    meaning: '`redis://[:password@]host:port[/db]` or `rediss://` (TLS) for counters shared by every replica; empty: per process',
+    meaning:
+      'where the counters shared by every replica live: `redis://[:password@]host:port[/db]` (one Redis), `redis+sentinel://[:password@]host:26379,…/master-name[/db]` (a Sentinel group), `redis+cluster://[:password@]host:port,…` (a Redis Cluster); `rediss…` for TLS; empty: each process counts alone (see [Rate limits](rate-limits.md#redis-sentinel-and-redis-cluster))',
+  }),
+  row({
+    name: 'REDIS_SENTINEL_PASSWORD',
+    key: 'redisSentinelPassword',
+    kind: secret('it is a password'),
+    meaning:
+      "password of the Sentinels themselves (their `requirepass`), with a `redis+sentinel://` `REDIS_URL`; the data nodes' password is the URL's",
   }),
   row({
     name: 'REDIS_TIMEOUT_MS',
@@ -481,15 +500,16 @@ export const VARIABLES = [
   row({
     name: 'REDIS_KEY_PREFIX',
     key: 'redisKeyPrefix',
-    kind: text(),
+    kind: keyPrefix(),
     default: 'mcp-auth',
-    meaning: 'prefix of every Redis key, so deployments can share one Redis',
+    meaning: 'prefix of every Redis key, so deployments can share one Redis (no `{` or `}`: the sidecar sets the hash tags)',
   }),
   row({
     name: 'REDIS_CA_FILE',
     key: 'redisCaFile',
     kind: optional(text()),
-    meaning: 'PEM file of the CA(s) that signed the Redis server certificate (`rediss://`); empty: the system CAs',
+    meaning:
+      'PEM file of the CA(s) that signed the Redis certificates (`rediss…`: data nodes, Sentinels, Cluster nodes); empty: the system CAs',
   }),
   ...OTEL_VARIABLES,
 ] as const;

@@ -3,9 +3,10 @@
 // the conventions are silent: the audit line's names under `mcp_auth.` (outcome, argument names).
 // Never an argument value.
 //
-// Parent: the client's trace context from the HTTP headers when there was one (the request's
-// span); else the one in the message's `params._meta` (`traceparent`, `tracestate`: MCP
-// 2026-07-28 and the conventions), with a link to the request's span; else the request's span.
+// Parent: the trace context in the message's `params._meta` (`traceparent`, `tracestate`: MCP
+// 2026-07-28 and the conventions) when it carries one, with a link to the request's span (the
+// transport's context, as the conventions ask, whether or not the HTTP headers had one); else the
+// request's span.
 
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Link, type Span } from '@opentelemetry/api';
 import { W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -54,8 +55,8 @@ export interface MessageScope {
   readonly spans: Spans;
   /** The request's span context. */
   readonly request: Context;
-  /** Whether the HTTP request carried the client's trace context. */
-  readonly fromHeaders: boolean;
+  /** HTTP's version on the client's connection (`1.1`, `2`): `network.protocol.version`. */
+  readonly httpVersion: string;
   /** The protocol version of the request (MCP-Protocol-Version) or its session; a message's `_meta` says its own. */
   readonly protocolVersion: string | undefined;
   /** Whether a tool name may go into a span name: one the upstream listed (a client cannot invent operation names). */
@@ -81,7 +82,13 @@ export class MessageTrace {
     caller: Caller,
   ) {
     const { method } = message;
-    const attributes: Attributes = { 'mcp.method.name': cut(method) };
+    const attributes: Attributes = {
+      'mcp.method.name': cut(method),
+      // Streamable HTTP (and HTTP+SSE) as the conventions record an MCP transport.
+      'network.transport': 'tcp',
+      'network.protocol.name': 'http',
+      'network.protocol.version': scope.httpVersion,
+    };
     if (message.id !== undefined) attributes['jsonrpc.request.id'] = cut(String(message.id));
     if (caller.sessionId !== undefined) attributes['mcp.session.id'] = cut(caller.sessionId);
     const version = message.meta?.protocolVersion ?? scope.protocolVersion;
@@ -98,7 +105,7 @@ export class MessageTrace {
     const meta = contextFromMeta(message);
     let parent = scope.request;
     const links: Link[] = [];
-    if (meta !== undefined && !scope.fromHeaders) {
+    if (meta !== undefined) {
       // The MCP conventions: the message's own context is the parent; the transport's is a link.
       parent = meta;
       this.meta = meta;

@@ -66,9 +66,11 @@ export class RequestTrace {
   readonly exemplar: { trace_id: string; span_id: string } | undefined;
   /** What an upstream request is a child of: this span, or the span of the one MCP request in the body. */
   private upstreamParent: Context;
-  /** The `baggage` of a `_meta` trace context that parents the upstream request (the client sent no header). */
+  /** The `baggage` of a `_meta` trace context that parents the upstream request. */
   private metaBaggage: string | undefined;
-  private readonly fromHeaders: boolean;
+  /** Whether a `_meta` trace context parents the upstream request (its tracestate goes with it). */
+  private fromMeta = false;
+  private readonly httpVersion: string;
 
   constructor(
     private readonly spans: Spans,
@@ -87,7 +89,7 @@ export class RequestTrace {
     const agent = request.headers['user-agent'];
     if (agent !== undefined) attributes['user_agent.original'] = cut(agent);
     const parent = parentFromHeaders(request.headers);
-    this.fromHeaders = parent !== ROOT_CONTEXT;
+    this.httpVersion = request.raw.httpVersion === '2.0' ? '2' : request.raw.httpVersion;
     this.span = spans.start(route === undefined ? method : `${method} ${route}`, SpanKind.SERVER, parent, attributes);
     this.context = trace.setSpan(ROOT_CONTEXT, this.span);
     this.upstreamParent = this.context;
@@ -138,12 +140,15 @@ export class RequestTrace {
     scope: Pick<MessageScope, 'protocolVersion' | 'listed' | 'label'>,
   ): MessageTrace[] | undefined {
     if (!this.span.isRecording() && !messages.some((message) => message.params?._meta !== undefined)) return undefined;
-    const full: MessageScope = { ...scope, spans: this.spans, request: this.context, fromHeaders: this.fromHeaders };
+    const full: MessageScope = { ...scope, spans: this.spans, request: this.context, httpVersion: this.httpVersion };
     const traces = messages.map((message) => new MessageTrace(this.spans, full, message, caller));
     const requests = traces.filter((_, i) => messages[i]!.id !== undefined);
     if (requests.length === 1) {
       this.upstreamParent = requests[0]!.context;
-      if (requests[0]!.meta !== undefined) this.metaBaggage = baggageOf(requests[0]!.meta);
+      if (requests[0]!.meta !== undefined) {
+        this.fromMeta = true;
+        this.metaBaggage = baggageOf(requests[0]!.meta);
+      }
     }
     return traces;
   }
@@ -162,6 +167,7 @@ export class RequestTrace {
     if (!parent.isRecording()) {
       // Sampled out: the upstream still learns the trace and that it is not sampled.
       headers.traceparent = traceparentOf(parent);
+      this.stateOf(parent, headers);
       return reader;
     }
     const target = this.target;
@@ -173,11 +179,21 @@ export class RequestTrace {
       'url.full': `${target.origin}${cut(pathOf(url))}`,
     });
     headers.traceparent = traceparentOf(span);
-    // The client's tracestate passes unchanged; a context from elsewhere (_meta) brings its own.
-    const state = span.spanContext().traceState;
-    if (headers.tracestate === undefined && state !== undefined) headers.tracestate = state.serialize();
-    if (headers.baggage === undefined && this.metaBaggage !== undefined) headers.baggage = this.metaBaggage;
+    this.stateOf(span, headers);
     return new UpstreamSpan(span, reader);
+  }
+
+  /**
+   * The client's tracestate and baggage headers pass unchanged, unless the upstream's parent is
+   * in the trace of `_meta`: then its tracestate (that of another trace than the header's) goes
+   * instead, and its baggage when the client sent no baggage header.
+   */
+  private stateOf(span: Span, headers: Record<string, string | string[]>): void {
+    if (!this.fromMeta) return;
+    const state = span.spanContext().traceState;
+    if (state === undefined) delete headers.tracestate;
+    else headers.tracestate = state.serialize();
+    if (headers.baggage === undefined && this.metaBaggage !== undefined) headers.baggage = this.metaBaggage;
   }
 }
 

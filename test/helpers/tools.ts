@@ -11,6 +11,8 @@ export const INSTALL: Record<string, string> = {
   prometheus: 'apt-get install prometheus',
   promtool: 'apt-get install prometheus',
   'redis-server': 'apt-get install redis-server',
+  'redis-sentinel': 'apt-get install redis-sentinel',
+  'redis-cli': 'apt-get install redis-tools',
   kubectl:
     "kubectl 1.21 or newer, or kustomize: GOBIN=/usr/local/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1 (Debian's kubernetes-client is 1.20, without kustomize components)",
   go: 'the Go toolchain >= 1.25 (Debian 12 golang-go is 1.19, too old)',

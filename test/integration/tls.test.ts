@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:tls';
+import { connect, type TLSSocket } from 'node:tls';
 import { Agent, request } from 'undici';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -55,6 +55,46 @@ function servedSerial(url: string, ca: string): Promise<string> {
       socket.end();
     });
     socket.once('error', reject);
+  });
+}
+
+/** A verified TLS connection to `url`, once its handshake is done. */
+function openTls(url: string, ca: string): Promise<TLSSocket> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: hostname, port: Number(port), ca, servername: 'localhost' }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/**
+ * Writes one request and resolves with its response (head and body, by Content-Length) and
+ * whether the connection was closed after it; bounded.
+ */
+function exchange(socket: TLSSocket, data: string): Promise<{ head: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    let complete = false;
+    const timer = setTimeout(() => reject(new Error(`no answer: ${answer}`)), 10_000);
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve({ head: answer.slice(0, answer.indexOf('\r\n\r\n')), closed });
+    };
+    const onClose = () => (complete ? finish(true) : reject(new Error(`closed before the answer: ${answer}`)));
+    const onData = (chunk: Buffer) => {
+      answer += chunk.toString('latin1');
+      const end = answer.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(answer)?.[1];
+      if (end === -1 || length === undefined || answer.length < end + 4 + Number(length)) return;
+      complete = true;
+      // A connection: close answer is followed by the close; else the connection stays.
+      if (!/^connection: close/im.test(answer.slice(0, end))) finish(false);
+    };
+    socket.on('data', onData);
+    socket.on('close', onClose);
+    socket.write(data);
   });
 }
 
@@ -154,6 +194,49 @@ describe.skipIf(!openssl)('TLS on the proxy port', { timeout: 60_000 }, () => {
 
     sidecar!.child.kill('SIGTERM');
     expect(await sidecar!.exited).toBe(0);
+  });
+
+  it('keeps a TLS connection across rejections while there is headroom (one handshake), and closes it under pressure', async () => {
+    // MAX_CONNECTIONS 4: more than 2 open is pressure.
+    const { proxyUrl } = await start({ MAX_CONNECTIONS: '4' });
+    const token = await issuer.mint();
+    const now = Math.floor(Date.now() / 1000);
+    const get = (authorization?: string) =>
+      `GET /mcp HTTP/1.1\r\nHost: localhost\r\n${authorization === undefined ? '' : `Authorization: ${authorization}\r\n`}\r\n`;
+    const rejected = [
+      get(),
+      get('Bearer not-a-jwt'),
+      get(`Bearer ${token.slice(0, -8)}AAAAAAAA`),
+      get(`Bearer ${await issuer.mint({}, { header: { kid: 'not-in-the-set' } })}`),
+      get(`Bearer ${await issuer.mint({ iat: now - 7200, exp: now - 3600 })}`),
+    ];
+
+    const first = await openTls(proxyUrl, ca.cert);
+    let handshakes = 1;
+    first.on('secureConnect', () => handshakes++);
+    for (const request of rejected) {
+      const answer = await exchange(first, request);
+      expect(answer.head).toMatch(/^HTTP\/1\.1 401/);
+      expect(answer.closed).toBe(false);
+      expect(answer.head).toMatch(/^keep-alive: timeout=\d+$/im);
+    }
+    // The same connection, no new handshake, then authenticates.
+    expect((await exchange(first, get(`Bearer ${token}`))).head).toMatch(/^HTTP\/1\.1 200/);
+    expect(handshakes).toBe(1);
+
+    // A second connection on probation is kept with two open; a third that authenticates makes
+    // three (pressure, and it stays): the next rejection on the second closes it, as it does a newcomer's.
+    const second = await openTls(proxyUrl, ca.cert);
+    expect((await exchange(second, get())).closed).toBe(false);
+    const third = await openTls(proxyUrl, ca.cert);
+    expect((await exchange(third, get(`Bearer ${token}`))).head).toMatch(/^HTTP\/1\.1 200/);
+    const pressed = await exchange(second, get());
+    expect(pressed.head).toMatch(/^HTTP\/1\.1 401/);
+    expect(pressed.closed).toBe(true);
+    const newcomer = await openTls(proxyUrl, ca.cert);
+    expect((await exchange(newcomer, get())).closed).toBe(true);
+    third.destroy();
+    first.destroy();
   });
 
   it('refuses to start with one of the two variables, naming both', async () => {

@@ -107,4 +107,44 @@ describe('sampling', () => {
     if (recorded) expect(sent.line).toHaveProperty('traceId');
     else expect(sent.line).not.toHaveProperty('traceId');
   });
+
+  // The same for a sampled flag in an MCP message's _meta (MCP 2026-07-28): a client cannot turn
+  // sampling on there either unless the sampler follows parents.
+  it.each([
+    ['parentbased_always_off', true],
+    ['always_off', false],
+    ['traceidratio', false],
+  ] as const)('%s with a sampled traceparent in _meta: recorded %s', async (sampler, recorded) => {
+    const running = await start({ OTEL_TRACES_SAMPLER: sampler, OTEL_TRACES_SAMPLER_ARG: '0' });
+    const traceId = hex(16);
+    const response = await fetch(`${running.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2026-07-28',
+        'mcp-method': 'tools/call',
+        'mcp-name': 'lookup',
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: {
+          name: 'lookup',
+          _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', traceparent: `00-${traceId}-${hex(8)}-01` },
+        },
+      }),
+    });
+    expect(response.status).toBe(200);
+    await response.text();
+    await until(() => log.lines().find((l) => l.msg === 'mcp'));
+    await running.app.tracing!.flush();
+    const spans = exporter.getFinishedSpans();
+    expect(spans.some((span) => span.attributes['mcp.method.name'] === 'tools/call')).toBe(recorded);
+    if (!recorded) expect(spans).toEqual([]);
+    // The upstream is in _meta's trace either way, told the decision.
+    expect(upstream.seen.at(-1)!.headers.traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-0${recorded ? 1 : 0}$`));
+  });
 });

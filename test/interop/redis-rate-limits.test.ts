@@ -165,9 +165,9 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     await probe.connect();
     try {
       const deadline = Date.now() + 5000;
-      while ((await probe.exists('mcp-auth:inflight:s.alice-sub')) === 1 && Date.now() < deadline)
+      while ((await probe.exists('mcp-auth:inflight:{s.alice-sub}')) === 1 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 10));
-      expect(await probe.exists('mcp-auth:inflight:s.alice-sub')).toBe(0);
+      expect(await probe.exists('mcp-auth:inflight:{s.alice-sub}')).toBe(0);
     } finally {
       probe.disconnect();
     }
@@ -214,7 +214,7 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
       // A slot as a replica takes it, leased for 3 s by Redis's clock, never renewed nor released.
       const [seconds, micros] = (await probe.time()) as unknown as [string, string];
       await probe.zadd(
-        'mcp-auth:inflight:s.alice-sub',
+        'mcp-auth:inflight:{s.alice-sub}',
         Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + 3000,
         'dead-replica:1',
       );
@@ -248,9 +248,9 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     const probe = new Redis(redis.url);
     try {
       const deadline = Date.now() + 5000;
-      while ((await probe.exists('mcp-auth:inflight:s.alice-sub')) === 1 && Date.now() < deadline)
+      while ((await probe.exists('mcp-auth:inflight:{s.alice-sub}')) === 1 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 10));
-      expect(await probe.exists('mcp-auth:inflight:s.alice-sub')).toBe(0);
+      expect(await probe.exists('mcp-auth:inflight:{s.alice-sub}')).toBe(0);
     } finally {
       probe.disconnect();
     }
@@ -376,7 +376,7 @@ describe.skipIf(!redisServer)('Redis with a password and TLS', () => {
         );
       while (first !== 'ok' && Date.now() < deadline);
       expect(first).toBe('ok');
-      expect(await probe.keys('mcp-auth:tool-1:*')).toEqual(['mcp-auth:tool-1:s.alice-sub:whoami']);
+      expect(await probe.keys('mcp-auth:tool-1:*')).toEqual(['mcp-auth:tool-1:{s.alice-sub}:whoami']);
       const second = await client.callTool({ name: 'whoami', arguments: {} }).catch((e: unknown) => e);
       expect((second as McpError).message).toContain('too many calls of tool "whoami"');
     } finally {

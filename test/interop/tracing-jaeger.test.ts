@@ -42,7 +42,13 @@ describe.skipIf(!jaeger)('traces in Jaeger', () => {
     await issuer.addKey();
     upstream = await startUpstream();
     log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, upstream, { LOG_LEVEL: 'info', ...tracingEnv(jaeger!, service) }), { logger: log.logger });
+    // No cooldown between unknown-kid fetches: each test below that needs one gets one.
+    sidecar = await startSidecar(
+      testEnv(issuer, upstream, { LOG_LEVEL: 'info', JWKS_COOLDOWN_SECONDS: '0', ...tracingEnv(jaeger!, service) }),
+      {
+        logger: log.logger,
+      },
+    );
     token = await issuer.mint();
   });
   afterAll(async () => {
@@ -124,6 +130,54 @@ describe.skipIf(!jaeger)('traces in Jaeger', () => {
     });
     expect(spans).toHaveLength(2);
     expect(upstream.seen.length).toBe(seen);
+  });
+
+  it('a token signed by a key the sidecar has not seen: the key set fetch under the verification', async () => {
+    const key = await issuer.addKey();
+    const fresh = await issuer.mint({}, { key });
+    const client = clientContext();
+    const response = await fetch(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${fresh}`, traceparent: client.traceparent } });
+    expect(response.status).toBe(200);
+    await response.text();
+    const spans = await jaeger!.trace(client.traceId, (s) => s.length >= 4);
+    const server = byName(spans, 'GET /*')!;
+    const verification = byName(spans, 'verify token')!;
+    expect(verification).toMatchObject({ parentId: server.spanId, attributes: { 'mcp_auth.verdict_cache': 'miss' } });
+    expect(verification.status).toBeUndefined();
+    expect(byName(spans, 'key set fetch')).toMatchObject({
+      kind: 'internal',
+      parentId: verification.spanId,
+      attributes: { 'mcp_auth.jwks.result': 'success' },
+    });
+    expect(byName(spans, 'key set fetch')!.status).toBeUndefined();
+  });
+
+  it('a key set fetch that fails: its outcome and the refusal on the spans', async () => {
+    const key = await issuer.addKey();
+    const fresh = await issuer.mint({}, { key });
+    const client = clientContext();
+    issuer.mode = 'status-503';
+    try {
+      const response = await fetch(`${sidecar.url}/mcp`, {
+        headers: { authorization: `Bearer ${fresh}`, traceparent: client.traceparent },
+      });
+      expect(response.status).toBe(401);
+      await response.text();
+    } finally {
+      issuer.mode = 'ok';
+    }
+    const spans = await jaeger!.trace(client.traceId, (s) => s.length >= 3);
+    const verification = byName(spans, 'verify token')!;
+    expect(verification).toMatchObject({
+      status: 'ERROR',
+      attributes: { 'error.type': expect.stringMatching(/^(unknown_key|jwks_unavailable)$/) },
+    });
+    expect(byName(spans, 'key set fetch')).toMatchObject({
+      parentId: verification.spanId,
+      status: 'ERROR',
+      attributes: { 'mcp_auth.jwks.result': 'failure' },
+    });
+    expect(byName(spans, 'GET /*')!.attributes['error.type']).toBe(verification.attributes['error.type']);
   });
 
   it('a request without a token and without trace context: a trace of its own', async () => {

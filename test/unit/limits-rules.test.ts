@@ -32,7 +32,8 @@ describe('rate limit variables', () => {
       rateLimitOnRedisError: 'deny',
       redisTimeoutMs: 100,
     });
-    expect(config.redisUrl!.href).toBe('rediss://:s3cret@redis.example:6380/2');
+    expect(config.redisUrl).toMatchObject({ mode: 'single', tls: true, nodes: [{ host: 'redis.example', port: 6380 }], db: 2 });
+    expect(config.redisUrl!.password).toBe('s3cret');
     expect(JSON.stringify(config)).not.toContain('s3cret');
     expect(JSON.stringify(config)).toContain('"redisUrl":"rediss://:***@redis.example:6380/2"');
     expect(String(config.redisUrl)).not.toContain('s3cret');
@@ -50,7 +51,7 @@ describe('rate limit variables', () => {
     expect(found).toEqual(
       [
         'RATE_LIMIT_ON_REDIS_ERROR="maybe": expected one of allow, deny',
-        'REDIS_URL: expected redis://[:password@]host:port[/db] or rediss://... (value not shown: it may hold a password)',
+        'REDIS_URL: expected redis://[:password@]host:port[/db], redis+sentinel://[:password@]host:26379[,host:26379…]/master-name[/db] or redis+cluster://[:password@]host:port[,host:port…] (rediss… for TLS) (value not shown: it may hold a password)',
         'RATE_LIMIT_USER_PER_MINUTE="-1": expected a whole number from 0 to 1000000',
         'RATE_LIMIT_TOOL_PER_MINUTE="many": expected a whole number from 0 to 1000000',
         'RATE_LIMIT_CONCURRENT_TOOL_CALLS="1.5": expected a whole number from 0 to 100000',

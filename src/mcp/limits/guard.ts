@@ -19,7 +19,8 @@ import type { Metrics } from '../../observability/metrics.js';
 import type { Caller, ClientMessage, Decision, DecisionAttributes, Guard } from '../guard.js';
 import type { LimitRules } from './rules.js';
 import { AUDIT_BOUNDS, cutUtf8 } from '../audit.js';
-import { closeRedis, connectRedis, redisReady, type LimitsRedis } from './redis.js';
+import { closeRedis, connectRedis, type LimitsRedis } from './redis.js';
+import { RedisState, type RedisSummary } from './redis-state.js';
 
 type Scope = 'user' | 'tool' | 'concurrency';
 const ALLOW: Decision = { effect: 'allow' };
@@ -168,12 +169,16 @@ function storeFor(make: (name: string, points: number) => RateLimiterAbstract, i
 class BackendError extends Error {}
 
 const retryAfter = (res: RateLimiterRes) => Math.max(1, Math.ceil(res.msBeforeNext / 1000));
-// Colons would let a subject and a tool name run into each other.
+// Colons would let a subject and a tool name run into each other; braces a hash tag end early.
 const part = (s: string) => encodeURIComponent(s);
-/** Counted per `sub`; a token without one by its user claim, kept apart from every subject. */
+/**
+ * Counted per `sub`; a token without one by its user claim, kept apart from every subject. In
+ * braces: the Redis Cluster hash tag, so every key of one user (window, tool windows, in flight)
+ * is in one slot and the checks of one message go to one node in one round trip.
+ */
 const userKey = (caller: Caller) => {
   const { subject, user } = caller.identity;
-  return subject !== undefined ? `s.${part(subject)}` : `u.${part(user)}`;
+  return subject !== undefined ? `{s.${part(subject)}}` : `{u.${part(user)}}`;
 };
 
 export class LimitsGuard implements Guard {
@@ -189,7 +194,8 @@ export class LimitsGuard implements Guard {
   /** Where each allowed tool call took its in-flight slot, so settle gives it back there. */
   readonly #slots = new WeakMap<ClientMessage, { store: Store; slot: Slot }>();
   readonly #inFlights: InFlight[] = [];
-  #redisFailing = false;
+  readonly #redisState: RedisState | undefined;
+  #rules: LimitRules;
 
   constructor(
     rules: LimitRules,
@@ -199,6 +205,7 @@ export class LimitsGuard implements Guard {
     /** The sidecar's Redis connection (REDIS_URL); by default the guard opens its own. */
     sharedRedis?: () => LimitsRedis,
   ) {
+    this.#rules = rules;
     const memory = (name: string, points: number) => new RateLimiterMemory({ keyPrefix: name, points, duration: WINDOW_SECONDS });
     const local = new MemoryInFlight(rules.concurrentToolCalls);
     this.#inFlights.push(local);
@@ -211,12 +218,8 @@ export class LimitsGuard implements Guard {
     this.#ownsRedis = sharedRedis === undefined;
     const client = sharedRedis?.() ?? connectRedis(config.redisUrl, config);
     this.#redis = client;
-    // ioredis reports every failed connection attempt: the counter and one warn line per outage say it.
-    client.on('error', () => {});
-    client.on('ready', () => {
-      if (this.#redisFailing) logger.info('rate limits: Redis answers again, counting shared across replicas');
-      this.#redisFailing = false;
-    });
+    // Every event of the client, said once per outage in the sidecar's words.
+    this.#redisState = new RedisState(client, config, metrics, logger);
     const prefix = config.redisKeyPrefix;
     const redis = (name: string, points: number) =>
       new RateLimiterRedis({ storeClient: client, keyPrefix: `${prefix}:${name}`, points, duration: WINDOW_SECONDS });
@@ -230,6 +233,7 @@ export class LimitsGuard implements Guard {
 
   /** A new version of the policy file's limits: takes effect for the next message; counts stay. */
   replace(rules: LimitRules): void {
+    this.#rules = rules;
     this.#local = this.#localFor(rules);
     this.#primary = this.#primaryFor?.(rules) ?? this.#local;
   }
@@ -280,29 +284,28 @@ export class LimitsGuard implements Guard {
 
   /** Waits (bounded) for the first connection, so the first requests count in Redis; never fails start-up. */
   async connected(maxWaitMs = STARTUP_WAIT_MS): Promise<void> {
-    if (this.#redis === undefined) return;
-    if (!(await redisReady(this.#redis, maxWaitMs)))
-      this.logger.warn(
-        { waitedMs: maxWaitMs },
-        'rate limits: Redis not reachable at start-up; RATE_LIMIT_ON_REDIS_ERROR decides until it is',
-      );
+    await this.#redisState?.connected(maxWaitMs);
+  }
+
+  /** The limits in force and where they are counted, for the start-up line. */
+  summary(): { rateLimits: Record<string, unknown>; redis?: RedisSummary } {
+    const { tools, ...counts } = this.#rules;
+    return {
+      rateLimits: { ...counts, tools: Object.fromEntries(tools), counting: this.#redis === undefined ? 'process' : 'redis' },
+      ...(this.#redisState !== undefined ? { redis: this.#redisState.summary() } : {}),
+    };
   }
 
   async close(): Promise<void> {
     for (const inFlight of this.#inFlights) inFlight.close();
-    if (this.#redis !== undefined && this.#ownsRedis) await closeRedis(this.#redis, this.config.redisTimeoutMs);
+    if (this.#redis === undefined) return;
+    this.#redisState!.closing();
+    // The app's shared connection is closed by the app.
+    if (this.#ownsRedis) await closeRedis(this.#redis, this.config.redisTimeoutMs);
   }
 
   #backendFailed(error: unknown): void {
-    this.metrics.rateLimitBackendErrors.inc();
-    if (!this.#redisFailing) {
-      this.#redisFailing = true;
-      const reason = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
-      this.logger.warn(
-        { reason, onRedisError: this.config.rateLimitOnRedisError },
-        'rate limits: Redis does not answer; RATE_LIMIT_ON_REDIS_ERROR decides until it does',
-      );
-    }
+    this.#redisState?.checkFailed(error instanceof BackendError ? error.cause : error);
   }
 
   async #check(store: Store, message: ClientMessage, user: string): Promise<Decision> {

@@ -90,3 +90,20 @@ export function anyLimit(rules: LimitRules): boolean {
     rules.userPerMinute > 0 || rules.toolPerMinute > 0 || rules.concurrentToolCalls > 0 || [...rules.tools.values()].some((n) => n > 0)
   );
 }
+
+/** The start-up line's `rateLimits` and `redis` when no limit is set (the guard says them otherwise). */
+export function limitsOffSummary(config: Config): Record<string, unknown> {
+  return {
+    rateLimits: { userPerMinute: 0, toolPerMinute: 0, concurrentToolCalls: 0, tools: {}, counting: 'off' },
+    ...(config.redisUrl !== undefined
+      ? {
+          redis: {
+            url: config.redisUrl.toString(),
+            mode: config.redisUrl.mode,
+            state: 'unused',
+            reason: 'no rate limit is set, so no connection',
+          },
+        }
+      : {}),
+  };
+}
