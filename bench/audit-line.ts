@@ -11,6 +11,7 @@ const line: AuditLine = {
   reqId: '64e5b889-ce13-4bff-b706-1473b2ffea50',
   user: 'alice',
   subject: 'f0a4c2de-5b1e-4a7d-9c3b-2e8f1d6a7b90',
+  binding: 'bearer',
   sessionId: '1f0e6f1c-3b7e-4d59-9a51-8f0f2f8e2b11',
   client: 'coder/2.24.1',
   protocolVersion: '2025-06-18',

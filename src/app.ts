@@ -1,7 +1,7 @@
 // The one wiring file: request → authenticate → inject identity → forward → record,
 // on the proxy port; metrics and health on the admin port.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from './lib/status-codes.js';
 import type { Logger } from 'pino';
@@ -17,7 +17,9 @@ import { createVerifier, keyHolder, type IssuerKeys } from './auth/verify.js';
 import { Introspector } from './auth/introspection.js';
 import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
-import { createAuthenticateHook, type AuthState } from './auth/authenticate.js';
+import { createAuthenticateHook, extractCredential, type AuthState } from './auth/authenticate.js';
+import { createDpop } from './auth/dpop.js';
+import { TokenExchange } from './auth/token-exchange.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
@@ -25,6 +27,8 @@ import type { Guard } from './mcp/guard.js';
 import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, anyLimit, limitsOffSummary, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
+import type { LimitsRedis } from './mcp/limits/redis.js';
+import type { Redis } from 'ioredis';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './lib/error-response.js';
@@ -70,6 +74,8 @@ export interface App {
   summary(): Record<string, unknown>;
 }
 
+const REDIS_STARTUP_WAIT_MS = 2000;
+
 /** Listens, or throws a StartupError naming the variable to change (the port in use, the host not here). */
 async function listenOn(
   server: FastifyInstance,
@@ -100,12 +106,19 @@ async function listenOn(
 }
 
 /** The rate limits of RATE_LIMIT_* and the policy file's `limits:` (a bad section ends start-up naming POLICY_FILE). */
-async function startLimits(config: Config, metrics: Metrics, logger: Logger, policyFile: PolicyAtStart | undefined) {
+async function startLimits(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  policyFile: PolicyAtStart | undefined,
+  redis: (() => Promise<LimitsRedis>) | undefined,
+) {
   try {
     // Loaded only when some limit is set: rate-limiter-flexible and the Redis client are megabytes of a resident set.
     if (!anyLimit(withLimitsSection(rulesFromConfig(config), policyFile?.document.limits))) return undefined;
     const { createLimits } = await import('./mcp/limits/index.js');
-    return createLimits(config, metrics, logger, policyFile?.document.limits);
+    const client = await redis?.();
+    return createLimits(config, metrics, logger, policyFile?.document.limits, client && (() => client));
   } catch (error) {
     if (!(error instanceof LimitsFileError) || policyFile === undefined) throw error;
     throw new StartupError('POLICY_FILE', policyFile.file, error.message, { cause: error });
@@ -164,6 +177,39 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return { issuer: entry, keys, ...(introspector ? { introspector } : {}) };
   });
   const keys = issuers[0]!.keys;
+  // One Redis connection (REDIS_URL) for whatever needs one: rate limits, DPoP proofs seen. Its
+  // module (and ioredis) is loaded only when one of them does.
+  let redis: LimitsRedis | undefined;
+  let connecting: Promise<LimitsRedis> | undefined;
+  const sharedRedis =
+    config.redisUrl === undefined
+      ? undefined
+      : () =>
+          (connecting ??= import('./mcp/limits/redis.js').then(({ connectRedis }) => {
+            redis = connectRedis(config.redisUrl!, config);
+            // Every failed attempt is an 'error' event; its users count and log their own failures.
+            redis.on('error', () => {});
+            return redis;
+          }));
+  const dpop = await createDpop(config, {
+    // A Cluster answers SET, GET and its events as one Redis does: the DPoP checks use only those.
+    redis: config.dpop === 'off' ? undefined : ((await sharedRedis?.()) as Redis | undefined),
+    now,
+    logger,
+    onRedisError: () => metrics.dpopRedisErrors.inc(),
+  });
+  const tokenExchange =
+    config.upstreamToken === 'exchange'
+      ? new TokenExchange({
+          issuer: config.issuer,
+          audience: config.tokenExchangeAudience!,
+          clientId: config.tokenExchangeClientId!,
+          secretFile: config.tokenExchangeClientSecretFile!,
+          logger,
+          now,
+          onExchange: (result) => metrics.tokenExchanges.inc({ result }),
+        })
+      : undefined;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
   // Traced, each key set's fetches are spans of the verification that waits on them.
@@ -276,6 +322,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       resourceMetadataUrl(config.resourceUrl),
       connections,
       config.resourceScopes,
+      dpop,
     ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.
@@ -303,7 +350,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const policyModule = config.policyFile === undefined ? undefined : await import('./mcp/policy/index.js');
   const policyFile = policyModule?.readPolicyAtStart(config);
   const policy = policyModule?.createPolicyGuard(config, metrics, logger, policyFile);
-  const rateLimits = await startLimits(config, metrics, logger, policyFile);
+  const rateLimits = await startLimits(config, metrics, logger, policyFile, sharedRedis);
   // One watcher for the file: each valid version goes to both guards, rules and limits together.
   const watchedPolicy =
     policyFile === undefined
@@ -315,7 +362,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
           logger,
         );
   const guards = [...(policy === undefined ? [] : [policy]), ...(options.guards ?? []), ...(rateLimits === undefined ? [] : [rateLimits])];
-  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards));
+  // The client's token, verified by the hook, is what is exchanged for the upstream's.
+  const upstreamCredential =
+    tokenExchange &&
+    ((request: FastifyRequest) =>
+      tokenExchange.authorizationFor(
+        (extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token,
+        request.auth.identity!.issuer ?? config.issuer,
+      ));
+  registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards), upstreamCredential);
 
   const admin: FastifyInstance = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
@@ -351,6 +406,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await Promise.all(issuers.map((i) => i.keys.start()));
       for (const i of issuers) i.introspector?.start();
       await rateLimits?.connected();
+      if (
+        redis !== undefined &&
+        dpop !== undefined &&
+        !(await (await import('./mcp/limits/redis.js')).redisReady(redis, REDIS_STARTUP_WAIT_MS))
+      ) {
+        logger.warn(
+          { waitedMs: REDIS_STARTUP_WAIT_MS },
+          'DPoP: Redis not reachable at start-up; proofs are checked for replay by this replica alone until it is',
+        );
+      }
+      await dpop?.start();
+      tokenExchange?.start();
       const proxyUrl = await listenOn(proxy, config.port, config.host, ['PORT', 'HOST']);
       certificates?.start();
       const adminUrl = await listenOn(admin, config.adminPort, config.adminHost, ['ADMIN_PORT', 'ADMIN_HOST']);
@@ -372,7 +439,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       }
       certificates?.close();
       watchedPolicy?.close();
+      tokenExchange?.close();
       await rateLimits?.close();
+      if (redis !== undefined) await (await import('./mcp/limits/redis.js')).closeRedis(redis, config.redisTimeoutMs);
       // The spans of the last requests go out within what is left of the grace time.
       await tracing?.shutdown(deadline - performance.now());
       await admin.close();

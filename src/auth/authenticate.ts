@@ -6,6 +6,7 @@ import { ErrorResponse } from '../lib/error-response.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ConnectionGuard } from '../http/connections.js';
 import type { Identity, Verdict } from './verify.js';
+import { checkBinding, type DpopOptions, type Scheme } from './dpop.js';
 
 /**
  * Verification as this hook calls it: the verdict cache's, which returns rejections rather than
@@ -19,18 +20,28 @@ export interface AuthState {
   identity: Identity | undefined;
 }
 
+/** The token of a request and the scheme it came with. */
+export interface Credential {
+  readonly token: string;
+  readonly scheme: Scheme;
+}
+
 // The rejections of a request without a usable token: one object each, not one per request.
 const NO_TOKEN = new Rejection('missing_token');
 const NOT_BEARER = new Rejection('missing_token', 'Authorization header does not use the Bearer scheme');
+const NOT_BEARER_OR_DPOP = new Rejection('missing_token', 'Authorization header does not use the Bearer or DPoP scheme');
+const BEARER_NOT_ALLOWED = new Rejection('dpop_required');
 const SEVERAL_HEADERS = new Rejection('malformed_token', 'several Authorization headers');
 const EMPTY_TOKEN = new Rejection('malformed_token', 'Bearer token is empty');
+const EMPTY_DPOP_TOKEN = new Rejection('malformed_token', 'DPoP token is empty');
 
 /**
- * The bearer token of a request, read from the raw headers (Node keeps only the first
- * Authorization), or why there is none. Returned, not thrown: requests without a token are the
+ * The token of a request, read from the raw headers (Node keeps only the first Authorization),
+ * or why there is none: the Bearer scheme, and with DPOP=allow the DPoP scheme too, with
+ * DPOP=require only the DPoP scheme. Returned, not thrown: requests without a token are the
  * commonest rejection, and a throw costs more than the rest of this function.
  */
-export function extractBearerToken(rawHeaders: readonly string[]): string | Rejection {
+export function extractCredential(rawHeaders: readonly string[], dpop: 'off' | 'allow' | 'require'): Credential | Rejection {
   let value: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.length === 13 && rawHeaders[i]!.toLowerCase() === 'authorization') {
@@ -43,14 +54,15 @@ export function extractBearerToken(rawHeaders: readonly string[]): string | Reje
   const header = value.trim();
   let schemeEnd = 0;
   while (schemeEnd < header.length && !isSpaceOrTab(header.charCodeAt(schemeEnd))) schemeEnd++;
-  if (header.slice(0, schemeEnd).toLowerCase() !== 'bearer') {
-    return NOT_BEARER;
-  }
+  const name = header.slice(0, schemeEnd).toLowerCase();
+  const scheme: Scheme | undefined = name === 'bearer' ? 'bearer' : name === 'dpop' && dpop !== 'off' ? 'dpop' : undefined;
+  if (scheme === undefined) return dpop === 'off' ? NOT_BEARER : NOT_BEARER_OR_DPOP;
+  if (scheme === 'bearer' && dpop === 'require') return BEARER_NOT_ALLOWED;
   const token = header.slice(schemeEnd).trim();
-  if (token === '') return EMPTY_TOKEN;
+  if (token === '') return scheme === 'bearer' ? EMPTY_TOKEN : EMPTY_DPOP_TOKEN;
   // Not scanned for white space here (1.5 µs a request): verification accepts base64url and
   // dots only, and says so when a token holds anything else.
-  return token;
+  return { token, scheme };
 }
 
 function isSpaceOrTab(c: number): boolean {
@@ -61,14 +73,41 @@ function quote(value: string): string {
   return `"${value.replace(/["\\]/g, '')}"`;
 }
 
-/** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
-export function renderRejection(rejection: Rejection, resourceMetadataUrl: string, scopes: readonly string[] = []): ErrorResponse {
-  let challenge = `Bearer resource_metadata=${quote(resourceMetadataUrl)}`;
+/**
+ * The WWW-Authenticate values of a rejection: Bearer (RFC 6750); with DPoP on, DPoP (RFC 9449
+ * section 7.1) for a failed proof, a request that used the DPoP scheme, or DPOP=require, and
+ * beside the Bearer one otherwise, so a client learns both schemes it may use.
+ */
+function challenges(
+  rejection: Rejection,
+  resourceMetadataUrl: string,
+  scopes: readonly string[],
+  dpop: Pick<DpopOptions, 'mode' | 'algorithms'> | undefined,
+  scheme: Scheme | undefined,
+): string[] {
+  let params = `resource_metadata=${quote(resourceMetadataUrl)}`;
   // The scopes a client should ask for (RESOURCE_SCOPES), as the MCP authorization spec asks of a 401.
-  if (rejection.status === 401 && scopes.length > 0) challenge += `, scope=${quote(scopes.join(' '))}`;
+  if (rejection.status === 401 && scopes.length > 0) params += `, scope=${quote(scopes.join(' '))}`;
   const error = rejection.challengeError;
-  if (error !== undefined) challenge += `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
-  const headers: Record<string, string> = { 'www-authenticate': challenge };
+  const errorPart = error === undefined ? '' : `, error=${quote(error)}, error_description=${quote(rejection.message)}`;
+  const bearer = `Bearer ${params}${errorPart}`;
+  if (dpop === undefined) return [bearer];
+  const algs = `algs=${quote(dpop.algorithms.join(' '))}`;
+  if (dpop.mode === 'require' || rejection.dpop || scheme === 'dpop') return [`DPoP ${params}${errorPart}, ${algs}`];
+  return [bearer, `DPoP ${params}, ${algs}`];
+}
+
+/** The whole answer to a rejection (also the answer of bench:floor's measuring stick of the work every rejection owes). */
+export function renderRejection(
+  rejection: Rejection,
+  resourceMetadataUrl: string,
+  scopes: readonly string[] = [],
+  dpop?: Pick<DpopOptions, 'mode' | 'algorithms'>,
+  scheme?: Scheme,
+): ErrorResponse {
+  const headers: Record<string, string | readonly string[]> = {
+    'www-authenticate': challenges(rejection, resourceMetadataUrl, scopes, dpop, scheme),
+  };
   if (rejection.status === 503) headers['retry-after'] = '5';
   return new ErrorResponse(
     rejection.status,
@@ -83,20 +122,31 @@ export function renderRejection(rejection: Rejection, resourceMetadataUrl: strin
  * once and written straight to the response: hostile traffic is mostly rejections, and Fastify's
  * reply pipeline (headers merged, payload typed, onSend hooks; none used here) was a tenth of one.
  */
-function createRejectionSender(resourceMetadataUrl: string, connections: ConnectionGuard | undefined, scopes: readonly string[]) {
+function createRejectionSender(
+  resourceMetadataUrl: string,
+  connections: ConnectionGuard | undefined,
+  scopes: readonly string[],
+  dpop: DpopOptions | undefined,
+) {
   // By reason, then by message: two lookups of strings that already exist, no key built per request.
-  const answers = new Map<RejectionReason, Map<string, ErrorResponse>>(REJECTION_REASONS.map((reason) => [reason, new Map()]));
-  return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
-    const byMessage = answers.get(rejection.reason)!;
+  // With DPoP on, a request that used the DPoP scheme is challenged for it alone: answers of its own.
+  const byReason = () => new Map<RejectionReason, Map<string, ErrorResponse>>(REJECTION_REASONS.map((reason) => [reason, new Map()]));
+  const answers = byReason();
+  const dpopAnswers = dpop === undefined ? answers : byReason();
+  return function sendRejection(request: FastifyRequest, reply: FastifyReply, rejection: Rejection, scheme: Scheme | undefined): void {
+    const byMessage = (scheme === 'dpop' ? dpopAnswers : answers).get(rejection.reason)!;
     let answer = byMessage.get(rejection.message);
     if (answer === undefined) {
-      answer = renderRejection(rejection, resourceMetadataUrl, scopes);
+      answer = renderRejection(rejection, resourceMetadataUrl, scopes, dpop, scheme);
       byMessage.set(rejection.message, answer);
     }
     reply.hijack();
+    // The nonce changes with time: never part of the remembered answer.
+    const nonce = dpop?.checker.nonce();
     // Whether the connection stays: a client without a valid token cannot hold connections it
     // does not use (http/connections.ts).
-    answer.write(reply.raw, request.id, connections?.connectionAfterUnaccepted(request.raw, reply.raw));
+    const connection = connections?.connectionAfterUnaccepted(request.raw, reply.raw);
+    answer.write(reply.raw, request.id, connection, nonce === undefined ? undefined : ['dpop-nonce', nonce]);
   };
 }
 
@@ -106,11 +156,13 @@ export function createAuthenticateHook(
   resourceMetadataUrl: string,
   connections?: ConnectionGuard,
   scopes: readonly string[] = [],
+  dpop?: DpopOptions,
 ) {
-  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes);
+  const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes, dpop);
+  const mode = dpop?.mode ?? 'off';
   // The counter of each reason found once: prom-client's inc({ reason }) hashes the labels every time.
   const rejected = new Map(REJECTION_REASONS.map((reason) => [reason, metrics.rejected.labels(reason)]));
-  function reject(request: FastifyRequest, reply: FastifyReply, error: unknown): void {
+  function reject(request: FastifyRequest, reply: FastifyReply, error: unknown, scheme?: Scheme): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
     const rejection = error instanceof Rejection ? error : new Rejection('malformed_token');
     // Only the error's type: a message could quote the input, and the input is a token.
@@ -119,16 +171,12 @@ export function createAuthenticateHook(
     request.auth.decision = 'reject';
     request.auth.reason = rejection.reason;
     rejected.get(rejection.reason)!.inc();
-    sendRejection(request, reply, rejection);
+    sendRejection(request, reply, rejection, scheme);
   }
 
-  function decide(request: FastifyRequest, reply: FastifyReply, result: Verdict | Rejection, done: HookHandlerDoneFunction): void {
-    if (result instanceof Rejection) {
-      reject(request, reply, result);
-      return;
-    }
+  function accept(request: FastifyRequest, identity: Identity, done: HookHandlerDoneFunction): void {
     request.auth.decision = 'accept';
-    request.auth.identity = result.identity;
+    request.auth.identity = identity;
     metrics.accepted.inc();
     connections?.authenticated(request.raw.socket);
     done();
@@ -145,6 +193,53 @@ export function createAuthenticateHook(
     else verifyDuration.observe(value);
   };
 
+  /**
+   * The verdict, then possession: the token's scheme must fit it, and a DPoP request's proof is
+   * checked here, after the verdict (cached or not), so no cache ever skips it. The timing covers both.
+   */
+  function decide(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    result: Verdict | Rejection,
+    credential: Credential,
+    startedAt: number,
+    done: HookHandlerDoneFunction,
+  ): void {
+    const { token, scheme } = credential;
+    if (result instanceof Rejection) {
+      observe(request, startedAt);
+      reject(request, reply, result, scheme);
+      return;
+    }
+    const jkt = result.identity.jkt;
+    try {
+      checkBinding(scheme, jkt);
+    } catch (error) {
+      observe(request, startedAt);
+      reject(request, reply, error, scheme);
+      return;
+    }
+    if (scheme === 'bearer') {
+      observe(request, startedAt);
+      accept(request, result.identity, done);
+      return;
+    }
+    const proofRequest = { method: request.method, url: request.url, rawHeaders: request.raw.rawHeaders };
+    dpop!.checker.check(proofRequest, token, jkt!).then(
+      () => {
+        observe(request, startedAt);
+        // The nonce for the client's next proof (RFC 9449 section 9); a rejection carries its own.
+        const nonce = dpop!.checker.nonce();
+        if (nonce !== undefined) reply.raw.setHeader('dpop-nonce', nonce);
+        accept(request, result.identity, done);
+      },
+      (error: unknown) => {
+        observe(request, startedAt);
+        reject(request, reply, error, scheme);
+      },
+    );
+  }
+
   return function authenticate(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     if (request.routeOptions.config.public === true) {
       request.auth.decision = 'public';
@@ -154,34 +249,30 @@ export function createAuthenticateHook(
       done();
       return;
     }
-    const token = extractBearerToken(request.raw.rawHeaders);
-    if (token instanceof Rejection) {
-      reject(request, reply, token);
+    const credential = extractCredential(request.raw.rawHeaders, mode);
+    if (credential instanceof Rejection) {
+      reject(request, reply, credential);
       return;
     }
     // Only verifications are timed: a request without a usable token would drag the quantiles down.
     const startedAt = performance.now();
     let result;
     try {
-      result = verify(token, request);
+      result = verify(credential.token, request);
     } catch (error) {
       observe(request, startedAt);
-      reject(request, reply, error);
+      reject(request, reply, error, credential.scheme);
       return;
     }
     if (!(result instanceof Promise)) {
-      observe(request, startedAt);
-      decide(request, reply, result, done);
+      decide(request, reply, result, credential, startedAt, done);
       return;
     }
     result.then(
-      (settled) => {
-        observe(request, startedAt);
-        decide(request, reply, settled, done);
-      },
+      (settled) => decide(request, reply, settled, credential, startedAt, done),
       (error: unknown) => {
         observe(request, startedAt);
-        reject(request, reply, error);
+        reject(request, reply, error, credential.scheme);
       },
     );
   };

@@ -1,5 +1,7 @@
-// A bounded JSON request to an issuer (discovery, key set, introspection): one deadline for the
-// whole exchange, connecting included; a size cap; no redirects; 200 or an error.
+// A bounded JSON request to an issuer (discovery, key set, introspection, token exchange): one
+// deadline for the whole exchange, connecting included; a size cap; no redirects.
+// `requestJson`: 200 and JSON, or an error; `requestAnswer`: any status with its JSON, for the
+// token endpoint, whose refusals carry an OAuth error worth reading.
 
 import type { Dispatcher } from 'undici';
 import type { Agent } from '../lib/undici.js';
@@ -12,13 +14,28 @@ export interface JsonRequest {
   maxBytes: number;
 }
 
+export interface JsonAnswer {
+  status: number;
+  /** The parsed body; undefined when it is not JSON. */
+  json: unknown;
+}
+
 export function requestJson(agent: InstanceType<typeof Agent>, url: string, request: JsonRequest): Promise<unknown> {
+  const method = request.method ?? 'GET';
+  return requestAnswer(agent, url, request).then(({ status, json }) => {
+    if (status !== 200) throw new Error(`${method} ${url} answered ${status}`);
+    if (json === undefined) throw new Error(`${method} ${url} answered with a body that is not JSON`);
+    return json;
+  });
+}
+
+export function requestAnswer(agent: InstanceType<typeof Agent>, url: string, request: JsonRequest): Promise<JsonAnswer> {
   const { method = 'GET', timeoutMs, maxBytes } = request;
   const { origin, pathname, search } = new URL(url);
   return new Promise((resolve, reject) => {
     let controller: Dispatcher.DispatchController | undefined;
     let settled = false;
-    let statusCode = 0;
+    let status = 0;
     let size = 0;
     const chunks: Buffer[] = [];
     const settle = (error: Error | undefined): void => {
@@ -26,12 +43,13 @@ export function requestJson(agent: InstanceType<typeof Agent>, url: string, requ
       settled = true;
       clearTimeout(deadline);
       if (error !== undefined) return reject(error);
-      if (statusCode !== 200) return reject(new Error(`${method} ${url} answered ${statusCode}`));
+      let json: unknown;
       try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      } catch (parseError) {
-        reject(parseError as Error);
+        json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        json = undefined;
       }
+      resolve({ status, json });
     };
     // A request not yet started when the deadline passes is aborted as soon as it starts.
     const tooLong = new Error(`${method} ${url} took longer than ${timeoutMs} ms`);
@@ -52,8 +70,8 @@ export function requestJson(agent: InstanceType<typeof Agent>, url: string, requ
           controller = started;
           if (settled) started.abort(tooLong);
         },
-        onResponseStart: (_controller, status) => {
-          statusCode = status;
+        onResponseStart: (_controller, statusCode) => {
+          status = statusCode;
         },
         onResponseData: (active, chunk) => {
           size += chunk.length;

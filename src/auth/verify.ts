@@ -23,6 +23,11 @@ export interface Identity {
   readonly claims?: Readonly<Record<string, unknown>>;
   /** The token's `scope`, split at spaces: kept only when a tool policy is configured (rules' `scopes:`, CEL `token.scopes`). */
   readonly scopes?: readonly string[];
+  /**
+   * The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449): such a token
+   * is accepted only with the DPoP scheme and a proof signed by that key, checked every request.
+   */
+  readonly jkt?: string;
 }
 
 export interface Verdict {
@@ -33,7 +38,7 @@ export interface Verdict {
   readonly validUntilMs: number;
 }
 
-export type VerifierConfig = Pick<Config, 'algorithms' | 'clockToleranceSeconds' | 'policyFile' | 'forwardUnverifiedEmail'>;
+export type VerifierConfig = Pick<Config, 'algorithms' | 'clockToleranceSeconds' | 'policyFile' | 'forwardUnverifiedEmail' | 'dpop'>;
 
 /** One trusted issuer as the verifier uses it: its settings, its own key set, and its introspection when configured. */
 export interface IssuerKeys {
@@ -75,6 +80,8 @@ const MAX_SHARED_IDENTITIES = 10_000;
 // user's tokens still share one Identity (and a rule cannot depend on a token's age by accident).
 const PER_TOKEN_CLAIMS = new Set(['exp', 'iat', 'nbf', 'jti', 'auth_time', 'sid', 'session_state', 'at_hash', 'nonce']);
 const ECDSA_SIGNATURE_BYTES: Record<string, number> = { ES256: 64, ES384: 96, ES512: 132 };
+// A SHA-256 thumbprint, base64url without padding (RFC 7638, RFC 9449 section 6.1).
+const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 
 /**
  * How long a refusal of a token's form or header stands: for good, whatever the key set does (a
@@ -183,6 +190,18 @@ function forwardableGroups(claims: Claims): string[] | undefined {
   return value as string[];
 }
 
+/** `cnf.jkt`, the key a DPoP-bound token is bound to; other confirmation methods are not read. */
+function boundKey(claims: Claims): string | undefined {
+  const cnf = claims.cnf;
+  if (cnf === undefined) return undefined;
+  if (typeof cnf !== 'object' || cnf === null || Array.isArray(cnf)) throw new Rejection('invalid_claim', 'cnf claim is not an object');
+  const jkt = (cnf as Claims).jkt;
+  if (jkt === undefined) return undefined;
+  if (typeof jkt !== 'string' || !THUMBPRINT.test(jkt))
+    throw new Rejection('invalid_claim', 'cnf.jkt claim is not a SHA-256 key thumbprint');
+  return jkt;
+}
+
 function stringList(value: unknown): string[] {
   if (typeof value === 'string') return [value];
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
@@ -210,6 +229,9 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
   const audiences = new Set(entry.audiences);
   const allowedAzp = new Set(entry.allowedAzp);
   const toleranceMs = config.clockToleranceSeconds * 1000;
+  // With DPoP on, Keycloak's DPoP-bound access tokens (`typ: DPoP`) are access tokens too.
+  const dpopType = config.dpop !== 'off';
+  const expectedType = dpopType ? `${entry.tokenType} or DPoP` : entry.tokenType;
   const keepClaims = config.policyFile !== undefined;
   // The claims whose absence sends a token to introspection (`when: missing-claims`): the user
   // claim; `groups` when required groups or the tool policy read them; `realm_access` when
@@ -234,6 +256,7 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
     subject: string | undefined,
     email: string | undefined,
     groups: string[] | undefined,
+    jkt: string | undefined,
     all: Claims,
   ): Identity {
     const id = subject ?? user;
@@ -252,32 +275,35 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
       known.subject === subject &&
       known.email === email &&
       sameGroups(known.groups, groups) &&
+      known.jkt === jkt &&
       claimsJson.get(known) === json
     ) {
       return known;
     }
     if (identities.size >= MAX_SHARED_IDENTITIES) identities.clear();
     const issuer = entry.issuer;
-    const identity: Identity =
-      claims === undefined
-        ? { user, issuer, subject, email, groups }
+    const identity: Identity = {
+      user,
+      issuer,
+      subject,
+      email,
+      groups,
+      ...(claims === undefined
+        ? {}
         : {
-            user,
-            issuer,
-            subject,
-            email,
-            groups,
             roles: stringList((all.realm_access as { roles?: unknown } | undefined)?.roles),
             claims,
             scopes: typeof all.scope === 'string' ? all.scope.split(' ').filter((s) => s !== '') : [],
-          };
+          }),
+      ...(jkt === undefined ? {} : { jkt }),
+    };
     if (json !== undefined) claimsJson.set(identity, json);
     identities.set(id, identity);
     return identity;
   }
 
   /** The identity in the claims, and the issuer's required groups or roles. */
-  function identify(claims: Claims, key: VerificationKey | undefined, exp: number): Verdict {
+  function identify(claims: Claims, key: VerificationKey | undefined, exp: number, jkt: string | undefined): Verdict {
     const userValue = claims[entry.userClaim];
     if (userValue === undefined || userValue === '') {
       throw new Rejection('missing_claim', `token has no ${entry.userClaim} claim`);
@@ -289,6 +315,7 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
       forwardable(claims, 'sub'),
       claims.email_verified === true || config.forwardUnverifiedEmail ? email : undefined,
       forwardableGroups(claims),
+      jkt,
       claims,
     );
 
@@ -318,13 +345,14 @@ function issuerChecks(config: VerifierConfig, { issuer: entry, keys, introspecto
     const azpOk = typeof claims.azp === 'string' && allowedAzp.has(claims.azp);
     if (!audienceOk && !azpOk) throw new Rejection('wrong_audience');
 
-    if (entry.tokenType !== '' && claims.typ !== entry.tokenType) {
-      throw new Rejection('wrong_token_type', `token typ must be ${entry.tokenType}`);
+    const jkt = boundKey(claims);
+    if (entry.tokenType !== '' && claims.typ !== entry.tokenType && !(dpopType && claims.typ === 'DPoP' && jkt !== undefined)) {
+      throw new Rejection('wrong_token_type', `token typ must be ${expectedType}`);
     }
     if (introspector !== undefined && key !== undefined && (introspector.when === 'always' || lacksNeededClaim(claims))) {
-      return introspector.introspect(token, exp * 1000).then((extra) => identify(merged(claims, extra), key, exp));
+      return introspector.introspect(token, exp * 1000).then((extra) => identify(merged(claims, extra), key, exp, jkt));
     }
-    return identify(claims, key, exp);
+    return identify(claims, key, exp, jkt);
   }
 
   /**

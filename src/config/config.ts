@@ -88,6 +88,24 @@ function crossChecks(config: Config, problems: string[]): void {
     const [set, unset] = config.tlsCertFile === undefined ? ['TLS_KEY_FILE', 'TLS_CERT_FILE'] : ['TLS_CERT_FILE', 'TLS_KEY_FILE'];
     problems.push(`${set} is set but ${unset} is not: set both (certificate and key) for HTTPS on the proxy port, or neither`);
   }
+  if (config.forwardAuthorization && config.upstreamToken !== 'forward') {
+    problems.push(
+      `FORWARD_AUTHORIZATION=true and UPSTREAM_TOKEN=${config.upstreamToken} disagree: drop FORWARD_AUTHORIZATION (UPSTREAM_TOKEN replaces it)`,
+    );
+  }
+  if (config.upstreamToken === 'exchange') {
+    const missing = (
+      [
+        ['TOKEN_EXCHANGE_AUDIENCE', config.tokenExchangeAudience],
+        ['TOKEN_EXCHANGE_CLIENT_ID', config.tokenExchangeClientId],
+        ['TOKEN_EXCHANGE_CLIENT_SECRET_FILE', config.tokenExchangeClientSecretFile],
+      ] as const
+    ).filter(([, value]) => value === undefined);
+    for (const [name] of missing) problems.push(`UPSTREAM_TOKEN=exchange needs ${name}`);
+  }
+  if (config.dpopNonce && config.dpop === 'off') {
+    problems.push('DPOP_NONCE=on needs DPOP=allow or DPOP=require: with DPOP=off no proof is read');
+  }
   if (config.redisSentinelPassword !== undefined && config.redisUrl?.mode !== 'sentinel') {
     problems.push(
       "REDIS_SENTINEL_PASSWORD is set but REDIS_URL is not a redis+sentinel:// URL: the data nodes' password goes in REDIS_URL (value not shown)",

@@ -140,6 +140,30 @@ export const VARIABLES = [
     keepsEmpty: true,
     meaning: 'required `typ` claim; empty disables the check',
   }),
+  row({
+    name: 'DPOP',
+    key: 'dpop',
+    kind: choice(['off', 'allow', 'require']),
+    default: 'off',
+    meaning:
+      '`off`: the `Bearer` scheme only; `allow`: DPoP-bound tokens (claim `typ` `DPoP` beside `OIDC_TOKEN_TYPE`) with the `DPoP` scheme and a proof, and bearer tokens; `require`: DPoP-bound tokens only (see [DPoP](security.md#dpop-proof-of-possession))',
+  }),
+  row({
+    name: 'DPOP_PROOF_MAX_AGE_SECONDS',
+    key: 'dpopProofMaxAgeSeconds',
+    kind: integer(1, 3600),
+    default: '60',
+    meaning:
+      'oldest DPoP proof accepted (by its `iat`; `OIDC_CLOCK_TOLERANCE_SECONDS` allowed into the future); its `jti` is remembered as long, shared by every replica through `REDIS_URL`',
+  }),
+  row({
+    name: 'DPOP_NONCE',
+    key: 'dpopNonce',
+    kind: onOff(),
+    default: 'off',
+    meaning:
+      "`on`: proofs must carry a nonce the sidecar issued (`DPoP-Nonce`, reason `use_dpop_nonce`); with `REDIS_URL` every replica accepts the others' nonces",
+  }),
   row({ name: 'REQUIRED_GROUPS', key: 'requiredGroups', kind: list(), meaning: 'comma list; at least one must be in `groups`' }),
   row({
     name: 'REQUIRED_ROLES',
@@ -204,7 +228,36 @@ export const VARIABLES = [
     key: 'forwardAuthorization',
     kind: boolean(),
     default: 'false',
-    meaning: 'keep the bearer token on the forwarded request',
+    meaning:
+      "keep the client's token on the forwarded request: the same as `UPSTREAM_TOKEN=forward`, kept for compatibility; the MCP authorization spec forbids passing the client's token on (see [Tokens for the upstream](security.md#tokens-for-the-upstream))",
+  }),
+  row({
+    name: 'UPSTREAM_TOKEN',
+    key: 'upstreamToken',
+    kind: choice(['none', 'forward', 'exchange']),
+    default: (earlier) => (earlier('FORWARD_AUTHORIZATION') === true ? 'forward' : 'none'),
+    shown: '`none` (`forward` with `FORWARD_AUTHORIZATION=true`)',
+    meaning:
+      "what the upstream gets in `Authorization`: `none`; `forward`: the client's own token (against the MCP spec); `exchange`: a token for `TOKEN_EXCHANGE_AUDIENCE` from the issuer's token endpoint (RFC 8693), cached per client token",
+  }),
+  row({
+    name: 'TOKEN_EXCHANGE_AUDIENCE',
+    key: 'tokenExchangeAudience',
+    kind: optional(text()),
+    meaning: "the upstream's client in the issuer (`audience` of the exchange); required with `UPSTREAM_TOKEN=exchange`",
+  }),
+  row({
+    name: 'TOKEN_EXCHANGE_CLIENT_ID',
+    key: 'tokenExchangeClientId',
+    kind: optional(text()),
+    meaning: "the sidecar's own client in the issuer, allowed to exchange tokens; required with `UPSTREAM_TOKEN=exchange`",
+  }),
+  row({
+    name: 'TOKEN_EXCHANGE_CLIENT_SECRET_FILE',
+    key: 'tokenExchangeClientSecretFile',
+    kind: optional(text()),
+    meaning:
+      'file holding the secret of `TOKEN_EXCHANGE_CLIENT_ID` (a mounted Secret; a new version is picked up without a restart); required with `UPSTREAM_TOKEN=exchange`',
   }),
   row({
     name: 'RESOURCE_URL',

@@ -23,6 +23,10 @@ export function registerResourceMetadata(app: FastifyInstance, config: Config): 
     authorization_servers: trustedIssuers(config).map((i) => i.issuer),
     bearer_methods_supported: ['header'],
     ...(config.resourceScopes.length > 0 ? { scopes_supported: config.resourceScopes } : {}),
+    // RFC 9728 section 2: what DPoP proofs may be signed with, and whether only DPoP-bound tokens pass.
+    ...(config.dpop === 'off'
+      ? {}
+      : { dpop_signing_alg_values_supported: config.algorithms, dpop_bound_access_tokens_required: config.dpop === 'require' }),
   };
   // A scope of its own: any request body is ignored here, so every method gets its answer.
   app.register(async (scope) => {

@@ -31,6 +31,7 @@ const UPSTREAM_ANSWERS = Object.fromEntries(
 const PATH_NOT_PLAIN = prepare(OWN_ERRORS.path_not_plain);
 const SERVER_ERROR = prepare(OWN_ERRORS.server_error);
 const METHOD_NOT_FORWARDED = prepare(OWN_ERRORS.method_not_forwarded, undefined, { allow: FORWARDED_METHODS.join(', ') });
+const EXCHANGE_FAILED_ANSWER = prepare(OWN_ERRORS.token_exchange_failed, 'token_exchange_failed');
 
 /** The header names a Connection header lists: hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionListed(connection: string | string[] | undefined): Set<string> | undefined {
@@ -98,22 +99,37 @@ export function groupsThatFit(groups: readonly string[], maxBytes: number): stri
   return value;
 }
 
+/**
+ * What the upstream gets in Authorization (UPSTREAM_TOKEN): nothing, the client's own header
+ * (`forward`, with its DPoP proof), or a value of the sidecar's (an exchanged token).
+ */
+export type UpstreamAuthorization = 'forward' | { readonly value: string } | undefined;
+
+/**
+ * The Authorization value for the upstream of an accepted request (UPSTREAM_TOKEN=exchange), or
+ * its promise; a rejection (the exchange failed) is answered 502, nothing forwarded.
+ */
+export type UpstreamCredential = (request: FastifyRequest) => string | Promise<string>;
+
 /** The headers the upstream sees: the client's, less what is not ours to pass on, plus ours. */
 export function forwardedHeaders(
   request: { headers: IncomingHttpHeaders; ip: string; protocol: string; id: string },
   upstreamHost: string,
   identity: Identity,
-  forwardAuthorization: boolean,
+  authorization: UpstreamAuthorization,
   groupsHeaderMaxBytes = Infinity,
 ): Record<string, string | string[]> {
   const inbound = request.headers;
   const listed = connectionListed(inbound.connection);
   const headers: Record<string, string | string[]> = {};
+  const forward = authorization === 'forward';
   for (const name in inbound) {
     if (NOT_FORWARDED.has(name) || isIdentityHeaderName(name) || (listed?.has(name) === true && !isJudgedHeader(name))) continue;
-    if (name === 'authorization' && !forwardAuthorization) continue;
+    // The client's credentials (a token, a DPoP proof) are the sidecar's to check, not the upstream's.
+    if ((name === 'authorization' || name === 'dpop') && !forward) continue;
     headers[name] = inbound[name]!;
   }
+  if (authorization !== undefined && !forward) headers.authorization = authorization.value;
   // The Go MCP SDK answers 403 to a non-loopback Host arriving on loopback: the upstream sees its own.
   headers.host = upstreamHost;
   if (inbound.host !== undefined) headers['x-forwarded-host'] = inbound.host;
@@ -341,7 +357,22 @@ class Forward implements Dispatcher.DispatchHandler {
   }
 }
 
-export function registerProxy(app: FastifyInstance, config: Config, metrics: Metrics, intercept?: Interceptor): void {
+/** The answer when the upstream's own token could not be obtained (UPSTREAM_TOKEN=exchange). */
+function sendExchangeFailure(request: FastifyRequest, res: ServerResponse, forwarding: Forwarding | undefined): void {
+  request.auth.reason = 'token_exchange_failed';
+  // The messages read from the body end as the upstream's failure: they never reached it.
+  forwarding?.reader?.onError('connect');
+  if (res.destroyed) return;
+  EXCHANGE_FAILED_ANSWER.write(res, request.id);
+}
+
+export function registerProxy(
+  app: FastifyInstance,
+  config: Config,
+  metrics: Metrics,
+  intercept?: Interceptor,
+  upstreamCredential?: UpstreamCredential,
+): void {
   const upstream = new URL(config.upstreamUrl);
   const pool = new Pool(upstream.origin, {
     // Unbounded: each open MCP stream holds a connection, and stream 129 must not block the rest.
@@ -360,6 +391,22 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     request.log.warn({ kind, code: (error.cause as { code?: string } | undefined)?.code ?? error.code }, 'upstream request failed');
   };
 
+  // UPSTREAM_TOKEN=none or forward: the same for every request.
+  const fixedAuthorization: UpstreamAuthorization = config.upstreamToken === 'forward' ? 'forward' : undefined;
+  const EXCHANGE_FAILED = Symbol('exchange failed');
+  type Credential = UpstreamAuthorization | Promise<UpstreamAuthorization | typeof EXCHANGE_FAILED>;
+  /** The upstream's Authorization for a request: started before the body is read, so the two overlap. */
+  const credentialFor = (request: FastifyRequest): Credential => {
+    if (upstreamCredential === undefined) return fixedAuthorization;
+    const value = upstreamCredential(request);
+    if (!(value instanceof Promise)) return { value };
+    // Settled at once into a value: a rejection waiting for the body to be read would be unhandled.
+    return value.then(
+      (authorization) => ({ value: authorization }),
+      () => EXCHANGE_FAILED,
+    );
+  };
+
   const forward = (request: FastifyRequest, reply: FastifyReply): void => {
     // Unreachable by construction (the onRequest hook rejects first); fail closed if it ever is not.
     const identity = request.auth.identity;
@@ -370,13 +417,14 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
       return;
     }
     reply.hijack();
+    const credential = credentialFor(request);
     const forwarding = intercept?.(request, reply.raw);
     if (forwarding === undefined) {
-      dispatch(request, reply.raw, identity, undefined);
+      dispatch(request, reply.raw, identity, undefined, credential);
     } else if (forwarding instanceof Promise) {
       forwarding.then(
         (prepared) => {
-          if (prepared !== 'answered') dispatch(request, reply.raw, identity, prepared);
+          if (prepared !== 'answered') dispatch(request, reply.raw, identity, prepared, credential);
         },
         (error: unknown) => {
           // A bug in the interceptor: fail closed, nothing forwarded.
@@ -385,11 +433,25 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
         },
       );
     } else {
-      dispatch(request, reply.raw, identity, forwarding);
+      dispatch(request, reply.raw, identity, forwarding, credential);
     }
   };
 
-  const dispatch = (request: FastifyRequest, res: ServerResponse, identity: Identity, forwarding: Forwarding | undefined): void => {
+  const dispatch = (
+    request: FastifyRequest,
+    res: ServerResponse,
+    identity: Identity,
+    forwarding: Forwarding | undefined,
+    credential: Credential,
+  ): void => {
+    if (credential instanceof Promise) {
+      void credential.then((settled) => {
+        if (settled === EXCHANGE_FAILED) sendExchangeFailure(request, res, forwarding);
+        else if (res.destroyed) forwarding?.reader?.onClientGone();
+        else dispatch(request, res, identity, forwarding, settled);
+      });
+      return;
+    }
     const { headers } = request;
     let body: ReturnType<typeof forwardedBody>;
     if (forwarding === undefined) {
@@ -399,7 +461,7 @@ export function registerProxy(app: FastifyInstance, config: Config, metrics: Met
     } else {
       body = forwardedBody(request.raw, forwarding);
     }
-    const outgoing = forwardedHeaders(request, upstream.host, identity, config.forwardAuthorization, config.groupsHeaderMaxBytes);
+    const outgoing = forwardedHeaders(request, upstream.host, identity, credential, config.groupsHeaderMaxBytes);
     // With tracing, the upstream span starts here and the headers name it as the upstream's parent.
     const reader =
       request.trace === undefined ? forwarding?.reader : request.trace.upstream(outgoing, request.method, request.url, forwarding?.reader);

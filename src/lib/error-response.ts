@@ -32,7 +32,8 @@ export class ErrorResponse {
   constructor(
     readonly status: number,
     body: ErrorBody,
-    headers: Readonly<Record<string, string>> = {},
+    /** A list of values is sent as that many fields of the name (two WWW-Authenticate challenges). */
+    headers: Readonly<Record<string, string | readonly string[]>> = {},
   ) {
     this.body = JSON.stringify(body);
     this.fixed = [
@@ -42,13 +43,16 @@ export class ErrorResponse {
       String(Buffer.byteLength(this.body)),
       'cache-control',
       'no-store',
-      ...Object.entries(headers).flat(),
+      ...Object.entries(headers).flatMap(([name, value]) => (typeof value === 'string' ? [name, value] : value.flatMap((v) => [name, v]))),
     ];
     this.headers = [...this.fixed, 'x-request-id', ''];
   }
 
-  /** Answers a request with it, saying `connection` about its connection when given. */
-  write(res: ServerResponse, requestId: string, connection?: ConnectionHeader): void {
+  /**
+   * Answers a request with it, saying `connection` about its connection when given, and `extra`
+   * (name, value...) for what changes from write to write (a DPoP nonce).
+   */
+  write(res: ServerResponse, requestId: string, connection?: ConnectionHeader, extra?: readonly string[]): void {
     if (res.headersSent) {
       // Another answer has begun: all the client can be told is that it is cut short.
       res.destroy();
@@ -58,7 +62,7 @@ export class ErrorResponse {
     // to it, so one array serves every write: no copy per request.
     const headers = connection === undefined ? this.headers : this.headersWith(connection);
     headers[headers.length - 1] = requestId;
-    res.writeHead(this.status, headers);
+    res.writeHead(this.status, extra === undefined ? headers : [...headers, ...extra]);
     res.end(this.body);
   }
 

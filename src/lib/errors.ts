@@ -18,7 +18,17 @@ export const REJECTIONS = {
   forbidden: { status: 403, description: 'token lacks a required group or role' },
   jwks_unavailable: { status: 503, description: 'signing keys of the issuer are not available' },
   introspection_unavailable: { status: 503, description: 'token introspection at the issuer is not available' },
-} as const;
+  // Proof of possession (RFC 9449): `error` is the code of the DPoP challenge and the JSON body.
+  invalid_dpop_proof: { status: 401, description: 'DPoP proof is missing or invalid', error: 'invalid_dpop_proof' },
+  dpop_replay: { status: 401, description: 'DPoP proof was used before', error: 'invalid_dpop_proof' },
+  dpop_binding_mismatch: { status: 401, description: 'token is not bound to the key of the DPoP proof', error: 'invalid_token' },
+  dpop_required: {
+    status: 401,
+    description: 'a DPoP-bound token sent with the DPoP scheme and a proof is required',
+    error: 'invalid_token',
+  },
+  use_dpop_nonce: { status: 401, description: 'DPoP proof must carry the nonce in the DPoP-Nonce header', error: 'use_dpop_nonce' },
+} as const satisfies Record<string, { status: number; description: string; error?: string }>;
 
 export type RejectionReason = keyof typeof REJECTIONS;
 export const REJECTION_REASONS = Object.keys(REJECTIONS) as RejectionReason[];
@@ -50,8 +60,15 @@ export class Rejection {
     return REJECTIONS[this.reason].status;
   }
 
-  /** The OAuth 2.0 error code (RFC 6750 section 3.1) for the JSON body. */
+  /** Whether the answer challenges for the DPoP scheme (a failed proof of possession), not Bearer. */
+  get dpop(): boolean {
+    return 'error' in REJECTIONS[this.reason];
+  }
+
+  /** The OAuth 2.0 error code (RFC 6750 section 3.1, RFC 9449 section 7.1) for the JSON body. */
   get code(): string {
+    const entry = REJECTIONS[this.reason];
+    if ('error' in entry) return entry.error;
     if (this.reason === 'missing_token') return 'unauthorized';
     if (this.status === 403) return 'insufficient_scope';
     if (this.status === 503) return 'temporarily_unavailable';
@@ -60,6 +77,8 @@ export class Rejection {
 
   /** The `error` attribute of WWW-Authenticate: absent without a token (RFC 6750 section 3.1). */
   get challengeError(): string | undefined {
+    const entry = REJECTIONS[this.reason];
+    if ('error' in entry) return entry.error;
     if (this.status === 403) return 'insufficient_scope';
     if (this.status === 401 && this.reason !== 'missing_token') return 'invalid_token';
     return undefined;
@@ -104,6 +123,12 @@ export const OWN_ERRORS = {
   body_not_judged: { status: 400, error: 'invalid_request', description: 'request body cannot be judged' },
   rate_limited: { status: 429, error: 'rate_limited', description: 'rate limit reached' },
   server_error: { status: 500, error: 'server_error', description: 'the sidecar failed to handle the request' },
+  // UPSTREAM_TOKEN=exchange and no token for the upstream: the request is not forwarded without it.
+  token_exchange_failed: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'the identity provider did not exchange the token for one of the upstream',
+  },
 } as const;
 
 /**

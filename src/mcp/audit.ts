@@ -58,6 +58,8 @@ export interface AuditLine {
   clientRequestId?: string | undefined;
   user: string | undefined;
   subject: string | undefined;
+  /** How the token was held: `dpop` (bound to the key of a proof checked on the request) or `bearer`. */
+  binding: 'bearer' | 'dpop';
   /** The issuer that vouched for the caller's token (several may be trusted). */
   issuer?: string | undefined;
   sessionId: string | undefined;
@@ -218,6 +220,7 @@ export function createAuditWriter(
     if (line.clientRequestId !== undefined) json += `,"clientRequestId":${quoteCut(line.clientRequestId, B.clientRequestId)}`;
     if (line.user !== undefined) json += `,"user":${quote(line.user)}`;
     if (line.subject !== undefined) json += `,"subject":${quote(line.subject)}`;
+    json += `,"binding":"${line.binding}"`;
     if (line.issuer !== undefined) json += `,"issuer":${quoteCut(line.issuer, B.resource)}`;
     if (line.sessionId !== undefined) json += `,"sessionId":${quoteCut(line.sessionId, B.sessionId)}`;
     if (line.client !== undefined) json += `,"client":${quoteCut(line.client, B.client)}`;

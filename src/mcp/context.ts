@@ -204,6 +204,7 @@ export class McpContext {
       clientRequestId: pending.clientRequestId,
       user: caller.identity.user,
       subject: caller.identity.subject,
+      binding: caller.identity.jkt === undefined ? 'bearer' : 'dpop',
       issuer: caller.identity.issuer,
       sessionId,
       client: session?.client ?? meta?.client,

@@ -41,6 +41,8 @@ export interface Metrics {
   readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
   readonly connectionsEvicted: Counter;
+  readonly dpopRedisErrors: Counter;
+  readonly tokenExchanges: Counter<'result'>;
 }
 
 // MCP outcomes (src/mcp/audit.ts), repeated here so that metrics.ts imports nothing of src/mcp.
@@ -244,6 +246,17 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
       help: 'Connections that never authenticated, closed at the connection limit to make room for a new one.',
       registers,
     }),
+    dpopRedisErrors: new Counter({
+      name: 'mcp_auth_dpop_redis_errors_total',
+      help: 'DPoP proof checks Redis did not answer: the proof was checked for replay by this replica alone.',
+      registers,
+    }),
+    tokenExchanges: new Counter({
+      name: 'mcp_auth_token_exchanges_total',
+      help: "Token exchanges at the issuer's token endpoint for the upstream (UPSTREAM_TOKEN=exchange), by result; cached tokens are not counted.",
+      labelNames: ['result'],
+      registers,
+    }),
   };
   // Every label value exists from the start, so rate() alerts work before the first event.
   for (const reason of REJECTION_REASONS) metrics.rejected.inc({ reason }, 0);
@@ -258,6 +271,7 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
   for (const result of ['success', 'failure']) metrics.policyReloads.inc({ result }, 0);
   for (const scope of ['user', 'tool', 'concurrency']) metrics.rateLimited.inc({ scope }, 0);
   for (const reason of HTTP_REFUSAL_REASONS) metrics.httpRefused.inc({ reason }, 0);
+  for (const result of ['success', 'failure']) metrics.tokenExchanges.inc({ result }, 0);
   for (const header of MISMATCHED_HEADERS) metrics.headerMismatches.inc({ header }, 0);
   new Gauge({
     name: 'mcp_auth_build_info',

@@ -15,6 +15,9 @@ export interface SigningKey {
 
 export type JwksMode = 'ok' | 'status-503' | 'garbage' | 'hang' | 'huge' | 'refuse';
 
+/** A token endpoint request as received: its headers and its form. */
+export type TokenHandler = (request: { headers: IncomingMessage['headers']; form: URLSearchParams }, res: ServerResponse) => void;
+
 export interface MintOptions {
   key?: SigningKey;
   /** Extra or replacing protected header parameters. */
@@ -57,6 +60,8 @@ export interface TestIssuer {
   publishKey(kid: string): void;
   /** A Keycloak-shaped access token (azp coder, aud account, typ Bearer), claims overridable. */
   mint(claims?: JWTPayload & Record<string, unknown>, options?: MintOptions): Promise<string>;
+  /** Answers the token endpoint (named in discovery) with `handler`; without one it answers 404. */
+  handleToken(handler: TokenHandler | undefined): void;
   close(): Promise<void>;
 }
 
@@ -103,6 +108,7 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
 
   const state = {
     mode: 'ok' as JwksMode,
+    token: undefined as TokenHandler | undefined,
   };
   const introspection: TestIntrospection = {
     endpoint: '',
@@ -159,10 +165,18 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
         JSON.stringify({
           issuer,
           jwks_uri: `${issuer}/protocol/openid-connect/certs`,
+          token_endpoint: `${issuer}/protocol/openid-connect/token`,
           introspection_endpoint: `${issuer}/protocol/openid-connect/token/introspect`,
           id_token_signing_alg_values_supported: ['RS256'],
         }),
       );
+      return;
+    }
+    if (req.url === `${realmPath}/protocol/openid-connect/token` && req.method === 'POST' && state.token !== undefined) {
+      const handler = state.token;
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => handler({ headers: req.headers, form: new URLSearchParams(Buffer.concat(chunks).toString()) }, res));
       return;
     }
     if (req.url === `${realmPath}/protocol/openid-connect/token/introspect` && req.method === 'POST') return introspect(req, res);
@@ -243,6 +257,9 @@ export async function startIssuer(options: { realmPath?: string } = {}): Promise
       return new SignJWT(payload as JWTPayload)
         .setProtectedHeader({ alg: key.alg, typ: 'JWT', kid: key.kid, ...header } as never)
         .sign(key.privateKey);
+    },
+    handleToken(handler) {
+      state.token = handler;
     },
     async close() {
       for (const res of hanging) res.destroy();

@@ -10,6 +10,7 @@ describe('the audit line as text', () => {
     reqId: 'r-1',
     user: 'alice',
     subject: 's-1',
+    binding: 'bearer',
     sessionId: 'sess-1',
     client: 'coder/2.24.1',
     protocolVersion: '2025-06-18',

@@ -28,6 +28,9 @@ describe('configuration from the environment', () => {
       clockToleranceSeconds: 30,
       userClaim: 'preferred_username',
       tokenType: 'Bearer',
+      dpop: 'off',
+      dpopProofMaxAgeSeconds: 60,
+      dpopNonce: false,
       requiredGroups: [],
       requiredRoles: [],
       introspectionWhen: 'off',
@@ -38,6 +41,10 @@ describe('configuration from the environment', () => {
       upstreamUrl: 'http://127.0.0.1:8000',
       upstreamTimeoutSeconds: 30,
       forwardAuthorization: false,
+      upstreamToken: 'none',
+      tokenExchangeAudience: undefined,
+      tokenExchangeClientId: undefined,
+      tokenExchangeClientSecretFile: undefined,
       resourceUrl: 'http://localhost:8080',
       resourceScopes: [],
       port: 8080,
@@ -106,6 +113,8 @@ describe('configuration from the environment', () => {
     });
     expect(config.audiences).toEqual(['a', 'b', 'c']);
     expect(config.forwardAuthorization).toBe(true);
+    // FORWARD_AUTHORIZATION=true is kept working: it stands for UPSTREAM_TOKEN=forward.
+    expect(config.upstreamToken).toBe('forward');
     expect(config.tokenType).toBe('');
     expect(config.algorithms).toEqual(['ES256', 'EdDSA']);
   });
@@ -138,6 +147,15 @@ describe('configuration from the environment', () => {
     [{ HEADERS_TIMEOUT_SECONDS: '90' }, 'HEADERS_TIMEOUT_SECONDS=90 is longer than REQUEST_TIMEOUT_SECONDS=60'],
     [{ UNAUTHENTICATED_IDLE_SECONDS: '0' }, 'UNAUTHENTICATED_IDLE_SECONDS="0": expected a whole number from 1 to 3600'],
     [{ FORWARD_UNVERIFIED_EMAIL: 'maybe' }, 'FORWARD_UNVERIFIED_EMAIL="maybe": expected true or false'],
+    [{ DPOP: 'on' }, 'DPOP="on": expected one of off, allow, require'],
+    [{ DPOP: 'allow', DPOP_PROOF_MAX_AGE_SECONDS: '0' }, 'DPOP_PROOF_MAX_AGE_SECONDS="0": expected a whole number from 1 to 3600'],
+    [{ DPOP_NONCE: 'on' }, 'DPOP_NONCE=on needs DPOP=allow or DPOP=require'],
+    [
+      { UPSTREAM_TOKEN: 'exchange', TOKEN_EXCHANGE_AUDIENCE: 'a', TOKEN_EXCHANGE_CLIENT_ID: 'b' },
+      'UPSTREAM_TOKEN=exchange needs TOKEN_EXCHANGE_CLIENT_SECRET_FILE',
+    ],
+    [{ UPSTREAM_TOKEN: 'pass' }, 'UPSTREAM_TOKEN="pass": expected one of none, forward, exchange'],
+    [{ FORWARD_AUTHORIZATION: 'true', UPSTREAM_TOKEN: 'none' }, 'FORWARD_AUTHORIZATION=true and UPSTREAM_TOKEN=none disagree'],
     [{ GROUPS_HEADER_MAX_BYTES: '-5' }, 'GROUPS_HEADER_MAX_BYTES="-5": expected a whole number from 0 to 1048576'],
   ])('%j is refused, naming the variable and what is expected', (override, message) => {
     const found = problems({ ...minimal, ...override });

@@ -264,7 +264,10 @@ describe('scopes and the token in rules', () => {
     const partner = { ...ann, issuer: 'https://idp.example/realms/partners', scopes: [] };
     expect(decide(scoped, message('tools/call', 'drop'), partner)).toMatchObject({ allowed: true, rule: 'anyone-drops-from-partners' });
     expect(visible(scoped, message('tools/call', 'drop'), { ...ann, scopes: [] })).toMatchObject({ allowed: true });
-    expect(factsOf(message('ping'), partner, undefined).token).toEqual({ iss: 'https://idp.example/realms/partners', scopes: [] });
+    expect(factsOf(message('ping'), partner, undefined).token).toEqual({ iss: 'https://idp.example/realms/partners', scopes: [], cnf: {} });
+    // A DPoP-bound token: its key's thumbprint in token.cnf.
+    const jkt = 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs';
+    expect(factsOf(message('ping'), { ...partner, jkt }, undefined).token.cnf).toEqual({ jkt });
   });
 
   it('reads token.scopes in a when, and refuses scopes on a deny rule, a bad scope list or an unknown token field', () => {

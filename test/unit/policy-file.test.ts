@@ -149,7 +149,7 @@ describe('policy check', () => {
       `${bad}:9:20: rule "a": mcp.tool is a string, compared with int 1`,
       `${bad}:12:28: rule "c": syntax error: found & but expecting end of input`,
       `${bad}:15:30: rule "d": unknown function nosuch`,
-      `${bad}:18:11: rule "e": undeclared name undeclared: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes`,
+      `${bad}:18:11: rule "e": undeclared name undeclared: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes, token.cnf`,
       `${bad}:19:1: unknown key "limitz": expected rules or limits`,
     ]);
   });

@@ -128,5 +128,19 @@
         annotations:
           summary: "the TLS certificate served by the sidecar of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} expires in {{ $value | humanizeDuration }}"
           description: "The certificate on the proxy port (TLS_CERT_FILE) expires within a week: the renewed files did not arrive, or were refused (mcp_auth_tls_reloads_total{result=\"failure\"}, warn log \"tls certificate reload failed\")."
+      - alert: McpAuthTokenExchangeFailing
+        # Only calls to the token endpoint count (cached tokens are not calls): at least 5 failed,
+        # and more failed than succeeded, in 10 minutes.
+        expr: |
+          sum by (namespace, mcp_auth_sidecar, instance) (increase(mcp_auth_token_exchanges_total{mcp_auth_sidecar!="", result="failure"}[10m])) >= 5
+          and
+          sum by (namespace, mcp_auth_sidecar, instance) (increase(mcp_auth_token_exchanges_total{mcp_auth_sidecar!="", result="failure"}[10m]))
+            > sum by (namespace, mcp_auth_sidecar, instance) (increase(mcp_auth_token_exchanges_total{mcp_auth_sidecar!="", result="success"}[10m]))
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          summary: "the sidecar of {{ $labels.mcp_auth_sidecar }} at {{ $labels.instance }} cannot exchange tokens for the upstream"
+          description: "Token exchanges at the issuer's token endpoint fail (UPSTREAM_TOKEN=exchange): requests whose token was not exchanged before are answered 502 token_exchange_failed. The warn log \"token exchange failed\" gives the issuer's error (a wrong client secret, an audience the client may not ask for, a DPoP-bound token, the issuer down)."
 ` }}
 {{- end -}}

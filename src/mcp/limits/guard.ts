@@ -184,6 +184,8 @@ const userKey = (caller: Caller) => {
 export class LimitsGuard implements Guard {
   readonly name = 'rate limits';
   readonly #redis: LimitsRedis | undefined;
+  /** Whether the connection is this guard's own (else the app's, shared, closed by the app). */
+  readonly #ownsRedis: boolean = false;
   readonly #localFor: (rules: LimitRules) => Store;
   readonly #primaryFor: ((rules: LimitRules) => Store) | undefined;
   /** In Redis (REDIS_URL set), else the same as #local. */
@@ -200,6 +202,8 @@ export class LimitsGuard implements Guard {
     private readonly config: Config,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    /** The sidecar's Redis connection (REDIS_URL); by default the guard opens its own. */
+    sharedRedis?: () => LimitsRedis,
   ) {
     this.#rules = rules;
     const memory = (name: string, points: number) => new RateLimiterMemory({ keyPrefix: name, points, duration: WINDOW_SECONDS });
@@ -211,7 +215,8 @@ export class LimitsGuard implements Guard {
       this.#primary = this.#local;
       return;
     }
-    const client = connectRedis(config.redisUrl, config);
+    this.#ownsRedis = sharedRedis === undefined;
+    const client = sharedRedis?.() ?? connectRedis(config.redisUrl, config);
     this.#redis = client;
     // Every event of the client, said once per outage in the sidecar's words.
     this.#redisState = new RedisState(client, config, metrics, logger);
@@ -295,7 +300,8 @@ export class LimitsGuard implements Guard {
     for (const inFlight of this.#inFlights) inFlight.close();
     if (this.#redis === undefined) return;
     this.#redisState!.closing();
-    await closeRedis(this.#redis, this.config.redisTimeoutMs);
+    // The app's shared connection is closed by the app.
+    if (this.#ownsRedis) await closeRedis(this.#redis, this.config.redisTimeoutMs);
   }
 
   #backendFailed(error: unknown): void {

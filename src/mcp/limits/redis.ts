@@ -116,6 +116,20 @@ export function connectRedis(url: RedisUrl, config: RedisConfig): LimitsRedis {
   return client as LimitsRedis;
 }
 
+/** Waits (bounded) for the first connection; false when Redis did not answer in time. Never throws. */
+export async function redisReady(client: LimitsRedis, maxWaitMs: number): Promise<boolean> {
+  if (client.status === 'ready') return true;
+  let timer: NodeJS.Timeout | undefined;
+  let onReady: (() => void) | undefined;
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => client.once('ready', (onReady = () => resolve(true)))),
+    new Promise<boolean>((resolve) => (timer = setTimeout(resolve, maxWaitMs, false))),
+  ]);
+  clearTimeout(timer);
+  client.off('ready', onReady!);
+  return ready;
+}
+
 const closed = new WeakSet<Redis | Cluster>();
 
 /** Closes the connection: pending replies get `timeoutMs` (with Redis gone, quit would wait for a reconnect). */

@@ -19,8 +19,11 @@ export interface Facts {
     readonly resource: string;
   };
   readonly tool: { readonly annotations: Readonly<Record<string, unknown>> };
-  /** The token: the issuer that vouched for it, and its scopes (`scope`, split at spaces). */
-  readonly token: { readonly iss: string; readonly scopes: readonly string[] };
+  /**
+   * The token: the issuer that vouched for it, its scopes (`scope`, split at spaces), and its
+   * confirmation (`cnf`: `{jkt}` for a DPoP-bound token whose proof was checked, else empty).
+   */
+  readonly token: { readonly iss: string; readonly scopes: readonly string[]; readonly cnf?: Readonly<Record<string, string>> };
 }
 
 /** A CEL value of three-valued logic: `unknown` = depends on the call's arguments; `error` = evaluation failed. */
@@ -57,6 +60,7 @@ function activationOf(facts: Facts): Record<string, unknown> {
       token: new Map<string, unknown>([
         ['iss', facts.token.iss],
         ['scopes', facts.token.scopes],
+        ['cnf', new Map(Object.entries(facts.token.cnf ?? {}))],
       ]),
     };
     activations.set(facts, activation);

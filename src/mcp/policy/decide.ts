@@ -46,6 +46,7 @@ export const LIST_ITEMS: Readonly<Record<string, string>> = {
 
 const NO_ARGUMENTS: Readonly<Record<string, unknown>> = Object.freeze({});
 const NO_SCOPES: readonly string[] = Object.freeze([]);
+const NO_CNF: Readonly<Record<string, string>> = Object.freeze({});
 
 function holdsAll(scopes: readonly string[], needed: readonly string[]): boolean {
   return needed.every((scope) => scopes.includes(scope));
@@ -80,7 +81,11 @@ export function factsOf(message: ClientMessage, identity: Identity, annotations:
       resource: resource ?? '',
     },
     tool: { annotations: annotations ?? NO_ARGUMENTS },
-    token: { iss: identity.issuer ?? '', scopes: identity.scopes ?? NO_SCOPES },
+    token: {
+      iss: identity.issuer ?? '',
+      scopes: identity.scopes ?? NO_SCOPES,
+      cnf: identity.jkt === undefined ? NO_CNF : { jkt: identity.jkt },
+    },
   };
 }
 

@@ -9,7 +9,7 @@ export const STRING_FACTS: ReadonlySet<string> = new Set(['user', 'mcp.method', 
 /** Facts that are always a list of strings (bound as [] when absent). */
 export const LIST_FACTS: ReadonlySet<string> = new Set(['groups', 'roles', 'token.scopes']);
 export const TOP_LEVEL: ReadonlySet<string> = new Set(['jwt', 'user', 'groups', 'roles', 'mcp', 'tool', 'token']);
-export const TOKEN_FIELDS = ['iss', 'scopes'] as const;
+export const TOKEN_FIELDS = ['iss', 'scopes', 'cnf'] as const;
 
 /** `user`, `mcp.tool`: the name an identifier or a one-level select of one spells; undefined for anything else. */
 export function factName(expr: Expr | undefined): string | undefined {

@@ -34,7 +34,7 @@ export function typecheck(root: Expr, positions: Readonly<Record<string, number>
         }
         if (!TOP_LEVEL.has(name))
           throw new ExpressionError(
-            `undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes`,
+            `undeclared name ${name}: rules see jwt, user, groups, roles, mcp.*, tool.annotations, token.iss, token.scopes, token.cnf`,
             at(expr),
           );
         return;

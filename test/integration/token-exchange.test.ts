@@ -1,0 +1,324 @@
+// UPSTREAM_TOKEN: what the upstream gets in Authorization. `exchange` against the test issuer's
+// token endpoint: the request the sidecar makes (RFC 8693 form, client credentials from the
+// mounted file), caching per client token, one exchange for concurrent requests, every kind of
+// failure a 502 that reaches nothing upstream. Keycloak's own exchange: interop/keycloak-token-exchange.
+
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { startIssuer, type TestIssuer, type TokenHandler } from '../helpers/issuer.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import { createDpopKey, createProof } from '../helpers/dpop.js';
+import { captureLog } from '../helpers/log-capture.js';
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+
+interface Seen {
+  authorization: string | undefined;
+  form: URLSearchParams;
+}
+
+async function send(url: string, authorization: string, extra: string[] = [], body = '{"jsonrpc":"2.0","id":1,"method":"ping"}') {
+  const res = await request(`${url}/mcp`, {
+    method: 'POST',
+    headers: ['content-type', 'application/json', 'authorization', authorization, ...extra],
+    body,
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+async function exchanges(sidecar: RunningSidecar): Promise<{ success: number; failure: number }> {
+  const text = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+  const count = (result: string) =>
+    Number(new RegExp(`^mcp_auth_token_exchanges_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text)![1]);
+  return { success: count('success'), failure: count('failure') };
+}
+
+describe('UPSTREAM_TOKEN=exchange', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let secretFile: string;
+  const sidecars: RunningSidecar[] = [];
+  const seen: Seen[] = [];
+  let issued = 0;
+  /** The token endpoint: records the request, answers a fresh token for the upstream. */
+  const issuing =
+    (answer: (form: URLSearchParams) => Record<string, unknown> = () => ({})): TokenHandler =>
+    ({ headers, form }, res) => {
+      seen.push({ authorization: headers.authorization, form });
+      issued++;
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          access_token: `upstream-token-${issued}`,
+          token_type: 'Bearer',
+          expires_in: 300,
+          issued_token_type: ACCESS_TOKEN,
+          ...answer(form),
+        }),
+      );
+    };
+  const start = async (env: Record<string, string> = {}, options = {}) => {
+    const sidecar = await startSidecar(
+      testEnv(issuer, upstream, {
+        UPSTREAM_TOKEN: 'exchange',
+        TOKEN_EXCHANGE_AUDIENCE: 'datastore-upstream',
+        TOKEN_EXCHANGE_CLIENT_ID: 'mcp sidecar',
+        TOKEN_EXCHANGE_CLIENT_SECRET_FILE: secretFile,
+        ...env,
+      }),
+      options,
+    );
+    sidecars.push(sidecar);
+    return sidecar;
+  };
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey('RS256');
+    upstream = await startUpstream();
+    secretFile = join(mkdtempSync(join(tmpdir(), 'exchange-secret-')), 'client-secret');
+  });
+  afterEach(async () => {
+    for (const sidecar of sidecars.splice(0)) await sidecar.close();
+    seen.length = 0;
+    issuer.handleToken(undefined);
+  });
+  afterAll(async () => {
+    await upstream.close();
+    await issuer.close();
+  });
+
+  it("exchanges the client's token by RFC 8693 and sends the upstream only the token it got", async () => {
+    writeFileSync(secretFile, 's3cret:with&odd chars\n');
+    issuer.handleToken(issuing());
+    const sidecar = await start();
+    const token = await issuer.mint();
+    const before = upstream.seen.length;
+    expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+    expect(seen).toHaveLength(1);
+    const { authorization, form } = seen[0]!;
+    expect(Object.fromEntries(form)).toEqual({
+      grant_type: GRANT,
+      subject_token: token,
+      subject_token_type: ACCESS_TOKEN,
+      requested_token_type: ACCESS_TOKEN,
+      audience: 'datastore-upstream',
+    });
+    // RFC 6749 section 2.3.1: id and secret form-encoded, then Basic; the trailing newline of the file dropped.
+    expect(authorization).toBe(`Basic ${Buffer.from('mcp+sidecar:s3cret%3Awith%26odd+chars').toString('base64')}`);
+    const headers = upstream.seen[before]!.headers;
+    expect(headers.authorization).toBe(`Bearer upstream-token-${issued}`);
+    expect(headers['x-verified-user']).toBe('alice');
+  });
+
+  it('exchanges once per client token: cached after, and shared by concurrent requests', async () => {
+    writeFileSync(secretFile, 'secret');
+    // Answers only once both exchanges have arrived, so the requests are concurrent for sure.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let arrived = 0;
+    const answer = issuing();
+    issuer.handleToken((request, res) => {
+      if (++arrived === 2) release();
+      void gate.then(() => answer(request, res));
+    });
+    const sidecar = await start();
+    const token = await issuer.mint();
+    const other = await issuer.mint({ preferred_username: 'bob', sub: 'bob-subject' });
+    const before = upstream.seen.length;
+    const concurrent = Promise.all([
+      ...Array.from({ length: 20 }, () => send(sidecar.url, `Bearer ${token}`)),
+      ...Array.from({ length: 10 }, () => send(sidecar.url, `Bearer ${other}`)),
+    ]);
+    expect((await concurrent).every((r) => r.status === 200)).toBe(true);
+    for (let i = 0; i < 10; i++) expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+    expect(seen).toHaveLength(2);
+    expect(await exchanges(sidecar)).toEqual({ success: 2, failure: 0 });
+    const tokens = new Set(upstream.seen.slice(before).map((r) => r.headers.authorization));
+    expect(tokens.size).toBe(2);
+  });
+
+  it('exchanges again once the token it got is near its expiry', async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(issuing(() => ({ expires_in: 60 })));
+    let clock = Date.now();
+    const sidecar = await start({}, { now: () => clock });
+    const token = await issuer.mint({ exp: Math.floor(clock / 1000) + 3600 });
+    expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+    clock += 45_000;
+    expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+    expect(seen).toHaveLength(1);
+    // 60 s lifetime, used until 10 s before its end.
+    clock += 6_000;
+    expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+    expect(seen).toHaveLength(2);
+  });
+
+  const failures: [string, TokenHandler][] = [
+    [
+      'the issuer refuses (400 invalid_grant)',
+      (_request, res) => {
+        res.statusCode = 400;
+        res.setHeader('content-type', 'application/json');
+        res.end('{"error":"invalid_grant","error_description":"subject token not valid"}');
+      },
+    ],
+    ['the issuer answers 500 with HTML', (_request, res) => void ((res.statusCode = 500), res.end('<html>oops</html>'))],
+    ['the answer has no access_token', (_request, res) => void res.end('{"token_type":"Bearer"}')],
+    [
+      'the access_token would inject a header',
+      (_request, res) => void res.end(JSON.stringify({ access_token: 'abc\r\nX-Verified-User: admin', token_type: 'Bearer' })),
+    ],
+    [
+      'a DPoP-bound token is issued',
+      (_request, res) => void res.end(JSON.stringify({ access_token: 'abc', token_type: 'DPoP', expires_in: 60 })),
+    ],
+    ['the connection is dropped', (_request, res) => void res.socket?.destroy()],
+  ];
+
+  it.each(failures)('%s: 502 token_exchange_failed, counted, nothing upstream; the next request tries again', async (_name, handler) => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(handler);
+    const log = captureLog('warn');
+    const sidecar = await start({}, { logger: log.logger });
+    const token = await issuer.mint();
+    const before = upstream.seen.length;
+    const answer = await send(sidecar.url, `Bearer ${token}`);
+    expect(answer.status).toBe(502);
+    expect(answer.body).toEqual({
+      error: 'bad_gateway',
+      reason: 'token_exchange_failed',
+      error_description: 'the identity provider did not exchange the token for one of the upstream',
+    });
+    expect(upstream.seen.length).toBe(before);
+    expect(await exchanges(sidecar)).toEqual({ success: 0, failure: 1 });
+    // The log says why, never with a token.
+    expect(log.text()).toContain('token exchange failed');
+    expect(log.text()).not.toContain(token);
+    issuer.handleToken(issuing());
+    expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
+  });
+
+  it("a token of another trusted issuer is never sent to OIDC_ISSUER's token endpoint: 502, counted, said in the log", async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(issuing());
+    const other = await startIssuer({ realmPath: '/realms/partners' });
+    try {
+      await other.addKey('RS256');
+      const issuersFile = join(mkdtempSync(join(tmpdir(), 'exchange-issuers-')), 'issuers.yaml');
+      writeFileSync(issuersFile, `- issuer: ${other.issuer}\n  allowedAzp: [coder]\n`);
+      const log = captureLog('warn');
+      const sidecar = await start({ ISSUERS_FILE: issuersFile }, { logger: log.logger });
+      const before = upstream.seen.length;
+      const foreign = await other.mint();
+      expect(await send(sidecar.url, `Bearer ${foreign}`)).toMatchObject({ status: 502, body: { reason: 'token_exchange_failed' } });
+      expect(seen).toHaveLength(0);
+      expect(upstream.seen.length).toBe(before);
+      expect(await exchanges(sidecar)).toEqual({ success: 0, failure: 1 });
+      expect(log.text()).toContain('the token is of another issuer than OIDC_ISSUER');
+      expect(log.text()).not.toContain(foreign);
+      // The first issuer's tokens are exchanged as before.
+      expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(200);
+      expect(seen).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a token endpoint that never answers: 502 after 5 s, not a hang', async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(() => {});
+    const sidecar = await start();
+    const startedAt = Date.now();
+    expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(502);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(4500);
+    expect(Date.now() - startedAt).toBeLessThan(15_000);
+  }, 30_000);
+
+  it('the MCP messages of a request whose exchange failed end as upstream_error in the audit', async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken((_request, res) => void ((res.statusCode = 503), res.end()));
+    const log = captureLog();
+    const sidecar = await start({ LOG_LEVEL: 'info' }, { logger: log.logger });
+    const call = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'query', arguments: {} } });
+    expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`, [], call)).status).toBe(502);
+    const [line] = await log.waitForAudit((l) => l.rpcId === 9);
+    expect(line).toMatchObject({ method: 'tools/call', tool: 'query', outcome: 'upstream_error' });
+    expect(log.lines().find((l) => l.msg === 'request')).toMatchObject({ status: 502, reason: 'token_exchange_failed' });
+  });
+
+  it('reads a new client secret when the mounted file changes', async () => {
+    writeFileSync(secretFile, 'old-secret');
+    issuer.handleToken(issuing());
+    const sidecar = await start();
+    expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(200);
+    expect(seen.at(-1)!.authorization).toBe(`Basic ${Buffer.from('mcp+sidecar:old-secret').toString('base64')}`);
+    writeFileSync(secretFile, 'new-secret\n');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(200);
+      if (seen.at(-1)!.authorization === `Basic ${Buffer.from('mcp+sidecar:new-secret').toString('base64')}`) break;
+      if (Date.now() > deadline) throw new Error('the new secret was not used within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
+  it('start-up fails naming TOKEN_EXCHANGE_CLIENT_SECRET_FILE when the file cannot be read', async () => {
+    await expect(start({ TOKEN_EXCHANGE_CLIENT_SECRET_FILE: join(tmpdir(), 'no-such-dir', 'secret') })).rejects.toMatchObject({
+      name: 'StartupError',
+      variable: 'TOKEN_EXCHANGE_CLIENT_SECRET_FILE',
+    });
+  });
+
+  it('exchanges a DPoP-bound token too, and sends the upstream neither it nor the proof', async () => {
+    writeFileSync(secretFile, 'secret');
+    issuer.handleToken(issuing());
+    const sidecar = await start({ DPOP: 'allow' });
+    const key = await createDpopKey();
+    const token = await issuer.mint({ typ: 'DPoP', cnf: { jkt: key.jkt } });
+    const proof = await createProof(key, { htm: 'POST', htu: 'http://mcp.test:8080/mcp', token });
+    const before = upstream.seen.length;
+    expect((await send(sidecar.url, `DPoP ${token}`, ['dpop', proof])).status).toBe(200);
+    expect(seen.at(-1)!.form.get('subject_token')).toBe(token);
+    expect(upstream.seen[before]!.headers.authorization).toBe(`Bearer upstream-token-${issued}`);
+    expect(upstream.seen[before]!.headers.dpop).toBeUndefined();
+  });
+});
+
+describe('UPSTREAM_TOKEN=none and forward', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  const sidecars: RunningSidecar[] = [];
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey('RS256');
+    upstream = await startUpstream();
+  });
+  afterAll(async () => {
+    for (const sidecar of sidecars) await sidecar.close();
+    await upstream.close();
+    await issuer.close();
+  });
+
+  it.each([
+    [{}, undefined],
+    [{ UPSTREAM_TOKEN: 'forward' }, 'forward'],
+    [{ FORWARD_AUTHORIZATION: 'true' }, 'forward'],
+  ] as const)('%j: the upstream gets the client token: %s', async (env, expected) => {
+    const sidecar = await startSidecar(testEnv(issuer, upstream, env));
+    sidecars.push(sidecar);
+    const token = await issuer.mint();
+    const before = upstream.seen.length;
+    expect((await send(sidecar.url, `Bearer ${token}`, ['dpop', 'a.b.c'])).status).toBe(200);
+    const headers = upstream.seen[before]!.headers;
+    expect(headers.authorization).toBe(expected === 'forward' ? `Bearer ${token}` : undefined);
+    expect(headers.dpop).toBe(expected === 'forward' ? 'a.b.c' : undefined);
+  });
+});
