@@ -160,7 +160,7 @@ export function createAuthenticateHook(
 ) {
   const sendRejection = createRejectionSender(resourceMetadataUrl, connections, scopes, dpop);
   const mode = dpop?.mode ?? 'off';
-  // The counter of each reason found once: prom-client's inc({ reason }) hashes the labels every time.
+  // The counter of each reason bound once; prom-client still hashes the labels on each inc.
   const rejected = new Map(REJECTION_REASONS.map((reason) => [reason, metrics.rejected.labels(reason)]));
   function reject(request: FastifyRequest, reply: FastifyReply, error: unknown, scheme?: Scheme): void {
     // Anything that is not a Rejection is a bug in verification: fail closed, and say so in the log.
