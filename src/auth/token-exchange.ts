@@ -31,6 +31,10 @@ const SETTLE_MS = 100;
 const RECHECK_MS = 60_000;
 // RFC 6750 b64token: what may follow `Bearer ` in a header; anything else is not sent on.
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+// A run of token characters (base64 or base64url) this long is no word of an error message: it may be a piece of
+// the token the issuer quotes back, and no token reaches the log.
+const TOKEN_RUN = /[A-Za-z0-9_~+/-]{24,}/g;
+const withoutTokenRuns = (text: string): string => text.replace(TOKEN_RUN, '[redacted]');
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const ERROR_CODE = /^[\w.-]{1,64}$/;
 
@@ -208,7 +212,8 @@ export class TokenExchange {
       if (status !== 200) {
         const code = typeof answer.error === 'string' && ERROR_CODE.test(answer.error) ? answer.error : undefined;
         // The issuer's own words say what to change (a client setting, an audience): logged, bounded, never sent to the client.
-        const description = typeof answer.error_description === 'string' ? answer.error_description.slice(0, 300) : undefined;
+        const description =
+          typeof answer.error_description === 'string' ? withoutTokenRuns(answer.error_description.slice(0, 300)) : undefined;
         throw new TokenExchangeError(
           `the token endpoint refused the exchange (HTTP ${status})`,
           code === undefined ? undefined : { code, description },

@@ -51,7 +51,7 @@ export interface ReadRequest {
   readonly batch: boolean;
 }
 
-/** A body that is not JSON-RPC at all: forwarded unread (`unparsed`) without a guard, refused with one (SPEC Part 2). */
+/** A body that is not JSON-RPC at all: forwarded unread (`unparsed`) without a guard, refused with one. */
 export interface Unreadable {
   readonly kind: 'unreadable';
   readonly problem: 'not_json' | 'not_json_rpc';

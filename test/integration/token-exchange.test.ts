@@ -169,6 +169,20 @@ describe('UPSTREAM_TOKEN=exchange', () => {
         res.end('{"error":"invalid_grant","error_description":"subject token not valid"}');
       },
     ],
+    [
+      "the issuer's description quotes the token it refuses",
+      (request, res) => {
+        res.statusCode = 400;
+        res.setHeader('content-type', 'application/json');
+        const token = request.form.get('subject_token') ?? '';
+        res.end(
+          JSON.stringify({
+            error: 'invalid_grant',
+            error_description: `${token.split('.')[1]!.slice(0, 60)} is no token; ${token} neither`,
+          }),
+        );
+      },
+    ],
     ['the issuer answers 500 with HTML', (_request, res) => void ((res.statusCode = 500), res.end('<html>oops</html>'))],
     ['the answer has no access_token', (_request, res) => void res.end('{"token_type":"Bearer"}')],
     [
@@ -201,6 +215,8 @@ describe('UPSTREAM_TOKEN=exchange', () => {
     // The log says why, never with a token.
     expect(log.text()).toContain('token exchange failed');
     expect(log.text()).not.toContain(token);
+    expect(log.text()).not.toContain(token.split('.')[1]!.slice(0, 60));
+    expect(log.text()).not.toContain(token.slice(0, 60));
     issuer.handleToken(issuing());
     expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
   });
