@@ -1,14 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { findTool, freePort } from '../helpers/tools.js';
+import { findTool } from '../helpers/tools.js';
+import { startPrometheus, untilPrometheus } from '../helpers/prometheus.js';
 
 // With tracing on, a real Prometheus (exemplar storage on) scrapes the admin port: it asks for
 // OpenMetrics, gets the verification histogram's exemplars with the request's trace id, and the
@@ -17,23 +15,12 @@ import { findTool, freePort } from '../helpers/tools.js';
 const prometheus = findTool('prometheus');
 const promtool = findTool('promtool');
 
-async function until<T>(read: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await read().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('Prometheus did not get there before the deadline');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
 describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () => {
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
-  let server: ChildProcess;
-  let dir: string;
   let api: string;
+  let stopPrometheus: (() => void) | undefined;
 
   beforeAll(async () => {
     issuer = await startIssuer();
@@ -42,37 +29,13 @@ describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () 
     sidecar = await startSidecar(testEnv(issuer, upstream, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }), {
       spanExporter: new InMemorySpanExporter(),
     });
-    dir = mkdtempSync(join(tmpdir(), 'prometheus-'));
-    writeFileSync(
-      join(dir, 'prometheus.yml'),
-      [
-        'global: { scrape_interval: 1s }',
-        'scrape_configs:',
-        '  - job_name: mcp-auth-sidecar',
-        `    static_configs: [{ targets: ["${new URL(sidecar.adminUrl).host}"] }]`,
-        '',
-      ].join('\n'),
-    );
-    const port = await freePort();
-    api = `http://127.0.0.1:${port}`;
-    server = spawn(
-      prometheus!,
-      [
-        `--config.file=${join(dir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        '--enable-feature=exemplar-storage',
-        '--log.level=error',
-      ],
-      { stdio: 'ignore' },
-    );
+    ({ api, close: stopPrometheus } = await startPrometheus(prometheus!, new URL(sidecar.adminUrl).host, { exemplars: true }));
   }, 30_000);
   afterAll(async () => {
-    server?.kill('SIGKILL');
+    stopPrometheus?.();
     await sidecar.close();
     await upstream.close();
     await issuer.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('stores the trace id of a verification as an exemplar, and the counters by their names', async () => {
@@ -83,7 +46,7 @@ describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () 
     });
     expect(response.status).toBe(200);
     await response.text();
-    const exemplars = await until(async () => {
+    const exemplars = await untilPrometheus(async () => {
       const now = Date.now() / 1000;
       const query = encodeURIComponent('mcp_auth_verify_duration_seconds_bucket');
       const res = await fetch(`${api}/api/v1/query_exemplars?query=${query}&start=${now - 300}&end=${now + 60}`);
@@ -92,7 +55,7 @@ describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () 
       return found.length > 0 ? found : undefined;
     });
     expect(exemplars[0]!.labels.span_id).toMatch(/^[0-9a-f]{16}$/);
-    const accepted = await until(async () => {
+    const accepted = await untilPrometheus(async () => {
       const res = await fetch(`${api}/api/v1/query?query=${encodeURIComponent('mcp_auth_accepted_total')}`);
       const body = (await res.json()) as { data: { result: { value: [number, string] }[] } };
       return body.data.result[0]?.value[1];

@@ -1,71 +1,33 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { findTool, freePort } from '../helpers/tools.js';
+import { findTool } from '../helpers/tools.js';
+import { startPrometheus, untilPrometheus } from '../helpers/prometheus.js';
 import { REJECTION_REASONS } from '../../src/lib/errors.js';
 
 const binary = findTool('prometheus');
-
-/** Polls Prometheus until `read` returns a value; Prometheus scrapes on its own clock, so this is bounded polling. */
-async function until<T>(read: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await read().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('Prometheus did not get there before the deadline');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
-  let prometheus: ChildProcess;
-  let dir: string;
   let api: string;
+  let stopPrometheus: (() => void) | undefined;
 
   beforeAll(async () => {
     issuer = await startIssuer();
     await issuer.addKey();
     upstream = await startUpstream();
     sidecar = await startSidecar(testEnv(issuer, upstream));
-    dir = mkdtempSync(join(tmpdir(), 'prometheus-'));
-    writeFileSync(
-      join(dir, 'prometheus.yml'),
-      [
-        'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-        'scrape_configs:',
-        '  - job_name: mcp-auth-sidecar',
-        `    static_configs: [{ targets: ["${new URL(sidecar.adminUrl).host}"] }]`,
-        '',
-      ].join('\n'),
-    );
-    const port = await freePort();
-    api = `http://127.0.0.1:${port}`;
-    prometheus = spawn(
-      binary!,
-      [
-        `--config.file=${join(dir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        '--log.level=error',
-      ],
-      { stdio: 'ignore' },
-    );
+    ({ api, close: stopPrometheus } = await startPrometheus(binary!, new URL(sidecar.adminUrl).host));
   }, 30_000);
   afterAll(async () => {
-    prometheus?.kill('SIGKILL');
+    stopPrometheus?.();
     await sidecar.close();
     await upstream.close();
     await issuer.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('reads back the accepted and rejected counts through its query API', async () => {
@@ -74,14 +36,14 @@ describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
       const body = (await res.body.json()) as { data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
       return body.data.result;
     };
-    await until(async () => ((await query('up{job="mcp-auth-sidecar"}'))[0]?.value[1] === '1' ? true : undefined));
+    await untilPrometheus(async () => ((await query('up{job="mcp-auth-sidecar"}'))[0]?.value[1] === '1' ? true : undefined));
 
     const token = await issuer.mint();
     for (let i = 0; i < 5; i++) await (await request(`${sidecar.url}/mcp`, { headers: { authorization: `Bearer ${token}` } })).body.text();
     for (let i = 0; i < 3; i++) await (await request(`${sidecar.url}/mcp`)).body.text();
     await (await request(`${sidecar.url}/mcp`, { headers: { authorization: 'Bearer x.y.z' } })).body.text();
 
-    const accepted = await until(async () => {
+    const accepted = await untilPrometheus(async () => {
       const [sample] = await query('mcp_auth_accepted_total{job="mcp-auth-sidecar"}');
       return sample?.value[1] === '5' ? sample : undefined;
     });
