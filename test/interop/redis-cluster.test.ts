@@ -12,7 +12,8 @@ import { Redis, type Cluster } from 'ioredis';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
+import { captureLog } from '../helpers/log-capture.js';
+import { replicas } from '../helpers/replicas.js';
 import { startRedisCluster, waitFor, type TestCluster } from '../helpers/redis-ha.js';
 import { findTool } from '../helpers/tools.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
@@ -27,9 +28,8 @@ describe.skipIf(!tools)('rate limits through a Redis Cluster', { timeout: 60_000
   let mcp: McpTestServer;
   let cluster: TestCluster;
   let probe: Cluster;
-  let sidecars: RunningSidecar[] = [];
-  let clients: Client[] = [];
-  let logs: CapturedLog[] = [];
+  const pair = replicas('cluster-test');
+  const { sidecars, logs } = pair;
 
   beforeAll(async () => {
     cluster = await startRedisCluster();
@@ -45,35 +45,12 @@ describe.skipIf(!tools)('rate limits through a Redis Cluster', { timeout: 60_000
     await cluster?.close();
   });
   afterEach(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all(sidecars.map((s) => s.close()));
+    await pair.close();
     mcp.release();
-    clients = [];
-    sidecars = [];
-    logs = [];
   });
 
-  const startTwo = async (env: Record<string, string>) => {
-    for (let i = 0; i < 2; i++) {
-      const log = captureLog();
-      logs.push(log);
-      sidecars.push(
-        await startSidecar(testEnv(issuer, mcp, { LOG_LEVEL: 'info', REDIS_URL: cluster.url, REDIS_TIMEOUT_MS: '300', ...env }), {
-          logger: log.logger,
-        }),
-      );
-    }
-  };
-  const connect = async (sidecar: RunningSidecar, claims: Record<string, unknown>) => {
-    const client = new Client({ name: 'cluster-test', version: '1.0.0' });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${await issuer.mint(claims)}` } },
-      }),
-    );
-    clients.push(client);
-    return client;
-  };
+  const startTwo = (env: Record<string, string>) => pair.start(issuer, mcp, { REDIS_URL: cluster.url, REDIS_TIMEOUT_MS: '300', ...env });
+  const connect = (sidecar: RunningSidecar, claims: Record<string, unknown>) => pair.connect(issuer, sidecar, claims);
   const call = (client: Client, name = 'whoami') =>
     client.callTool({ name, arguments: {} }).then(
       () => 'ok',

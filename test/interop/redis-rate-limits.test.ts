@@ -10,7 +10,7 @@ import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
+import { replicas } from '../helpers/replicas.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { findTool } from '../helpers/tools.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
@@ -27,9 +27,8 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
   let issuer: TestIssuer;
   let mcp: McpTestServer;
   let redis: TestRedis;
-  let sidecars: RunningSidecar[] = [];
-  let clients: Client[] = [];
-  let logs: CapturedLog[] = [];
+  const pair = replicas('limits-test');
+  const { sidecars, logs } = pair;
 
   beforeAll(async () => {
     redis = await startRedis();
@@ -48,36 +47,12 @@ describe.skipIf(!redisServer)('rate limits shared across replicas through Redis'
     await redis.start();
   });
   afterEach(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all(sidecars.map((s) => s.close()));
+    await pair.close();
     mcp.release();
-    clients = [];
-    sidecars = [];
-    logs = [];
   });
 
-  const startTwo = async (env: Record<string, string>) => {
-    for (let i = 0; i < 2; i++) {
-      const log = captureLog();
-      logs.push(log);
-      sidecars.push(
-        await startSidecar(testEnv(issuer, mcp, { LOG_LEVEL: 'info', REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '200', ...env }), {
-          logger: log.logger,
-        }),
-      );
-    }
-  };
-  const connect = async (sidecar: RunningSidecar, claims: Record<string, unknown>) => {
-    const token = await issuer.mint(claims);
-    const client = new Client({ name: 'limits-test', version: '1.0.0' });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${token}` } },
-      }),
-    );
-    clients.push(client);
-    return client;
-  };
+  const startTwo = (env: Record<string, string>) => pair.start(issuer, mcp, { REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '200', ...env });
+  const connect = (sidecar: RunningSidecar, claims: Record<string, unknown>) => pair.connect(issuer, sidecar, claims);
   /** The call's result, or the JSON-RPC error the client got. */
   const call = (client: Client, name: string) =>
     client.callTool({ name, arguments: name === 'count' ? { n: 1 } : {} }).then(

@@ -6,13 +6,12 @@
 // measured and printed (docs/rate-limits.md quotes it).
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
-import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
+import { captureLog } from '../helpers/log-capture.js';
+import { replicas } from '../helpers/replicas.js';
 import { startSentinelGroup, waitFor, type TestSentinelGroup } from '../helpers/redis-ha.js';
 import { findTool, freePort } from '../helpers/tools.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
@@ -30,9 +29,8 @@ describe.skipIf(!tools)('rate limits through Redis Sentinel, across a failover',
   let issuer: TestIssuer;
   let mcp: McpTestServer;
   let group: TestSentinelGroup | undefined;
-  let sidecars: RunningSidecar[] = [];
-  let clients: Client[] = [];
-  let logs: CapturedLog[] = [];
+  const pair = replicas('failover-test');
+  const { sidecars, clients, logs } = pair;
 
   beforeAll(async () => {
     issuer = await startIssuer();
@@ -44,40 +42,21 @@ describe.skipIf(!tools)('rate limits through Redis Sentinel, across a failover',
     await issuer?.close();
   });
   afterEach(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all(sidecars.map((s) => s.close()));
+    await pair.close();
     await group?.close();
-    clients = [];
-    sidecars = [];
-    logs = [];
     group = undefined;
   });
 
   const startTwo = async (env: Record<string, string>) => {
     group = await startSentinelGroup();
-    for (let i = 0; i < 2; i++) {
-      const log = captureLog();
-      logs.push(log);
-      const sidecar = await startSidecar(
-        testEnv(issuer, mcp, {
-          LOG_LEVEL: 'info',
-          REDIS_URL: group.url,
-          REDIS_SENTINEL_PASSWORD: group.sentinelPassword,
-          REDIS_TIMEOUT_MS: '500',
-          RATE_LIMIT_TOOL_PER_MINUTE: String(LIMIT),
-          ...env,
-        }),
-        { logger: log.logger },
-      );
-      sidecars.push(sidecar);
-      const client = new Client({ name: 'failover-test', version: '1.0.0' });
-      await client.connect(
-        new StreamableHTTPClientTransport(new URL(`${sidecar.url}/mcp`), {
-          requestInit: { headers: { authorization: `Bearer ${await issuer.mint(ALICE)}` } },
-        }),
-      );
-      clients.push(client);
-    }
+    await pair.start(issuer, mcp, {
+      REDIS_URL: group.url,
+      REDIS_SENTINEL_PASSWORD: group.sentinelPassword,
+      REDIS_TIMEOUT_MS: '500',
+      RATE_LIMIT_TOOL_PER_MINUTE: String(LIMIT),
+      ...env,
+    });
+    for (const sidecar of sidecars) await pair.connect(issuer, sidecar, ALICE);
     return group;
   };
   const call = (i: number): Promise<Result> =>
