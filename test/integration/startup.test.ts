@@ -116,66 +116,52 @@ describe('a running sidecar', { timeout: 60_000 }, () => {
     expect(metrics).toContain('# TYPE mcp_auth_build_info gauge');
     expect(metrics).toContain(`mcp_auth_build_info{version="${version}",node="${process.versions.node}"} 1`);
   });
-});
 
-describe('the start-up line', { timeout: 60_000 }, () => {
-  let issuer: TestIssuer;
-  let upstream: TestUpstream;
-  let sidecar: SidecarProcess | undefined;
-  beforeEach(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
-    upstream = await startUpstream();
-  });
-  afterEach(async () => {
-    if (sidecar?.child.exitCode === null) sidecar.child.kill('SIGKILL');
-    await upstream.close();
-    await issuer.close();
-  });
-
-  it("tells the limits in force: the policy file's over the variables, and where they are counted", async () => {
-    const policyFile = join(mkdtempSync(join(tmpdir(), 'startup-')), 'policy.yaml');
-    writeFileSync(policyFile, 'limits:\n  toolPerMinute: 60\n  concurrentToolCalls: 2\n  tools:\n    query: { perMinute: 10 }\n');
-    sidecar = spawnSidecar(
-      testEnv(issuer, upstream, {
-        LOG_LEVEL: 'info',
-        POLICY_FILE: policyFile,
-        RATE_LIMIT_USER_PER_MINUTE: '600',
-        RATE_LIMIT_TOOL_PER_MINUTE: '5',
-      }),
-    );
-    const started = await sidecar.logged('mcp-auth-sidecar started');
-    expect(started.rateLimits).toEqual({
-      userPerMinute: 600,
-      toolPerMinute: 60,
-      concurrentToolCalls: 2,
-      tools: { query: 10 },
-      counting: 'process',
+  describe('the start-up line', () => {
+    it("tells the limits in force: the policy file's over the variables, and where they are counted", async () => {
+      const policyFile = join(mkdtempSync(join(tmpdir(), 'startup-')), 'policy.yaml');
+      writeFileSync(policyFile, 'limits:\n  toolPerMinute: 60\n  concurrentToolCalls: 2\n  tools:\n    query: { perMinute: 10 }\n');
+      sidecar = spawnSidecar(
+        testEnv(issuer, upstream, {
+          LOG_LEVEL: 'info',
+          POLICY_FILE: policyFile,
+          RATE_LIMIT_USER_PER_MINUTE: '600',
+          RATE_LIMIT_TOOL_PER_MINUTE: '5',
+        }),
+      );
+      const started = await sidecar.logged('mcp-auth-sidecar started');
+      expect(started.rateLimits).toEqual({
+        userPerMinute: 600,
+        toolPerMinute: 60,
+        concurrentToolCalls: 2,
+        tools: { query: 10 },
+        counting: 'process',
+      });
+      // The variables as set would say 5 tools a minute where 60 apply: they are not shown beside.
+      expect(started.config).not.toHaveProperty('rateLimitToolPerMinute');
+      expect(started.config).toMatchObject({ rateLimitOnRedisError: 'allow', policyFile });
+      expect(started).not.toHaveProperty('redis');
     });
-    // The variables as set would say 5 tools a minute where 60 apply: they are not shown beside.
-    expect(started.config).not.toHaveProperty('rateLimitToolPerMinute');
-    expect(started.config).toMatchObject({ rateLimitOnRedisError: 'allow', policyFile });
-    expect(started).not.toHaveProperty('redis');
-  });
 
-  it('says so when REDIS_URL is set but no limit is, so Redis is never asked', async () => {
-    sidecar = spawnSidecar(
-      testEnv(issuer, upstream, {
-        LOG_LEVEL: 'info',
-        REDIS_URL: 'redis+sentinel://:s3cret@s1,s2/mymaster',
-        REDIS_SENTINEL_PASSWORD: 'sentinel-s3cret',
-      }),
-    );
-    const started = await sidecar.logged('mcp-auth-sidecar started');
-    expect(started.rateLimits).toMatchObject({ counting: 'off' });
-    expect(started.redis).toEqual({
-      url: 'redis+sentinel://:***@s1:26379,s2:26379/mymaster',
-      mode: 'sentinel',
-      state: 'unused',
-      reason: 'no rate limit is set, so no connection',
+    it('says so when REDIS_URL is set but no limit is, so Redis is never asked', async () => {
+      sidecar = spawnSidecar(
+        testEnv(issuer, upstream, {
+          LOG_LEVEL: 'info',
+          REDIS_URL: 'redis+sentinel://:s3cret@s1,s2/mymaster',
+          REDIS_SENTINEL_PASSWORD: 'sentinel-s3cret',
+        }),
+      );
+      const started = await sidecar.logged('mcp-auth-sidecar started');
+      expect(started.rateLimits).toMatchObject({ counting: 'off' });
+      expect(started.redis).toEqual({
+        url: 'redis+sentinel://:***@s1:26379,s2:26379/mymaster',
+        mode: 'sentinel',
+        state: 'unused',
+        reason: 'no rate limit is set, so no connection',
+      });
+      expect(started.config).toMatchObject({ redisUrl: 'redis+sentinel://:***@s1:26379,s2:26379/mymaster', redisSentinelPassword: '***' });
+      expect(JSON.stringify(sidecar.lines)).not.toContain('s3cret');
     });
-    expect(started.config).toMatchObject({ redisUrl: 'redis+sentinel://:***@s1:26379,s2:26379/mymaster', redisSentinelPassword: '***' });
-    expect(JSON.stringify(sidecar.lines)).not.toContain('s3cret');
   });
 });
 
