@@ -322,7 +322,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       resourceMetadataUrl(config.resourceUrl),
       connections,
       config.resourceScopes,
-      dpop,
+      tracing === undefined || dpop === undefined ? dpop : { ...dpop, checker: tracing.proofChecker(dpop.checker) },
     ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.

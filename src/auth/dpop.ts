@@ -19,6 +19,7 @@ import { hasDuplicateKeys } from '../lib/json-text.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RequestTrace } from '../tracing/request-trace.js';
 import { NonceIssuer } from './dpop-nonce.js';
 import { ProofMemory, ReplayMemoryFull, SharedProofMemory, type ReplayCheck } from './dpop-replay.js';
 
@@ -32,6 +33,8 @@ export interface ProofRequest {
   readonly method: string;
   readonly url: string;
   readonly rawHeaders: readonly string[];
+  /** The request's trace, with tracing on: the check is a span of it. */
+  readonly trace?: RequestTrace | undefined;
 }
 
 export interface ProofChecker {
