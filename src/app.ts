@@ -28,7 +28,6 @@ import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, anyLimit, limitsOffSummary, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import type { LimitsRedis } from './mcp/limits/redis.js';
-import type { Redis } from 'ioredis';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './lib/error-response.js';
@@ -192,8 +191,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
             return redis;
           }));
   const dpop = await createDpop(config, {
-    // A Cluster answers SET, GET and its events as one Redis does: the DPoP checks use only those.
-    redis: config.dpop === 'off' ? undefined : ((await sharedRedis?.()) as Redis | undefined),
+    redis: config.dpop === 'off' ? undefined : await sharedRedis?.(),
     now,
     logger,
     onRedisError: () => metrics.dpopRedisErrors.inc(),
@@ -318,7 +316,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       resourceMetadataUrl(config.resourceUrl),
       connections,
       config.resourceScopes,
-      dpop,
+      tracing === undefined || dpop === undefined ? dpop : { ...dpop, checker: tracing.proofChecker(dpop.checker) },
     ),
   );
   // Fastify's default error answer carries the error's message, which may quote the request.

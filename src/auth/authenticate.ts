@@ -224,7 +224,7 @@ export function createAuthenticateHook(
       accept(request, result.identity, done);
       return;
     }
-    const proofRequest = { method: request.method, url: request.url, rawHeaders: request.raw.rawHeaders };
+    const proofRequest = { method: request.method, url: request.url, rawHeaders: request.raw.rawHeaders, trace: request.trace };
     dpop!.checker.check(proofRequest, token, jkt!).then(
       () => {
         observe(request, startedAt);

@@ -19,6 +19,7 @@ import { hasDuplicateKeys } from '../lib/json-text.js';
 import { pathOf } from '../lib/request-target.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RequestTrace } from '../tracing/request-trace.js';
 import { NonceIssuer } from './dpop-nonce.js';
 import { ProofMemory, ReplayMemoryFull, SharedProofMemory, type ReplayCheck } from './dpop-replay.js';
 
@@ -32,6 +33,8 @@ export interface ProofRequest {
   readonly method: string;
   readonly url: string;
   readonly rawHeaders: readonly string[];
+  /** The request's trace, with tracing on: the check is a span of it. */
+  readonly trace?: RequestTrace | undefined;
 }
 
 export interface ProofChecker {
@@ -250,9 +253,12 @@ export interface DpopOptions {
   start(): Promise<void>;
 }
 
+/** What the DPoP checks use of the Redis connection: SET, GET and its readiness, which one Redis and a Cluster answer alike. */
+export type SharedStore = Pick<Redis, 'set' | 'get'> & { on(event: 'ready', listener: () => void): unknown };
+
 export interface DpopSetup {
   /** The sidecar's Redis connection (REDIS_URL): proofs seen and the nonce secret shared by every replica. */
-  redis?: Pick<Redis, 'set' | 'get' | 'on'>;
+  redis?: SharedStore;
   now: () => number;
   logger: Logger;
   /** Redis did not answer: the proof was judged by this replica alone (or its own nonces kept). */

@@ -130,7 +130,9 @@ export class ResponseFramer implements ResponseReader {
   onEnd(): Buffer | undefined {
     let rest: Buffer | undefined;
     if (this.kind === 'json') rest = this.endOfJson();
-    // What is left of a held stream is an event that never ended: not dispatched, so not written.
+    // A stream passed as it came reached the client whole: an event it left unfinished is read as
+    // the Go clients read it. Of a held stream, that event is not dispatched, so not written.
+    else if (this.kind === 'sse' && this.handling === 'pass') this.sse!.end(this.passingEvent);
     else if (this.handling === 'hold' && this.kind !== 'sse') rest = jsonBody(this.handler.unit(undefined) ?? []);
     if (rest !== undefined) this.bytesOut += rest.length;
     this.handler.finish('complete');

@@ -93,6 +93,22 @@ export class SseReader {
     }
   }
 
+  /**
+   * The stream is over: an event it left unfinished (its lines ended, but no blank line after
+   * them) is dispatched, as the Go clients read it (go-sdk and mcp-go do; browsers and the
+   * TypeScript SDK drop it). A last line without its line end is not read: mcp-go and the
+   * TypeScript SDK drop it (go-sdk alone reads it). For a stream passed as it came, so that what
+   * is read of it is what Coder's client library reads.
+   */
+  end(onEvent: EventListener): void {
+    const { data, lines, oversized } = this;
+    this.data = [];
+    this.lines = [];
+    this.partial = [];
+    this.partialBytes = 0;
+    if (oversized || data.length > 0) onEvent(oversized ? undefined : data.join('\n'), 0, oversized, oversized ? NO_LINES : lines);
+  }
+
   private keepPartial(bytes: Buffer): void {
     if (this.oversized) return;
     this.partialBytes += bytes.length;

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { TracingSettings } from '../config/otel.js';
 import type { RequestVerify } from '../auth/authenticate.js';
 import type { KeySource } from '../auth/keyset.js';
+import type { ProofChecker } from '../auth/dpop.js';
 import type { VerifyToResult } from '../auth/verify.js';
 import { Rejection } from '../lib/errors.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -152,6 +153,27 @@ export class Tracing {
       status: () => keys.status(),
       start: () => keys.start(),
       close: () => keys.close(),
+    };
+  }
+
+  /** DPoP proof checks, a span each: with REDIS_URL set, one includes a Redis round trip (replay). */
+  proofChecker(checker: ProofChecker): ProofChecker {
+    return {
+      nonce: () => checker.nonce(),
+      check: (request, token, jkt) => {
+        const requestTrace = request.trace;
+        if (requestTrace === undefined || !requestTrace.span.isRecording()) return checker.check(request, token, jkt);
+        const span = requestTrace.child('check DPoP proof');
+        return checker.check(request, token, jkt).then(
+          () => span.end(),
+          (error: unknown) => {
+            span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
+            span.setStatus({ code: SpanStatusCode.ERROR });
+            span.end();
+            return Promise.reject(error as Error);
+          },
+        );
+      },
     };
   }
 

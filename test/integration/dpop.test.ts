@@ -1,10 +1,12 @@
 // DPoP (RFC 9449) end to end with the test issuer: DPoP-bound tokens (typ DPoP, cnf.jkt) accepted
 // only with the DPoP scheme and a fresh proof for this request, every bad proof refused with its
 // reason and a DPoP challenge, the verdict cache never skipping a proof, nonces, the metadata
-// document, audit lines and the tool policy seeing the binding.
+// document, audit lines and the tool policy seeing the binding, and the proof check's span.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -462,5 +464,69 @@ describe('DPoP in the audit line and the tool policy', () => {
     expect(byId.get(3)).toMatchObject({ binding: 'bearer', tool: 'read', outcome: 'result' });
     expect(byId.get(4)).toMatchObject({ binding: 'dpop', tool: 'export', outcome: 'result' });
     expect(byId.get(5)).toMatchObject({ binding: 'bearer', tool: 'export', outcome: 'denied' });
+  });
+});
+
+describe('DPoP proof checks in the trace', () => {
+  let issuer: TestIssuer;
+  let upstream: TestUpstream;
+  let sidecar: RunningSidecar;
+  let exporter: InMemorySpanExporter;
+  let key: DpopKey;
+  let token: string;
+
+  beforeAll(async () => {
+    issuer = await startIssuer();
+    await issuer.addKey('RS256');
+    upstream = await startUpstream();
+    exporter = new InMemorySpanExporter();
+    sidecar = await startSidecar(
+      testEnv(issuer, upstream, { DPOP: 'allow', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_BSP_SCHEDULE_DELAY: '10' }),
+      { spanExporter: exporter },
+    );
+    key = await createDpopKey('ES256');
+    token = await issuer.mint({ typ: 'DPoP', cnf: { jkt: key.jkt } });
+  });
+  afterAll(async () => {
+    await sidecar.close();
+    await upstream.close();
+    await issuer.close();
+  });
+
+  /** One request; the spans of its trace, once exported. */
+  const traced = async (authorization: string, proofs: string[]) => {
+    exporter.reset();
+    const { status } = await send(sidecar.url, authorization, proofs);
+    await sidecar.app.tracing!.flush();
+    const spans = exporter.getFinishedSpans();
+    const server = spans.find((s) => s.kind === SpanKind.SERVER && s.name.startsWith('POST'))!;
+    expect(server).toBeDefined();
+    const check = spans.filter((s) => s.name === 'check DPoP proof');
+    for (const span of check) {
+      expect(span.spanContext().traceId).toBe(server.spanContext().traceId);
+      expect(span.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
+    }
+    expect(JSON.stringify(spans.map((s) => s.attributes))).not.toContain(token);
+    for (const proof of proofs) expect(JSON.stringify(spans.map((s) => s.attributes))).not.toContain(proof);
+    return { status, check };
+  };
+
+  it('a span for each proof checked: none for a bearer token, an error span naming the reason for a replay', async () => {
+    const proof = await createProof(key, { htm: 'POST', htu: HTU, token });
+    const good = await traced(`DPoP ${token}`, [proof]);
+    expect(good.status).toBe(200);
+    expect(good.check).toHaveLength(1);
+    expect(good.check[0]!.status.code).toBe(SpanStatusCode.UNSET);
+    expect(good.check[0]!.attributes['error.type']).toBeUndefined();
+
+    const replay = await traced(`DPoP ${token}`, [proof]);
+    expect(replay.status).toBe(401);
+    expect(replay.check).toHaveLength(1);
+    expect(replay.check[0]!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(replay.check[0]!.attributes['error.type']).toBe('dpop_replay');
+
+    const bearer = await traced(`Bearer ${await issuer.mint()}`, []);
+    expect(bearer.status).toBe(200);
+    expect(bearer.check).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 // Redis problems in the sidecar's words: a real redis-server set up wrong in each way an
 // operator meets (no password, a wrong one, nothing on the port, TLS one side only, a CA not
-// given, a replica, a Cluster URL for a plain node). Each shows in the start-up state
+// given, a replica, a primary short of replicas, a Cluster URL for a plain node). Each shows in the start-up state
 // (App.summary, the start-up line's `redis`) and in the one warning line, as a stable code and
 // a message naming the variable to check, never the client's raw text or a password.
 
@@ -154,6 +154,27 @@ describe.skipIf(!tools)("Redis problems in the sidecar's words", { timeout: 60_0
       problem: 'read_only',
       reason: expect.stringContaining('REDIS_URL names a replica'),
     });
+  });
+
+  it('a primary with fewer replicas in sync than min-replicas-to-write: every write refused NOREPLICAS', async () => {
+    const primary = new Redis(plain.url);
+    try {
+      // One replica is in sync; two are asked for.
+      await primary.config('SET', 'min-replicas-to-write', '2');
+      const { summary, result, warnings } = await attempt(plain.url);
+      expect(summary).toMatchObject({ state: 'connected', mode: 'single' });
+      expect(result).toContain('rate limit unavailable');
+      expect(warnings).toEqual([
+        expect.objectContaining({
+          msg: 'rate limits: Redis does not answer; RATE_LIMIT_ON_REDIS_ERROR decides until it does',
+          problem: 'too_few_replicas',
+          reason: expect.stringContaining('min-replicas-to-write'),
+        }),
+      ]);
+    } finally {
+      await primary.config('SET', 'min-replicas-to-write', '0');
+      primary.disconnect();
+    }
   });
 
   it('the process: its start-up line says connected or what is wrong; nothing raw on either stream', async () => {

@@ -139,6 +139,11 @@ export function redisProblem(error: unknown, context: Context): RedisProblem | u
           ? 'Redis answered as a read-only replica: a failover demoted the node the sidecar was on; reconnecting to the master the Sentinels name'
           : 'Redis answered as a read-only replica: REDIS_URL names a replica, or a failover demoted it; point REDIS_URL at the primary, or at the Sentinels (redis+sentinel://…)',
       );
+    case 'NOREPLICAS':
+      return problem(
+        'too_few_replicas',
+        'Redis refuses writes while fewer replicas than its min-replicas-to-write are in sync: bring the replicas back, or lower that setting',
+      );
     case 'MASTERDOWN':
       return problem('replica_without_master', 'Redis answered as a replica that lost its primary: point REDIS_URL at the primary');
     case 'LOADING':
