@@ -318,11 +318,6 @@ export class TokenExchanges {
     }
   }
 
-  /** The exchange of one issuer (tests wait on its secret file). */
-  of(issuer: string): TokenExchange | undefined {
-    return this.#byIssuer.get(issuer);
-  }
-
   /** The Authorization value the upstream gets for a client's token that `issuer` verified; rejects with a TokenExchangeError. */
   authorizationFor(subjectToken: string, issuer: string | undefined): string | Promise<string> {
     const exchange = issuer === undefined ? undefined : this.#byIssuer.get(issuer);

@@ -412,6 +412,21 @@ describe('UPSTREAM_TOKEN=exchange with several issuers', () => {
     expect(seen.get('staff')).toHaveLength(1);
   });
 
+  it('reads a new client secret of an ISSUERS_FILE issuer when its mounted file changes', async () => {
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken(endpoint('contractors'));
+    const sidecar = await start();
+    write('contractors-secret', 'rotated-secret\n');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      expect((await send(sidecar.url, `Bearer ${await contractors.mint()}`)).status).toBe(200);
+      if (seen.get('contractors')!.at(-1)!.authorization === basic('contractors-sidecar', 'rotated-secret')) break;
+      if (Date.now() > deadline) throw new Error('the new secret was not used within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(seen.get('staff')).toBeUndefined();
+  });
+
   it('keeps the caches apart: one token string is exchanged at each issuer it is given for; one issuer never evicts the other', async () => {
     staff.handleToken(endpoint('staff'));
     contractors.handleToken(endpoint('contractors'));
