@@ -19,7 +19,7 @@ import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, extractCredential, type AuthState } from './auth/authenticate.js';
 import { createDpop } from './auth/dpop.js';
-import { TokenExchange } from './auth/token-exchange.js';
+import { TokenExchanges } from './auth/token-exchange.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
@@ -196,17 +196,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger,
     onRedisError: () => metrics.dpopRedisErrors.inc(),
   });
+  // Each issuer's tokens are exchanged at its own token endpoint, as its own client there.
   const tokenExchange =
     config.upstreamToken === 'exchange'
-      ? new TokenExchange({
-          issuer: config.issuer,
-          audience: config.tokenExchangeAudience!,
-          clientId: config.tokenExchangeClientId!,
-          secretFile: config.tokenExchangeClientSecretFile!,
-          logger,
-          now,
-          onExchange: (result) => metrics.tokenExchanges.inc({ result }),
-        })
+      ? new TokenExchanges(
+          issuers.map((i) => i.issuer),
+          { logger, now, onExchange: (result) => metrics.tokenExchanges.inc({ result }) },
+        )
       : undefined;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
@@ -366,7 +362,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     ((request: FastifyRequest) =>
       tokenExchange.authorizationFor(
         (extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token,
-        request.auth.identity!.issuer ?? config.issuer,
+        request.auth.identity!.issuer,
       ));
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards), upstreamCredential);
 
