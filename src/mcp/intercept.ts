@@ -459,10 +459,10 @@ export function createInterceptor(context: McpContext): Interceptor {
       return 'answered';
     }
     if (read.kind === 'busy') {
+      // Refused, to be sent again, with or without a guard: passed unread, a call would go
+      // unaudited for anyone who fills the line first.
       const bytesIn = Number(request.headers['content-length'] ?? 0);
-      // Judged or not at all: a guard's request is refused, to be sent again; else it passes unread.
-      if (guarded) return refuseUnjudged(request, res, { ...origin, bytesIn }, 503, BUSY, RPC_CODES.notJudged);
-      return unparsed(undefined, true, bytesIn);
+      return refuseUnjudged(request, res, { ...origin, bytesIn }, 503, BUSY, RPC_CODES.notJudged);
     }
     if (read.kind === 'over') {
       const bytesIn = Number(request.headers['content-length'] ?? read.head?.length ?? 0);

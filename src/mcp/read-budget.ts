@@ -7,7 +7,7 @@
 // it until the upstream has the body (or the request is refused); the rest wait, unread, until
 // admitted or gone. A waiting request is not free: Node has read the first chunk of its body
 // (one 64 KiB read) before it stops reading the socket. So the line is bounded too: past
-// MAX_WAITING_READS, a read is not queued (the caller forwards the body unread, or refuses it).
+// MAX_WAITING_READS, a read is not queued (the caller refuses the request, to be sent again).
 
 /** Bytes of bodies being read at once: enough for 16 of the largest, never less than one. */
 export const READ_BUDGET_BYTES = 16 * 1024 * 1024;

@@ -1,7 +1,7 @@
 // Bodies read for MCP at once share a budget (16 MiB), and the requests waiting for their place
 // in it form a line of at most 256: each holds the first read of its socket, so an unbounded line
-// is unbounded memory. Past it, a request a guard must judge gets 503 with Retry-After; without
-// a guard it is forwarded unread. Once the line is gone, the whole budget is free again.
+// is unbounded memory. Past it, a request gets 503 with Retry-After, with a guard or only the
+// audit to read it (never forwarded unread). Once the line is gone, the whole budget is free again.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -125,16 +125,15 @@ describe('the line of bodies waiting to be read', () => {
     expect(await waiting(running)).toBe(0);
   });
 
-  it('without a guard: past the line, the request is forwarded unread', async () => {
+  it('without a guard, only the audit: past the line, 503 too, nothing forwarded unread', async () => {
     const running = await start({});
     await fillTheLine(running);
     const seen = upstream.seen.length;
     const res = await send(running);
-    expect(res.statusCode).toBe(200);
+    expect(res.statusCode).toBe(503);
     await res.body.text();
-    expect(upstream.seen.length).toBe(seen + 1);
-    expect(upstream.seen.at(-1)!.body).toBe(CALL);
+    expect(upstream.seen.length).toBe(seen);
     const [line] = await log.waitForAudit((l) => l.method === 'unparsed');
-    expect(line).toMatchObject({ outcome: 'result' });
+    expect(line).toMatchObject({ outcome: 'limited' });
   });
 });
