@@ -61,7 +61,7 @@ export async function readBody(raw: IncomingMessage, maxBytes: number, budget: R
   if (!admitted) return { kind: 'gone' };
   let kept = 0;
   try {
-    const read = await new Promise<Body>((resolve) => {
+    const result = await new Promise<Body>((resolve) => {
       const chunks: Buffer[] = [];
       let read = 0;
       const stop = (result: Body) => {
@@ -99,7 +99,7 @@ export async function readBody(raw: IncomingMessage, maxBytes: number, budget: R
       raw.on('close', onClose);
       raw.on('error', onClose);
     });
-    return read;
+    return result;
   } finally {
     // Admitted for its declared size (or MCP_MAX_BODY_BYTES): what the body did not take goes back now.
     budget.release(bytes - kept);
