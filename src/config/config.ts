@@ -102,6 +102,19 @@ function crossChecks(config: Config, problems: string[]): void {
       ] as const
     ).filter(([, value]) => value === undefined);
     for (const [name] of missing) problems.push(`UPSTREAM_TOKEN=exchange needs ${name}`);
+  } else {
+    // Set without the exchange on, they would do nothing: the upstream would get no token of its own.
+    const unused = (
+      [
+        ['TOKEN_EXCHANGE_AUDIENCE', config.tokenExchangeAudience],
+        ['TOKEN_EXCHANGE_CLIENT_ID', config.tokenExchangeClientId],
+        ['TOKEN_EXCHANGE_CLIENT_SECRET_FILE', config.tokenExchangeClientSecretFile],
+      ] as const
+    ).filter(([, value]) => value !== undefined);
+    for (const [name] of unused)
+      problems.push(
+        `${name} is set but UPSTREAM_TOKEN=${config.upstreamToken}: set UPSTREAM_TOKEN=exchange or drop ${name} (it would do nothing)`,
+      );
   }
   // Each issuer's tokens are exchanged at its own token endpoint: an issuer without a client
   // there would leave its users no way to the upstream, and a section without the exchange on does nothing.

@@ -157,6 +157,10 @@ describe('configuration from the environment', () => {
       { UPSTREAM_TOKEN: 'exchange', TOKEN_EXCHANGE_AUDIENCE: 'a', TOKEN_EXCHANGE_CLIENT_ID: 'b' },
       'UPSTREAM_TOKEN=exchange needs TOKEN_EXCHANGE_CLIENT_SECRET_FILE',
     ],
+    [
+      { TOKEN_EXCHANGE_AUDIENCE: 'datastore-upstream' },
+      'TOKEN_EXCHANGE_AUDIENCE is set but UPSTREAM_TOKEN=none: set UPSTREAM_TOKEN=exchange or drop TOKEN_EXCHANGE_AUDIENCE',
+    ],
     [{ UPSTREAM_TOKEN: 'pass' }, 'UPSTREAM_TOKEN="pass": expected one of none, forward, exchange'],
     [{ FORWARD_AUTHORIZATION: 'true', UPSTREAM_TOKEN: 'none' }, 'FORWARD_AUTHORIZATION=true and UPSTREAM_TOKEN=none disagree'],
     [{ GROUPS_HEADER_MAX_BYTES: '-5' }, 'GROUPS_HEADER_MAX_BYTES="-5": expected a whole number from 0 to 1048576'],
