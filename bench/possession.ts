@@ -18,7 +18,6 @@ import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { EmbeddedJWK, calculateJwkThumbprint, importJWK, jwtVerify } from 'jose';
 import {
-  IMAGE_ARGS,
   OUT,
   PINNING,
   TARGET_NODE,
@@ -27,8 +26,8 @@ import {
   inProcessVerifier,
   median,
   sideBySide,
-  sidecarEnv,
   spawnPinned,
+  startSidecars,
   stop,
   waitForPort,
   type SideBySideTarget,
@@ -183,17 +182,11 @@ const pairs: Pair[] = [
 
 const lines: string[] = [];
 for (const pair of pairs) {
-  const sidecars = pair.env.map((env, i) => {
-    const port = 18903 + i;
-    const child = spawnPinned(1, IMAGE_ARGS, {
-      ...sidecarEnv({ port, adminPort: 19903 + i, issuer: issuer.issuer, upstreamUrl }),
-      ...env,
-    });
-    return { port, child };
-  });
-  await Promise.all(sidecars.map((s) => waitForPort(s.port)));
-  const targets = (options: [WrkOptions, WrkOptions]): SideBySideTarget[] =>
-    sidecars.map((s, i) => ({ name: String(i), url: `http://127.0.0.1:${s.port}/mcp`, pid: s.child.pid!, options: options[i]! }));
+  const sidecars = await startSidecars(
+    pair.env.map((env, i) => ({ name: String(i), env })),
+    { port: 18903, adminPort: 19903, issuer: issuer.issuer, upstreamUrl },
+  );
+  const targets = (options: [WrkOptions, WrkOptions]): SideBySideTarget[] => sidecars.map((s, i) => s.target('/mcp', options[i]!));
   // Warm-up, each alone: a cold sidecar costs twice as much.
   const warm = await pair.options(-1);
   for (const target of targets(warm)) await sideBySide([target], 3, CONNECTIONS);
