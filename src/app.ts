@@ -19,7 +19,7 @@ import { withIssuerVerdicts } from './auth/issuer-verdicts.js';
 import { withVerdictCache } from './auth/verdict-cache.js';
 import { createAuthenticateHook, extractCredential, type AuthState } from './auth/authenticate.js';
 import { createDpop } from './auth/dpop.js';
-import { TokenExchange } from './auth/token-exchange.js';
+import { TokenExchanges } from './auth/token-exchange.js';
 import { registerResourceMetadata, resourceMetadataUrl } from './http/metadata.js';
 import { registerProxy } from './http/proxy.js';
 import { registerHealth } from './http/health.js';
@@ -28,7 +28,6 @@ import type { PolicyAtStart } from './mcp/policy/index.js';
 import { createMcpInterceptor } from './mcp/index.js';
 import { LimitsFileError, anyLimit, limitsOffSummary, rulesFromConfig, withLimitsSection } from './mcp/limits/rules.js';
 import type { LimitsRedis } from './mcp/limits/redis.js';
-import type { Redis } from 'ioredis';
 import { OWN_ERRORS, StartupError } from './lib/errors.js';
 import { clientRequestId, pathOf } from './lib/request-target.js';
 import { ErrorResponse, prepare } from './lib/error-response.js';
@@ -192,23 +191,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
             return redis;
           }));
   const dpop = await createDpop(config, {
-    // A Cluster answers SET, GET and its events as one Redis does: the DPoP checks use only those.
-    redis: config.dpop === 'off' ? undefined : ((await sharedRedis?.()) as Redis | undefined),
+    redis: config.dpop === 'off' ? undefined : await sharedRedis?.(),
     now,
     logger,
     onRedisError: () => metrics.dpopRedisErrors.inc(),
   });
+  // Each issuer's tokens are exchanged at its own token endpoint, as its own client there.
   const tokenExchange =
     config.upstreamToken === 'exchange'
-      ? new TokenExchange({
-          issuer: config.issuer,
-          audience: config.tokenExchangeAudience!,
-          clientId: config.tokenExchangeClientId!,
-          secretFile: config.tokenExchangeClientSecretFile!,
-          logger,
-          now,
-          onExchange: (result) => metrics.tokenExchanges.inc({ result }),
-        })
+      ? new TokenExchanges(
+          issuers.map((i) => i.issuer),
+          { logger, now, onExchange: (result) => metrics.tokenExchanges.inc({ result }) },
+        )
       : undefined;
   const cacheHits = metrics.verdictCache.labels('hit');
   const cacheMisses = metrics.verdictCache.labels('miss');
@@ -368,7 +362,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     ((request: FastifyRequest) =>
       tokenExchange.authorizationFor(
         (extractCredential(request.raw.rawHeaders, config.dpop) as { token: string }).token,
-        request.auth.identity!.issuer ?? config.issuer,
+        request.auth.identity!.issuer,
       ));
   registerProxy(proxy, config, metrics, createMcpInterceptor(config, metrics, logger, guards), upstreamCredential);
 

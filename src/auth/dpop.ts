@@ -253,9 +253,12 @@ export interface DpopOptions {
   start(): Promise<void>;
 }
 
+/** What the DPoP checks use of the Redis connection: SET, GET and its readiness, which one Redis and a Cluster answer alike. */
+export type SharedStore = Pick<Redis, 'set' | 'get'> & { on(event: 'ready', listener: () => void): unknown };
+
 export interface DpopSetup {
   /** The sidecar's Redis connection (REDIS_URL): proofs seen and the nonce secret shared by every replica. */
-  redis?: Pick<Redis, 'set' | 'get' | 'on'>;
+  redis?: SharedStore;
   now: () => number;
   logger: Logger;
   /** Redis did not answer: the proof was judged by this replica alone (or its own nonces kept). */

@@ -1,26 +1,31 @@
 // UPSTREAM_TOKEN=exchange: the upstream gets a token of its own instead of the client's (the MCP
 // authorization spec forbids passing the client's token on). The client's verified token is
-// exchanged at the issuer's token endpoint (found by OIDC discovery) by RFC 8693 token exchange
-// (Keycloak's standard token exchange): `subject_token` the client's token, `audience`
-// TOKEN_EXCHANGE_AUDIENCE, the sidecar authenticated as TOKEN_EXCHANGE_CLIENT_ID with the secret
-// in TOKEN_EXCHANGE_CLIENT_SECRET_FILE (re-read when the mounted file changes).
+// exchanged at the token endpoint (found by OIDC discovery) of the issuer that verified it, by
+// RFC 8693 token exchange (Keycloak's standard token exchange): `subject_token` the client's
+// token, `audience` the upstream's client in that issuer, the sidecar authenticated as its own
+// client there with the secret in a mounted file (re-read when it changes). OIDC_ISSUER's comes
+// from TOKEN_EXCHANGE_*, every ISSUERS_FILE issuer's from its `tokenExchange` section; a token is
+// never shown to another issuer than its own.
 //
-// The token obtained is cached by the SHA-256 of the client's token until shortly before it
-// expires, at most MAX_CACHED_TOKENS; concurrent requests with one client token share one
-// exchange. A failed exchange is not cached: the request is answered 502 (the upstream is never
-// called without the token it expects), counted, and the next request tries again.
+// Each issuer's exchanged tokens are cached by the SHA-256 of the client's token until shortly
+// before they expire, in an LRU of its own: MAX_CACHED_TOKENS shared out evenly among the
+// issuers, so the memory is the same however many there are. Concurrent requests with one
+// client token share one exchange. A failed exchange is not cached: the request is answered 502
+// (the upstream is never called without the token it expects), counted, and the next request
+// tries again.
 
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import type { TrustedIssuer } from '../config/config.js';
 import { StartupError } from '../lib/errors.js';
 import { requestAnswer } from './fetch-json.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
 
-/** Exchanged tokens remembered at most (about 2 KB each). */
+/** Exchanged tokens remembered at most, all issuers together (about 2 KB each). */
 export const MAX_CACHED_TOKENS = 10_000;
 const TIMEOUT_MS = 5_000;
 const MAX_BODY_BYTES = 64 * 1024;
@@ -59,6 +64,8 @@ export interface TokenExchangeOptions {
   audience: string;
   clientId: string;
   secretFile: string;
+  /** What a start-up error names: TOKEN_EXCHANGE_CLIENT_SECRET_FILE, or ISSUERS_FILE. */
+  variable: string;
   logger: Logger;
   now?: () => number;
   /** One call to the token endpoint ended (cached answers are not calls). */
@@ -95,8 +102,10 @@ function expiryOf(token: string): number | undefined {
   }
 }
 
+/** One issuer's exchange: its token endpoint, its client, its cache. */
 export class TokenExchange {
   readonly #options: TokenExchangeOptions;
+  readonly #logger: Logger;
   readonly #now: () => number;
   readonly #cache: Lru<Cached>;
   readonly #pending = new Map<string, Promise<string>>();
@@ -108,6 +117,8 @@ export class TokenExchange {
 
   constructor(options: TokenExchangeOptions) {
     this.#options = options;
+    // Every line names the issuer: with several, the operator must know whose client to fix.
+    this.#logger = options.logger.child({ issuer: options.issuer });
     this.#now = options.now ?? Date.now;
     this.#cache = new Lru(options.maxEntries ?? MAX_CACHED_TOKENS);
     this.#agent = new Agent({ connect: { timeout: options.timeoutMs ?? TIMEOUT_MS } });
@@ -115,15 +126,19 @@ export class TokenExchange {
       this.#secret = readSecret(options.secretFile);
     } catch (error) {
       const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-      throw new StartupError('TOKEN_EXCHANGE_CLIENT_SECRET_FILE', options.secretFile, `cannot read the client secret: ${reason}`, {
-        cause: error,
-      });
+      throw new StartupError(
+        options.variable,
+        options.secretFile,
+        `cannot read the token exchange client secret of ${options.issuer}: ${reason}`,
+        { cause: error },
+      );
     }
   }
 
   /** Re-reads the secret when its mounted file changes; a file that cannot be read keeps the last secret. */
   start(): void {
-    const { secretFile, logger } = this.#options;
+    const { secretFile } = this.#options;
+    const logger = this.#logger;
     this.#watch = watchMountedFiles(
       [secretFile],
       async () => {
@@ -158,13 +173,8 @@ export class TokenExchange {
     this.#agent.close().catch(() => undefined);
   }
 
-  /**
-   * The Authorization value the upstream gets for a client's verified token, vouched for by
-   * `issuer`; rejects with a TokenExchangeError. Only the exchanging issuer's own tokens are sent
-   * to it: a token of another trusted issuer (ISSUERS_FILE) is never shown to this one.
-   */
-  authorizationFor(subjectToken: string, issuer: string = this.#options.issuer): string | Promise<string> {
-    if (issuer !== this.#options.issuer) return this.#foreign(issuer);
+  /** The Authorization value the upstream gets for a client's token verified by this issuer; rejects with a TokenExchangeError. */
+  authorizationFor(subjectToken: string): string | Promise<string> {
     const id = hash('sha256', subjectToken, 'base64');
     const cached = this.#cache.get(id);
     if (cached !== undefined) {
@@ -179,17 +189,9 @@ export class TokenExchange {
     return pending;
   }
 
-  #foreign(issuer: string): Promise<string> {
-    this.#options.onExchange?.('failure');
-    this.#options.logger.warn(
-      { tokenIssuer: issuer, exchangeIssuer: this.#options.issuer },
-      'token exchange failed: the token is of another issuer than OIDC_ISSUER, which alone exchanges tokens',
-    );
-    return Promise.reject(new TokenExchangeError('the token is of another issuer than the one that exchanges tokens'));
-  }
-
   async #exchange(id: string, subjectToken: string): Promise<string> {
-    const { audience, clientId, logger, onExchange } = this.#options;
+    const { audience, clientId, onExchange } = this.#options;
+    const logger = this.#logger;
     try {
       const endpoint = await this.#endpoint();
       const startedMs = this.#now();
@@ -279,5 +281,59 @@ export class TokenExchange {
     if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint))
       throw new TokenExchangeError('discovery names no http(s) token_endpoint');
     return endpoint;
+  }
+}
+
+export type TokenExchangesOptions = Pick<TokenExchangeOptions, 'logger' | 'now' | 'onExchange' | 'maxEntries' | 'timeoutMs'>;
+
+/**
+ * One TokenExchange for each trusted issuer with a `tokenExchange` (the configuration makes that
+ * every issuer when UPSTREAM_TOKEN=exchange). A token goes to the exchange of the issuer that
+ * verified it and to no other: another issuer could not exchange it, and has no business seeing it.
+ */
+export class TokenExchanges {
+  readonly #byIssuer = new Map<string, TokenExchange>();
+  readonly #options: TokenExchangesOptions;
+
+  constructor(issuers: readonly TrustedIssuer[], options: TokenExchangesOptions) {
+    this.#options = options;
+    const exchanging = issuers.filter((i) => i.tokenExchange);
+    // The cache's bound is shared out, so that more issuers never mean more memory.
+    const maxEntries = Math.max(1, Math.floor((options.maxEntries ?? MAX_CACHED_TOKENS) / Math.max(1, exchanging.length)));
+    for (const entry of exchanging) {
+      const settings = entry.tokenExchange!;
+      this.#byIssuer.set(
+        entry.issuer,
+        new TokenExchange({
+          ...options,
+          issuer: entry.issuer,
+          audience: settings.audience,
+          clientId: settings.clientId,
+          secretFile: settings.clientSecretFile,
+          // The first trusted issuer is OIDC_ISSUER, whose exchange the TOKEN_EXCHANGE_* variables describe.
+          variable: entry === issuers[0] ? 'TOKEN_EXCHANGE_CLIENT_SECRET_FILE' : 'ISSUERS_FILE',
+          maxEntries,
+        }),
+      );
+    }
+  }
+
+  /** The Authorization value the upstream gets for a client's token that `issuer` verified; rejects with a TokenExchangeError. */
+  authorizationFor(subjectToken: string, issuer: string | undefined): string | Promise<string> {
+    const exchange = issuer === undefined ? undefined : this.#byIssuer.get(issuer);
+    if (exchange !== undefined) return exchange.authorizationFor(subjectToken);
+    // The configuration gives every trusted issuer an exchange: reaching this is a bug, and the
+    // token goes nowhere rather than to another issuer's endpoint.
+    this.#options.onExchange?.('failure');
+    this.#options.logger.error({ issuer }, 'token exchange failed: no token exchange is configured for the issuer of the token');
+    return Promise.reject(new TokenExchangeError('no token exchange is configured for the issuer of the token'));
+  }
+
+  start(): void {
+    for (const exchange of this.#byIssuer.values()) exchange.start();
+  }
+
+  close(): void {
+    for (const exchange of this.#byIssuer.values()) exchange.close();
   }
 }

@@ -8,7 +8,7 @@ import type { TrustedIssuer } from './issuers.js';
 export { RedisUrl, type RedisMode, type RedisNode } from './redis-url.js';
 export { Secret } from './kinds.js';
 export { helpText } from './reference.js';
-export { type IntrospectionSettings, type TrustedIssuer } from './issuers.js';
+export { type IntrospectionSettings, type TokenExchangeSettings, type TrustedIssuer } from './issuers.js';
 export { SUPPORTED_ALGORITHMS, VARIABLES, type Algorithm, type Variable } from './variables.js';
 
 type Row = (typeof VARIABLES)[number];
@@ -103,6 +103,20 @@ function crossChecks(config: Config, problems: string[]): void {
     ).filter(([, value]) => value === undefined);
     for (const [name] of missing) problems.push(`UPSTREAM_TOKEN=exchange needs ${name}`);
   }
+  // Each issuer's tokens are exchanged at its own token endpoint: an issuer without a client
+  // there would leave its users no way to the upstream, and a section without the exchange on does nothing.
+  for (const { issuer, tokenExchange } of config.furtherIssuers) {
+    if (config.upstreamToken === 'exchange' && tokenExchange === undefined) {
+      problems.push(
+        `ISSUERS_FILE: issuer ${show(issuer)} has no tokenExchange: UPSTREAM_TOKEN=exchange needs one for every issuer (audience, clientId, clientSecretFile: its own client in that issuer), or its users could never reach the upstream`,
+      );
+    }
+    if (config.upstreamToken !== 'exchange' && tokenExchange !== undefined) {
+      problems.push(
+        `ISSUERS_FILE: issuer ${show(issuer)} has a tokenExchange but UPSTREAM_TOKEN=${config.upstreamToken}: set UPSTREAM_TOKEN=exchange or drop the section (it would do nothing)`,
+      );
+    }
+  }
   if (config.dpopNonce && config.dpop === 'off') {
     problems.push('DPOP_NONCE=on needs DPOP=allow or DPOP=require: with DPOP=off no proof is read');
   }
@@ -149,6 +163,17 @@ export function trustedIssuers(config: Config): readonly TrustedIssuer[] {
             clientId: config.introspectionClientId,
             clientSecretFile: config.introspectionClientSecretFile,
             when: config.introspectionWhen,
+          },
+    tokenExchange:
+      config.upstreamToken !== 'exchange' ||
+      config.tokenExchangeAudience === undefined ||
+      config.tokenExchangeClientId === undefined ||
+      config.tokenExchangeClientSecretFile === undefined
+        ? undefined
+        : {
+            audience: config.tokenExchangeAudience,
+            clientId: config.tokenExchangeClientId,
+            clientSecretFile: config.tokenExchangeClientSecretFile,
           },
   };
   return [first, ...config.furtherIssuers];

@@ -1,13 +1,14 @@
 // The trusted issuers: the first from the OIDC_* variables, the others from ISSUERS_FILE (a YAML
 // list). Each issuer has its own key set, audiences, user claim, token type, required groups or
-// roles and, optionally, token introspection (RFC 7662). The file is read once at start-up: every
-// problem is reported with its line and column, with the rest of the configuration's problems.
+// roles and, optionally, token introspection (RFC 7662) and the token exchange of its tokens for
+// the upstream's (UPSTREAM_TOKEN=exchange). The file is read once at start-up: every problem is
+// reported with its line and column, with the rest of the configuration's problems.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
 import type { Node, YAMLMap } from 'yaml';
-import { INVALID, show, type Kind } from './kinds.js';
+import { show, type Kind } from './kinds.js';
 
 export type IntrospectionWhen = 'missing-claims' | 'always';
 
@@ -21,6 +22,15 @@ export interface IntrospectionSettings {
   readonly when: IntrospectionWhen;
 }
 
+/** UPSTREAM_TOKEN=exchange for one issuer's tokens: at its own token endpoint, as its own client. */
+export interface TokenExchangeSettings {
+  /** The upstream's client in this issuer (`audience` of the exchange). */
+  readonly audience: string;
+  readonly clientId: string;
+  /** A file holding the client secret (a mounted Secret): re-read when it changes. */
+  readonly clientSecretFile: string;
+}
+
 export interface TrustedIssuer {
   readonly issuer: string;
   readonly jwksUri: string | undefined;
@@ -32,6 +42,11 @@ export interface TrustedIssuer {
   readonly requiredGroups: readonly string[];
   readonly requiredRoles: readonly string[];
   readonly introspection: IntrospectionSettings | undefined;
+  /**
+   * Undefined: no `tokenExchange` section; null: a section with problems (already reported, so
+   * the configuration is refused: only the checks between variables ever see null).
+   */
+  readonly tokenExchange: TokenExchangeSettings | null | undefined;
 }
 
 /** Further issuers at most: each has a key set, refreshed on a timer. */
@@ -46,8 +61,10 @@ const ENTRY_KEYS = [
   'requiredGroups',
   'requiredRoles',
   'introspection',
+  'tokenExchange',
 ] as const;
 const INTROSPECTION_KEYS = ['endpoint', 'clientId', 'clientSecretFile', 'when'] as const;
+const TOKEN_EXCHANGE_KEYS = ['audience', 'clientId', 'clientSecretFile'] as const;
 const WHEN: readonly IntrospectionWhen[] = ['missing-claims', 'always'];
 
 function isHttpUrl(value: string): boolean {
@@ -91,7 +108,7 @@ export function parseIssuers(text: string, problem: (line: number, column: numbe
       at(item ?? root, 'an issuer is a mapping with at least issuer: and audiences: or allowedAzp:');
       continue;
     }
-    const read = fields(item, ENTRY_KEYS, 'issuer', at);
+    const read = fields(item, ENTRY_KEYS, 'an issuer', at);
     const issuer = read.text('issuer');
     if (issuer === undefined) {
       at(item, 'issuer: is required (the exact iss of its tokens)');
@@ -117,6 +134,7 @@ export function parseIssuers(text: string, problem: (line: number, column: numbe
       requiredGroups: read.list('requiredGroups'),
       requiredRoles: read.list('requiredRoles'),
       introspection: read.introspection(),
+      tokenExchange: read.tokenExchange(),
     });
   }
   return issuers;
@@ -129,12 +147,13 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
   const values = new Map<string, Node | null>();
   for (const pair of map.items) {
     const key = yaml().isScalar(pair.key) ? String(pair.key.value) : '';
-    if (!known.includes(key)) at(pair.key as Node, `unknown key ${show(key)} of an ${what}: expected ${known.join(', ')}`);
+    if (!known.includes(key)) at(pair.key as Node, `unknown key ${show(key)} of ${what}: expected ${known.join(', ')}`);
     else values.set(key, pair.value as Node | null);
   }
   const wrong = (key: string, expected: string) => at(values.get(key) ?? map, `${key}: expected ${expected}`);
   return {
     wrong,
+    has: (key: string) => values.has(key),
     text(key: string, emptyAllowed = false): string | undefined {
       const node = values.get(key);
       if (node === undefined) return undefined;
@@ -162,7 +181,7 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
         wrong('introspection', 'a mapping of clientId, clientSecretFile, when (and endpoint)');
         return undefined;
       }
-      const inner = fields(node, INTROSPECTION_KEYS, 'introspection', at);
+      const inner = fields(node, INTROSPECTION_KEYS, 'an introspection', at);
       const endpoint = inner.text('endpoint');
       if (endpoint !== undefined && !isHttpUrl(endpoint)) inner.wrong('endpoint', 'an absolute http(s) URL');
       const clientId = inner.text('clientId');
@@ -174,7 +193,42 @@ function fields(map: YAMLMap, known: readonly string[], what: string, at: At) {
       if (clientId === undefined || clientSecretFile === undefined) return undefined;
       return { endpoint, clientId, clientSecretFile, when: when as IntrospectionWhen };
     },
+    tokenExchange(): TokenExchangeSettings | null | undefined {
+      if (!values.has('tokenExchange')) return undefined;
+      const node = values.get('tokenExchange');
+      if (!yaml().isMap(node)) {
+        wrong('tokenExchange', 'a mapping of audience, clientId, clientSecretFile');
+        return null;
+      }
+      const inner = fields(node, TOKEN_EXCHANGE_KEYS, 'a tokenExchange', at);
+      const audience = inner.text('audience');
+      const clientId = inner.text('clientId');
+      const clientSecretFile = inner.text('clientSecretFile');
+      for (const key of TOKEN_EXCHANGE_KEYS) {
+        if (!inner.has(key)) at(node, `tokenExchange: ${key} is required (${TOKEN_EXCHANGE_MEANING[key]})`);
+      }
+      // Read now, so that a missing Secret mount is told with the rest of the configuration.
+      const unreadable = clientSecretFile === undefined ? undefined : unreadableSecret(clientSecretFile);
+      if (unreadable !== undefined) inner.wrong('clientSecretFile', `a readable file holding the client secret (${unreadable})`);
+      if (audience === undefined || clientId === undefined || clientSecretFile === undefined || unreadable !== undefined) return null;
+      return { audience, clientId, clientSecretFile };
+    },
   };
+}
+
+const TOKEN_EXCHANGE_MEANING: Record<(typeof TOKEN_EXCHANGE_KEYS)[number], string> = {
+  audience: "the upstream's client in this issuer",
+  clientId: "the sidecar's client in this issuer, allowed to exchange tokens",
+  clientSecretFile: "a file holding that client's secret",
+};
+
+/** Why a secret file cannot serve, or undefined when it can. */
+function unreadableSecret(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').trim() === '' ? 'the file is empty' : undefined;
+  } catch (error) {
+    return `cannot read it: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`;
+  }
 }
 
 /** ISSUERS_FILE: the path of the file, held as the issuers it lists (read at start-up). */
@@ -189,12 +243,9 @@ export function issuersFile(): Kind<readonly TrustedIssuer[]> {
       } catch (error) {
         return field.problem(`${field.name}=${show(path)}: cannot read the file: ${(error as Error).message}`);
       }
-      let bad = false;
-      const issuers = parseIssuers(text, (line, column, message) => {
-        bad = true;
-        field.problem(`${field.name} ${path}:${line}:${column}: ${message}`);
-      });
-      return bad ? INVALID : issuers;
+      // The issuers read stand even when some problems were found (the configuration is refused
+      // anyway), so the checks between variables see them and report their problems at once.
+      return parseIssuers(text, (line, column, message) => field.problem(`${field.name} ${path}:${line}:${column}: ${message}`));
     },
   };
 }

@@ -17,6 +17,7 @@ export interface Field {
 }
 
 export interface Kind<T> {
+  /** The value, or INVALID; a kind may instead return what it could read despite the problems it reported, for the checks between variables (the configuration is refused all the same). */
   parse(text: string, field: Field): T | Invalid;
   /** The value of an unset variable whose row has no default; a kind without it needs one. */
   readonly unset?: () => T;

@@ -203,7 +203,7 @@ export const VARIABLES = [
     key: 'furtherIssuers',
     kind: issuersFile(),
     meaning:
-      'YAML list of further trusted issuers, each with its own key set, audiences, user claim and rules (see [Several issuers and introspection](security.md#several-issuers-and-introspection)); the `OIDC_*` variables describe the first',
+      'YAML list of further trusted issuers, each with its own key set, audiences, user claim, rules and token exchange (see [Several issuers and introspection](security.md#several-issuers-and-introspection)); the `OIDC_*` variables describe the first',
   }),
   row({
     name: 'UPSTREAM_URL',
@@ -238,19 +238,19 @@ export const VARIABLES = [
     default: (earlier) => (earlier('FORWARD_AUTHORIZATION') === true ? 'forward' : 'none'),
     shown: '`none` (`forward` with `FORWARD_AUTHORIZATION=true`)',
     meaning:
-      "what the upstream gets in `Authorization`: `none`; `forward`: the client's own token (against the MCP spec); `exchange`: a token for `TOKEN_EXCHANGE_AUDIENCE` from the issuer's token endpoint (RFC 8693), cached per client token",
+      "what the upstream gets in `Authorization`: `none`; `forward`: the client's own token (against the MCP spec); `exchange`: a token for the upstream from the token endpoint of the issuer that verified the client's (RFC 8693), cached per client token; `TOKEN_EXCHANGE_*` for `OIDC_ISSUER`, `tokenExchange` for each `ISSUERS_FILE` issuer (see [Tokens for the upstream](security.md#tokens-for-the-upstream))",
   }),
   row({
     name: 'TOKEN_EXCHANGE_AUDIENCE',
     key: 'tokenExchangeAudience',
     kind: optional(text()),
-    meaning: "the upstream's client in the issuer (`audience` of the exchange); required with `UPSTREAM_TOKEN=exchange`",
+    meaning: "the upstream's client in `OIDC_ISSUER` (`audience` of the exchange); required with `UPSTREAM_TOKEN=exchange`",
   }),
   row({
     name: 'TOKEN_EXCHANGE_CLIENT_ID',
     key: 'tokenExchangeClientId',
     kind: optional(text()),
-    meaning: "the sidecar's own client in the issuer, allowed to exchange tokens; required with `UPSTREAM_TOKEN=exchange`",
+    meaning: "the sidecar's own client in `OIDC_ISSUER`, allowed to exchange tokens; required with `UPSTREAM_TOKEN=exchange`",
   }),
   row({
     name: 'TOKEN_EXCHANGE_CLIENT_SECRET_FILE',

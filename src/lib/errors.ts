@@ -121,6 +121,8 @@ export const OWN_ERRORS = {
   path_not_plain: { status: 400, error: 'invalid_request', description: 'request path must be absolute, without . or .. segments' },
   body_too_large: { status: 413, error: 'payload_too_large', description: 'request body is larger than MCP_MAX_BODY_BYTES' },
   body_not_judged: { status: 400, error: 'invalid_request', description: 'request body cannot be judged' },
+  // Too many MCP bodies waiting to be read (mcp/read-budget.ts): sent again, it is read.
+  body_read_busy: { status: 503, error: 'temporarily_unavailable', description: 'too many request bodies are being read at once' },
   rate_limited: { status: 429, error: 'rate_limited', description: 'rate limit reached' },
   server_error: { status: 500, error: 'server_error', description: 'the sidecar failed to handle the request' },
   // UPSTREAM_TOKEN=exchange and no token for the upstream: the request is not forwarded without it.

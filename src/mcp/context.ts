@@ -71,7 +71,9 @@ export class McpContext {
     readonly audit: AuditWriter | undefined,
   ) {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
-    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes));
+    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes), undefined, (waiting) =>
+      metrics.bodyReadsWaiting.set(waiting),
+    );
   }
 
   /** Names of a tools/list result: label values from now on, up to MAX_TOOL_LABELS; and their input schemas' property names. */

@@ -89,6 +89,8 @@ export interface ExchangeStart {
   readonly responses: readonly ClientResponse[];
   /** The body was not read (over the limit, not JSON): one line with method `unparsed`. */
   readonly unparsed: boolean;
+  /** Called when the response starts: the upstream has the body by then (its read budget is given back). */
+  readonly delivered?: () => void;
 }
 
 export class McpExchange implements UnitHandler {
@@ -142,6 +144,7 @@ export class McpExchange implements UnitHandler {
   }
 
   start(statusCode: number, headers: OutgoingHttpHeaders, kind: BodyKind): Handling {
+    this.origin.delivered?.();
     this.status = statusCode;
     this.kind = kind;
     const session = headers['mcp-session-id'];

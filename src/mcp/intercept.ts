@@ -36,23 +36,32 @@ import {
 import { ownerOf } from './sessions.js';
 import { resourceMetadataUrl } from '../lib/resource-metadata.js';
 
-type Body = { kind: 'complete'; body: Buffer } | { kind: 'over'; head: Buffer | undefined } | { kind: 'gone' };
+type Body =
+  | { kind: 'complete'; body: Buffer; release: () => void }
+  | { kind: 'over'; head: Buffer | undefined }
+  /** Too many reads waiting already: nothing of it was read. */
+  | { kind: 'busy' }
+  | { kind: 'gone' };
 
 /**
  * Reads a request body up to `maxBytes`; past it, stops reading and returns what it has. The
- * read waits for its place in the shared budget first (read-budget.ts), and gives it back once
- * the body is read: the caller parses it and lets it go (forwarded or refused).
+ * read waits for its place in the shared budget first (read-budget.ts). A whole body keeps its
+ * own size of it until the caller calls `release`: the body and what is parsed from it stay in
+ * memory until the upstream has it, or the request is refused. Anything else gives its place
+ * back at once.
  */
 export async function readBody(raw: IncomingMessage, maxBytes: number, budget: ReadBudget): Promise<Body> {
   const declared = raw.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes) return { kind: 'over', head: undefined };
   const bytes = declared !== undefined ? Number(declared) : maxBytes;
+  if (budget.full(bytes)) return { kind: 'busy' };
   const admitted = await budget.admit(bytes, {
     onCancel: (cancel) => raw.once('close', () => (raw.complete ? undefined : cancel())),
   });
   if (!admitted) return { kind: 'gone' };
+  let kept = 0;
   try {
-    return await new Promise<Body>((resolve) => {
+    const result = await new Promise<Body>((resolve) => {
       const chunks: Buffer[] = [];
       let read = 0;
       const stop = (result: Body) => {
@@ -70,7 +79,16 @@ export async function readBody(raw: IncomingMessage, maxBytes: number, budget: R
           stop({ kind: 'over', head: Buffer.concat(chunks) });
         }
       };
-      const onEnd = () => stop({ kind: 'complete', body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+      const onEnd = () => {
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        kept = body.length;
+        let released = false;
+        const release = () => {
+          if (!released) budget.release(kept);
+          released = true;
+        };
+        stop({ kind: 'complete', body, release });
+      };
       const onClose = () => {
         if (!raw.complete) stop({ kind: 'gone' });
       };
@@ -81,11 +99,14 @@ export async function readBody(raw: IncomingMessage, maxBytes: number, budget: R
       raw.on('close', onClose);
       raw.on('error', onClose);
     });
+    return result;
   } finally {
-    // The bytes are the caller's now: parsed at once, then forwarded or refused.
-    budget.release(bytes);
+    // Admitted for its declared size (or MCP_MAX_BODY_BYTES): what the body did not take goes back now.
+    budget.release(bytes - kept);
   }
 }
+
+const BUSY = 'too many request bodies are being read at once: send it again shortly';
 
 const PROBLEMS = {
   not_json: 'request body is not UTF-8 JSON',
@@ -144,26 +165,25 @@ function answer(res: ServerResponse, status: number, body: unknown, headers: Rec
 function refuseBody(
   res: ServerResponse,
   request: FastifyRequest,
-  status: 400 | 413,
+  status: 400 | 413 | 503,
   description: string,
   rpcCode: number = RPC_CODES.invalidRequest,
 ): number {
   // A body left unread would be read by Node to reuse the connection: close it instead.
-  const close = status === 413 || !request.raw.complete;
+  const close = status !== 400 || !request.raw.complete;
+  const retryAfter = status === 503 ? { 'retry-after': '1' } : undefined;
   // A 2026-07-28 client takes a 400 without a JSON-RPC error for an older server's, and would fall
   // back to initialize: its requests get JSON-RPC errors.
   if (statelessByHeader(request)) {
-    const headers: Record<string, string> = { 'x-request-id': request.id };
+    const headers: Record<string, string> = { 'x-request-id': request.id, ...retryAfter };
     if (close) headers.connection = 'close';
     const body = { jsonrpc: '2.0', id: null, error: { code: rpcCode, message: description } };
     answer(res, status, body, headers);
     return Buffer.byteLength(JSON.stringify(body));
   }
-  const body: ErrorBody = {
-    error: (status === 413 ? OWN_ERRORS.body_too_large : OWN_ERRORS.body_not_judged).error,
-    error_description: description,
-  };
-  writeError(res, request.id, status, body, { connection: close ? CLOSE : undefined });
+  const own = status === 413 ? OWN_ERRORS.body_too_large : status === 503 ? OWN_ERRORS.body_read_busy : OWN_ERRORS.body_not_judged;
+  const body: ErrorBody = { error: own.error, error_description: description };
+  writeError(res, request.id, status, body, { connection: close ? CLOSE : undefined, headers: retryAfter });
   return Buffer.byteLength(JSON.stringify(body));
 }
 
@@ -368,12 +388,12 @@ export function createInterceptor(context: McpContext): Interceptor {
     request: FastifyRequest,
     res: ServerResponse,
     origin: Origin,
-    status: 400 | 413,
+    status: 400 | 413 | 503,
     description: string,
     rpcCode?: number,
   ): 'answered' {
     const written = refuseBody(res, request, status, description, rpcCode);
-    context.end(pendingOf(UNPARSED, origin), 'invalid_request', undefined, written);
+    context.end(pendingOf(UNPARSED, origin), status === 503 ? 'limited' : 'invalid_request', undefined, written);
     return 'answered';
   }
 
@@ -438,6 +458,12 @@ export function createInterceptor(context: McpContext): Interceptor {
       res.destroy();
       return 'answered';
     }
+    if (read.kind === 'busy') {
+      // Refused, to be sent again, with or without a guard: passed unread, a call would go
+      // unaudited for anyone who fills the line first.
+      const bytesIn = Number(request.headers['content-length'] ?? 0);
+      return refuseUnjudged(request, res, { ...origin, bytesIn }, 503, BUSY, RPC_CODES.notJudged);
+    }
     if (read.kind === 'over') {
       const bytesIn = Number(request.headers['content-length'] ?? read.head?.length ?? 0);
       if (guarded) {
@@ -451,7 +477,9 @@ export function createInterceptor(context: McpContext): Interceptor {
       }
       return unparsed(read.head, true, bytesIn);
     }
-    const { body } = read;
+    const { body, release } = read;
+    if (gone) release();
+    else res.once('close', release);
     const sessionVersion = context.sessions.get(caller.sessionId)?.protocolVersion;
     const version = requestProtocolVersion(request.headers['mcp-protocol-version'], sessionVersion);
     const result = readMessages(body, version, context.audit !== undefined);
@@ -507,7 +535,13 @@ export function createInterceptor(context: McpContext): Interceptor {
       return {
         head: body,
         streamRest: false,
-        reader: new McpExchange(context, { ...bodyOrigin, pending: pendings, responses: result.responses, unparsed: false }).reader,
+        reader: new McpExchange(context, {
+          ...bodyOrigin,
+          pending: pendings,
+          responses: result.responses,
+          unparsed: false,
+          delivered: release,
+        }).reader,
       };
     } catch (error) {
       // A bug here: nothing is forwarded, and what was read still ends (denied: it was not judged).

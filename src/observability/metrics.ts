@@ -37,6 +37,7 @@ export interface Metrics {
   readonly rateLimitBackendErrors: Counter;
   readonly headerMismatches: Counter<'header'>;
   readonly subscriptionsOpen: Gauge;
+  readonly bodyReadsWaiting: Gauge;
   readonly subscriptionNotifications: Counter<'method'>;
   readonly auditFailures: Counter;
   readonly httpRefused: Counter<'reason'>;
@@ -222,6 +223,11 @@ export function createMetrics(requestsInFlight: () => number = () => 0, { exempl
     subscriptionsOpen: new Gauge({
       name: 'mcp_auth_mcp_subscriptions_open',
       help: 'subscriptions/listen streams open now.',
+      registers,
+    }),
+    bodyReadsWaiting: new Gauge({
+      name: 'mcp_auth_mcp_body_reads_waiting',
+      help: 'MCP request bodies waiting for their place among the bodies read at once.',
       registers,
     }),
     subscriptionNotifications: new Counter({

@@ -180,9 +180,11 @@ describe('several trusted issuers', () => {
       (error: { problems?: string[] }) => error.problems ?? [],
     );
     expect(problems).toEqual([
-      `ISSUERS_FILE ${bad}:5:3: unknown key "colour" of an issuer: expected issuer, jwksUri, audiences, allowedAzp, userClaim, tokenType, requiredGroups, requiredRoles, introspection`,
+      `ISSUERS_FILE ${bad}:5:3: unknown key "colour" of an issuer: expected issuer, jwksUri, audiences, allowedAzp, userClaim, tokenType, requiredGroups, requiredRoles, introspection, tokenExchange`,
       `ISSUERS_FILE ${bad}:3:11: issuer: expected an absolute http(s) URL`,
       `ISSUERS_FILE ${bad}:6:3: issuer "https://c.example": audiences and allowedAzp are both empty: set at least one`,
+      // The checks between variables see the issuers read despite the problems: all told at once.
+      `ISSUERS_FILE lists OIDC_ISSUER (${a.issuer}) again: the OIDC_* variables describe it, list only further issuers`,
     ]);
     const again = file(`- issuer: ${a.issuer}\n  allowedAzp: [coder]\n`);
     await expect(start({ ISSUERS_FILE: again })).rejects.toThrow(/ISSUERS_FILE lists OIDC_ISSUER/);

@@ -1,7 +1,9 @@
 // UPSTREAM_TOKEN: what the upstream gets in Authorization. `exchange` against the test issuer's
 // token endpoint: the request the sidecar makes (RFC 8693 form, client credentials from the
 // mounted file), caching per client token, one exchange for concurrent requests, every kind of
-// failure a 502 that reaches nothing upstream. Keycloak's own exchange: interop/keycloak-token-exchange.
+// failure a 502 that reaches nothing upstream; with several issuers, each issuer's tokens at its
+// own token endpoint as its own client, caches apart. Keycloak's own exchange:
+// interop/keycloak-token-exchange.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -9,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer, type TokenHandler } from '../helpers/issuer.js';
+import { TokenExchanges } from '../../src/auth/token-exchange.js';
+import { loadConfig, trustedIssuers } from '../../src/config/config.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
 import { createDpopKey, createProof } from '../helpers/dpop.js';
@@ -221,32 +225,6 @@ describe('UPSTREAM_TOKEN=exchange', () => {
     expect((await send(sidecar.url, `Bearer ${token}`)).status).toBe(200);
   });
 
-  it("a token of another trusted issuer is never sent to OIDC_ISSUER's token endpoint: 502, counted, said in the log", async () => {
-    writeFileSync(secretFile, 'secret');
-    issuer.handleToken(issuing());
-    const other = await startIssuer({ realmPath: '/realms/partners' });
-    try {
-      await other.addKey('RS256');
-      const issuersFile = join(mkdtempSync(join(tmpdir(), 'exchange-issuers-')), 'issuers.yaml');
-      writeFileSync(issuersFile, `- issuer: ${other.issuer}\n  allowedAzp: [coder]\n`);
-      const log = captureLog('warn');
-      const sidecar = await start({ ISSUERS_FILE: issuersFile }, { logger: log.logger });
-      const before = upstream.seen.length;
-      const foreign = await other.mint();
-      expect(await send(sidecar.url, `Bearer ${foreign}`)).toMatchObject({ status: 502, body: { reason: 'token_exchange_failed' } });
-      expect(seen).toHaveLength(0);
-      expect(upstream.seen.length).toBe(before);
-      expect(await exchanges(sidecar)).toEqual({ success: 0, failure: 1 });
-      expect(log.text()).toContain('the token is of another issuer than OIDC_ISSUER');
-      expect(log.text()).not.toContain(foreign);
-      // The first issuer's tokens are exchanged as before.
-      expect((await send(sidecar.url, `Bearer ${await issuer.mint()}`)).status).toBe(200);
-      expect(seen).toHaveLength(1);
-    } finally {
-      await other.close();
-    }
-  });
-
   it('a token endpoint that never answers: 502 after 5 s, not a hang', async () => {
     writeFileSync(secretFile, 'secret');
     issuer.handleToken(() => {});
@@ -304,6 +282,174 @@ describe('UPSTREAM_TOKEN=exchange', () => {
     expect(seen.at(-1)!.form.get('subject_token')).toBe(token);
     expect(upstream.seen[before]!.headers.authorization).toBe(`Bearer upstream-token-${issued}`);
     expect(upstream.seen[before]!.headers.dpop).toBeUndefined();
+  });
+});
+
+describe('UPSTREAM_TOKEN=exchange with several issuers', () => {
+  // Two realms on two servers: staff (OIDC_ISSUER, TOKEN_EXCHANGE_*) and contractors (ISSUERS_FILE's tokenExchange).
+  let staff: TestIssuer;
+  let contractors: TestIssuer;
+  let upstream: TestUpstream;
+  let dir: string;
+  const sidecars: RunningSidecar[] = [];
+  const seen = new Map<string, Seen[]>();
+  const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
+  /** A token endpoint that records what it saw and answers tokens named after its realm. */
+  const endpoint =
+    (realm: string): TokenHandler =>
+    ({ headers, form }, res) => {
+      const list = seen.get(realm) ?? [];
+      list.push({ authorization: headers.authorization, form });
+      seen.set(realm, list);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ access_token: `${realm}-minted-${list.length}`, token_type: 'Bearer', expires_in: 300 }));
+    };
+  const write = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const env = () =>
+    testEnv(staff, upstream, {
+      UPSTREAM_TOKEN: 'exchange',
+      TOKEN_EXCHANGE_AUDIENCE: 'staff-upstream',
+      TOKEN_EXCHANGE_CLIENT_ID: 'staff-sidecar',
+      TOKEN_EXCHANGE_CLIENT_SECRET_FILE: write('staff-secret', 'staff-secret\n'),
+      ISSUERS_FILE: write(
+        'issuers.yaml',
+        [
+          `- issuer: ${contractors.issuer}`,
+          '  allowedAzp: [coder]',
+          '  tokenExchange:',
+          '    audience: contractors-upstream',
+          '    clientId: contractors-sidecar',
+          `    clientSecretFile: ${write('contractors-secret', 'contractors-secret')}`,
+          '',
+        ].join('\n'),
+      ),
+    });
+  const start = async (options = {}) => {
+    const sidecar = await startSidecar(env(), options);
+    sidecars.push(sidecar);
+    return sidecar;
+  };
+
+  beforeAll(async () => {
+    staff = await startIssuer({ realmPath: '/realms/staff' });
+    contractors = await startIssuer({ realmPath: '/realms/contractors' });
+    await staff.addKey('RS256');
+    await contractors.addKey('RS256');
+    upstream = await startUpstream();
+    dir = mkdtempSync(join(tmpdir(), 'exchange-issuers-'));
+  });
+  afterEach(async () => {
+    for (const sidecar of sidecars.splice(0)) await sidecar.close();
+    seen.clear();
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken(endpoint('contractors'));
+  });
+  afterAll(async () => {
+    await upstream.close();
+    await staff.close();
+    await contractors.close();
+  });
+
+  it("exchanges each issuer's token at its own endpoint, as its own client, and the upstream gets that issuer's token", async () => {
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken(endpoint('contractors'));
+    const sidecar = await start();
+    const staffToken = await staff.mint();
+    const contractorToken = await contractors.mint({ preferred_username: 'carol', sub: 'carol-subject' });
+    const before = upstream.seen.length;
+    expect((await send(sidecar.url, `Bearer ${contractorToken}`)).status).toBe(200);
+    expect((await send(sidecar.url, `Bearer ${staffToken}`)).status).toBe(200);
+    const form = (token: string, audience: string) => ({
+      grant_type: GRANT,
+      subject_token: token,
+      subject_token_type: ACCESS_TOKEN,
+      requested_token_type: ACCESS_TOKEN,
+      audience,
+    });
+    expect(seen.get('contractors')!.map((s) => [s.authorization, Object.fromEntries(s.form)])).toEqual([
+      [basic('contractors-sidecar', 'contractors-secret'), form(contractorToken, 'contractors-upstream')],
+    ]);
+    expect(seen.get('staff')!.map((s) => [s.authorization, Object.fromEntries(s.form)])).toEqual([
+      [basic('staff-sidecar', 'staff-secret'), form(staffToken, 'staff-upstream')],
+    ]);
+    expect(upstream.seen.slice(before).map((r) => [r.headers['x-verified-user'], r.headers.authorization])).toEqual([
+      ['carol', 'Bearer contractors-minted-1'],
+      ['alice', 'Bearer staff-minted-1'],
+    ]);
+    // Each issuer's exchanged token is cached on its own: no further call to either endpoint.
+    expect((await send(sidecar.url, `Bearer ${contractorToken}`)).status).toBe(200);
+    expect((await send(sidecar.url, `Bearer ${staffToken}`)).status).toBe(200);
+    expect([seen.get('staff')!.length, seen.get('contractors')!.length]).toEqual([1, 1]);
+    expect(upstream.seen.slice(-2).map((r) => r.headers.authorization)).toEqual(['Bearer contractors-minted-1', 'Bearer staff-minted-1']);
+    expect(await exchanges(sidecar)).toEqual({ success: 2, failure: 0 });
+  });
+
+  it("a contractors' token never reaches the staff endpoint, even when its own issuer refuses: 502, the log names the issuer", async () => {
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken((_request, res) => {
+      res.statusCode = 400;
+      res.setHeader('content-type', 'application/json');
+      res.end('{"error":"unauthorized_client","error_description":"client not allowed to exchange"}');
+    });
+    const log = captureLog('warn');
+    const sidecar = await start({ logger: log.logger });
+    const contractorToken = await contractors.mint();
+    const before = upstream.seen.length;
+    expect(await send(sidecar.url, `Bearer ${contractorToken}`)).toMatchObject({ status: 502, body: { reason: 'token_exchange_failed' } });
+    expect(seen.get('staff')).toBeUndefined();
+    expect(upstream.seen.length).toBe(before);
+    expect(await exchanges(sidecar)).toEqual({ success: 0, failure: 1 });
+    const failure = log.lines().find((l) => String(l.msg).startsWith('token exchange failed'));
+    expect(failure).toMatchObject({ issuer: contractors.issuer, audience: 'contractors-upstream', issuerError: 'unauthorized_client' });
+    expect(log.text()).not.toContain(contractorToken);
+    expect(log.text()).not.toContain('contractors-secret');
+    // The other issuer's users are not affected.
+    expect((await send(sidecar.url, `Bearer ${await staff.mint()}`)).status).toBe(200);
+    expect(seen.get('staff')).toHaveLength(1);
+  });
+
+  it('reads a new client secret of an ISSUERS_FILE issuer when its mounted file changes', async () => {
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken(endpoint('contractors'));
+    const sidecar = await start();
+    write('contractors-secret', 'rotated-secret\n');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      expect((await send(sidecar.url, `Bearer ${await contractors.mint()}`)).status).toBe(200);
+      if (seen.get('contractors')!.at(-1)!.authorization === basic('contractors-sidecar', 'rotated-secret')) break;
+      if (Date.now() > deadline) throw new Error('the new secret was not used within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(seen.get('staff')).toBeUndefined();
+  });
+
+  it('keeps the caches apart: one token string is exchanged at each issuer it is given for; one issuer never evicts the other', async () => {
+    staff.handleToken(endpoint('staff'));
+    contractors.handleToken(endpoint('contractors'));
+    // Two issuers share a bound of 2: one cached token each.
+    const exchange = new TokenExchanges(trustedIssuers(loadConfig(env())), { logger: captureLog('silent').logger, maxEntries: 2 });
+    try {
+      // The token endpoints here check nothing: any string is a subject token.
+      expect(await exchange.authorizationFor('same-token', staff.issuer)).toBe('Bearer staff-minted-1');
+      expect(await exchange.authorizationFor('same-token', contractors.issuer)).toBe('Bearer contractors-minted-1');
+      expect(await exchange.authorizationFor('same-token', staff.issuer)).toBe('Bearer staff-minted-1');
+      expect(await exchange.authorizationFor('same-token', contractors.issuer)).toBe('Bearer contractors-minted-1');
+      // Contractors' traffic fills only the contractors' cache.
+      expect(await exchange.authorizationFor('other-token', contractors.issuer)).toBe('Bearer contractors-minted-2');
+      expect(await exchange.authorizationFor('same-token', staff.issuer)).toBe('Bearer staff-minted-1');
+      expect(await exchange.authorizationFor('same-token', contractors.issuer)).toBe('Bearer contractors-minted-3');
+      expect([seen.get('staff')!.length, seen.get('contractors')!.length]).toEqual([1, 3]);
+      // An issuer without an exchange gets none, and no endpoint sees the token.
+      await expect(exchange.authorizationFor('same-token', 'https://elsewhere.example')).rejects.toThrow(/no token exchange/);
+      await expect(exchange.authorizationFor('same-token', undefined)).rejects.toThrow(/no token exchange/);
+      expect([seen.get('staff')!.length, seen.get('contractors')!.length]).toEqual([1, 3]);
+    } finally {
+      exchange.close();
+    }
   });
 });
 

@@ -2,7 +2,8 @@
 // upstream receives a token whose audience is its own client and whose subject is the user, never
 // the client's token; one exchange per client token under load; Keycloak down (a TCP relay in
 // front of it, stopped and started again) is a 502 for tokens not exchanged yet, while tokens
-// exchanged before keep working from the cache.
+// exchanged before keep working from the cache. Two realms: each realm's token exchanged by that
+// realm, with that realm's sidecar client.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -34,7 +35,7 @@ const audienceMapper = (audience: string) => ({
  * client's tokens made for the sidecar too (Keycloak exchanges only tokens whose audience holds
  * the requesting client).
  */
-async function addExchangeClients(realm: Realm): Promise<void> {
+async function addExchangeClients(realm: Realm, secret = SIDECAR.secret): Promise<void> {
   await admin('POST', `/${realm.name}/clients`, {
     clientId: UPSTREAM_CLIENT,
     enabled: true,
@@ -46,7 +47,7 @@ async function addExchangeClients(realm: Realm): Promise<void> {
     clientId: SIDECAR.clientId,
     enabled: true,
     publicClient: false,
-    secret: SIDECAR.secret,
+    secret,
     standardFlowEnabled: false,
     directAccessGrantsEnabled: false,
     // "Standard token exchange" in the admin console.
@@ -194,6 +195,37 @@ describe.skipIf(!keycloak)('Keycloak 26 standard token exchange for the upstream
       }
     } finally {
       writeFileSync(secretFile, `${SIDECAR.secret}\n`);
+    }
+  });
+
+  it("two realms: each realm's token is exchanged by that realm with its own client, and the upstream gets that realm's token", async () => {
+    const contractors = await importRealm('exchange-contractors');
+    try {
+      await addExchangeClients(contractors, 'contractors-sidecar-secret');
+      const dir = mkdtempSync(join(tmpdir(), 'kc-exchange-realms-'));
+      const contractorsSecret = join(dir, 'contractors-secret');
+      writeFileSync(contractorsSecret, 'contractors-sidecar-secret\n');
+      const issuersFile = join(dir, 'issuers.yaml');
+      writeFileSync(
+        issuersFile,
+        `- issuer: ${contractors.issuer}\n  allowedAzp: [coder]\n  tokenExchange:\n    audience: ${UPSTREAM_CLIENT}\n    clientId: ${SIDECAR.clientId}\n    clientSecretFile: ${contractorsSecret}\n`,
+      );
+      const sidecar = await startSidecar(testEnv(realm, upstream, { ...exchangeEnv(), ISSUERS_FILE: issuersFile }));
+      sidecars.push(sidecar);
+      for (const [from, user] of [
+        [contractors, 'bob'],
+        [realm, 'alice'],
+      ] as const) {
+        const token = (await from.tokens(user)).access_token;
+        const before = upstream.seen.length;
+        expect(await send(sidecar.url, `Bearer ${token}`)).toEqual({ status: 200, reason: undefined });
+        const got = claims(upstream.seen[before]!.headers.authorization!.slice('Bearer '.length));
+        // Keycloak mints only for its own clients: the secrets differ, so each realm was asked with its own.
+        expect(got).toMatchObject({ iss: from.issuer, sub: claims(token).sub, azp: SIDECAR.clientId, preferred_username: user });
+      }
+      expect(await exchanges(sidecar)).toEqual({ success: 2, failure: 0 });
+    } finally {
+      await contractors.delete();
     }
   });
 

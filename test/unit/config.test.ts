@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, loadConfig, SUPPORTED_ALGORITHMS } from '../../src/config/config.js';
+import { ConfigError, loadConfig, SUPPORTED_ALGORITHMS, trustedIssuers } from '../../src/config/config.js';
 import { SecretHeaders, tracingSettings } from '../../src/config/otel.js';
 
 const run = promisify(execFile);
@@ -178,6 +181,107 @@ describe('configuration from the environment', () => {
 
   it('reports every problem at once', () => {
     expect(problems({ OIDC_ISSUER: 'nope', PORT: 'x', LOG_LEVEL: 'loud', OIDC_ALGORITHMS: 'HS512' })).toHaveLength(5);
+  });
+});
+
+describe('token exchange for each issuer of ISSUERS_FILE', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'config-exchange-'));
+  const write = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const secret = write('secret', 'the-secret\n');
+  const empty = write('empty', ' \n');
+  const missing = join(dir, 'no-such-file');
+  const exchangeOn = {
+    UPSTREAM_TOKEN: 'exchange',
+    TOKEN_EXCHANGE_AUDIENCE: 'upstream',
+    TOKEN_EXCHANGE_CLIENT_ID: 'sidecar',
+    TOKEN_EXCHANGE_CLIENT_SECRET_FILE: secret,
+  };
+
+  it('gives every issuer its own audience, client and secret file', () => {
+    const file = write(
+      'good.yaml',
+      `- issuer: https://b.example/realms/b\n  allowedAzp: [coder]\n  tokenExchange:\n    audience: b-upstream\n    clientId: b-sidecar\n    clientSecretFile: ${secret}\n`,
+    );
+    const issuers = trustedIssuers(loadConfig({ ...minimal, ...exchangeOn, ISSUERS_FILE: file }));
+    expect(issuers.map((i) => [i.issuer, i.tokenExchange])).toEqual([
+      [minimal.OIDC_ISSUER, { audience: 'upstream', clientId: 'sidecar', clientSecretFile: secret }],
+      ['https://b.example/realms/b', { audience: 'b-upstream', clientId: 'b-sidecar', clientSecretFile: secret }],
+    ]);
+    // Without the exchange, no issuer has one, and an issuers file without sections is fine.
+    const plain = write('plain.yaml', '- issuer: https://b.example/realms/b\n  allowedAzp: [coder]\n');
+    expect(trustedIssuers(loadConfig({ ...minimal, ISSUERS_FILE: plain })).map((i) => i.tokenExchange)).toEqual([undefined, undefined]);
+  });
+
+  it('with UPSTREAM_TOKEN=exchange: an issuer without the section, and every bad field, reported at once', () => {
+    const file = write(
+      'bad.yaml',
+      [
+        '- issuer: https://b.example/realms/b',
+        '  allowedAzp: [coder]',
+        '- issuer: https://c.example/realms/c',
+        '  allowedAzp: [coder]',
+        '  tokenExchange:',
+        '    audience: 7',
+        '    clientId: ""',
+        `    clientSecretFile: ${missing}`,
+        '    colour: blue',
+        '- issuer: https://d.example/realms/d',
+        '  allowedAzp: [coder]',
+        '  tokenExchange: yes',
+        '- issuer: https://e.example/realms/e',
+        '  allowedAzp: [coder]',
+        '  tokenExchange: {}',
+        '- issuer: https://f.example/realms/f',
+        '  allowedAzp: [coder]',
+        `  tokenExchange: { audience: f, clientId: f, clientSecretFile: ${empty} }`,
+        '',
+      ].join('\n'),
+    );
+    const at = (line: number, column: number) => `ISSUERS_FILE ${file}:${line}:${column}:`;
+    expect(problems({ ...minimal, ...exchangeOn, ISSUERS_FILE: file, PORT: 'x' })).toEqual([
+      `${at(9, 5)} unknown key "colour" of a tokenExchange: expected audience, clientId, clientSecretFile`,
+      `${at(6, 15)} audience: expected a non-empty string`,
+      `${at(7, 15)} clientId: expected a non-empty string`,
+      `${at(8, 23)} clientSecretFile: expected a readable file holding the client secret (cannot read it: ENOENT)`,
+      `${at(12, 18)} tokenExchange: expected a mapping of audience, clientId, clientSecretFile`,
+      `${at(15, 18)} tokenExchange: audience is required (the upstream's client in this issuer)`,
+      `${at(15, 18)} tokenExchange: clientId is required (the sidecar's client in this issuer, allowed to exchange tokens)`,
+      `${at(15, 18)} tokenExchange: clientSecretFile is required (a file holding that client's secret)`,
+      `${at(18, 64)} clientSecretFile: expected a readable file holding the client secret (the file is empty)`,
+      'PORT="x": expected a whole number from 0 to 65535',
+      'ISSUERS_FILE: issuer "https://b.example/realms/b" has no tokenExchange: UPSTREAM_TOKEN=exchange needs one for every issuer (audience, clientId, clientSecretFile: its own client in that issuer), or its users could never reach the upstream',
+    ]);
+  });
+
+  it('without UPSTREAM_TOKEN=exchange: a section is refused (it would do nothing), with its bad fields, at once', () => {
+    const file = write(
+      'off.yaml',
+      [
+        '- issuer: https://b.example/realms/b',
+        '  allowedAzp: [coder]',
+        `  tokenExchange: { audience: b, clientId: b, clientSecretFile: ${secret} }`,
+        '- issuer: https://c.example/realms/c',
+        '  allowedAzp: [coder]',
+        '  tokenExchange: { clientId: c, clientSecretFile: ${missing} }'.replace('${missing}', missing),
+        '',
+      ].join('\n'),
+    );
+    const at = (line: number, column: number) => `ISSUERS_FILE ${file}:${line}:${column}:`;
+    const doesNothing = (issuer: string, mode: string) =>
+      `ISSUERS_FILE: issuer "${issuer}" has a tokenExchange but UPSTREAM_TOKEN=${mode}: set UPSTREAM_TOKEN=exchange or drop the section (it would do nothing)`;
+    expect(problems({ ...minimal, ISSUERS_FILE: file })).toEqual([
+      `${at(6, 18)} tokenExchange: audience is required (the upstream's client in this issuer)`,
+      `${at(6, 51)} clientSecretFile: expected a readable file holding the client secret (cannot read it: ENOENT)`,
+      doesNothing('https://b.example/realms/b', 'none'),
+      doesNothing('https://c.example/realms/c', 'none'),
+    ]);
+    expect(problems({ ...minimal, UPSTREAM_TOKEN: 'forward', ISSUERS_FILE: file })).toContain(
+      doesNothing('https://b.example/realms/b', 'forward'),
+    );
   });
 });
 

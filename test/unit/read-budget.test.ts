@@ -43,4 +43,18 @@ describe('the read budget', () => {
     budget.release(100);
     expect(await after).toBe(true);
   });
+
+  it('keeps a line of at most maxWaiting reads, and says its length each time it changes', async () => {
+    const lengths: number[] = [];
+    const budget = new ReadBudget(100, 2, (n) => lengths.push(n));
+    expect(budget.full(100)).toBe(false);
+    await budget.admit(100, never);
+    const queued = [budget.admit(10, never), budget.admit(10, never)];
+    // The line is full: a read that would wait is not queued, whatever its size.
+    expect(budget.full(1)).toBe(true);
+    budget.release(100);
+    expect(await Promise.all(queued)).toEqual([true, true]);
+    expect(budget.full(1)).toBe(false);
+    expect(lengths).toEqual([1, 2, 0]);
+  });
 });

@@ -5,7 +5,7 @@
 
 import type { Expr } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
 import type { Facts } from './cel.js';
-import { LIST_FACTS, STRING_FACTS, constant, factName } from './syntax.js';
+import { LIST_FACTS, STRING_FACTS, constant, factEqualsOneOf, factName } from './syntax.js';
 
 /** A conjunct's truth, decided in JS: false excludes the message. */
 export type Prefilter = (facts: Facts) => boolean;
@@ -22,40 +22,27 @@ function reader(fact: string): (facts: Facts) => unknown {
 
 /** The conjunct as a prefilter, or undefined when it is not one of the forms above. */
 export function prefilterOf(expr: Expr): Prefilter | undefined {
+  const test = factEqualsOneOf(expr);
+  if (test !== undefined) {
+    if (!STRING_FACTS.has(test.fact)) return undefined;
+    const get = reader(test.fact);
+    if (test.values.length === 1) {
+      const value = test.values[0];
+      return (facts) => get(facts) === value;
+    }
+    const set = new Set(test.values);
+    return (facts) => set.has(get(facts) as string);
+  }
   if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
   const { function: name, args } = expr.exprKind.value;
-  if (name === '_==_' && args.length === 2) {
-    for (const [fact, other] of [
-      [args[0], args[1]],
-      [args[1], args[0]],
-    ] as const) {
-      const f = factName(fact);
-      const c = constant(other);
-      if (f !== undefined && STRING_FACTS.has(f) && c?.kind === 'stringValue') {
-        const get = reader(f);
-        const value = c.value as string;
-        return (facts) => get(facts) === value;
-      }
-    }
-  }
-  if (name === '@in' && args.length === 2) {
-    const f = factName(args[0]);
-    const list = args[1];
-    if (f !== undefined && STRING_FACTS.has(f) && list?.exprKind.case === 'listExpr') {
-      const values = list.exprKind.value.elements.map(constant);
-      if (values.every((c) => c?.kind === 'stringValue')) {
-        const set = new Set(values.map((c) => c!.value as string));
-        const get = reader(f);
-        return (facts) => set.has(get(facts) as string);
-      }
-    }
-    const container = factName(list);
-    const c = constant(args[0]);
-    if (container !== undefined && LIST_FACTS.has(container) && c?.kind === 'stringValue') {
-      const get = reader(container);
-      const value = c.value as string;
-      return (facts) => (get(facts) as readonly string[]).includes(value);
-    }
+  if (name !== '@in' || args.length !== 2) return undefined;
+  // `"x" in groups`: a constant in a list fact.
+  const container = factName(args[1]);
+  const c = constant(args[0]);
+  if (container !== undefined && LIST_FACTS.has(container) && c?.kind === 'stringValue') {
+    const get = reader(container);
+    const value = c.value as string;
+    return (facts) => (get(facts) as readonly string[]).includes(value);
   }
   return undefined;
 }

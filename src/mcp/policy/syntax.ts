@@ -27,6 +27,34 @@ export function constant(expr: Expr | undefined): { kind: string; value: unknown
   return { kind: kind.case ?? 'null', value: kind.value };
 }
 
+/**
+ * A fact compared with string constants: `fact == "x"`, `"x" == fact` or `fact in ["x", "y"]`:
+ * the fact's name and the strings it may equal; undefined for any other form.
+ */
+export function factEqualsOneOf(expr: Expr): { fact: string; values: readonly string[] } | undefined {
+  if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
+  const { function: name, args } = expr.exprKind.value;
+  if (args.length !== 2) return undefined;
+  if (name === '_==_') {
+    for (const [side, other] of [
+      [args[0], args[1]],
+      [args[1], args[0]],
+    ] as const) {
+      const fact = factName(side);
+      const c = constant(other);
+      if (fact !== undefined && c?.kind === 'stringValue') return { fact, values: [c.value as string] };
+    }
+  }
+  const [side, list] = args;
+  if (name === '@in' && list?.exprKind.case === 'listExpr') {
+    const fact = factName(side);
+    const values = list.exprKind.value.elements.map(constant);
+    if (fact !== undefined && values.every((c) => c?.kind === 'stringValue'))
+      return { fact, values: values.map((c) => c!.value as string) };
+  }
+  return undefined;
+}
+
 /** A constant's kind as CEL names its type, for messages. */
 export const CONSTANT_TYPE: Readonly<Record<string, string>> = {
   stringValue: 'string',

@@ -3,26 +3,12 @@
 // decision about a tool looks only at the rules that name it or name no tool.
 
 import type { Expr } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
-import { constant, factName } from './syntax.js';
+import { factEqualsOneOf } from './syntax.js';
 
 /** The tool names a conjunct `mcp.tool == "x"` / `"x" == mcp.tool` / `mcp.tool in ["x", "y"]` allows; undefined for any other. */
 function toolsNamed(expr: Expr): ReadonlySet<string> | undefined {
-  if (expr.exprKind.case !== 'callExpr' || expr.exprKind.value.target !== undefined) return undefined;
-  const { function: name, args } = expr.exprKind.value;
-  if (name === '_==_' && args.length === 2) {
-    for (const [fact, other] of [
-      [args[0], args[1]],
-      [args[1], args[0]],
-    ] as const) {
-      const c = constant(other);
-      if (factName(fact) === 'mcp.tool' && c?.kind === 'stringValue') return new Set([c.value as string]);
-    }
-  }
-  if (name === '@in' && args.length === 2 && factName(args[0]) === 'mcp.tool' && args[1]?.exprKind.case === 'listExpr') {
-    const values = args[1].exprKind.value.elements.map(constant);
-    if (values.every((c) => c?.kind === 'stringValue')) return new Set(values.map((c) => c!.value as string));
-  }
-  return undefined;
+  const test = factEqualsOneOf(expr);
+  return test?.fact === 'mcp.tool' ? new Set(test.values) : undefined;
 }
 
 /** The tools an expression with these top-level conjuncts can be true for; undefined: any. */
