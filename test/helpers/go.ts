@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
 import { arrivals } from './arrivals.js';
+import type { RanCallFields } from './mcp-server.js';
 import { freePort, skipMissing } from './tools.js';
 
 export interface GoPrograms {
@@ -25,15 +26,8 @@ export interface GoPrograms {
 }
 
 /** A call a Go server ran, as it printed it (`ran {json}`): what its handler received. */
-export interface RanCall {
+export interface RanCall extends RanCallFields {
   server: 'go-sdk' | 'mcp-go';
-  method: string;
-  tool?: string;
-  prompt?: string;
-  uri?: string;
-  /** The resource a file server would open for `uri` (dot segments resolved). */
-  resolved?: string;
-  arguments?: Record<string, unknown>;
   user?: string;
 }
 

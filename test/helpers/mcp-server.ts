@@ -28,9 +28,8 @@ export interface SeenMcpRequest {
   closed: Promise<void>;
 }
 
-/** A call the server ran, with what its handler received (as the Go test servers print theirs). */
-export interface RanCall {
-  server: 'ts-sdk';
+/** What a test server's handler received for a call it ran (this one's, or a Go server's as it printed it). */
+export interface RanCallFields {
   method: string;
   tool?: string;
   prompt?: string;
@@ -38,6 +37,11 @@ export interface RanCall {
   /** The resource a file server would open for `uri` (dot segments resolved). */
   resolved?: string;
   arguments?: Record<string, unknown>;
+}
+
+/** A call the server ran, with what its handler received. */
+export interface RanCall extends RanCallFields {
+  server: 'ts-sdk';
 }
 
 export interface McpTestServer {
