@@ -13,11 +13,11 @@ import {
   OUT,
   median,
   sideBySide,
-  sidecarEnv,
-  spawnPinned,
+  sideBySideRound,
   startCpuBench,
+  startSidecars,
   stop,
-  waitForPort,
+  type RoundRows,
   type WrkOptions,
 } from './lib.js';
 
@@ -62,42 +62,18 @@ const scenarios: { name: string; options: WrkOptions; path: string; accepted: bo
   },
 ];
 
-const sidecars = builds.map(({ revision, main }, i) => {
-  const args = IMAGE_ARGS.map((arg) => (arg === 'dist/main.js' ? main : arg));
-  const port = 18703 + i;
-  return { revision, port, child: spawnPinned(1, args, sidecarEnv({ port, adminPort: 19703 + i, issuer: issuer.issuer, upstreamUrl })) };
-});
-await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
-const targets = (scenario: (typeof scenarios)[number]) =>
-  sidecars.map((sidecar) => ({
-    name: sidecar.revision,
-    url: `http://127.0.0.1:${sidecar.port}${scenario.path}`,
-    pid: sidecar.child.pid!,
-    options: scenario.options,
-  }));
+const sidecars = await startSidecars(
+  builds.map(({ revision, main }) => ({ name: revision, args: IMAGE_ARGS.map((arg) => (arg === 'dist/main.js' ? main : arg)) })),
+  { port: 18703, adminPort: 19703, issuer: issuer.issuer, upstreamUrl },
+);
+const targets = (scenario: (typeof scenarios)[number]) => sidecars.map((sidecar) => sidecar.target(scenario.path, scenario.options));
 // Warm-up, each alone and alike: the accepted scenarios, 3 s each.
 for (const target of targets(scenarios[0]!)) await sideBySide([target], 3);
 for (const target of targets(scenarios[4]!)) await sideBySide([target], 3);
 
-const rows = new Map<string, { ratios: number[]; micros: number[] }>();
+const rows: RoundRows = new Map();
 for (let round = 0; round < ROUNDS; round++) {
-  for (const scenario of scenarios) {
-    const results = await sideBySide(targets(scenario), SECONDS);
-    results.forEach((result, i) => {
-      const revision = sidecars[i]!.revision;
-      if (scenario.accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
-        throw new Error(
-          `${revision}: ${scenario.name}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`,
-        );
-      }
-      const key = `${scenario.name}: ${revision}`;
-      const row = rows.get(key) ?? { ratios: [], micros: [] };
-      row.ratios.push(result.rps / results[0]!.rps);
-      row.micros.push(result.micros);
-      rows.set(key, row);
-    });
-    process.stderr.write(`${scenario.name}: ${results.map((r, i) => `${sidecars[i]!.revision} ${r.rps.toFixed(0)} req/s`).join(', ')}\n`);
-  }
+  for (const scenario of scenarios) await sideBySideRound(rows, scenario, targets(scenario), SECONDS);
 }
 for (const sidecar of sidecars) await stop(sidecar.child);
 await bench.close();

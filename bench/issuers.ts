@@ -25,6 +25,7 @@ import {
   sideBySide,
   sidecarEnv,
   spawnPinned,
+  startSidecars,
   stop,
   waitForPort,
 } from './lib.js';
@@ -52,28 +53,20 @@ await waitForPort(UPSTREAM_PORT);
 const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`;
 
 // The third is the first again: how far two identical sidecars drift apart in the same run (the noise).
-const sidecars = [
-  { name: 'one issuer', port: 18801, env: {} as Record<string, string> },
-  { name: 'two issuers', port: 18802, env: { ISSUERS_FILE: join(dir, 'issuers.yaml') } },
-  { name: 'one issuer again', port: 18803, env: {} as Record<string, string> },
-].map((s, i) => ({
-  ...s,
-  child: spawnPinned(1, IMAGE_ARGS, { ...sidecarEnv({ port: s.port, adminPort: 19801 + i, issuer: a.issuer, upstreamUrl }), ...s.env }),
-}));
-await Promise.all(sidecars.map((s) => waitForPort(s.port)));
+const sidecars = await startSidecars(
+  [{ name: 'one issuer' }, { name: 'two issuers', env: { ISSUERS_FILE: join(dir, 'issuers.yaml') } }, { name: 'one issuer again' }],
+  { port: 18801, adminPort: 19801, issuer: a.issuer, upstreamUrl },
+);
 
 const scenarios = [
   { name: 'reused token of issuer A', options: [tokenA, tokenA, tokenA] },
   { name: "reused token: A's on one issuer, B's on two", options: [tokenA, tokenB, tokenA] },
   { name: 'never-seen tokens of issuer A', options: ['fresh', 'fresh', 'fresh'] },
 ] as const;
-const target = (i: number, option: string) => ({
-  name: sidecars[i]!.name,
-  url: option === 'fresh' ? `http://127.0.0.1:${sidecars[i]!.port}` : `http://127.0.0.1:${sidecars[i]!.port}/mcp`,
-  pid: sidecars[i]!.child.pid!,
-  options:
-    option === 'fresh' ? { script: 'bench/fresh-tokens.lua', scriptArg: freshFile } : { headers: [`Authorization: Bearer ${option}`] },
-});
+const target = (i: number, option: string) =>
+  option === 'fresh'
+    ? sidecars[i]!.target('', { script: 'bench/fresh-tokens.lua', scriptArg: freshFile })
+    : sidecars[i]!.target('/mcp', { headers: [`Authorization: Bearer ${option}`] });
 for (let i = 0; i < sidecars.length; i++) await sideBySide([target(i, tokenA)], 3);
 const rows = new Map<string, { ratios: number[]; control: number[]; micros: number[][] }>();
 for (let round = 0; round < ROUNDS; round++) {

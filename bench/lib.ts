@@ -1,5 +1,6 @@
 // What the benchmark scripts share: processes pinned to a core, waiting for a port, wrk runs,
-// resident memory, many distinct tokens signed quickly, and CPU time per request.
+// resident memory, many distinct tokens signed quickly, CPU time per request, sidecars loaded
+// side by side, and timing the sidecar's token verification in this process.
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { KeyObject, randomUUID, sign } from 'node:crypto';
@@ -10,6 +11,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startIssuer, type SigningKey, type TestIssuer } from '../test/helpers/issuer.js';
 import { imageCommand, imageEnv } from '../test/helpers/dockerfile.js';
+import { createVerifier, type Verify, type VerifyToResult } from '../src/auth/verify.js';
+import { withVerdictCache } from '../src/auth/verdict-cache.js';
+import { RemoteKeySet } from '../src/auth/keyset.js';
+import { createLogger } from '../src/observability/log.js';
+import { loadConfig, trustedIssuers, type Config } from '../src/config/config.js';
 
 export const OUT = new URL('./out/', import.meta.url).pathname;
 mkdirSync(OUT, { recursive: true });
@@ -251,11 +257,15 @@ export async function cpuPerRequest(
   // The never-seen script names its own path.
   const result = await wrk(scenario === 'never-seen tokens' ? baseUrl : `${baseUrl}/mcp`, seconds, 50, options);
   const micros = ((cpuSeconds(pid) - before) * 1e6) / result.requests;
-  const accepted = scenario === 'reused token' || scenario === 'never-seen tokens';
+  checkAnswers(name, scenario, scenario === 'reused token' || scenario === 'never-seen tokens', result);
+  return { rps: result.rps, micros };
+}
+
+/** Throws unless the answers `name` gave in `scenario` are what it expects: all 2xx when accepted, none otherwise. */
+function checkAnswers(name: string, scenario: string, accepted: boolean, result: { non2xx: number; requests: number }): void {
   if (accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
     throw new Error(`${name}: ${scenario}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
   }
-  return { rps: result.rps, micros };
 }
 
 /** A process under load in a side-by-side run: its name, the URL wrk sends to, and its pid. */
@@ -290,6 +300,66 @@ export async function sideBySide(targets: SideBySideTarget[], seconds: number, c
     requests: result.requests,
     non2xx: result.non2xx,
   }));
+}
+
+/** Per `${scenario}: ${target}`, a value a round: its req/s over the first target's, its CPU µs a request. */
+export type RoundRows = Map<string, { ratios: number[]; micros: number[] }>;
+
+/**
+ * One side-by-side run of `scenario` against `targets`, added to `rows`, the rates printed to
+ * stderr; throws when a target's answers are not what the scenario expects.
+ */
+export async function sideBySideRound(
+  rows: RoundRows,
+  scenario: { name: string; accepted: boolean },
+  targets: SideBySideTarget[],
+  seconds: number,
+): Promise<SideBySideResult[]> {
+  const results = await sideBySide(targets, seconds);
+  results.forEach((result, i) => {
+    const name = targets[i]!.name;
+    checkAnswers(name, scenario.name, scenario.accepted, result);
+    const key = `${scenario.name}: ${name}`;
+    const row = rows.get(key) ?? { ratios: [], micros: [] };
+    row.ratios.push(result.rps / results[0]!.rps);
+    row.micros.push(result.micros);
+    rows.set(key, row);
+  });
+  process.stderr.write(`${scenario.name}: ${results.map((r, i) => `${targets[i]!.name} ${r.rps.toFixed(0)} req/s`).join(', ')}\n`);
+  return results;
+}
+
+/** A sidecar a benchmark loads, on core 1. */
+export interface BenchSidecar {
+  name: string;
+  port: number;
+  adminPort: number;
+  child: ChildProcess;
+  /** What sideBySide loads: this sidecar at `path`, with wrk's `options`. */
+  target(path: string, options: WrkOptions): SideBySideTarget;
+}
+
+/**
+ * Sidecars on core 1, the i-th on `port + i` (admin port `adminPort + i`), each with sidecarEnv
+ * for `issuer` and `upstreamUrl` and its own `env`, run as the image runs it or with its own node
+ * `args`; resolves once every one listens.
+ */
+export async function startSidecars(
+  sidecars: { name: string; env?: Record<string, string>; args?: string[] }[],
+  { port, adminPort, issuer, upstreamUrl }: { port: number; adminPort: number; issuer: string; upstreamUrl: string },
+): Promise<BenchSidecar[]> {
+  const started = sidecars.map(({ name, env = {}, args = IMAGE_ARGS }, i): BenchSidecar => {
+    const ports = { port: port + i, adminPort: adminPort + i };
+    const child = spawnPinned(1, args, { ...sidecarEnv({ ...ports, issuer, upstreamUrl }), ...env });
+    return {
+      name,
+      ...ports,
+      child,
+      target: (path, options) => ({ name, url: `http://127.0.0.1:${ports.port}${path}`, pid: child.pid!, options }),
+    };
+  });
+  await Promise.all(started.map((sidecar) => waitForPort(sidecar.port)));
+  return started;
 }
 
 /** oauth2-proxy v7.15 (`go install`, .ci/run does it), or the binary BENCH_OAUTH2_PROXY names; undefined when neither is there. */
@@ -334,4 +404,47 @@ export function oauth2ProxyArgs(port: number, issuer: string, upstreamUrl: strin
     '--auth-logging=false',
     '--reverse-proxy=true',
   ];
+}
+
+/** Microseconds each of `count` operations takes in `run`, the best of five passes. */
+export async function bestMicros(run: () => unknown, count: number): Promise<number> {
+  let fastest = Infinity;
+  for (let pass = 0; pass < 5; pass++) {
+    const started = process.hrtime.bigint();
+    await run();
+    fastest = Math.min(fastest, Number(process.hrtime.bigint() - started) / count / 1000);
+  }
+  return fastest;
+}
+
+export interface InProcessVerifier {
+  config: Readonly<Config>;
+  /** The sidecar's verify, no cache. */
+  verify: Verify;
+  /** The same behind the verdict cache. */
+  cachedVerify: VerifyToResult;
+  close(): void;
+}
+
+/**
+ * The sidecar's token verification in this process for tokens of `issuer` with azp=coder (and
+ * what `env` adds to the configuration): its key set fetched once, its logs silent.
+ */
+export async function inProcessVerifier(issuer: string, env: Record<string, string> = {}): Promise<InProcessVerifier> {
+  const config = loadConfig({ OIDC_ISSUER: issuer, OIDC_ALLOWED_AZP: 'coder', ...env });
+  const keys = new RemoteKeySet({
+    issuer,
+    jwksUri: undefined,
+    refreshMs: 3_600_000,
+    cooldownMs: 30_000,
+    maxStaleMs: 86_400_000,
+    logger: createLogger('silent'),
+  });
+  await keys.start();
+  const verify = createVerifier(
+    config,
+    trustedIssuers(config).map((entry) => ({ issuer: entry, keys })),
+  );
+  const cachedVerify = withVerdictCache(verify, { maxEntries: 10_000, keys, now: Date.now });
+  return { config, verify, cachedVerify, close: () => keys.close() };
 }

@@ -12,14 +12,13 @@
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import {
-  IMAGE_ARGS,
   PINNING,
   TARGET_NODE,
   buildSidecar,
   median,
   sideBySide,
-  sidecarEnv,
   spawnPinned,
+  startSidecars,
   stop,
   waitForPort,
   type SideBySideTarget,
@@ -139,15 +138,10 @@ const results = new Map<string, Rounds>();
 // Each pair gets two new sidecars with the same history (a sidecar that served more requests
 // has a larger heap and fewer collections: reused across pairs, the busier one won by ~4 %).
 for (const pair of pairs) {
-  const sidecars = [pair.measured, pair.against].map((name, i) => {
-    const port = 18803 + i;
-    const child = spawnPinned(1, IMAGE_ARGS, {
-      ...sidecarEnv({ port, adminPort: 19803 + i, issuer: issuer.issuer, upstreamUrl }),
-      ...configurations[name],
-    });
-    return { name, port, child };
-  });
-  await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
+  const sidecars = await startSidecars(
+    [pair.measured, pair.against].map((name) => ({ name, env: configurations[name] })),
+    { port: 18803, adminPort: 19803, issuer: issuer.issuer, upstreamUrl },
+  );
   // Every sidecar must answer the call with its result: a denial (HTTP 200 too) would measure nothing.
   for (const [i, { name, port }] of sidecars.entries()) {
     const modern = (pair.scripts?.[i] ?? pair.script) === 'bench/mcp-2026-call.lua';
@@ -157,16 +151,12 @@ for (const pair of pairs) {
     if (response.status !== 200 || answer.result === undefined)
       throw new Error(`${name} did not answer the bench's tools/call with a result: ${JSON.stringify(answer)}`);
   }
-  const target = (i: number, path: string): SideBySideTarget => ({
-    name: sidecars[i]!.name,
-    url: `http://127.0.0.1:${sidecars[i]!.port}${path}`,
-    pid: sidecars[i]!.child.pid!,
-    options: {
+  const target = (i: number, path: string): SideBySideTarget =>
+    sidecars[i]!.target(path, {
       headers: [`Authorization: Bearer ${token}`],
       script: pair.scripts?.[i] ?? pair.script ?? 'bench/mcp-call.lua',
       scriptArg: pair.contentTypes?.[i] ?? 'application/json',
-    },
-  });
+    });
   // Warm-up, each alone (its JIT and pools), both paths: a cold sidecar costs twice as much.
   for (const i of [0, 1]) for (const { path } of paths) await sideBySide([target(i, path)], 3, CONNECTIONS);
   for (let round = 0; round < ROUNDS; round++) {

@@ -18,15 +18,16 @@ import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { EmbeddedJWK, calculateJwkThumbprint, importJWK, jwtVerify } from 'jose';
 import {
-  IMAGE_ARGS,
   OUT,
   PINNING,
   TARGET_NODE,
+  bestMicros,
   buildSidecar,
+  inProcessVerifier,
   median,
   sideBySide,
-  sidecarEnv,
   spawnPinned,
+  startSidecars,
   stop,
   waitForPort,
   type SideBySideTarget,
@@ -36,11 +37,6 @@ import { startIssuer } from '../test/helpers/issuer.js';
 import { accessTokenHash, createDpopKey, type DpopKey } from '../test/helpers/dpop.js';
 import { createProofChecker } from '../src/auth/dpop.js';
 import { ProofMemory } from '../src/auth/dpop-replay.js';
-import { createVerifier } from '../src/auth/verify.js';
-import { withVerdictCache } from '../src/auth/verdict-cache.js';
-import { RemoteKeySet } from '../src/auth/keyset.js';
-import { createLogger } from '../src/observability/log.js';
-import { loadConfig, trustedIssuers } from '../src/config/config.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -77,32 +73,8 @@ async function proofs(dpopKey: DpopKey, token: string, count: number, htm = 'GET
 }
 
 // 1. In this process.
-async function best(run: () => unknown, count: number): Promise<number> {
-  let fastest = Infinity;
-  for (let pass = 0; pass < 5; pass++) {
-    const started = process.hrtime.bigint();
-    await run();
-    fastest = Math.min(fastest, Number(process.hrtime.bigint() - started) / count / 1000);
-  }
-  return fastest;
-}
-const config = loadConfig({ OIDC_ISSUER: issuer.issuer, OIDC_ALLOWED_AZP: 'coder', DPOP: 'allow', RESOURCE_URL: RESOURCE });
-const keys = new RemoteKeySet({
-  issuer: issuer.issuer,
-  jwksUri: undefined,
-  refreshMs: 3_600_000,
-  cooldownMs: 30_000,
-  maxStaleMs: 86_400_000,
-  logger: createLogger('silent'),
-});
-await keys.start();
-const cachedVerify = withVerdictCache(
-  createVerifier(
-    config,
-    trustedIssuers(config).map((entry) => ({ issuer: entry, keys })),
-  ),
-  { maxEntries: 10_000, keys, now: Date.now },
-);
+const verifier = await inProcessVerifier(issuer.issuer, { DPOP: 'allow', RESOURCE_URL: RESOURCE });
+const { config, cachedVerify } = verifier;
 void cachedVerify(bearer);
 const N = 2000;
 const passes = await Promise.all(Array.from({ length: 5 }, () => proofs(key, bound, N)));
@@ -112,10 +84,10 @@ const checker = await createProofChecker(config, { replay: new ProofMemory(Date.
 let pass = 0;
 const rawHeaders = (proof: string) => ['authorization', `DPoP ${bound}`, 'dpop', proof];
 const inProcess: [string, number][] = [
-  ['a bearer token the verdict cache remembers', await best(() => void cachedVerify(bearer), 1)],
+  ['a bearer token the verdict cache remembers', await bestMicros(() => void cachedVerify(bearer), 1)],
   [
     "the sidecar's whole proof check (header, jose, htm, htu, ath, thumbprint, replay memory)",
-    await best(async () => {
+    await bestMicros(async () => {
       // Each pass its own proofs: a proof seen in an earlier pass would be a replay.
       for (const proof of passes[pass++]!)
         await checker.check({ method: 'GET', url: '/mcp', rawHeaders: rawHeaders(proof) }, bound, key.jkt);
@@ -123,19 +95,19 @@ const inProcess: [string, number][] = [
   ],
   [
     "jose's jwtVerify with EmbeddedJWK (the key imported from the header each time)",
-    await best(async () => {
+    await bestMicros(async () => {
       for (const proof of passes[0]!) await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: ['ES256'] });
     }, N),
   ],
   [
     "jose's jwtVerify with the key imported once (what the check keeps of jose per proof)",
-    await best(async () => {
+    await bestMicros(async () => {
       for (const proof of passes[0]!) await jwtVerify(proof, importedKey, { typ: 'dpop+jwt', algorithms: ['ES256'] });
     }, N),
   ],
   [
     'node:crypto.verify of the same signature, KeyObject imported once (the floor, synchronous; not what the sidecar runs)',
-    await best(() => {
+    await bestMicros(() => {
       for (const proof of passes[0]!) {
         const dot = proof.lastIndexOf('.');
         cryptoVerify(
@@ -149,16 +121,16 @@ const inProcess: [string, number][] = [
   ],
   [
     "jose's calculateJwkThumbprint (RFC 7638, WebCrypto SHA-256)",
-    await best(async () => {
+    await bestMicros(async () => {
       for (let i = 0; i < N; i++) await calculateJwkThumbprint(key.publicJwk, 'sha256');
     }, N),
   ],
 ];
 // The single bearer lookup above is timed once per pass: time 2,000 for a fair number.
-inProcess[0]![1] = await best(() => {
+inProcess[0]![1] = await bestMicros(() => {
   for (let i = 0; i < N; i++) void cachedVerify(bearer);
 }, N);
-keys.close();
+verifier.close();
 
 // 2 and 3. Sidecars side by side.
 buildSidecar();
@@ -210,17 +182,11 @@ const pairs: Pair[] = [
 
 const lines: string[] = [];
 for (const pair of pairs) {
-  const sidecars = pair.env.map((env, i) => {
-    const port = 18903 + i;
-    const child = spawnPinned(1, IMAGE_ARGS, {
-      ...sidecarEnv({ port, adminPort: 19903 + i, issuer: issuer.issuer, upstreamUrl }),
-      ...env,
-    });
-    return { port, child };
-  });
-  await Promise.all(sidecars.map((s) => waitForPort(s.port)));
-  const targets = (options: [WrkOptions, WrkOptions]): SideBySideTarget[] =>
-    sidecars.map((s, i) => ({ name: String(i), url: `http://127.0.0.1:${s.port}/mcp`, pid: s.child.pid!, options: options[i]! }));
+  const sidecars = await startSidecars(
+    pair.env.map((env, i) => ({ name: String(i), env })),
+    { port: 18903, adminPort: 19903, issuer: issuer.issuer, upstreamUrl },
+  );
+  const targets = (options: [WrkOptions, WrkOptions]): SideBySideTarget[] => sidecars.map((s, i) => s.target('/mcp', options[i]!));
   // Warm-up, each alone: a cold sidecar costs twice as much.
   const warm = await pair.options(-1);
   for (const target of targets(warm)) await sideBySide([target], 3, CONNECTIONS);

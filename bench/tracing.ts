@@ -14,17 +14,18 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import {
   CPU_SCENARIOS,
-  IMAGE_ARGS,
   PINNING,
   TARGET_NODE,
   buildSidecar,
   median,
   sideBySide,
-  sidecarEnv,
+  sideBySideRound,
   spawnPinned,
   startCpuBench,
+  startSidecars,
   stop,
   waitForPort,
+  type RoundRows,
   type WrkOptions,
 } from './lib.js';
 
@@ -89,45 +90,23 @@ async function dropped(adminPort: number): Promise<number> {
   return [...text.matchAll(/^mcp_auth_trace_spans_dropped_total\{[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
-const rows = new Map<string, { ratios: number[]; micros: number[] }>();
+const rows: RoundRows = new Map();
 const rss = new Map<string, number[]>();
 // Each upstream gets three new sidecars with the same history.
 for (const upstream of [UPSTREAM_PORT, MCP_UPSTREAM_PORT]) {
   const mine = scenarios.filter((scenario) => scenario.upstream === upstream);
   if (mine.length === 0) continue;
-  const sidecars = names.map((name, i) => {
-    const port = 18903 + i;
-    const adminPort = 19903 + i;
-    const env = sidecarEnv({ port, adminPort, issuer: bench.issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstream}` });
-    return { name, port, adminPort, child: spawnPinned(1, IMAGE_ARGS, { ...env, ...configurations[name] }) };
-  });
-  await Promise.all(sidecars.map((sidecar) => waitForPort(sidecar.port)));
-  const targets = (scenario: Scenario) =>
-    sidecars.map((sidecar) => ({
-      name: sidecar.name,
-      url: `http://127.0.0.1:${sidecar.port}${scenario.path}`,
-      pid: sidecar.child.pid!,
-      options: scenario.options,
-    }));
+  const sidecars = await startSidecars(
+    names.map((name) => ({ name, env: configurations[name] })),
+    { port: 18903, adminPort: 19903, issuer: bench.issuer.issuer, upstreamUrl: `http://127.0.0.1:${upstream}` },
+  );
+  const targets = (scenario: Scenario) => sidecars.map((sidecar) => sidecar.target(scenario.path, scenario.options));
   // Warm-up, each alone and alike: the first scenario, 3 s.
   for (const target of targets(mine[0]!)) await sideBySide([target], 3);
   for (let round = 0; round < ROUNDS; round++) {
     for (const scenario of mine) {
-      const results = await sideBySide(targets(scenario), SECONDS);
-      results.forEach((result, i) => {
-        const name = sidecars[i]!.name;
-        if (scenario.accepted ? result.non2xx > 0 : result.non2xx < result.requests) {
-          throw new Error(`${name}: ${scenario.name}: ${result.non2xx} of ${result.requests} responses were not what the scenario expects`);
-        }
-        const key = `${scenario.name}: ${name}`;
-        const row = rows.get(key) ?? { ratios: [], micros: [] };
-        row.ratios.push(result.rps / results[0]!.rps);
-        row.micros.push(result.micros);
-        rows.set(key, row);
-        const { rss: now } = memory(sidecars[i]!.child.pid!);
-        rss.set(name, [...(rss.get(name) ?? []), now]);
-      });
-      process.stderr.write(`${scenario.name}: ${results.map((r, i) => `${sidecars[i]!.name} ${r.rps.toFixed(0)} req/s`).join(', ')}\n`);
+      await sideBySideRound(rows, scenario, targets(scenario), SECONDS);
+      for (const { name, child } of sidecars) rss.set(name, [...(rss.get(name) ?? []), memory(child.pid!).rss]);
     }
   }
   const traced = sidecars.find((sidecar) => sidecar.name === 'on')!;

@@ -8,6 +8,8 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
+import { arrivals } from './arrivals.js';
+import type { RanCallFields } from './mcp-server.js';
 import { freePort, skipMissing } from './tools.js';
 
 export interface GoPrograms {
@@ -24,15 +26,8 @@ export interface GoPrograms {
 }
 
 /** A call a Go server ran, as it printed it (`ran {json}`): what its handler received. */
-export interface RanCall {
+export interface RanCall extends RanCallFields {
   server: 'go-sdk' | 'mcp-go';
-  method: string;
-  tool?: string;
-  prompt?: string;
-  uri?: string;
-  /** The resource a file server would open for `uri` (dot segments resolved). */
-  resolved?: string;
-  arguments?: Record<string, unknown>;
   user?: string;
 }
 
@@ -75,26 +70,16 @@ export async function startGoServer(
   const program = kind === 'gosdk' ? info.server : info.mcpgoServer;
   const child = spawn(program, stateless ? [address, 'stateless'] : [address], { stdio: ['ignore', 'pipe', 'pipe'] });
   const ran: RanCall[] = [];
-  const waiters = new Set<() => void>();
+  const calls = arrivals(() => ran);
   let pending = '';
   child.stdout!.on('data', (chunk: Buffer) => {
     pending += chunk.toString();
     const lines = pending.split('\n');
     pending = lines.pop()!;
     for (const line of lines) if (line.startsWith('ran ')) ran.push(JSON.parse(line.slice(4)) as RanCall);
-    for (const wake of waiters) wake();
+    calls.wake();
   });
-  const waitForRan = (where: (call: RanCall) => boolean, count = 1) =>
-    new Promise<RanCall[]>((resolve) => {
-      const check = () => {
-        const found = ran.filter(where);
-        if (found.length < count) return;
-        waiters.delete(check);
-        resolve(found);
-      };
-      waiters.add(check);
-      check();
-    });
+  const waitForRan = (where: (call: RanCall) => boolean, count?: number) => calls.waitFor(where, count);
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();

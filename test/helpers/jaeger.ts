@@ -5,6 +5,7 @@
 //   beforeAll(() => jaeger!.ready());
 //   const spans = await jaeger.trace(traceId, (spans) => spans.length >= 3);
 
+import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import type { JaegerInfo } from './jaeger-setup.js';
 import { skipMissing } from './tools.js';
@@ -36,6 +37,16 @@ export interface Jaeger {
   trace(traceId: string, until: (spans: StoredSpan[]) => boolean, timeoutMs?: number): Promise<StoredSpan[]>;
   /** The traces of a service in the last minutes (Jaeger's search). */
   traces(service: string): Promise<StoredSpan[][]>;
+}
+
+/** `bytes` random bytes in hex: a trace or span id, or a suffix that keeps a service name apart. */
+export const hex = (bytes: number) => randomBytes(bytes).toString('hex');
+
+/** A client's trace context: its trace id, the id of its span, sampled. */
+export function clientContext(): { traceId: string; spanId: string; traceparent: string } {
+  const traceId = hex(16);
+  const spanId = hex(8);
+  return { traceId, spanId, traceparent: `00-${traceId}-${spanId}-01` };
 }
 
 /** The env a sidecar needs to send every span to this Jaeger at once, under `service`. */

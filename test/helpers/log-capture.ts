@@ -3,6 +3,7 @@
 import { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { createLogger } from '../../src/observability/log.js';
+import { arrivals } from './arrivals.js';
 
 export interface CapturedLog {
   readonly logger: Logger;
@@ -16,13 +17,13 @@ export interface CapturedLog {
 
 export function captureLog(level = 'info'): CapturedLog {
   const chunks: string[] = [];
-  const waiters = new Set<() => void>();
+  const audits = arrivals(() => audit());
   const logger = createLogger(
     level,
     new Writable({
       write(chunk, _encoding, done) {
         chunks.push(String(chunk));
-        for (const wake of waiters) wake();
+        audits.wake();
         done();
       },
     }),
@@ -39,17 +40,6 @@ export function captureLog(level = 'info'): CapturedLog {
     text,
     lines,
     audit,
-    waitForAudit(where, count = 1) {
-      return new Promise((resolve) => {
-        const check = () => {
-          const found = audit().filter(where);
-          if (found.length < count) return;
-          waiters.delete(check);
-          resolve(found);
-        };
-        waiters.add(check);
-        check();
-      });
-    },
+    waitForAudit: (where, count) => audits.waitFor(where, count),
   };
 }

@@ -12,6 +12,7 @@ import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
 import type { EventStore } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { arrivals } from './arrivals.js';
 
 export interface SeenMcpRequest {
   method: string;
@@ -27,9 +28,8 @@ export interface SeenMcpRequest {
   closed: Promise<void>;
 }
 
-/** A call the server ran, with what its handler received (as the Go test servers print theirs). */
-export interface RanCall {
-  server: 'ts-sdk';
+/** What a test server's handler received for a call it ran (this one's, or a Go server's as it printed it). */
+export interface RanCallFields {
   method: string;
   tool?: string;
   prompt?: string;
@@ -37,6 +37,11 @@ export interface RanCall {
   /** The resource a file server would open for `uri` (dot segments resolved). */
   resolved?: string;
   arguments?: Record<string, unknown>;
+}
+
+/** A call the server ran, with what its handler received. */
+export interface RanCall extends RanCallFields {
+  server: 'ts-sdk';
 }
 
 export interface McpTestServer {
@@ -95,10 +100,10 @@ export async function startMcpServer(
 ): Promise<McpTestServer> {
   const seen: SeenMcpRequest[] = [];
   const ran: RanCall[] = [];
-  const ranWaiters = new Set<() => void>();
+  const calls = arrivals(() => ran);
   const record = (call: Omit<RanCall, 'server'>) => {
     ran.push({ server: 'ts-sdk', ...call });
-    for (const wake of ranWaiters) wake();
+    calls.wake();
   };
   const waiting: McpTestServer['waiting'] = [];
   const releases: (() => void)[] = [];
@@ -240,18 +245,7 @@ export async function startMcpServer(
     url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
     seen,
     ran,
-    waitForRan(where, count = 1) {
-      return new Promise((resolve) => {
-        const check = () => {
-          const found = ran.filter(where);
-          if (found.length < count) return;
-          ranWaiters.delete(check);
-          resolve(found);
-        };
-        ranWaiters.add(check);
-        check();
-      });
-    },
+    waitForRan: (where, count) => calls.waitFor(where, count),
     waiting,
     release() {
       for (const release of releases.splice(0)) release();

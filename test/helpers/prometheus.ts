@@ -1,10 +1,13 @@
-// A real Prometheus scraping one sidecar's admin port every second, in a folder of its own.
+// A real Prometheus scraping one sidecar's admin port every second, in a folder of its own;
+// startScrapedStack starts the sidecar (with its issuer and upstream) too.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './tools.js';
+import { startStack, type TestStack } from './sidecar.js';
+import type { AppOptions } from '../../src/app.js';
 
 export interface RunningPrometheus {
   /** Its HTTP API, e.g. `${api}/api/v1/query?query=...`. */
@@ -44,6 +47,33 @@ export async function startPrometheus(binary: string, target: string, { exemplar
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface ScrapedStack extends TestStack {
+  /** Prometheus's HTTP API. */
+  readonly api: string;
+}
+
+/** A TestStack (sidecar.ts startStack: `env`, `options`) whose admin port Prometheus (`binary`) scrapes. */
+export async function startScrapedStack(
+  binary: string,
+  { env = {}, options = {}, exemplars = false }: { env?: Record<string, string>; options?: AppOptions; exemplars?: boolean } = {},
+): Promise<ScrapedStack> {
+  const stack = await startStack(env, options);
+  try {
+    const prometheus = await startPrometheus(binary, new URL(stack.sidecar.adminUrl).host, { exemplars });
+    return {
+      ...stack,
+      api: prometheus.api,
+      async close() {
+        prometheus.close();
+        await stack.close();
+      },
+    };
+  } catch (error) {
+    await stack.close();
+    throw error;
+  }
 }
 
 /** Polls Prometheus until `read` returns a value; Prometheus scrapes on its own clock, so this is bounded polling. */

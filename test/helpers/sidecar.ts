@@ -1,10 +1,11 @@
-// Builds and starts the real app on port 0 with a config from env-style overrides.
+// Builds and starts the real app on port 0 with a config from env-style overrides, alone or
+// with a test issuer and an upstream (startStack).
 
 import { loadConfig } from '../../src/config/config.js';
 import { buildApp, type App, type AppOptions } from '../../src/app.js';
 import { createLogger } from '../../src/observability/log.js';
-import type { TestIssuer } from './issuer.js';
-import type { TestUpstream } from './upstream.js';
+import { startIssuer, type TestIssuer } from './issuer.js';
+import { startUpstream, type TestUpstream } from './upstream.js';
 
 export interface RunningSidecar {
   app: App;
@@ -39,4 +40,38 @@ export async function startSidecar(env: Record<string, string>, options: AppOpti
   const app = await buildApp(config, { logger: createLogger(config.logLevel), ...options });
   const { proxyUrl, adminUrl } = await app.listen();
   return { app, url: proxyUrl, adminUrl, close: () => app.close() };
+}
+
+/** What many tests start: a test issuer with a key, the echoing upstream, a sidecar in front of them. */
+export interface TestStack {
+  issuer: TestIssuer;
+  upstream: TestUpstream;
+  sidecar: RunningSidecar;
+  /** Closes the sidecar, then the upstream and the issuer. */
+  close(): Promise<void>;
+}
+
+/** Starts a TestStack, its sidecar with `env` over testEnv and the app's `options`; a failure closes what started. */
+export async function startStack(env: Record<string, string> = {}, options: AppOptions = {}): Promise<TestStack> {
+  const issuer = await startIssuer();
+  let upstream: TestUpstream | undefined;
+  try {
+    await issuer.addKey();
+    upstream = await startUpstream();
+    const sidecar = await startSidecar(testEnv(issuer, upstream, env), options);
+    return {
+      issuer,
+      upstream,
+      sidecar,
+      async close() {
+        await sidecar.close();
+        await upstream!.close();
+        await issuer.close();
+      },
+    };
+  } catch (error) {
+    await upstream?.close();
+    await issuer.close();
+    throw error;
+  }
 }

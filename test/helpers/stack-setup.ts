@@ -10,21 +10,13 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { freePort } from './tools.js';
+import type { GoPrograms } from './go.js';
 
 export const KEYCLOAK_VERSION = '26.7.3';
 export const KEYCLOAK_ADMIN = { username: 'admin', password: 'admin-password' };
 
 export type KeycloakInfo = { url: string; managementUrl: string; pid: number; log: string } | { missing: string };
-export type GoInfo =
-  | {
-      server: string;
-      mcpgoServer: string;
-      gosdkClient: string;
-      mcpgoClient: string;
-      everythingServer: string;
-      gofold: string;
-    }
-  | { missing: string };
+export type GoInfo = GoPrograms | { missing: string };
 
 declare module 'vitest' {
   export interface ProvidedContext {

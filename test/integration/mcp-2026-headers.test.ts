@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { request } from 'undici';
-import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import type { TestUpstream } from '../helpers/upstream.js';
+import { startStack, type RunningSidecar, type TestStack } from '../helpers/sidecar.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
 
@@ -37,34 +36,28 @@ const text = fc.string({
 });
 
 describe('MCP 2026-07-28 request headers against the body, through the sidecar', () => {
-  let issuer: TestIssuer;
+  let stack: TestStack | undefined;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
   let log: CapturedLog;
   let token: string;
 
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
-    token = await issuer.mint();
-    upstream = await startUpstream();
+    log = captureLog();
+    stack = await startStack({}, { logger: log.logger });
+    ({ upstream, sidecar } = stack);
+    token = await stack.issuer.mint();
     upstream.handle((_req, res, body) => {
       const message = JSON.parse(body) as { id?: number; method: string };
       const result = message.method === 'tools/list' ? { tools: [REGION_TOOL] } : {};
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }));
     });
-    log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, upstream), { logger: log.logger });
     // The listing that marks execute_sql's arguments for Mcp-Param-Region and Mcp-Param-Limit.
     const listed = await post({ 'mcp-method': 'tools/list' }, { jsonrpc: '2.0', id: 0, method: 'tools/list', params: { _meta: META } });
     expect(listed.status).toBe(200);
   });
-  afterAll(async () => {
-    await sidecar?.close();
-    await upstream?.close();
-    await issuer?.close();
-  });
+  afterAll(() => stack?.close());
 
   async function post(headers: Record<string, string>, body: unknown) {
     const raw = JSON.stringify(body);

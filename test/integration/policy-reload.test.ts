@@ -2,16 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config/config.js';
-import { createMetrics } from '../../src/observability/metrics.js';
-import { createLimits, rulesFromConfig } from '../../src/mcp/limits/index.js';
-import { createPolicyGuard, readPolicyAtStart } from '../../src/mcp/policy/index.js';
-import { watchPolicyFile } from '../../src/mcp/policy-file.js';
-import type { ClientMessage } from '../../src/mcp/guard.js';
-import { captureLog } from '../helpers/log-capture.js';
 import { configMap, until } from '../helpers/configmap.js';
+import { ALICE, QUERY_CALL, watchedGuards } from '../helpers/policy-file.js';
 import { spawnSidecar } from '../helpers/sidecar-process.js';
-import { testEnv } from '../helpers/sidecar.js';
 
 // POLICY_FILE is watched as Kubernetes updates a mounted ConfigMap (test/helpers/configmap.ts):
 // a `..data` symlink swap. Each version goes to the guards built at start, whole or not at all.
@@ -21,49 +14,26 @@ const DENY_QUERY = 'rules:\n  - name: v2-nobody-queries\n    effect: deny\n    w
 const INVALID = 'rules:\n  - name: v3\n    effect: allow\n    when: mcp.tol == "query"\n';
 const QUERY_ONCE = 'limits:\n  tools:\n    query: { perMinute: 1 }\n';
 
-const call: ClientMessage = {
-  method: 'tools/call',
-  id: 1,
-  params: undefined,
-  tool: 'query',
-  prompt: undefined,
-  resource: undefined,
-  arguments: undefined,
-};
-const caller = { identity: { user: 'alice', subject: 'u-alice', email: undefined, groups: [] }, sessionId: undefined };
-
 /** The guards and the watcher as the app builds them, over a ConfigMap holding `text`. */
 function start(text: string, env: Record<string, string> = {}) {
   const map = configMap('policy.yaml', text);
-  const config = loadConfig(
-    testEnv({ issuer: 'https://auth.example.com/realms/coder' }, { url: 'http://127.0.0.1:9' }, { POLICY_FILE: map.file, ...env }),
-  );
-  const metrics = createMetrics();
-  const log = captureLog();
-  const loaded = readPolicyAtStart(config)!;
-  const policy = createPolicyGuard(config, metrics, log.logger, loaded);
-  const limits = createLimits(config, metrics, log.logger, loaded.document.limits);
-  const watched = watchPolicyFile(loaded, { policy, limits, limitsBase: rulesFromConfig(config) }, metrics, log.logger);
-  const reloads = async (result: string) => (await metrics.policyReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
-  const warning = () => String(log.lines().find((l) => l.level === 40 || l.level === 'warn')?.msg);
-  const inForce = async () => (await metrics.policyLastReloadSuccessful.get()).values.find((v) => v.labels.file === map.file)?.value;
-  return { ...map, policy, limits, watched, reloads, warning, inForce };
+  return { ...map, ...watchedGuards(map.file, env) };
 }
 
 describe('policy reload', () => {
   it('swaps in a new version through a ConfigMap ..data symlink swap; an invalid one is logged, counted, and the last good stays', async () => {
     const { publish, policy, watched, reloads, warning, inForce } = start(ALLOW_QUERY);
     try {
-      expect(policy!.judge(call, caller)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
+      expect(policy!.judge(QUERY_CALL, ALICE)).toEqual({ effect: 'allow', rule: 'v1-everyone-queries' });
       expect(await inForce()).toBe(1);
 
       publish(DENY_QUERY);
       await until(async () => (await reloads('success')) === 1, 'the reload');
-      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
+      expect(policy!.judge(QUERY_CALL, ALICE)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries', rpcCode: -32003 });
 
       publish(INVALID);
       await until(async () => (await reloads('failure')) === 1, 'the failed reload');
-      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
+      expect(policy!.judge(QUERY_CALL, ALICE)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
       expect(warning()).toContain('policy.yaml:4:14: rule "v3": mcp has no field tol');
       expect(await reloads('success')).toBe(1);
       // The file as it is now is not what runs: the gauge the alert McpAuthPolicyFileRefused reads.
@@ -81,19 +51,19 @@ describe('policy reload', () => {
     const { publish, policy, limits, watched, reloads, warning } = start(QUERY_ONCE);
     try {
       expect(policy).toBeUndefined();
-      expect(await limits!.judge(call, caller)).toEqual({ effect: 'allow' });
-      expect(await limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'tool' });
+      expect(await limits!.judge(QUERY_CALL, ALICE)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 2 }, ALICE)).toMatchObject({ effect: 'limit', scope: 'tool' });
 
       publish('limits:\n  tools:\n    query: { perMinute: 0 }\n');
       await until(async () => (await reloads('success')) === 1, 'the reload of the limits');
-      expect(await limits!.judge({ ...call, id: 3 }, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 3 }, ALICE)).toEqual({ effect: 'allow' });
 
       publish(`${DENY_QUERY}${QUERY_ONCE}`);
       await until(async () => (await reloads('failure')) === 1, 'the refused version');
       expect(warning()).toContain('rules: added, but the sidecar started without a tool policy: restart to apply it');
       // The limits of the refused version (query once a minute) are not applied: still unlimited.
-      expect(await limits!.judge({ ...call, id: 4 }, caller)).toEqual({ effect: 'allow' });
-      expect(await limits!.judge({ ...call, id: 5 }, caller)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 4 }, ALICE)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 5 }, ALICE)).toEqual({ effect: 'allow' });
     } finally {
       watched.close();
     }
@@ -102,17 +72,17 @@ describe('policy reload', () => {
   it('keeps the counts across a reload: a call in flight keeps its slot, a limit that stays keeps its window', async () => {
     const { publish, limits, watched, reloads } = start('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 1\n');
     try {
-      const held = { ...call, id: 1 };
-      expect(await limits!.judge(held, caller)).toEqual({ effect: 'allow' });
-      expect(await limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+      const held = { ...QUERY_CALL, id: 1 };
+      expect(await limits!.judge(held, ALICE)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 2 }, ALICE)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
 
       publish('limits:\n  userPerMinute: 4\n  concurrentToolCalls: 2\n');
       await until(async () => (await reloads('success')) === 1, 'the reload');
       // The held call still counts: one more fits under the new limit of 2, not two.
-      expect(await limits!.judge({ ...call, id: 3 }, caller)).toEqual({ effect: 'allow' });
-      expect(await limits!.judge({ ...call, id: 4 }, caller)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 3 }, ALICE)).toEqual({ effect: 'allow' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 4 }, ALICE)).toMatchObject({ effect: 'limit', scope: 'concurrency' });
       // And the user's window goes on: the fifth request of the minute is over 4.
-      expect(await limits!.judge({ ...call, id: 5 }, caller)).toMatchObject({ effect: 'limit', scope: 'user' });
+      expect(await limits!.judge({ ...QUERY_CALL, id: 5 }, ALICE)).toMatchObject({ effect: 'limit', scope: 'user' });
     } finally {
       watched.close();
     }
@@ -124,7 +94,7 @@ describe('policy reload', () => {
       publish('limits:\n  tools:\n    query: { perMinute: 5 }\n');
       await until(async () => (await reloads('failure')) === 1, 'the refused version');
       expect(warning()).toContain('rules: removed: restart to run without a tool policy');
-      expect(policy!.judge(call, caller)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
+      expect(policy!.judge(QUERY_CALL, ALICE)).toMatchObject({ effect: 'deny', rule: 'v2-nobody-queries' });
     } finally {
       watched.close();
     }
@@ -142,8 +112,8 @@ describe('policy reload', () => {
       // RATE_LIMIT_USER_PER_MINUTE made a limits guard: the file's limits join it on reload.
       withVariable.publish(`${ALLOW_QUERY}${QUERY_ONCE}`);
       await until(async () => (await withVariable.reloads('success')) === 1, 'the reload');
-      expect(await withVariable.limits!.judge(call, caller)).toEqual({ effect: 'allow' });
-      expect(await withVariable.limits!.judge({ ...call, id: 2 }, caller)).toMatchObject({ effect: 'limit', scope: 'tool' });
+      expect(await withVariable.limits!.judge(QUERY_CALL, ALICE)).toEqual({ effect: 'allow' });
+      expect(await withVariable.limits!.judge({ ...QUERY_CALL, id: 2 }, ALICE)).toMatchObject({ effect: 'limit', scope: 'tool' });
     } finally {
       bare.watched.close();
       withVariable.watched.close();

@@ -39,31 +39,37 @@ const ARGS = {
   MCP_ARGS_REGION_QUERY: JSON.stringify({ region: 'eu-west', sql: 'select 2' }),
 };
 
-describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sidecar, the go-sdk and mcp-go clients', () => {
-  let issuer: TestIssuer;
-  let server: GoServer;
-  let sidecar: RunningSidecar;
-  let log: CapturedLog;
+/**
+ * Before the tests of the describe it is called in: an issuer with a key, the go-sdk stateless
+ * server, and a sidecar in front of it with POLICY, its log captured; after them, all closed.
+ */
+function behindSidecar(): { issuer: TestIssuer; sidecar: RunningSidecar; log: CapturedLog } {
+  const stack = {} as { issuer: TestIssuer; sidecar: RunningSidecar; log: CapturedLog };
+  let server: GoServer | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'go-stateless-'));
-
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
+    stack.issuer = await startIssuer();
+    await stack.issuer.addKey();
     server = await startGoServer(undefined, { stateless: true });
     writeFileSync(join(dir, 'policy.yaml'), POLICY);
-    log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
-      logger: log.logger,
+    stack.log = captureLog();
+    stack.sidecar = await startSidecar(testEnv(stack.issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
+      logger: stack.log.logger,
     });
   });
   afterAll(async () => {
-    await sidecar?.close();
+    await stack.sidecar?.close();
     await server?.close();
-    await issuer?.close();
+    await stack.issuer?.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return stack;
+}
 
-  const token = (user: string) => issuer.mint({ preferred_username: user, sub: `sub-${user}` });
+describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sidecar, the go-sdk and mcp-go clients', () => {
+  const stack = behindSidecar();
+
+  const token = (user: string) => stack.issuer.mint({ preferred_username: user, sub: `sub-${user}` });
 
   it.each([
     ['gosdk', 'gosdk-client/0.1.0'],
@@ -72,7 +78,7 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
     'the %s client at its default protocol: discover, list, call, input_required, listen, each audited',
     async (kind, client) => {
       const user = `${kind}-user`;
-      const run = await runGoClient(kind, `${sidecar.url}/mcp`, await token(user), {
+      const run = await runGoClient(kind, `${stack.sidecar.url}/mcp`, await token(user), {
         MCP_PROTOCOL: kind === 'mcpgo' ? 'default' : '',
         MCP_STEPS: STEPS,
         ...ARGS,
@@ -92,8 +98,10 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
       expect(steps!.listen).toEqual({ text: 'tools list changed' });
 
       // The subscription's stream ends when the client exits: its second line.
-      const lines = await log.waitForAudit((l) => l.user === user && l.method === 'subscriptions/listen' && l.outcome !== 'subscribed');
-      const mine = log.audit().filter((l) => l.user === user);
+      const lines = await stack.log.waitForAudit(
+        (l) => l.user === user && l.method === 'subscriptions/listen' && l.outcome !== 'subscribed',
+      );
+      const mine = stack.log.audit().filter((l) => l.user === user);
       // Every request names its client and version in _meta (go-sdk's notifications/cancelled, which
       // it sends when it closes the subscription, has no _meta).
       for (const line of mine.filter((l) => l.rpcId !== undefined)) expect(line).toMatchObject({ client, protocolVersion: '2026-07-28' });
@@ -121,7 +129,7 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
       expect(outcome('subscriptions/listen')).toEqual(expect.arrayContaining(['subscribed']));
       expect(lines[0]).toMatchObject({ outcome: 'cancelled' });
       expect(lines[0]!.notifications).toBeGreaterThanOrEqual(2);
-      const metrics = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+      const metrics = await (await fetch(`${stack.sidecar.adminUrl}/metrics`)).text();
       expect(metrics).toMatch(/mcp_auth_mcp_subscription_notifications_total\{method="notifications\/tools\/list_changed"\} [1-9]/);
       expect(metrics).toMatch(/mcp_auth_tool_calls_total\{tool="ask_name",outcome="input_required"\} [1-9]/);
     },
@@ -132,7 +140,7 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
     'the %s client pinned to 2025-11-25 still passes: filtered list, calls allowed and denied',
     async (kind) => {
       const user = `${kind}-2025`;
-      const run = await runGoClient(kind, `${sidecar.url}/mcp`, await token(user), {
+      const run = await runGoClient(kind, `${stack.sidecar.url}/mcp`, await token(user), {
         MCP_PROTOCOL: '2025-11-25',
         MCP_STEPS: 'list,call:echo,call:drop_table',
         ...ARGS,
@@ -141,7 +149,7 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
       expect(run.result).toMatchObject({ protocol: '2025-11-25', steps: { 'call:echo': { text: 'hi' } } });
       expect(run.result!.tools).not.toContain('drop_table');
       expect(run.result!.steps!['call:drop_table']!.error).toContain('Forbidden');
-      const mine = log.audit().filter((l) => l.user === user);
+      const mine = stack.log.audit().filter((l) => l.user === user);
       expect(mine.map((l) => l.method)).toContain('initialize');
       expect(mine.find((l) => l.tool === 'echo')).toMatchObject({ outcome: 'result', protocolVersion: '2025-11-25' });
     },
@@ -149,12 +157,8 @@ describe.skipIf(!go)('MCP 2026-07-28: the go-sdk stateless server behind the sid
 });
 
 describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-sdk stateless server', () => {
-  let issuer: TestIssuer;
-  let server: GoServer;
-  let sidecar: RunningSidecar;
-  let log: CapturedLog;
+  const stack = behindSidecar();
   let token: string;
-  const dir = mkdtempSync(join(tmpdir(), 'go-stateless-wire-'));
   const META = {
     'io.modelcontextprotocol/protocolVersion': '2026-07-28',
     'io.modelcontextprotocol/clientCapabilities': {},
@@ -163,26 +167,12 @@ describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-
   };
 
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
-    token = await issuer.mint();
-    server = await startGoServer(undefined, { stateless: true });
-    writeFileSync(join(dir, 'policy.yaml'), POLICY);
-    log = captureLog();
-    sidecar = await startSidecar(testEnv(issuer, { url: server.origin }, { POLICY_FILE: join(dir, 'policy.yaml') }), {
-      logger: log.logger,
-    });
-  });
-  afterAll(async () => {
-    await sidecar?.close();
-    await server?.close();
-    await issuer?.close();
-    rmSync(dir, { recursive: true, force: true });
+    token = await stack.issuer.mint();
   });
 
   async function post(method: string, params: Record<string, unknown>, id: number, extra: Record<string, string> = {}, raw?: string) {
     const name = (params.name ?? params.uri) as string | undefined;
-    const res = await fetch(`${sidecar.url}/mcp`, {
+    const res = await fetch(`${stack.sidecar.url}/mcp`, {
       method: 'POST',
       headers: {
         authorization: `Bearer ${token}`,
@@ -218,7 +208,7 @@ describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-
     if (read.res.headers.get('content-type')?.startsWith('text/event-stream')) expect(read.res.headers.get('x-accel-buffering')).toBe('no');
     const denied = await post('resources/read', { uri: 'docs://bravo/plan' }, 3);
     expect(denied.data.error!.code).toBe(RPC_CODES.policyDenied);
-    const line = (await log.waitForAudit((l) => l.rpcId === 2 && l.method === 'resources/read'))[0]!;
+    const line = (await stack.log.waitForAudit((l) => l.rpcId === 2 && l.method === 'resources/read'))[0]!;
     expect(line).toMatchObject({ client: 'wire-test/1.0.0', protocolVersion: '2026-07-28', traceId: '0af7651916cd43dd8448eb211c80319c' });
   });
 
@@ -226,7 +216,7 @@ describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-
     const refused = await post('subscriptions/listen', { notifications: { resourceSubscriptions: ['docs://bravo/plan'] } }, 4);
     expect(refused.data.error).toMatchObject({ code: RPC_CODES.policyDenied });
     expect(refused.data.error!.message).toContain('docs://bravo/plan');
-    expect((await log.waitForAudit((l) => l.rpcId === 4))[0]).toMatchObject({ outcome: 'denied', method: 'subscriptions/listen' });
+    expect((await stack.log.waitForAudit((l) => l.rpcId === 4))[0]).toMatchObject({ outcome: 'denied', method: 'subscriptions/listen' });
   });
 
   it('answers a 2026-07-28 request with JSON-RPC errors: a body it cannot read, a method the revision does not define', async () => {
@@ -236,7 +226,10 @@ describe.skipIf(!go)('MCP 2026-07-28 on the wire, through the sidecar to the go-
     const removed = await post('logging/setLevel', { level: 'info' }, 6);
     expect(removed.res.status).toBe(404);
     expect(removed.data).toMatchObject({ id: 6, error: { code: RPC_CODES.methodNotFound } });
-    expect((await log.waitForAudit((l) => l.rpcId === 6))[0]).toMatchObject({ outcome: 'denied', rpcErrorCode: RPC_CODES.methodNotFound });
+    expect((await stack.log.waitForAudit((l) => l.rpcId === 6))[0]).toMatchObject({
+      outcome: 'denied',
+      rpcErrorCode: RPC_CODES.methodNotFound,
+    });
     const discover = await post('server/discover', {}, 7);
     expect(discover.data.result).toHaveProperty('supportedVersions');
   });

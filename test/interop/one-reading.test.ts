@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
-import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
+import { startMcpServer, type McpTestServer, type RanCallFields } from '../helpers/mcp-server.js';
 import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startGoServer, useGo, type GoServer } from '../helpers/go.js';
@@ -37,22 +37,12 @@ const POLICY = `rules:
     when: mcp.tool == "drop_table"
 `;
 
-/** A call a server ran (printed by the Go servers, recorded by the TypeScript one). */
-interface Ran {
-  method: string;
-  tool?: string;
-  prompt?: string;
-  uri?: string;
-  resolved?: string;
-  arguments?: Record<string, unknown>;
-}
-
 interface Upstream {
   kind: 'ts-sdk' | 'go-sdk' | 'mcp-go';
   /** For UPSTREAM_URL. */
   origin: string;
-  ran: Ran[];
-  waitForRan(where: (call: Ran) => boolean): Promise<unknown>;
+  ran: RanCallFields[];
+  waitForRan(where: (call: RanCallFields) => boolean): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -110,7 +100,7 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
    * request through the same session, and once the server has run it, everything the request
    * made it run has run too.
    */
-  async function outcome(answer: RawAnswer, ranBefore: number): Promise<{ ran: Ran[]; lines: Record<string, unknown>[] }> {
+  async function outcome(answer: RawAnswer, ranBefore: number): Promise<{ ran: RanCallFields[]; lines: Record<string, unknown>[] }> {
     const text = `sentinel-${++sentinels}`;
     await rawPost(alice, { jsonrpc: '2.0', id: `s${sentinels}`, method: 'tools/call', params: { name: 'echo', arguments: { text } } });
     await upstream.waitForRan((call) => call.arguments?.text === text);
@@ -119,7 +109,7 @@ describe.skipIf(!go).each(['ts-sdk', 'go-sdk', 'mcp-go'] as const)('one reading,
   }
 
   /** The invariant: refused and nothing ran, or each call that ran is the one an audit line names. */
-  function expectOneReading(answer: RawAnswer, ran: Ran[], lines: Record<string, unknown>[], sent: string): void {
+  function expectOneReading(answer: RawAnswer, ran: RanCallFields[], lines: Record<string, unknown>[], sent: string): void {
     expect(lines.length, `no audit line for ${sent}`).toBeGreaterThan(0);
     if (lines.every((line) => line.outcome === 'invalid_request' || line.outcome === 'forbidden_session')) {
       expect([400, 403], sent).toContain(answer.status);

@@ -2,11 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
-import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
 import { findTool } from '../helpers/tools.js';
-import { startPrometheus, untilPrometheus } from '../helpers/prometheus.js';
+import { startScrapedStack, untilPrometheus, type ScrapedStack } from '../helpers/prometheus.js';
 
 // With tracing on, a real Prometheus (exemplar storage on) scrapes the admin port: it asks for
 // OpenMetrics, gets the verification histogram's exemplars with the request's trace id, and the
@@ -16,29 +13,18 @@ const prometheus = findTool('prometheus');
 const promtool = findTool('promtool');
 
 describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () => {
-  let issuer: TestIssuer;
-  let upstream: TestUpstream;
-  let sidecar: RunningSidecar;
-  let api: string;
-  let stopPrometheus: (() => void) | undefined;
-
+  let stack: ScrapedStack | undefined;
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
-    upstream = await startUpstream();
-    sidecar = await startSidecar(testEnv(issuer, upstream, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }), {
-      spanExporter: new InMemorySpanExporter(),
+    stack = await startScrapedStack(prometheus!, {
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' },
+      options: { spanExporter: new InMemorySpanExporter() },
+      exemplars: true,
     });
-    ({ api, close: stopPrometheus } = await startPrometheus(prometheus!, new URL(sidecar.adminUrl).host, { exemplars: true }));
   }, 30_000);
-  afterAll(async () => {
-    stopPrometheus?.();
-    await sidecar.close();
-    await upstream.close();
-    await issuer.close();
-  });
+  afterAll(() => stack?.close());
 
   it('stores the trace id of a verification as an exemplar, and the counters by their names', async () => {
+    const { api, issuer, sidecar } = stack!;
     const traceId = randomBytes(16).toString('hex');
     const token = await issuer.mint();
     const response = await fetch(`${sidecar.url}/mcp`, {
@@ -64,6 +50,7 @@ describe.skipIf(!prometheus || !promtool)('exemplars for a real Prometheus', () 
   });
 
   it('answers a Prometheus-text scrape without exemplars, promtool-clean, after OpenMetrics ones', async () => {
+    const { sidecar } = stack!;
     const open = await fetch(`${sidecar.adminUrl}/metrics`, { headers: { accept: 'application/openmetrics-text; version=1.0.0' } });
     expect(open.headers.get('content-type')).toMatch(/^application\/openmetrics-text/);
     expect(await open.text()).toMatch(/# EOF\n$/);

@@ -1,36 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
 import { findTool } from '../helpers/tools.js';
-import { startPrometheus, untilPrometheus } from '../helpers/prometheus.js';
+import { startScrapedStack, untilPrometheus, type ScrapedStack } from '../helpers/prometheus.js';
 import { REJECTION_REASONS } from '../../src/lib/errors.js';
 
 const binary = findTool('prometheus');
 
 describe.skipIf(!binary)('a real Prometheus scraping the admin port', () => {
-  let issuer: TestIssuer;
-  let upstream: TestUpstream;
-  let sidecar: RunningSidecar;
-  let api: string;
-  let stopPrometheus: (() => void) | undefined;
-
+  let stack: ScrapedStack | undefined;
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey();
-    upstream = await startUpstream();
-    sidecar = await startSidecar(testEnv(issuer, upstream));
-    ({ api, close: stopPrometheus } = await startPrometheus(binary!, new URL(sidecar.adminUrl).host));
+    stack = await startScrapedStack(binary!);
   }, 30_000);
-  afterAll(async () => {
-    stopPrometheus?.();
-    await sidecar.close();
-    await upstream.close();
-    await issuer.close();
-  });
+  afterAll(() => stack?.close());
 
   it('reads back the accepted and rejected counts through its query API', async () => {
+    const { api, issuer, sidecar } = stack!;
     const query = async (expr: string) => {
       const res = await request(`${api}/api/v1/query?query=${encodeURIComponent(expr)}`);
       const body = (await res.body.json()) as { data: { result: { metric: Record<string, string>; value: [number, string] }[] } };

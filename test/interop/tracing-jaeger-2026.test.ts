@@ -1,16 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RPC_CODES } from '../../src/lib/errors.js';
-import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import type { TestIssuer } from '../helpers/issuer.js';
+import type { TestUpstream } from '../helpers/upstream.js';
+import { startStack, type RunningSidecar, type TestStack } from '../helpers/sidecar.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { findTool, skipMissing } from '../helpers/tools.js';
-import { tracingEnv, useJaeger, type StoredSpan } from '../helpers/jaeger.js';
+import { clientContext, hex, tracingEnv, useJaeger, type StoredSpan } from '../helpers/jaeger.js';
 
 // MCP 2026-07-28 clients carry their trace context in each request's `params._meta`, often with
 // no traceparent header (no session to hang one on). The four outcomes an operator looks a tool
@@ -41,14 +40,8 @@ limits:
 const SECRET_ARGUMENT = 'argument-value-2026-c41e';
 const SECRET_META = 'meta-value-2026-9b07';
 
-const hex = (bytes: number) => randomBytes(bytes).toString('hex');
-const clientContext = () => {
-  const traceId = hex(16);
-  const spanId = hex(8);
-  return { traceId, spanId, traceparent: `00-${traceId}-${spanId}-01` };
-};
-
 describe.skipIf(!jaeger || !redisServer)('MCP 2026-07-28: trace context in _meta, in Jaeger', () => {
+  let stack: TestStack | undefined;
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let redis: TestRedis;
@@ -102,33 +95,23 @@ describe.skipIf(!jaeger || !redisServer)('MCP 2026-07-28: trace context in _meta
   beforeAll(async () => {
     await jaeger!.ready();
     redis = await startRedis();
-    issuer = await startIssuer();
-    await issuer.addKey();
-    upstream = await startUpstream();
+    const policyFile = join(mkdtempSync(join(tmpdir(), 'policy-')), 'policy.yaml');
+    writeFileSync(policyFile, POLICY);
+    log = captureLog();
+    stack = await startStack(
+      { LOG_LEVEL: 'info', POLICY_FILE: policyFile, REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '200', ...tracingEnv(jaeger!, service) },
+      { logger: log.logger },
+    );
+    ({ issuer, upstream, sidecar } = stack);
     upstream.handle((_req, res, body) => {
       const message = JSON.parse(body) as { id?: number };
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { resultType: 'complete', content: [] } }));
     });
-    const policyFile = join(mkdtempSync(join(tmpdir(), 'policy-')), 'policy.yaml');
-    writeFileSync(policyFile, POLICY);
-    log = captureLog();
-    sidecar = await startSidecar(
-      testEnv(issuer, upstream, {
-        LOG_LEVEL: 'info',
-        POLICY_FILE: policyFile,
-        REDIS_URL: redis.url,
-        REDIS_TIMEOUT_MS: '200',
-        ...tracingEnv(jaeger!, service),
-      }),
-      { logger: log.logger },
-    );
     token = await issuer.mint();
   });
   afterAll(async () => {
-    await sidecar?.close();
-    await upstream?.close();
-    await issuer?.close();
+    await stack?.close();
     await redis?.close();
   });
 

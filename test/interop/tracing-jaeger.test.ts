@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,9 +8,9 @@ import { startMcpServer, type McpTestServer } from '../helpers/mcp-server.js';
 import { RPC_CODES } from '../../src/lib/errors.js';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import { startSidecar, startStack, testEnv, type RunningSidecar, type TestStack } from '../helpers/sidecar.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
-import { tracingEnv, useJaeger, type StoredSpan } from '../helpers/jaeger.js';
+import { clientContext, hex, tracingEnv, useJaeger, type StoredSpan } from '../helpers/jaeger.js';
 
 // The sidecar's spans as a trace backend stores them (Jaeger all-in-one, read back through its
 // query API): under the client's traceparent, with the HTTP semantic conventions' attributes, a
@@ -19,16 +18,10 @@ import { tracingEnv, useJaeger, type StoredSpan } from '../helpers/jaeger.js';
 
 const jaeger = useJaeger();
 
-const hex = (bytes: number) => randomBytes(bytes).toString('hex');
-/** A client's trace context: its trace id, the id of its span, sampled. */
-const clientContext = () => {
-  const traceId = hex(16);
-  const spanId = hex(8);
-  return { traceId, spanId, traceparent: `00-${traceId}-${spanId}-01` };
-};
 const byName = (spans: StoredSpan[], name: string) => spans.find((span) => span.name === name);
 
 describe.skipIf(!jaeger)('traces in Jaeger', () => {
+  let stack: TestStack | undefined;
   let issuer: TestIssuer;
   let upstream: TestUpstream;
   let sidecar: RunningSidecar;
@@ -38,24 +31,13 @@ describe.skipIf(!jaeger)('traces in Jaeger', () => {
 
   beforeAll(async () => {
     await jaeger!.ready();
-    issuer = await startIssuer();
-    await issuer.addKey();
-    upstream = await startUpstream();
     log = captureLog();
     // No cooldown between unknown-kid fetches: each test below that needs one gets one.
-    sidecar = await startSidecar(
-      testEnv(issuer, upstream, { LOG_LEVEL: 'info', JWKS_COOLDOWN_SECONDS: '0', ...tracingEnv(jaeger!, service) }),
-      {
-        logger: log.logger,
-      },
-    );
+    stack = await startStack({ LOG_LEVEL: 'info', JWKS_COOLDOWN_SECONDS: '0', ...tracingEnv(jaeger!, service) }, { logger: log.logger });
+    ({ issuer, upstream, sidecar } = stack);
     token = await issuer.mint();
   });
-  afterAll(async () => {
-    await sidecar.close();
-    await upstream.close();
-    await issuer.close();
-  });
+  afterAll(() => stack?.close());
 
   it('an accepted request: its span under the client’s, the upstream’s parent, the request line’s ids', async () => {
     const client = clientContext();

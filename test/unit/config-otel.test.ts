@@ -1,22 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/config/config.js';
+import { MINIMAL_ENV, problems } from '../helpers/config.js';
 import { tracingSettings } from '../../src/config/otel.js';
 
 // The standard OTEL_* variables: what they add up to, and bad values told like any other
 // variable's, never showing a collector's credentials.
 
-const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
-const settings = (env: Record<string, string>) => tracingSettings(loadConfig({ ...minimal, ...env }));
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig({ ...minimal, ...env });
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.problems];
-    throw error;
-  }
-  return [];
-}
+const settings = (env: Record<string, string>) => tracingSettings(loadConfig({ ...MINIMAL_ENV, ...env }));
 
 describe('tracing from the OTEL_* variables', () => {
   it('is off without an endpoint, with OTEL_SDK_DISABLED=true and with OTEL_TRACES_EXPORTER=none', () => {
@@ -60,7 +50,7 @@ describe('tracing from the OTEL_* variables', () => {
 
   it('merges the headers (the traces ones win) and never shows their values when logged', () => {
     const config = loadConfig({
-      ...minimal,
+      ...MINIMAL_ENV,
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
       OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20collector-secret,x-tenant=a',
       OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'x-tenant=b',

@@ -1,23 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/config/config.js';
+import { MINIMAL_ENV, problems } from '../helpers/config.js';
 import { LimitsFileError, rulesFromConfig, withLimitsSection } from '../../src/mcp/limits/index.js';
-
-const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig({ ...minimal, ...env });
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.problems];
-    throw error;
-  }
-  return [];
-}
 
 describe('rate limit variables', () => {
   it('parses limits, the failure mode and a Redis URL whose password never shows when logged', () => {
     const config = loadConfig({
-      ...minimal,
+      ...MINIMAL_ENV,
       RATE_LIMIT_USER_PER_MINUTE: '600',
       RATE_LIMIT_TOOL_PER_MINUTE: '60',
       RATE_LIMIT_CONCURRENT_TOOL_CALLS: '4',
@@ -67,7 +56,7 @@ describe('rate limit variables', () => {
 });
 
 describe('the policy file limits: section', () => {
-  const base = rulesFromConfig(loadConfig({ ...minimal, RATE_LIMIT_USER_PER_MINUTE: '100', RATE_LIMIT_TOOL_PER_MINUTE: '10' }));
+  const base = rulesFromConfig(loadConfig({ ...MINIMAL_ENV, RATE_LIMIT_USER_PER_MINUTE: '100', RATE_LIMIT_TOOL_PER_MINUTE: '10' }));
 
   it('overrides the variables key by key and sets limits per tool', () => {
     const rules = withLimitsSection(base, {

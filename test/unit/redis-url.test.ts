@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/config/config.js';
+import { MINIMAL_ENV, problems } from '../helpers/config.js';
 
-const minimal = { OIDC_ISSUER: 'https://auth.example.com/realms/coder', OIDC_ALLOWED_AZP: 'coder' };
-
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadConfig({ ...minimal, ...env });
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.problems];
-    throw error;
-  }
-  return [];
-}
-const url = (value: string) => loadConfig({ ...minimal, REDIS_URL: value }).redisUrl!;
+const url = (value: string) => loadConfig({ ...MINIMAL_ENV, REDIS_URL: value }).redisUrl!;
 
 describe('REDIS_URL', () => {
   it('reads one Redis as before: host, port (6379 by default), database, user and password percent-decoded', () => {
@@ -95,7 +85,7 @@ describe('REDIS_URL', () => {
 
 describe('REDIS_SENTINEL_PASSWORD and REDIS_KEY_PREFIX', () => {
   it('keeps the Sentinel password out of every log and message', () => {
-    const config = loadConfig({ ...minimal, REDIS_URL: 'redis+sentinel://s1/mymaster', REDIS_SENTINEL_PASSWORD: 's3cret' });
+    const config = loadConfig({ ...MINIMAL_ENV, REDIS_URL: 'redis+sentinel://s1/mymaster', REDIS_SENTINEL_PASSWORD: 's3cret' });
     expect(config.redisSentinelPassword!.reveal()).toBe('s3cret');
     expect(JSON.stringify(config)).not.toContain('s3cret');
     expect(JSON.stringify(config)).toContain('"redisSentinelPassword":"***"');
