@@ -10,7 +10,7 @@ import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { startIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { startSidecar, testEnv, type RunningSidecar } from '../helpers/sidecar.js';
+import { startSidecar, startStack, testEnv, type RunningSidecar, type TestStack } from '../helpers/sidecar.js';
 import { createDpopKey, createProof, type DpopKey } from '../helpers/dpop.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { writeFileSync, mkdtempSync } from 'node:fs';
@@ -468,30 +468,23 @@ describe('DPoP in the audit line and the tool policy', () => {
 });
 
 describe('DPoP proof checks in the trace', () => {
+  let stack: TestStack;
   let issuer: TestIssuer;
-  let upstream: TestUpstream;
   let sidecar: RunningSidecar;
-  let exporter: InMemorySpanExporter;
+  const exporter = new InMemorySpanExporter();
   let key: DpopKey;
   let token: string;
 
   beforeAll(async () => {
-    issuer = await startIssuer();
-    await issuer.addKey('RS256');
-    upstream = await startUpstream();
-    exporter = new InMemorySpanExporter();
-    sidecar = await startSidecar(
-      testEnv(issuer, upstream, { DPOP: 'allow', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_BSP_SCHEDULE_DELAY: '10' }),
+    stack = await startStack(
+      { DPOP: 'allow', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_BSP_SCHEDULE_DELAY: '10' },
       { spanExporter: exporter },
     );
+    ({ issuer, sidecar } = stack);
     key = await createDpopKey('ES256');
     token = await issuer.mint({ typ: 'DPoP', cnf: { jkt: key.jkt } });
   });
-  afterAll(async () => {
-    await sidecar.close();
-    await upstream.close();
-    await issuer.close();
-  });
+  afterAll(async () => stack?.close());
 
   /** One request; the spans of its trace, once exported. */
   const traced = async (authorization: string, proofs: string[]) => {
