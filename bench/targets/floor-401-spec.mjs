@@ -1,8 +1,8 @@
-// The floor for a rejection that does what SPEC asks of every one: Node's HTTP server, no
+// The floor for a rejection that does what every rejection of the sidecar must do: Node's HTTP server, no
 // Fastify, answering 401 with a request id, the reason-labelled counter, the request log line
 // as the sidecar writes it, and for a request with a token its SHA-256 looked up among
 // remembered answers and the verification histogram. Not a product: a measuring stick for how
-// far below Node's fixed 401 (floor-401.mjs) SPEC's per-rejection work alone puts any rejection.
+// far below Node's fixed 401 (floor-401.mjs) the per-rejection work required alone puts any rejection.
 // Imports the built sidecar (dist/), which bench:floor builds first.
 import { hash, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
