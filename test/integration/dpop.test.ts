@@ -13,6 +13,7 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { startSidecar, startStack, testEnv, type RunningSidecar, type TestStack } from '../helpers/sidecar.js';
 import { createDpopKey, createProof, type DpopKey } from '../helpers/dpop.js';
 import { captureLog } from '../helpers/log-capture.js';
+import { waitFor } from '../helpers/redis-ha.js';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -490,10 +491,12 @@ describe('DPoP proof checks in the trace', () => {
   const traced = async (authorization: string, proofs: string[]) => {
     exporter.reset();
     const { status } = await send(sidecar.url, authorization, proofs);
-    await sidecar.app.tracing!.flush();
+    // The request's span ends when its response closes, which may come after the client has read it.
+    const server = await waitFor('the request span exported', 5000, async () => {
+      await sidecar.app.tracing!.flush();
+      return exporter.getFinishedSpans().find((s) => s.kind === SpanKind.SERVER && s.name.startsWith('POST'));
+    });
     const spans = exporter.getFinishedSpans();
-    const server = spans.find((s) => s.kind === SpanKind.SERVER && s.name.startsWith('POST'))!;
-    expect(server).toBeDefined();
     const check = spans.filter((s) => s.name === 'check DPoP proof');
     for (const span of check) {
       expect(span.spanContext().traceId).toBe(server.spanContext().traceId);
