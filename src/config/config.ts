@@ -93,25 +93,15 @@ function crossChecks(config: Config, problems: string[]): void {
       `FORWARD_AUTHORIZATION=true and UPSTREAM_TOKEN=${config.upstreamToken} disagree: drop FORWARD_AUTHORIZATION (UPSTREAM_TOKEN replaces it)`,
     );
   }
-  if (config.upstreamToken === 'exchange') {
-    const missing = (
-      [
-        ['TOKEN_EXCHANGE_AUDIENCE', config.tokenExchangeAudience],
-        ['TOKEN_EXCHANGE_CLIENT_ID', config.tokenExchangeClientId],
-        ['TOKEN_EXCHANGE_CLIENT_SECRET_FILE', config.tokenExchangeClientSecretFile],
-      ] as const
-    ).filter(([, value]) => value === undefined);
-    for (const [name] of missing) problems.push(`UPSTREAM_TOKEN=exchange needs ${name}`);
-  } else {
+  const exchangeVariables = [
+    ['TOKEN_EXCHANGE_AUDIENCE', config.tokenExchangeAudience],
+    ['TOKEN_EXCHANGE_CLIENT_ID', config.tokenExchangeClientId],
+    ['TOKEN_EXCHANGE_CLIENT_SECRET_FILE', config.tokenExchangeClientSecretFile],
+  ] as const;
+  for (const [name, value] of exchangeVariables) {
+    if (config.upstreamToken === 'exchange' && value === undefined) problems.push(`UPSTREAM_TOKEN=exchange needs ${name}`);
     // Set without the exchange on, they would do nothing: the upstream would get no token of its own.
-    const unused = (
-      [
-        ['TOKEN_EXCHANGE_AUDIENCE', config.tokenExchangeAudience],
-        ['TOKEN_EXCHANGE_CLIENT_ID', config.tokenExchangeClientId],
-        ['TOKEN_EXCHANGE_CLIENT_SECRET_FILE', config.tokenExchangeClientSecretFile],
-      ] as const
-    ).filter(([, value]) => value !== undefined);
-    for (const [name] of unused)
+    if (config.upstreamToken !== 'exchange' && value !== undefined)
       problems.push(
         `${name} is set but UPSTREAM_TOKEN=${config.upstreamToken}: set UPSTREAM_TOKEN=exchange or drop ${name} (it would do nothing)`,
       );
