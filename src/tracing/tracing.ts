@@ -45,13 +45,16 @@ function spanOf(verification: Verification): Span {
   return (verification.span ??= verification.request.child('verify token', undefined, verification.startedAt));
 }
 
+/** A span of the token's checks that failed: a rejection's reason, else `_OTHER` (a bug, its message unsaid). */
+function failed(span: Span, error: unknown): void {
+  span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
+  span.setStatus({ code: SpanStatusCode.ERROR });
+}
+
 function endVerification(verification: Verification, error?: unknown): void {
   if (verification.hit) return;
   const span = spanOf(verification);
-  if (error !== undefined) {
-    span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
-    span.setStatus({ code: SpanStatusCode.ERROR });
-  }
+  if (error !== undefined) failed(span, error);
   span.end(performance.now());
 }
 
@@ -167,8 +170,7 @@ export class Tracing {
         return checker.check(request, token, jkt).then(
           () => span.end(),
           (error: unknown) => {
-            span.setAttribute('error.type', error instanceof Rejection ? error.reason : '_OTHER');
-            span.setStatus({ code: SpanStatusCode.ERROR });
+            failed(span, error);
             span.end();
             return Promise.reject(error as Error);
           },
