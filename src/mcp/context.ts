@@ -71,7 +71,7 @@ export class McpContext {
     readonly audit: AuditWriter | undefined,
   ) {
     this.rewriting = guards.some((guard) => guard.rewrites !== undefined);
-    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes), undefined, (waiting) =>
+    this.readBudget = new ReadBudget(Math.max(READ_BUDGET_BYTES, config.mcpMaxBodyBytes), (waiting) =>
       metrics.bodyReadsWaiting.set(waiting),
     );
   }

@@ -20,9 +20,9 @@ export class ReadBudget {
 
   constructor(
     private readonly max: number,
-    private readonly maxWaiting = MAX_WAITING_READS,
     /** The number of reads waiting, each time it changes (a gauge). */
     private readonly onWaiting: (waiting: number) => void = () => {},
+    private readonly maxWaiting = MAX_WAITING_READS,
   ) {}
 
   /** Whether a read of `bytes` would have to wait, and the line is full. */

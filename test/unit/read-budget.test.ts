@@ -46,7 +46,7 @@ describe('the read budget', () => {
 
   it('keeps a line of at most maxWaiting reads, and says its length each time it changes', async () => {
     const lengths: number[] = [];
-    const budget = new ReadBudget(100, 2, (n) => lengths.push(n));
+    const budget = new ReadBudget(100, (n) => lengths.push(n), 2);
     expect(budget.full(100)).toBe(false);
     await budget.admit(100, never);
     const queued = [budget.admit(10, never), budget.admit(10, never)];
