@@ -6,6 +6,12 @@
 import type { Dispatcher } from 'undici';
 import type { Agent } from '../lib/undici.js';
 
+/** A client's credentials in HTTP Basic, each form-encoded first as RFC 6749 section 2.3.1 says. */
+export function clientBasic(clientId: string, secret: string): string {
+  const encode = (value: string) => encodeURIComponent(value).replace(/%20/g, '+');
+  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(secret)}`).toString('base64')}`;
+}
+
 export interface JsonRequest {
   method?: 'GET' | 'POST';
   headers?: Record<string, string>;

@@ -19,7 +19,7 @@ import { Rejection, StartupError } from '../lib/errors.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
-import { requestJson } from './fetch-json.js';
+import { clientBasic, requestJson } from './fetch-json.js';
 
 export type IntrospectionResult = 'active' | 'inactive' | 'error';
 
@@ -53,8 +53,6 @@ const SECRET_SETTLE_MS = 200;
 const SECRET_RECHECK_MS = 60_000;
 /** Bytes of a client secret at most. */
 const MAX_SECRET_BYTES = 4096;
-
-const rfc6749 = (value: string) => encodeURIComponent(value).replace(/%20/g, '+');
 
 export class Introspector {
   readonly issuer: string;
@@ -148,7 +146,7 @@ export class Introspector {
       answer = await requestJson(this.agent, this.endpoint, {
         method: 'POST',
         headers: {
-          authorization: `Basic ${Buffer.from(`${rfc6749(clientId)}:${rfc6749(this.secret)}`).toString('base64')}`,
+          authorization: clientBasic(clientId, this.secret),
           'content-type': 'application/x-www-form-urlencoded',
         },
         body: new URLSearchParams({ token, token_type_hint: 'access_token' }).toString(),

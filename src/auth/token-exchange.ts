@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { TrustedIssuer } from '../config/config.js';
 import { StartupError } from '../lib/errors.js';
-import { requestAnswer } from './fetch-json.js';
+import { clientBasic, requestAnswer } from './fetch-json.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
@@ -84,12 +84,6 @@ function readSecret(file: string): string {
   const secret = readFileSync(file, 'utf8').trim();
   if (secret === '') throw new Error('the file is empty');
   return secret;
-}
-
-/** A client credential in HTTP Basic, form-encoded first as RFC 6749 section 2.3.1 says. */
-function basic(clientId: string, secret: string): string {
-  const encode = (s: string) => encodeURIComponent(s).replace(/%20/g, '+');
-  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(secret)}`).toString('base64')}`;
 }
 
 /** The `exp` of a JWT, read without verifying (only to know how long to keep it), or undefined. */
@@ -197,7 +191,7 @@ export class TokenExchange {
       const startedMs = this.#now();
       const { status, json } = await requestAnswer(this.#agent, endpoint, {
         method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(clientId, this.#secret) },
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: clientBasic(clientId, this.#secret) },
         body: new URLSearchParams({
           grant_type: GRANT,
           subject_token: subjectToken,
