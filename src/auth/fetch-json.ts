@@ -1,5 +1,6 @@
 // A bounded JSON request to an issuer (discovery, key set, introspection, token exchange): one
-// deadline for the whole exchange, connecting included; a size cap; no redirects.
+// deadline for the whole exchange, connecting included; a size cap; no redirects. And the one
+// reading of an issuer's discovery document.
 // `requestJson`: 200 and JSON, or an error; `requestAnswer`: any status with its JSON, for the
 // token endpoint, whose refusals carry an OAuth error worth reading.
 
@@ -33,6 +34,26 @@ export function requestJson(agent: InstanceType<typeof Agent>, url: string, requ
     if (json === undefined) throw new Error(`${method} ${url} answered with a body that is not JSON`);
     return json;
   });
+}
+
+/**
+ * One endpoint of `issuer` (`jwks_uri`, `introspection_endpoint`, `token_endpoint`) from its
+ * OIDC discovery document, which must name the issuer itself; an http(s) URL, else an error.
+ */
+export async function discoverEndpoint(
+  agent: InstanceType<typeof Agent>,
+  issuer: string,
+  field: string,
+  limits: Pick<JsonRequest, 'timeoutMs' | 'maxBytes'>,
+): Promise<string> {
+  const url = `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+  const document = (await requestJson(agent, url, limits)) as Record<string, unknown> | null;
+  if (document?.issuer !== issuer) {
+    throw new Error(`discovery document names issuer ${JSON.stringify(document?.issuer)}, expected ${JSON.stringify(issuer)}`);
+  }
+  const endpoint = document[field];
+  if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint)) throw new Error(`discovery document has no http(s) ${field}`);
+  return endpoint;
 }
 
 export function requestAnswer(agent: InstanceType<typeof Agent>, url: string, request: JsonRequest): Promise<JsonAnswer> {

@@ -19,7 +19,7 @@ import { Rejection, StartupError } from '../lib/errors.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
-import { clientBasic, requestJson } from './fetch-json.js';
+import { clientBasic, discoverEndpoint, requestJson } from './fetch-json.js';
 
 export type IntrospectionResult = 'active' | 'inactive' | 'error';
 
@@ -174,14 +174,8 @@ export class Introspector {
     return { claims, untilMs: untilMs ?? this.now() };
   }
 
-  private async discover(): Promise<string> {
-    const url = `${this.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
-    const document = (await requestJson(this.agent, url, { timeoutMs: this.timeoutMs, maxBytes: MAX_BODY_BYTES })) as Claims;
-    if (document.issuer !== this.issuer) throw new Error(`discovery document names issuer ${JSON.stringify(document.issuer)}`);
-    const endpoint = document.introspection_endpoint;
-    if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint))
-      throw new Error('discovery document has no http(s) introspection_endpoint');
-    return endpoint;
+  private discover(): Promise<string> {
+    return discoverEndpoint(this.agent, this.issuer, 'introspection_endpoint', { timeoutMs: this.timeoutMs, maxBytes: MAX_BODY_BYTES });
   }
 
   private async rereadSecret(): Promise<void> {

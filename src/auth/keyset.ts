@@ -6,7 +6,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Rejection } from '../lib/errors.js';
 import { Agent } from '../lib/undici.js';
-import { requestJson } from './fetch-json.js';
+import { discoverEndpoint, requestJson } from './fetch-json.js';
 
 export interface VerificationKey {
   readonly kid: string | undefined;
@@ -254,22 +254,16 @@ export class RemoteKeySet implements KeySource {
     }
   }
 
-  private async discover(): Promise<string> {
-    const issuer = this.options.issuer;
-    const url = `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
-    const document = (await this.fetchJson(url)) as Record<string, unknown>;
-    if (document.issuer !== issuer) {
-      throw new Error(`discovery document names issuer ${JSON.stringify(document.issuer)}, expected ${JSON.stringify(issuer)}`);
-    }
-    const jwksUri = document.jwks_uri;
-    if (typeof jwksUri !== 'string' || !/^https?:\/\//.test(jwksUri)) {
-      throw new Error('discovery document has no http(s) jwks_uri');
-    }
-    return jwksUri;
+  private discover(): Promise<string> {
+    return discoverEndpoint(this.agent, this.options.issuer, 'jwks_uri', this.limits());
   }
 
   /** A bounded GET: timeout, size cap, no redirects. */
   private fetchJson(url: string): Promise<unknown> {
-    return requestJson(this.agent, url, { timeoutMs: this.fetchTimeoutMs, maxBytes: this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES });
+    return requestJson(this.agent, url, this.limits());
+  }
+
+  private limits() {
+    return { timeoutMs: this.fetchTimeoutMs, maxBytes: this.options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES };
   }
 }

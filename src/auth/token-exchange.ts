@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { TrustedIssuer } from '../config/config.js';
 import { StartupError } from '../lib/errors.js';
-import { clientBasic, requestAnswer } from './fetch-json.js';
+import { clientBasic, discoverEndpoint, requestAnswer } from './fetch-json.js';
 import { Lru } from '../lib/lru.js';
 import { watchMountedFiles, type MountedFilesWatch } from '../lib/mounted-files.js';
 import { Agent } from '../lib/undici.js';
@@ -255,26 +255,16 @@ export class TokenExchange {
   #endpoint(): Promise<string> {
     this.#tokenEndpoint ??= this.#discover().catch((error: unknown) => {
       this.#tokenEndpoint = undefined;
-      throw error instanceof TokenExchangeError
-        ? error
-        : new TokenExchangeError('the discovery document did not answer', undefined, { cause: error });
+      throw new TokenExchangeError('the token endpoint could not be discovered', undefined, { cause: error });
     });
     return this.#tokenEndpoint;
   }
 
-  async #discover(): Promise<string> {
-    const { issuer } = this.#options;
-    const { status, json } = await requestAnswer(this.#agent, `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, {
-      method: 'GET',
+  #discover(): Promise<string> {
+    return discoverEndpoint(this.#agent, this.#options.issuer, 'token_endpoint', {
       timeoutMs: this.#options.timeoutMs ?? TIMEOUT_MS,
       maxBytes: 1 << 20,
     });
-    const document = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
-    if (status !== 200 || document.issuer !== issuer) throw new TokenExchangeError(`the discovery document of ${issuer} is not usable`);
-    const endpoint = document.token_endpoint;
-    if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint))
-      throw new TokenExchangeError('discovery names no http(s) token_endpoint');
-    return endpoint;
   }
 }
 
